@@ -1,0 +1,30 @@
+"""Read this first: the contracts every adapter implements, and their value types."""
+
+from .backend import ResultBackend
+from .broker import Broker, Subscription
+from .types import (
+    Capabilities,
+    DeadLetterEntry,
+    DeadLetterPage,
+    MessageInfo,
+    QueueStats,
+    ReplayResult,
+    TaskState,
+    TaskStatus,
+    WorkerHeartbeat,
+)
+
+__all__ = [
+    "Broker",
+    "Capabilities",
+    "DeadLetterEntry",
+    "DeadLetterPage",
+    "MessageInfo",
+    "QueueStats",
+    "ReplayResult",
+    "ResultBackend",
+    "Subscription",
+    "TaskState",
+    "TaskStatus",
+    "WorkerHeartbeat",
+]

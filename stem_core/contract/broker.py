@@ -1,0 +1,473 @@
+"""The ``Broker`` contract. Read this first: every adapter implements exactly this.
+
+Rules every adapter must keep (the contract suite in ``tests/contract/`` checks each):
+
+Producing
+  * ``publish`` persists the envelope before returning (durably, for that broker's
+    notion of durable). ``queue``/``priority`` arguments override the envelope's, and
+    the *stored* envelope carries the effective values. A ``not_before`` in the future
+    keeps the message invisible (and out of ``pending``) until then.
+  * ``publish_many`` is the batch fast path: one round trip or one transaction where
+    the server allows, all-or-nothing where it can.
+  * ``broadcast`` gives **every** consumer subscribed to the channel at publish time its
+    own copy, across processes (``cross_process`` brokers) and machines.
+
+Consuming
+  * One ``consume`` subscription spans several queues and broadcast channels. Across the
+    queues of a subscription, higher priority wins, then the oldest (by ``not_before``
+    or enqueue time).
+  * ``prefetch`` is a real cap: a subscription never holds more than ``prefetch``
+    unsettled *queue* deliveries (broadcast deliveries do not count). The base class
+    enforces it; adapters never return more than the ``limit`` they are asked for.
+  * Breaking out of the iterator stops fetching; deliveries already handed out keep
+    their leases until acked, nacked, dead-lettered or expired.
+  * A lease lasts the envelope's ``visibility_timeout``, else the broker default
+    (``lease_seconds``, 30 s). An unsettled message whose lease expired becomes
+    deliverable again to any consumer, with ``delivery_count + 1``, within lease + 1 s.
+  * Receipts fence: once a message has been redelivered or requeued, settling it with
+    an older receipt changes nothing (``ack``/``nack``/``dead_letter`` are silent
+    no-ops, ``extend_lease`` raises ``LeaseLost``). A receipt whose lease expired but
+    whose message was not yet handed to anyone else still settles it.
+  * ``ack``: never delivered again. ``nack(requeue=True, delay=None)``: deliverable
+    again (after ``delay`` seconds if given) with ``attempt + 1``; ``requeue=False``
+    drops it. ``dead_letter``: removed from the queue and kept as a ``DeadLetterEntry``
+    under the delivery's queue. For broadcast deliveries all three simply settle it.
+  * ``extend_lease(delivery, seconds)`` moves the deadline to now + seconds without
+    re-publishing or duplicating anything.
+
+Inspecting and repairing
+  * ``queue_stats`` reads counters, never scans messages: its cost does not grow with
+    queue length. ``pending`` is ready now, ``delayed`` waits for ``not_before``,
+    ``inflight`` is leased, ``dead`` is dead letters.
+  * ``requeue(queue, ids)`` makes leased or delayed messages ready now (fencing the old
+    holder); ``remove`` deletes messages in any live state; ``purge`` deletes pending
+    and delayed ones (not in-flight, not dead letters).
+  * Dead letters list newest first; replay takes oldest first, keeps the envelope id,
+    resets ``attempt`` to 0 (a fresh retry budget), and records the replay in
+    ``meta["stem.replayCount"]`` / ``meta["stem.replayedAt"]``. A dry run changes nothing.
+  * Names are validated (``validate_name``) before they reach any key or statement.
+
+Errors: adapters raise only ``stem_core.errors`` types; driver exceptions are
+translated at the adapter boundary (connection problems -> ``BrokerUnavailable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from abc import ABC, abstractmethod
+from datetime import datetime, timedelta
+from typing import Any, AsyncIterator, ClassVar, Iterable, Sequence
+
+from ..clock import to_iso, utcnow
+from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, validate_name
+from ..errors import ConfigurationError, InvalidEnvelope, Unsupported
+from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, validate_namespace
+from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
+
+# One adapter ``_receive`` call blocks at most this long, so a closed iterator or a
+# cancelled consumer is noticed promptly.
+RECEIVE_WAIT_SECONDS = 1.0
+# While a subscription is at its prefetch cap it re-checks broadcasts this often.
+FULL_WAIT_SECONDS = 0.1
+PEEK_STATES = ("pending", "delayed", "inflight")
+REPLAY_COUNT_META = "stem.replayCount"
+REPLAYED_AT_META = "stem.replayedAt"
+
+
+def default_consumer_name() -> str:
+    """``<hostname>-<pid>-<4 hex>``: unique per subscription, readable in ``peek``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+class Subscription:
+    """One ``consume`` call's state. Adapters may keep their own data in ``state``."""
+
+    __slots__ = ("queues", "channels", "consumer", "prefetch", "outstanding", "slot_freed", "state")
+
+    def __init__(self, queues: tuple[str, ...], channels: tuple[str, ...], consumer: str, prefetch: int) -> None:
+        self.queues = queues
+        self.channels = channels
+        self.consumer = consumer
+        self.prefetch = prefetch
+        self.outstanding: set[str] = set()
+        self.slot_freed = asyncio.Event()
+        self.state: Any = None
+
+
+class Broker(ABC):
+    """Abstract async broker. Public methods validate and keep the policy; adapters
+    implement the ``_underscored`` primitives."""
+
+    capabilities: ClassVar[Capabilities]
+    scheme: ClassVar[str] = ""
+
+    def __init__(self, *, namespace: str = DEFAULT_NAMESPACE, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        self.namespace = validate_namespace(namespace)
+        if not lease_seconds > 0:
+            raise ConfigurationError(f"lease_seconds must be positive, got {lease_seconds!r}")
+        self.lease_seconds = float(lease_seconds)
+        self._holders: dict[str, Subscription] = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "Broker":
+        """An unconnected adapter for ``url``; URL query parameters and ``options`` tune it.
+        Unknown options raise ``ConfigurationError``."""
+
+    async def connect(self) -> "Broker":
+        """Open connections (and create schema where needed). Idempotent."""
+        return self
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release every connection. Idempotent."""
+
+    async def ping(self) -> None:
+        """One cheap round trip to the server; raises ``BrokerUnavailable`` when down."""
+        await self.list_queues()
+
+    async def __aenter__(self) -> "Broker":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- producing ------------------------------------------------------------------
+
+    def route(self, envelope: Envelope, queue: str | None = None, priority: int | None = None) -> Envelope:
+        """The envelope as it will be stored: overrides applied and validated."""
+        if not isinstance(envelope, Envelope):
+            raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
+        changes: dict[str, Any] = {}
+        if queue is not None and queue != envelope.queue:
+            changes["queue"] = validate_name(queue)
+        if priority is not None and priority != envelope.priority:
+            if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+                raise ValueError(f"priority must be an integer {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority!r}")
+            changes["priority"] = priority
+        return envelope.replace(**changes) if changes else envelope
+
+    async def publish(self, envelope: Envelope, *, queue: str | None = None, priority: int | None = None) -> None:
+        """Persist one envelope (see the module rules)."""
+        await self._publish([self.route(envelope, queue, priority)])
+
+    async def publish_many(self, envelopes: Iterable[Envelope]) -> None:
+        """Persist many envelopes in one round trip or transaction where possible."""
+        batch = [self.route(env) for env in envelopes]
+        if batch:
+            await self._publish(batch)
+
+    async def broadcast(self, channel: str, envelope: Envelope) -> None:
+        """Fan out: every consumer subscribed to ``channel`` now gets its own copy."""
+        validate_name(channel, kind="channel")
+        if not isinstance(envelope, Envelope):
+            raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
+        if not self.capabilities.broadcast:
+            raise Unsupported(f"the {self.scheme} broker does not support broadcast")
+        await self._broadcast(channel, envelope)
+
+    # -- consuming ------------------------------------------------------------------
+
+    def consume(
+        self,
+        queues: Sequence[str] | str,
+        *,
+        prefetch: int = 1,
+        consumer: str | None = None,
+        channels: Sequence[str] = (),
+    ) -> AsyncIterator[Delivery]:
+        """Deliveries from ``queues`` and broadcast ``channels``; see the module rules.
+
+        Arguments are checked now (``ValueError``), not on the first iteration.
+        """
+        if isinstance(queues, str):
+            queues = [queues]
+        if isinstance(channels, str):
+            channels = [channels]
+        qs = tuple(dict.fromkeys(validate_name(q) for q in queues))
+        chs = tuple(dict.fromkeys(validate_name(c, kind="channel") for c in channels))
+        if not qs and not chs:
+            raise ValueError("consume needs at least one queue or broadcast channel")
+        if chs and not self.capabilities.broadcast:
+            raise Unsupported(f"the {self.scheme} broker does not support broadcast channels")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        name = consumer or default_consumer_name()
+        if len(name) > 200:
+            raise ValueError("consumer name must be at most 200 characters")
+        return self._consume_loop(Subscription(qs, chs, name, prefetch))
+
+    async def _consume_loop(self, sub: Subscription) -> AsyncIterator[Delivery]:
+        await self._open_subscription(sub)
+        try:
+            while True:
+                room = sub.prefetch - len(sub.outstanding) if sub.queues else 0
+                if room <= 0 and sub.queues:
+                    if sub.channels:
+                        for delivery in await self._receive(sub, 0, 0.0):
+                            yield delivery
+                    sub.slot_freed.clear()
+                    if len(sub.outstanding) >= sub.prefetch:
+                        try:
+                            await asyncio.wait_for(sub.slot_freed.wait(), FULL_WAIT_SECONDS)
+                        except asyncio.TimeoutError:
+                            pass
+                    continue
+                batch = await self._receive(sub, room, RECEIVE_WAIT_SECONDS)
+                for delivery in batch:
+                    if delivery.channel is None:
+                        sub.outstanding.add(delivery.receipt)
+                        self._holders[delivery.receipt] = sub
+                    yield delivery
+        finally:
+            await self._close_subscription(sub)
+
+    def _release(self, delivery: Delivery) -> None:
+        sub = self._holders.pop(delivery.receipt, None)
+        if sub is not None:
+            sub.outstanding.discard(delivery.receipt)
+            sub.slot_freed.set()
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Settle: the message is never delivered again."""
+        try:
+            await self._ack(delivery)
+        finally:
+            self._release(delivery)
+
+    async def nack(self, delivery: Delivery, *, requeue: bool = True, delay: float | timedelta | None = None) -> None:
+        """Give the message back (``attempt + 1``, after ``delay``) or drop it (``requeue=False``)."""
+        seconds = _seconds(delay)
+        try:
+            await self._nack(delivery, requeue=requeue, delay=seconds)
+        finally:
+            self._release(delivery)
+
+    async def extend_lease(self, delivery: Delivery, seconds: float | timedelta) -> datetime:
+        """Move the lease deadline to now + ``seconds``; returns the new deadline.
+
+        Raises ``LeaseLost`` when the receipt no longer holds the message.
+        """
+        value = _seconds(seconds)
+        if value is None or value <= 0:
+            raise ValueError(f"lease extension must be positive seconds, got {seconds!r}")
+        if not self.capabilities.lease_extension:
+            raise Unsupported(f"the {self.scheme} broker cannot extend leases")
+        if delivery.channel is not None:
+            return utcnow() + timedelta(seconds=value)
+        return await self._extend_lease(delivery, value)
+
+    async def dead_letter(self, delivery: Delivery, *, reason: str, meta: dict[str, Any] | None = None) -> None:
+        """Remove from the live queue and keep a ``DeadLetterEntry`` under the delivery's queue."""
+        if not isinstance(reason, str) or not reason:
+            raise ValueError("dead_letter needs a non-empty reason")
+        try:
+            await self._dead_letter(delivery, reason=reason, meta=dict(meta or {}))
+        finally:
+            self._release(delivery)
+
+    # -- inspecting and repairing ---------------------------------------------------
+
+    @abstractmethod
+    async def list_queues(self) -> list[str]:
+        """Every queue with messages in any state (dead letters included), sorted."""
+
+    async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts per queue (all known queues when ``queues`` is None), in the order asked."""
+        names = await self.list_queues() if queues is None else [validate_name(q) for q in queues]
+        if not names:
+            return []
+        return await self._queue_stats(list(dict.fromkeys(names)))
+
+    async def peek(self, queue: str, *, state: str = "pending", limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0) -> list[MessageInfo]:
+        """Messages of one state without claiming them; pending in delivery order."""
+        validate_name(queue)
+        if state not in PEEK_STATES:
+            raise ValueError(f"state must be one of {', '.join(PEEK_STATES)}, got {state!r}")
+        _check_page(limit, offset)
+        if not self.capabilities.peek:
+            raise Unsupported(f"the {self.scheme} broker cannot peek at messages")
+        return await self._peek(queue, state, limit, offset)
+
+    async def requeue(self, queue: str, ids: Iterable[str]) -> int:
+        """Make leased or delayed messages ready now; returns how many changed."""
+        validate_name(queue)
+        wanted = _ids(ids)
+        return await self._requeue(queue, wanted) if wanted else 0
+
+    async def remove(self, queue: str, ids: Iterable[str]) -> int:
+        """Delete messages in any live state; returns how many were removed."""
+        validate_name(queue)
+        wanted = _ids(ids)
+        return await self._remove(queue, wanted) if wanted else 0
+
+    async def purge(self, queue: str) -> int:
+        """Delete pending and delayed messages; returns how many."""
+        return await self._purge(validate_name(queue))
+
+    async def list_dead_letters(self, queue: str, limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0) -> DeadLetterPage:
+        """One page of dead letters, newest first."""
+        validate_name(queue)
+        _check_page(limit, offset)
+        return await self._list_dead_letters(queue, limit, offset)
+
+    async def get_dead_letter(self, queue: str, id: str) -> DeadLetterEntry | None:
+        """The dead letter of envelope ``id`` in ``queue``, or None."""
+        validate_name(queue)
+        return await self._get_dead_letter(queue, id)
+
+    async def replay_dead_letters(
+        self,
+        queue: str,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        since: datetime | None = None,
+        delay: float | timedelta | None = None,
+        dry_run: bool = False,
+        ids: Iterable[str] | None = None,
+        task: str | None = None,
+    ) -> ReplayResult:
+        """Move up to ``limit`` matching dead letters (oldest first) back onto ``queue``."""
+        validate_name(queue)
+        _check_page(limit, 0)
+        wanted = _ids(ids) if ids is not None else None
+        return await self._replay_dead_letters(
+            queue, limit=limit, since=since, delay=_seconds(delay), dry_run=dry_run, ids=wanted, task=task
+        )
+
+    async def purge_dead_letters(self, queue: str, *, since: datetime | None = None, limit: int | None = None) -> int:
+        """Delete dead letters (``dead_at >= since``, oldest first up to ``limit``); returns how many."""
+        validate_name(queue)
+        if limit is not None:
+            _check_page(limit, 0)
+        return await self._purge_dead_letters(queue, since=since, limit=limit)
+
+    # -- policy helpers for adapters ------------------------------------------------
+
+    def lease_for(self, envelope: Envelope) -> float:
+        """Lease length in seconds for this envelope."""
+        return envelope.visibility_timeout or self.lease_seconds
+
+    @staticmethod
+    def replayed_envelope(envelope: Envelope, delay: float | None, *, now: datetime | None = None) -> Envelope:
+        """The envelope a replay publishes: same id, attempt 0, replay recorded in meta."""
+        now = now or utcnow()
+        meta = dict(envelope.meta)
+        meta[REPLAY_COUNT_META] = int(meta.get(REPLAY_COUNT_META) or 0) + 1
+        meta[REPLAYED_AT_META] = to_iso(now)
+        not_before = now + timedelta(seconds=delay) if delay and delay > 0 else None
+        return envelope.replace(attempt=0, not_before=not_before, meta=meta)
+
+    @staticmethod
+    def matches_replay(entry: DeadLetterEntry, since: datetime | None, ids: set[str] | None, task: str | None) -> bool:
+        """The replay/purge filter, in one place for every adapter."""
+        if since is not None and entry.dead_at < since:
+            return False
+        if ids is not None and entry.envelope.id not in ids:
+            return False
+        if task is not None and entry.envelope.name != task:
+            return False
+        return True
+
+    # -- primitives -----------------------------------------------------------------
+
+    @abstractmethod
+    async def _publish(self, envelopes: list[Envelope]) -> None: ...
+
+    async def _broadcast(self, channel: str, envelope: Envelope) -> None:
+        raise Unsupported(f"the {self.scheme} broker does not support broadcast")
+
+    async def _open_subscription(self, sub: Subscription) -> None:
+        """Register the subscriber (broadcast cursors start *now*)."""
+
+    async def _close_subscription(self, sub: Subscription) -> None:
+        """Forget the subscriber; must not release deliveries already handed out."""
+
+    @abstractmethod
+    async def _receive(self, sub: Subscription, limit: int, timeout: float) -> list[Delivery]:
+        """Claim up to ``limit`` queue deliveries (leases set) plus any broadcast copies
+        due to this subscriber; wait up to ``timeout`` seconds for at least one."""
+
+    @abstractmethod
+    async def _ack(self, delivery: Delivery) -> None: ...
+
+    @abstractmethod
+    async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float | None) -> None: ...
+
+    @abstractmethod
+    async def _extend_lease(self, delivery: Delivery, seconds: float) -> datetime: ...
+
+    @abstractmethod
+    async def _dead_letter(self, delivery: Delivery, *, reason: str, meta: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def _queue_stats(self, queues: list[str]) -> list[QueueStats]: ...
+
+    @abstractmethod
+    async def _peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]: ...
+
+    @abstractmethod
+    async def _requeue(self, queue: str, ids: set[str]) -> int: ...
+
+    @abstractmethod
+    async def _remove(self, queue: str, ids: set[str]) -> int: ...
+
+    @abstractmethod
+    async def _purge(self, queue: str) -> int: ...
+
+    @abstractmethod
+    async def _list_dead_letters(self, queue: str, limit: int, offset: int) -> DeadLetterPage: ...
+
+    @abstractmethod
+    async def _get_dead_letter(self, queue: str, id: str) -> DeadLetterEntry | None: ...
+
+    @abstractmethod
+    async def _replay_dead_letters(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        since: datetime | None,
+        delay: float | None,
+        dry_run: bool,
+        ids: set[str] | None,
+        task: str | None,
+    ) -> ReplayResult: ...
+
+    @abstractmethod
+    async def _purge_dead_letters(self, queue: str, *, since: datetime | None, limit: int | None) -> int: ...
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected seconds, got {value!r}")
+    return float(value)
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+
+
+def _ids(ids: Iterable[str] | str) -> set[str]:
+    if isinstance(ids, str):
+        ids = [ids]
+    wanted = set()
+    for value in ids:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"message ids must be non-empty strings, got {value!r}")
+        wanted.add(value)
+    return wanted
+
+
+__all__ = ["Broker", "FULL_WAIT_SECONDS", "PEEK_STATES", "RECEIVE_WAIT_SECONDS", "Subscription", "default_consumer_name"]

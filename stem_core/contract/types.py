@@ -1,0 +1,271 @@
+"""Value types of the contracts: frozen dataclasses with JSON-ready ``to_dict()``."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..clock import to_iso
+from ..envelope import Envelope
+
+
+def _iso(value: datetime | None) -> str | None:
+    return to_iso(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter can do; front ends grey out the rest and say why."""
+
+    delayed: bool
+    priority: bool
+    broadcast: bool
+    dead_letters: bool
+    lease_extension: bool
+    peek: bool
+    durable: bool
+    cross_process: bool
+
+    def to_dict(self) -> dict[str, bool]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts for one queue, read without scanning its messages.
+
+    ``oldest_pending_age`` is seconds since the oldest *ready* message became ready
+    (enqueue time, or ``not_before`` when it was delayed), None when nothing is pending.
+    ``enqueued_total`` / ``completed_total`` are monotonically growing counters (None
+    when the adapter keeps none); ``stem_core.ops`` samples them to derive rates.
+    """
+
+    queue: str
+    pending: int
+    delayed: int
+    inflight: int
+    dead: int
+    oldest_pending_age: float | None
+    enqueued_total: int | None = None
+    completed_total: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "pending": self.pending,
+            "delayed": self.delayed,
+            "inflight": self.inflight,
+            "dead": self.dead,
+            "oldest_pending_age": self.oldest_pending_age,
+            "enqueued_total": self.enqueued_total,
+            "completed_total": self.completed_total,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """One message as ``peek`` sees it; ``state`` is ``pending``, ``delayed`` or ``inflight``."""
+
+    envelope: Envelope
+    state: str
+    lease_holder: str | None = None
+    lease_expires_at: datetime | None = None
+    delivery_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "envelope": self.envelope.to_dict(),
+            "state": self.state,
+            "lease_holder": self.lease_holder,
+            "lease_expires_at": _iso(self.lease_expires_at),
+            "delivery_count": self.delivery_count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """A message removed from its queue, with why and when."""
+
+    envelope: Envelope
+    reason: str
+    meta: dict[str, Any]
+    dead_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "envelope": self.envelope.to_dict(),
+            "reason": self.reason,
+            "meta": self.meta,
+            "dead_at": _iso(self.dead_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    """Newest first; ``next_offset`` is None on the last page."""
+
+    entries: list[DeadLetterEntry]
+    next_offset: int | None
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_offset is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entries": [e.to_dict() for e in self.entries], "next_offset": self.next_offset}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What a replay moved (or, with ``dry_run``, would move), oldest first."""
+
+    entries: list[DeadLetterEntry]
+    dry_run: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entries": [e.to_dict() for e in self.entries], "dry_run": self.dry_run, "count": self.count}
+
+
+class TaskState(str, enum.Enum):
+    """Lifecycle of a task in the result backend."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """The stored state of one task. ``error`` is None or ``{type, message, traceback}``.
+
+    Well-known ``meta`` keys written by Stem: ``task`` (name), ``queue``, ``worker``,
+    ``started_at``, ``finished_at``, ``max_retries``.
+    """
+
+    id: str
+    state: TaskState
+    payload: Any = None
+    error: dict[str, Any] | None = None
+    attempt: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "payload": self.payload,
+            "error": self.error,
+            "attempt": self.attempt,
+            "meta": self.meta,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskStatus":
+        from ..clock import parse_iso
+
+        return cls(
+            id=data["id"],
+            state=TaskState(data["state"]),
+            payload=data.get("payload"),
+            error=data.get("error"),
+            attempt=int(data.get("attempt") or 0),
+            meta=dict(data.get("meta") or {}),
+            created_at=parse_iso(data["created_at"]) if data.get("created_at") else None,
+            updated_at=parse_iso(data["updated_at"]) if data.get("updated_at") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeat:
+    """What a worker says about itself every heartbeat interval.
+
+    ``inflight`` is a list of dicts with ``id``, ``name``, ``queue``, ``started_at`` and
+    ``lease_expires_at`` (ISO strings).
+    """
+
+    worker_id: str
+    namespace: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    inflight: list[dict[str, Any]]
+    processed: int
+    failed: int
+    retried: int
+    paused_queues: list[str]
+    version: str
+    timestamp: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "namespace": self.namespace,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "inflight": [dict(item) for item in self.inflight],
+            "processed": self.processed,
+            "failed": self.failed,
+            "retried": self.retried,
+            "paused_queues": list(self.paused_queues),
+            "version": self.version,
+            "timestamp": _iso(self.timestamp),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WorkerHeartbeat":
+        from ..clock import parse_iso
+
+        return cls(
+            worker_id=data["worker_id"],
+            namespace=data.get("namespace", "stem"),
+            host=data.get("host", ""),
+            pid=int(data.get("pid") or 0),
+            queues=list(data.get("queues") or []),
+            concurrency=int(data.get("concurrency") or 0),
+            inflight=list(data.get("inflight") or []),
+            processed=int(data.get("processed") or 0),
+            failed=int(data.get("failed") or 0),
+            retried=int(data.get("retried") or 0),
+            paused_queues=list(data.get("paused_queues") or []),
+            version=str(data.get("version") or ""),
+            timestamp=parse_iso(data["timestamp"]),
+        )
+
+
+__all__ = [
+    "Capabilities",
+    "DeadLetterEntry",
+    "DeadLetterPage",
+    "MessageInfo",
+    "QueueStats",
+    "ReplayResult",
+    "TaskState",
+    "TaskStatus",
+    "WorkerHeartbeat",
+]

@@ -1,0 +1,91 @@
+"""The one error tree of Stem.
+
+Every adapter translates its driver's exceptions here, in one place, so that no
+``redis``, ``psycopg`` or ``sqlite3`` exception reaches a worker, the CLI or the TUI::
+
+    StemError
+    ├── InvalidEnvelope (also ValueError)    a message or its fields are malformed
+    ├── InvalidName (also ValueError)        a queue or channel name is not allowed
+    ├── ConfigurationError (also ValueError) bad URL, unknown scheme, missing extra
+    ├── Unsupported                          the adapter lacks the capability asked for
+    ├── LeaseLost                            the receipt no longer holds the message
+    ├── BrokerUnavailable (also ConnectionError)
+    │   └── BackendUnavailable               the server cannot be reached or went away
+    ├── TaskNotFound (also LookupError)
+    ├── WaitTimeout (also TimeoutError)      Stem.wait gave up before a terminal state
+    ├── SignatureInvalid                     an envelope failed its HMAC check
+    └── TaskRevoked                          the task was revoked while it ran
+
+The CLI maps them to its exit codes: ``ValueError`` family -> 2, ``BrokerUnavailable``
+-> 3, the rest -> 1.
+"""
+
+from __future__ import annotations
+
+
+class StemError(Exception):
+    """Base class of every error Stem raises on purpose."""
+
+
+class InvalidEnvelope(StemError, ValueError):
+    """An envelope (or its JSON) is malformed; the message says which field and why."""
+
+
+class InvalidName(StemError, ValueError):
+    """A queue or channel name is empty, too long or holds characters outside ``[A-Za-z0-9._:-]``."""
+
+
+class ConfigurationError(StemError, ValueError):
+    """A URL, namespace or option cannot be used (unknown scheme, missing extra, bad value)."""
+
+
+class Unsupported(StemError):
+    """The adapter does not have the capability the call needs (see ``Capabilities``)."""
+
+
+class LeaseLost(StemError):
+    """The delivery's receipt is stale: the message was redelivered, requeued, acked or removed."""
+
+
+class BrokerUnavailable(StemError, ConnectionError):
+    """The broker (or backend) server cannot be reached, or the connection broke mid-call."""
+
+
+class BackendUnavailable(BrokerUnavailable):
+    """The result backend cannot be reached."""
+
+
+class TaskNotFound(StemError, LookupError):
+    """No task, status or dead letter with that id exists."""
+
+
+class WaitTimeout(StemError, TimeoutError):
+    """``Stem.wait`` reached its timeout before the task reached a terminal state."""
+
+    def __init__(self, message: str, last_status: object | None = None) -> None:
+        super().__init__(message)
+        self.last_status = last_status
+
+
+class SignatureInvalid(StemError):
+    """An envelope or control message failed its HMAC-SHA256 signature check."""
+
+
+class TaskRevoked(StemError):
+    """Raised inside a running task when an operator revoked it with ``terminate``."""
+
+
+__all__ = [
+    "BackendUnavailable",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "InvalidEnvelope",
+    "InvalidName",
+    "LeaseLost",
+    "SignatureInvalid",
+    "StemError",
+    "TaskNotFound",
+    "TaskRevoked",
+    "Unsupported",
+    "WaitTimeout",
+]

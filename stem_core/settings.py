@@ -1,0 +1,153 @@
+"""Configuration: URLs, namespace and ``STEM_*`` environment variables.
+
+Precedence for each value: explicit argument (a CLI flag), then the environment, then the
+default. The result backend defaults to the broker URL; the broker defaults to the
+embedded SQLite file under the XDG data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigurationError
+
+ENV_BROKER_URL = "STEM_BROKER_URL"
+ENV_BACKEND_URL = "STEM_RESULT_BACKEND_URL"
+ENV_NAMESPACE = "STEM_NAMESPACE"
+
+DEFAULT_NAMESPACE = "stem"
+DEFAULT_LEASE_SECONDS = 30.0
+RESULT_TTL_SECONDS = 86_400.0
+HEARTBEAT_TTL_SECONDS = 60.0
+HEARTBEAT_INTERVAL_SECONDS = 10.0
+CONTROL_TIMEOUT_SECONDS = 5.0
+CONTROL_MAX_AGE_SECONDS = 30.0
+DEFAULT_PAGE_LIMIT = 50
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def data_home(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME`` or ``~/.local/share``."""
+    env = os.environ if env is None else env
+    raw = env.get("XDG_DATA_HOME")
+    if raw:
+        return Path(raw)
+    return Path(env.get("HOME") or Path.home()) / ".local" / "share"
+
+
+def default_sqlite_url(env: Mapping[str, str] | None = None) -> str:
+    """``sqlite:///<XDG data dir>/stem/stem.db`` (the file is created on first use)."""
+    # An absolute path after ``sqlite://`` gives the three slashes of the SPEC form.
+    return "sqlite://" + (data_home(env) / "stem" / "stem.db").absolute().as_posix()
+
+
+def validate_namespace(namespace: object) -> str:
+    """Namespaces prefix keys, schemas and table rows: 1-64 letters, digits, ``_`` or ``-``."""
+    if not isinstance(namespace, str) or _NAMESPACE_RE.fullmatch(namespace) is None:
+        raise ConfigurationError(
+            f"invalid namespace {namespace!r}: use 1-64 characters of letters, digits, '_' or '-'"
+        )
+    return namespace
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (user names are kept)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    if ":" in userinfo or parts.password is not None:
+        netloc = f"{user}:***@{hostport}" if user else f":***@{hostport}"
+    else:
+        netloc = f"{user}@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective configuration of one process."""
+
+    broker_url: str
+    backend_url: str
+    namespace: str
+    broker_source: str = "default"
+    backend_source: str = "default"
+    namespace_source: str = "default"
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready, with passwords redacted (for ``stem config``)."""
+        return {
+            "broker_url": redact_url(self.broker_url),
+            "broker_source": self.broker_source,
+            "backend_url": redact_url(self.backend_url),
+            "backend_source": self.backend_source,
+            "namespace": self.namespace,
+            "namespace_source": self.namespace_source,
+        }
+
+
+def load_settings(
+    broker: str | None = None,
+    backend: str | None = None,
+    namespace: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve URLs and namespace: arguments, then ``STEM_*`` variables, then defaults."""
+    env = os.environ if env is None else env
+    if broker:
+        broker_url, broker_source = broker, "flag"
+    elif env.get(ENV_BROKER_URL):
+        broker_url, broker_source = env[ENV_BROKER_URL], ENV_BROKER_URL
+    else:
+        broker_url, broker_source = default_sqlite_url(env), "default"
+    if backend:
+        backend_url, backend_source = backend, "flag"
+    elif env.get(ENV_BACKEND_URL):
+        backend_url, backend_source = env[ENV_BACKEND_URL], ENV_BACKEND_URL
+    else:
+        backend_url, backend_source = broker_url, f"broker ({broker_source})"
+    if namespace:
+        ns, ns_source = namespace, "flag"
+    elif env.get(ENV_NAMESPACE):
+        ns, ns_source = env[ENV_NAMESPACE], ENV_NAMESPACE
+    else:
+        ns, ns_source = DEFAULT_NAMESPACE, "default"
+    return Settings(
+        broker_url=broker_url,
+        backend_url=backend_url,
+        namespace=validate_namespace(ns),
+        broker_source=broker_source,
+        backend_source=backend_source,
+        namespace_source=ns_source,
+    )
+
+
+__all__ = [
+    "CONTROL_MAX_AGE_SECONDS",
+    "CONTROL_TIMEOUT_SECONDS",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_PAGE_LIMIT",
+    "ENV_BACKEND_URL",
+    "ENV_BROKER_URL",
+    "ENV_NAMESPACE",
+    "HEARTBEAT_INTERVAL_SECONDS",
+    "HEARTBEAT_TTL_SECONDS",
+    "RESULT_TTL_SECONDS",
+    "Settings",
+    "data_home",
+    "default_sqlite_url",
+    "load_settings",
+    "redact_url",
+    "validate_namespace",
+]
