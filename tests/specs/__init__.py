@@ -1,0 +1,82 @@
+"""Which adapters the parametrised suites run over.
+
+Each module in this package defines ``SPEC = AdapterSpec(...)`` for one backend; adding a
+broker to every contract test is adding one module here. A spec that needs a server is
+skipped with a visible reason when the server is down, and fails instead under
+``STEM_REQUIRE_SERVICES=1`` (set by ``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("STEM_REQUIRE_SERVICES") == "1"
+
+SERVICES: dict[str, tuple[str, int]] = {
+    "redis": ("127.0.0.1", 6379),
+    "postgres": ("127.0.0.1", 5432),
+    "rabbitmq": ("127.0.0.1", 5672),
+}
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """How to reach one adapter in tests.
+
+    ``url(tmp_path)`` gives the URL (a fresh file or store per test where that matters);
+    each test also gets its own random namespace. ``cleanup(url, namespace)`` removes
+    what the test left on a shared server.
+    """
+
+    id: str
+    url: Callable[[Path], str]
+    service: str | None = None
+    has_backend: bool = True
+    cross_process: bool = True
+    broker_options: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    cleanup: Callable[[str, str], Awaitable[None]] | None = None
+
+
+def service_up(name: str) -> bool:
+    host, port = SERVICES[name]
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str | None) -> None:
+    """Skip (or, under STEM_REQUIRE_SERVICES=1, fail) when ``name``'s server is down."""
+    if name is None or service_up(name):
+        return
+    host, port = SERVICES[name]
+    message = f"{name} is not reachable on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and STEM_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(message)
+
+
+def _load() -> list[AdapterSpec]:
+    specs = []
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if spec is not None:
+            specs.append(spec)
+    order = {"memory": 0, "sqlite": 1, "redis": 2, "postgres": 3, "rabbitmq": 4, "sqs": 5}
+    return sorted(specs, key=lambda s: order.get(s.id, 99))
+
+
+SPECS: list[AdapterSpec] = _load()
+BROKER_SPECS = SPECS
+BACKEND_SPECS = [s for s in SPECS if s.has_backend]
