@@ -16,8 +16,15 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    # Each noun module adds its commands to ``app``; imported here so ``stem --help`` lists them.
-    from . import worker  # noqa: F401
+    """Each noun module exposes ``register(app)``; listed here so ``stem --help`` shows them all."""
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(app)
+
+
+# One module per noun (stem_tui/cli/<name>.py), each with ``register(app: typer.Typer)``.
+_COMMAND_MODULES: tuple[str, ...] = ("worker",)
 
 
 def main() -> None:
