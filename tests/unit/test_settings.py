@@ -1,0 +1,72 @@
+"""Configuration precedence (SPEC §6) and redaction."""
+
+from __future__ import annotations
+
+import pytest
+
+from stem_core.adapters import url_scheme
+from stem_core.errors import ConfigurationError
+from stem_core.settings import load_settings, redact_url
+
+
+def test_defaults_to_the_embedded_sqlite_file_under_xdg() -> None:
+    settings = load_settings(env={"XDG_DATA_HOME": "/data"})
+    assert settings.broker_url == "sqlite:///data/stem/stem.db"
+    assert settings.backend_url == settings.broker_url
+    assert settings.namespace == "stem"
+
+
+def test_home_fallback() -> None:
+    settings = load_settings(env={"HOME": "/home/op"})
+    assert settings.broker_url == "sqlite:///home/op/.local/share/stem/stem.db"
+
+
+def test_env_then_flags_win() -> None:
+    env = {"STEM_BROKER_URL": "redis://r:6379/0", "STEM_NAMESPACE": "staging"}
+    settings = load_settings(env=env)
+    assert settings.broker_url == "redis://r:6379/0" and settings.backend_url == "redis://r:6379/0"
+    assert settings.namespace == "staging"
+    settings = load_settings(broker="memory://", backend="sqlite:///tmp/x.db", namespace="prod", env=env)
+    assert (settings.broker_url, settings.backend_url, settings.namespace) == ("memory://", "sqlite:///tmp/x.db", "prod")
+
+
+def test_backend_env_is_separate() -> None:
+    env = {"STEM_BROKER_URL": "redis://r/0", "STEM_RESULT_BACKEND_URL": "postgresql://db/x"}
+    assert load_settings(env=env).backend_url == "postgresql://db/x"
+
+
+@pytest.mark.parametrize("ns", ["", "has space", "a.b", "x" * 65, "{x}"])
+def test_bad_namespace(ns: str) -> None:
+    with pytest.raises(ConfigurationError, match="namespace"):
+        load_settings(namespace=ns, env={"STEM_NAMESPACE": ns} if ns else {"STEM_NAMESPACE": "a b"})
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgresql://user:pa%40ss@db:5432/x?sslmode=require", "postgresql://user:***@db:5432/x?sslmode=require"),
+        ("amqp://guest@h/", "amqp://guest@h/"),
+        ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url) and "pa%40ss" not in redact_url(url)
+
+
+def test_settings_to_dict_is_redacted() -> None:
+    data = load_settings(broker="redis://:topsecret@h/0", env={}).to_dict()
+    assert "topsecret" not in str(data)
+
+
+@pytest.mark.parametrize("url", ["", "nonsense", "ftp://x", "redis:/x", "://x"])
+def test_bad_urls_raise_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        url_scheme(url)
+
+
+def test_unknown_scheme_error_redacts_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        url_scheme("mongo://u:hunter2@h/db")
+    assert "hunter2" not in str(info.value) and "mongo" in str(info.value)
