@@ -1,0 +1,450 @@
+"""``Stem``: the task registry, the producer API (enqueue, enqueue_many) and ``wait``.
+
+::
+
+    app = Stem()                                   # URLs from STEM_* env, else embedded SQLite
+    @app.task(name="email.send", queue="emails", max_retries=3, time_limit=30)
+    async def send_email(ctx, to: str, subject: str) -> dict: ...
+    task_id = await app.enqueue("email.send", {"to": "a@b.c", "subject": "hi"}, delay=10)
+    status = await app.wait(task_id, timeout=30)
+
+Enqueuing a name this app does not know is allowed (a remote worker may know it); its
+queue, priority and retries then come from the call or the defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping
+
+from .adapters import connect_backend, connect_broker
+from .clock import UTC, utcnow
+from .contract import Broker, ResultBackend, TaskState, TaskStatus
+from .envelope import DEFAULT_QUEUE, Envelope, validate_name
+from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
+from .settings import ENV_BACKEND_URL, load_settings, validate_namespace
+from .worker.retry import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS
+
+ENQUEUE_OPTIONS = frozenset({"queue", "priority", "delay", "eta", "task_id", "max_retries"})
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A registered task: the function and its defaults. Calling it calls the function."""
+
+    app: "Stem" = field(repr=False)
+    name: str
+    func: Callable[..., Any] = field(repr=False)
+    queue: str = DEFAULT_QUEUE
+    max_retries: int = 0
+    time_limit: float | None = None
+    visibility_timeout: float | None = None
+    priority: int = 0
+    retry_backoff: float = RETRY_BASE_SECONDS
+    retry_backoff_max: float = RETRY_MAX_SECONDS
+    is_async: bool = False
+    # Keyword parameters after ctx: (required, accepted, takes **kwargs), checked per run.
+    params: tuple[frozenset[str], frozenset[str], bool] = field(default=(frozenset(), frozenset(), False), repr=False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    async def enqueue(self, args: Mapping[str, Any] | None = None, **options: Any) -> str:
+        """``app.enqueue(self.name, args, **options)``."""
+        return await self.app.enqueue(self.name, args, **options)
+
+    def args_problem(self, args: Mapping[str, Any]) -> str | None:
+        """Why ``args`` cannot be passed to the function as keywords, or None."""
+        required, accepted, var_kw = self.params
+        missing = sorted(required - args.keys())
+        if missing:
+            return f"task {self.name} is missing argument(s) {', '.join(missing)}"
+        if not var_kw:
+            unknown = sorted(args.keys() - accepted)
+            if unknown:
+                return f"task {self.name} got unexpected argument(s) {', '.join(unknown)}"
+        return None
+
+
+class Stem:
+    """The app: registry, producer and connection holder.
+
+    ``broker``/``backend`` are URLs or connected adapters; None falls back to
+    ``load_settings()`` (flags, then ``STEM_*`` variables, then the embedded SQLite file).
+    Connections open on first use (or ``await app.connect()``); ``await app.close()``
+    closes the adapters this app opened itself.
+    """
+
+    def __init__(
+        self,
+        broker: str | Broker | None = None,
+        backend: str | ResultBackend | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        if broker is not None and not isinstance(broker, (str, Broker)):
+            raise ConfigurationError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
+        if backend is not None and not isinstance(backend, (str, ResultBackend)):
+            raise ConfigurationError(f"backend must be a URL or a ResultBackend, got {type(backend).__name__}")
+        self._broker_arg = broker
+        self._backend_arg = backend
+        self._namespace_arg = validate_namespace(namespace) if namespace is not None else None
+        self.registry: dict[str, Task] = {}
+        self._broker: Broker | None = None
+        self._backend: ResultBackend | None = None
+        self._owned: list[Broker | ResultBackend] = []
+        self._connect_lock: asyncio.Lock | None = None
+
+    # -- configuration and connections ----------------------------------------------
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        return self.registry
+
+    @property
+    def namespace(self) -> str:
+        if self._namespace_arg is not None:
+            return self._namespace_arg
+        if isinstance(self._broker_arg, Broker):
+            return self._broker_arg.namespace
+        return load_settings().namespace
+
+    @property
+    def connected(self) -> bool:
+        return self._broker is not None and self._backend is not None
+
+    def configure(self, *, broker: str | None = None, backend: str | None = None, namespace: str | None = None) -> None:
+        """Override URLs or namespace before the first connection (used by ``stem worker``)."""
+        if self._broker is not None or self._backend is not None:
+            raise StemError("configure() must be called before the app connects")
+        if broker:
+            self._broker_arg = broker
+        if backend:
+            self._backend_arg = backend
+        if namespace:
+            self._namespace_arg = validate_namespace(namespace)
+
+    async def connect(self) -> "Stem":
+        """Connect broker and backend (idempotent)."""
+        if self.connected:
+            return self
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if not self.connected:
+                await self._open()
+        return self
+
+    async def _open(self) -> None:
+        broker_arg, backend_arg = self._broker_arg, self._backend_arg
+        namespace = self._namespace_arg
+        for given in (broker_arg, backend_arg):
+            if not isinstance(given, str) and given is not None:
+                if namespace is None:
+                    namespace = given.namespace
+                elif given.namespace != namespace:
+                    raise ConfigurationError(
+                        f"namespace {namespace!r} does not match the given adapter's namespace {given.namespace!r}"
+                    )
+        if isinstance(broker_arg, Broker) and backend_arg is None and not os.environ.get(ENV_BACKEND_URL):
+            # The backend would otherwise default to an unrelated URL (env or embedded file).
+            raise ConfigurationError("a Broker instance needs backend= too (a URL or a ResultBackend), or STEM_RESULT_BACKEND_URL")
+        settings = load_settings(
+            broker=broker_arg if isinstance(broker_arg, str) else None,
+            backend=backend_arg if isinstance(backend_arg, str) else None,
+            namespace=namespace,
+        )
+        try:
+            if self._broker is None:
+                if isinstance(broker_arg, Broker):
+                    self._broker = broker_arg
+                else:
+                    self._broker = await connect_broker(settings.broker_url, namespace=settings.namespace)
+                    self._owned.append(self._broker)
+            if self._backend is None:
+                if isinstance(backend_arg, ResultBackend):
+                    self._backend = backend_arg
+                else:
+                    self._backend = await connect_backend(settings.backend_url, namespace=settings.namespace)
+                    self._owned.append(self._backend)
+        except BaseException:
+            await self.close()
+            raise
+        self._namespace_arg = settings.namespace
+
+    @property
+    def broker(self) -> Broker:
+        """The connected broker (``await app.connect()`` first)."""
+        if self._broker is None:
+            raise StemError("the app is not connected yet: await app.connect() first")
+        return self._broker
+
+    @property
+    def backend(self) -> ResultBackend:
+        """The connected result backend (``await app.connect()`` first)."""
+        if self._backend is None:
+            raise StemError("the app is not connected yet: await app.connect() first")
+        return self._backend
+
+    async def close(self) -> None:
+        """Close the adapters this app opened (given ones are left to their owner)."""
+        owned, self._owned = self._owned, []
+        self._broker = None
+        self._backend = None
+        for adapter in owned:
+            await adapter.close()
+
+    async def __aenter__(self) -> "Stem":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- registry -------------------------------------------------------------------
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        max_retries: int = 0,
+        time_limit: float | None = None,
+        visibility_timeout: float | None = None,
+        priority: int = 0,
+        retry_backoff: float = RETRY_BASE_SECONDS,
+        retry_backoff_max: float = RETRY_MAX_SECONDS,
+    ) -> Any:
+        """Register ``func`` (``@app.task`` or ``@app.task(name=..., ...)``); returns a ``Task``.
+
+        The function takes ``ctx`` first, then the envelope's args as keywords.
+        ``retry_backoff``/``retry_backoff_max`` tune the backoff (seconds).
+        """
+
+        def register(fn: Callable[..., Any]) -> Task:
+            if not callable(fn):
+                raise TypeError(f"@app.task needs a function, got {type(fn).__name__}")
+            task_name = name if name is not None else f"{fn.__module__}.{fn.__qualname__}"
+            if not isinstance(task_name, str) or not task_name.strip():
+                raise ValueError("task name must be a non-empty string")
+            task = Task(
+                app=self,
+                name=task_name,
+                func=fn,
+                queue=validate_name(queue),
+                max_retries=_non_negative_int(max_retries, "max_retries"),
+                time_limit=_positive_or_none(time_limit, "time_limit"),
+                visibility_timeout=_positive_or_none(visibility_timeout, "visibility_timeout"),
+                priority=_priority(priority),
+                retry_backoff=_non_negative(retry_backoff, "retry_backoff"),
+                retry_backoff_max=_non_negative(retry_backoff_max, "retry_backoff_max"),
+                is_async=inspect.iscoroutinefunction(fn),
+                params=_keyword_params(fn, task_name),
+            )
+            existing = self.registry.get(task_name)
+            if existing is not None and existing.func is not fn:
+                raise ValueError(f"task name {task_name!r} is already registered to {existing.func!r}")
+            self.registry[task_name] = task
+            return task
+
+        if func is not None:
+            return register(func)
+        return register
+
+    def queues(self) -> list[str]:
+        """The queues of the registered tasks, sorted (``["default"]`` when none)."""
+        return sorted({t.queue for t in self.registry.values()}) or [DEFAULT_QUEUE]
+
+    # -- producing ------------------------------------------------------------------
+
+    def build_envelope(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        task_id: str | None = None,
+        max_retries: int | None = None,
+    ) -> Envelope:
+        """The envelope ``enqueue`` would publish, fully validated (``ValueError`` family)."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("task name must be a non-empty string")
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            raise InvalidEnvelope(f"task args must be a JSON object (a dict), got {type(args).__name__}")
+        task = self.registry.get(name)
+        fields: dict[str, Any] = {
+            "name": name,
+            "args": dict(args),
+            "queue": validate_name(queue) if queue is not None else (task.queue if task else DEFAULT_QUEUE),
+            "priority": priority if priority is not None else (task.priority if task else 0),
+            "max_retries": max_retries if max_retries is not None else (task.max_retries if task else 0),
+            "not_before": _not_before(delay, eta),
+        }
+        if task is not None and task.visibility_timeout is not None:
+            fields["visibility_timeout"] = task.visibility_timeout
+        if task_id is not None:
+            if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
+                raise ValueError(f"task_id must be a non-empty string of at most 200 characters, got {task_id!r}")
+            fields["id"] = task_id
+        envelope = Envelope(**fields)
+        envelope.to_json()  # raises InvalidEnvelope when args are not JSON
+        return envelope
+
+    async def enqueue(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        task_id: str | None = None,
+        max_retries: int | None = None,
+    ) -> str:
+        """Publish one task; returns its id. Writes the ``queued`` status first, so a fast
+        worker's ``running`` can never be overwritten by it."""
+        envelope = self.build_envelope(
+            name, args, queue=queue, priority=priority, delay=delay, eta=eta, task_id=task_id, max_retries=max_retries
+        )
+        await self.connect()
+        await self._write_queued(envelope)
+        await self.broker.publish(envelope)
+        return envelope.id
+
+    async def enqueue_many(self, items: Iterable[tuple[Any, ...]]) -> list[str]:
+        """Publish many tasks through one ``publish_many``; ids in order.
+
+        Items are ``(name, args)`` or ``(name, args, options)`` with the keyword options of
+        ``enqueue``. Every item is validated before anything is written.
+        """
+        envelopes = []
+        for index, item in enumerate(items):
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise ValueError(f"item {index}: expected (name, args) or (name, args, options), got {item!r}")
+            options = item[2] if len(item) == 3 else {}
+            if not isinstance(options, Mapping):
+                raise ValueError(f"item {index}: options must be a dict, got {type(options).__name__}")
+            unknown = sorted(set(options) - ENQUEUE_OPTIONS)
+            if unknown:
+                raise ValueError(f"item {index}: unknown option(s) {', '.join(unknown)}")
+            try:
+                envelopes.append(self.build_envelope(item[0], item[1], **options))
+            except ValueError as exc:
+                raise type(exc)(f"item {index}: {exc}") from None
+        if not envelopes:
+            return []
+        await self.connect()
+        for envelope in envelopes:
+            await self._write_queued(envelope)
+        await self.broker.publish_many(envelopes)
+        return [e.id for e in envelopes]
+
+    async def _write_queued(self, envelope: Envelope) -> None:
+        meta = {"task": envelope.name, "queue": envelope.queue, "max_retries": envelope.max_retries}
+        await self.backend.set_status(envelope.id, TaskState.QUEUED, attempt=envelope.attempt, meta=meta)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
+        """The task's terminal status (succeeded, failed, cancelled), watched across processes.
+
+        Raises ``WaitTimeout`` (a ``TimeoutError``) carrying ``last_status`` when ``timeout``
+        seconds pass first.
+        """
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
+        await self.connect()
+        watcher = self.backend.watch(task_id)
+        last: TaskStatus | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                async for status in watcher:
+                    last = status
+                    if status.state.is_terminal:
+                        return status
+        except TimeoutError:
+            state = last.state.value if last is not None else "unknown"
+            raise WaitTimeout(f"task {task_id} did not finish within {timeout} s (last state: {state})", last) from None
+        finally:
+            await watcher.aclose()  # type: ignore[attr-defined]
+        raise StemError(f"the status watch of task {task_id} ended before a terminal state")
+
+    def __repr__(self) -> str:
+        return f"<Stem namespace={self._namespace_arg or '?'} tasks={len(self.registry)} connected={self.connected}>"
+
+
+# -- validation helpers ---------------------------------------------------------------
+
+
+def _not_before(delay: float | timedelta | None, eta: datetime | None) -> datetime | None:
+    if delay is not None and eta is not None:
+        raise ValueError("give delay or eta, not both")
+    if eta is not None:
+        if not isinstance(eta, datetime) or eta.tzinfo is None:
+            raise ValueError(f"eta must be a timezone-aware datetime, got {eta!r}")
+        return eta.astimezone(UTC)
+    if delay is None:
+        return None
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"delay must be seconds >= 0 or a timedelta, got {delay!r}")
+    return utcnow() + timedelta(seconds=seconds) if seconds > 0 else None
+
+
+def _non_negative_int(value: object, label: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{label} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _non_negative(value: object, label: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{label} must be seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _positive_or_none(value: object, label: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{label} must be positive seconds or None, got {value!r}")
+    return float(value)
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise ValueError(f"priority must be an integer 0..9, got {value!r}")
+    return value
+
+
+def _keyword_params(fn: Callable[..., Any], name: str) -> tuple[frozenset[str], frozenset[str], bool]:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return frozenset(), frozenset(), True  # no introspectable signature: let the call decide
+    if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+        raise ValueError(f"task {name}: the function must take the task context as its first positional parameter")
+    rest = params[1:] if params[0].kind != inspect.Parameter.VAR_POSITIONAL else params
+    required, accepted, var_kw = set(), set(), False
+    for p in rest:
+        if p.kind == inspect.Parameter.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind == inspect.Parameter.POSITIONAL_ONLY:
+            raise ValueError(f"task {name}: parameter {p.name!r} after ctx is positional-only; task args are passed as keywords")
+        elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            accepted.add(p.name)
+            if p.default is inspect.Parameter.empty:
+                required.add(p.name)
+    return frozenset(required), frozenset(accepted), var_kw
+
+
+__all__ = ["ENQUEUE_OPTIONS", "Stem", "Task"]

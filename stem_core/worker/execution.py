@@ -1,0 +1,284 @@
+"""One delivery from "slot acquired" to settled: statuses, the task body, retry, dead letter.
+
+Order is the guarantee: the final status is written *before* the broker is told (ack,
+nack, dead letter), so a crash in between re-runs the task and never loses a result. If
+the status cannot be written at all, the delivery is nacked so it runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..clock import monotonic, to_iso, utcnow
+from ..contract import Broker, ResultBackend, TaskState
+from ..errors import StemError, Unsupported
+from .context import TaskContext
+from .held import ACTIVE, Held
+from .leases import LeaseKeeper
+from .retry import Reject, Retry, TimeLimitExceeded, backoff_seconds
+from .threads import ThreadBridge
+
+if TYPE_CHECKING:
+    from ..app import Stem, Task
+
+log = logging.getLogger("stem.worker")
+
+# Dead-letter reasons written by the worker.
+MAX_RETRIES_EXHAUSTED = "max-retries-exhausted"
+UNREGISTERED_TASK = "unregistered-task"
+INVALID_ENVELOPE = "invalid-envelope"
+INVALID_RESULT = "invalid-result"
+REJECTED = "rejected"
+
+# After cancelling an async body, how long its cleanup (finally blocks) may take.
+CANCEL_GRACE_S = 1.0
+# When a status cannot be stored, the delivery comes back after this delay.
+STATUS_RETRY_DELAY_S = 1.0
+TRACEBACK_MAX_CHARS = 16_000
+
+
+@dataclass(slots=True)
+class Counters:
+    """What a worker reports in heartbeats and ``stats``."""
+
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """``{type, message, traceback}`` for the status and the dead letter."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) > TRACEBACK_MAX_CHARS:
+        text = "...\n" + text[-TRACEBACK_MAX_CHARS:]
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": text}
+
+
+def _problem(kind: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "message": message, "traceback": None}
+
+
+class Executor:
+    """Runs held deliveries for one worker."""
+
+    def __init__(
+        self,
+        *,
+        app: "Stem",
+        broker: Broker,
+        backend: ResultBackend,
+        worker_id: str,
+        bridge: ThreadBridge,
+        leases: LeaseKeeper,
+        counters: Counters,
+        revocation: Callable[[str], dict[str, Any] | None],
+    ) -> None:
+        self.app = app
+        self.broker = broker
+        self.backend = backend
+        self.worker_id = worker_id
+        self.bridge = bridge
+        self.leases = leases
+        self.counters = counters
+        self.revocation = revocation
+
+    # -- entry point ----------------------------------------------------------------
+
+    async def process(self, held: Held) -> None:
+        """Run ``held`` (already in a concurrency slot) and settle it, whatever happens."""
+        env = held.delivery.envelope
+        held.meta = {"task": env.name, "queue": held.queue, "max_retries": env.max_retries, "worker": self.worker_id}
+        try:
+            await self._process(held)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a server failure or a bug outside the task body
+            log.error("task %s (%s): %s; it will run again", env.id, env.name, exc, exc_info=not isinstance(exc, StemError))
+            try:
+                await self.broker.nack(held.delivery, requeue=True, delay=STATUS_RETRY_DELAY_S)
+            except StemError as nack_exc:
+                log.error("could not give task %s back (%s); it returns when its lease expires", env.id, nack_exc)
+
+    async def _process(self, held: Held) -> None:
+        env = held.delivery.envelope
+        meta = held.meta
+        task = self.app.registry.get(env.name)
+        if task is None:
+            message = f"no task named {env.name!r} is registered on worker {self.worker_id}"
+            return await self._finish_failed(held, _problem("UnregisteredTask", message), UNREGISTERED_TASK)
+        problem = task.args_problem(env.args)
+        if problem is not None:
+            return await self._finish_failed(held, _problem("InvalidEnvelope", problem), INVALID_ENVELOPE)
+        revoked = self.revocation(env.id)
+        if revoked is not None:
+            return await self._cancel(held, "revoked", revoked)
+        held.state = ACTIVE
+        held.started_at = utcnow()
+        held.started_mono = monotonic()
+        meta["started_at"] = to_iso(held.started_at)
+        await self.backend.set_status(env.id, TaskState.RUNNING, attempt=env.attempt, meta=meta)
+        kind, value = await self._run_body(task, held)
+        meta["finished_at"] = to_iso(utcnow())
+        meta["runtime"] = round(held.runtime() or 0.0, 6)
+        meta.pop("progress", None)
+        self.counters.processed += 1
+        if kind == "ok":
+            await self._succeed(held, value)
+        elif kind == "cancelled":
+            if value == "shutdown":
+                await self._requeue_interrupted(held)
+            else:
+                await self._cancel(held, value, self.revocation(env.id))
+        else:
+            await self._fail(held, task, value)
+
+    # -- the body -------------------------------------------------------------------
+
+    async def _run_body(self, task: "Task", held: Held) -> tuple[str, Any]:
+        """("ok", result) | ("error", exception) | ("cancelled", reason)."""
+        ctx = TaskContext(held, worker_id=self.worker_id, bridge=self.bridge, extend=self.leases.extend, progress=self.progress)
+        args = held.delivery.envelope.args
+        if held.cancel_reason is not None:  # interrupted (shutdown) before the body started
+            return "cancelled", held.cancel_reason
+        try:
+            if task.is_async:
+                body: asyncio.Future[Any] = asyncio.ensure_future(task.func(ctx, **args))
+            else:
+                body = self.bridge.run(task.func, ctx, **args)
+        except Exception as exc:  # noqa: BLE001 - raised by the call itself (bad signature...)
+            return "error", exc
+        body.add_done_callback(_retrieve)
+        held.body = body
+        try:
+            done, _ = await asyncio.wait({body}, timeout=task.time_limit)
+        except asyncio.CancelledError:
+            held.cancel_reason = held.cancel_reason or "shutdown"
+            body.cancel()
+            raise
+        if not done:
+            held.cancel_reason = held.cancel_reason or "time-limit"
+            body.cancel()
+            if task.is_async:
+                await asyncio.wait({body}, timeout=CANCEL_GRACE_S)
+            else:
+                log.warning("sync task %s (%s) outran its time limit; its thread is abandoned", held.id, held.name)
+        reason = held.cancel_reason
+        if reason == "time-limit":
+            return "error", TimeLimitExceeded(f"task {held.name} exceeded its time limit of {task.time_limit} s")
+        if reason is not None:
+            return "cancelled", reason
+        if body.cancelled():
+            return "cancelled", "cancelled"
+        exc = body.exception()
+        if exc is not None:
+            return "error", exc
+        return "ok", body.result()
+
+    async def progress(self, held: Held, data: dict[str, Any]) -> None:
+        """``ctx.progress``: the running status with ``meta.progress``."""
+        held.meta["progress"] = data
+        await self.backend.set_status(held.id, TaskState.RUNNING, attempt=held.delivery.envelope.attempt, meta=held.meta)
+
+    # -- outcomes -------------------------------------------------------------------
+
+    async def _succeed(self, held: Held, result: Any) -> None:
+        env = held.delivery.envelope
+        try:
+            await self.backend.set_status(env.id, TaskState.SUCCEEDED, payload=result, attempt=env.attempt, meta=held.meta)
+        except ValueError as exc:
+            error = _problem("InvalidResult", f"the return value of {env.name} cannot be stored: {exc}")
+            return await self._finish_failed(held, error, INVALID_RESULT)
+        self.counters.succeeded += 1
+        await self.broker.ack(held.delivery)
+
+    async def _fail(self, held: Held, task: "Task", exc: BaseException) -> None:
+        env = held.delivery.envelope
+        error = error_info(exc)
+        if isinstance(exc, Reject):
+            return await self._finish_failed(held, error, REJECTED)
+        if env.attempt >= env.max_retries:
+            return await self._finish_failed(held, error, MAX_RETRIES_EXHAUSTED)
+        if isinstance(exc, Retry) and exc.delay is not None:
+            delay = exc.delay
+        else:
+            delay = backoff_seconds(env.attempt, base=task.retry_backoff, maximum=task.retry_backoff_max)
+        held.meta["retry_in"] = round(delay, 3)
+        held.meta["next_attempt_at"] = to_iso(utcnow() + timedelta(seconds=delay))
+        await self.backend.set_status(env.id, TaskState.RETRIED, error=error, attempt=env.attempt, meta=held.meta)
+        self.counters.retried += 1
+        await self.broker.nack(held.delivery, requeue=True, delay=delay)
+
+    async def _finish_failed(self, held: Held, error: dict[str, Any], reason: str) -> None:
+        env = held.delivery.envelope
+        held.meta["dead_letter_reason"] = reason
+        await self.backend.set_status(env.id, TaskState.FAILED, error=error, attempt=env.attempt, meta=held.meta)
+        self.counters.failed += 1
+        dl_meta = {"error": error, "worker": self.worker_id, "attempts": env.attempt + 1}
+        await self.broker.dead_letter(held.delivery, reason=reason, meta=dl_meta)
+
+    async def _cancel(self, held: Held, reason: str, record: dict[str, Any] | None) -> None:
+        env = held.delivery.envelope
+        held.meta["cancel_reason"] = reason
+        if record:
+            held.meta["revoked_by"] = record.get("by")
+            held.meta["revoke_reason"] = record.get("reason")
+        await self.backend.set_status(env.id, TaskState.CANCELLED, attempt=env.attempt, meta=held.meta)
+        self.counters.cancelled += 1
+        await self.broker.ack(held.delivery)
+
+    async def _requeue_interrupted(self, held: Held) -> None:
+        env = held.delivery.envelope
+        meta = {k: held.meta[k] for k in ("task", "queue", "max_retries") if k in held.meta}
+        meta["requeued_by"] = f"shutdown of {self.worker_id}"
+        try:
+            await self.backend.set_status(env.id, TaskState.QUEUED, attempt=env.attempt, meta=meta)
+        finally:
+            await self.give_back(held)
+
+    async def give_back(self, held: Held) -> None:
+        """Return a delivery to its queue without using up an attempt.
+
+        ``requeue`` by id makes it ready now and fences our receipt, so the ack that
+        follows only frees our prefetch slot. When requeue is unavailable or found
+        nothing to move, ``nack(requeue=True)`` is the safe fallback: it never deletes.
+        """
+        moved = 0
+        try:
+            moved = await self.broker.requeue(held.queue, [held.id])
+        except Unsupported:
+            pass
+        except StemError as exc:
+            log.warning("could not requeue task %s: %s", held.id, exc)
+        if moved:
+            await self.broker.ack(held.delivery)
+        else:
+            await self.broker.nack(held.delivery, requeue=True)
+
+
+def _retrieve(future: "asyncio.Future[Any]") -> None:
+    # Abandoned bodies may finish later; read their outcome so asyncio does not log it.
+    if not future.cancelled():
+        future.exception()
+
+
+__all__ = [
+    "CANCEL_GRACE_S",
+    "Counters",
+    "Executor",
+    "INVALID_ENVELOPE",
+    "INVALID_RESULT",
+    "MAX_RETRIES_EXHAUSTED",
+    "REJECTED",
+    "UNREGISTERED_TASK",
+    "error_info",
+]

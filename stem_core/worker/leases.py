@@ -1,0 +1,105 @@
+"""``LeaseKeeper``: renews the lease of every held delivery, from the event loop.
+
+Renewal never runs inside a task: a sync task blocking its thread (sleep, CPU loop)
+cannot stop it. Reserved deliveries are renewed too, so a delivery waiting behind slow
+tasks is not redelivered to another worker. Each delivery is renewed at half its lease.
+
+The keeper wakes at least every ``LEASE_TICK_MAX_S``; when it wakes much later than
+planned, something blocked the event loop (an async task calling blocking code) and it
+says so, because leases could not be renewed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Callable
+
+from ..clock import monotonic
+from ..contract import Broker
+from ..errors import LeaseLost, StemError, Unsupported
+from .held import SETTLED, Held, HeldSet
+
+log = logging.getLogger("stem.worker")
+
+LEASE_TICK_MAX_S = 1.0
+LEASE_TICK_MIN_S = 0.01
+# A failed renewal (server hiccup) is tried again this soon, bounded by a quarter lease.
+RENEW_RETRY_S = 1.0
+# The loop is called blocked when the keeper wakes this much later than it asked.
+LOOP_LAG_WARN_S = 1.0
+
+
+class LeaseKeeper:
+    """One asyncio task renewing every held lease."""
+
+    def __init__(self, broker: Broker, held: HeldSet, *, on_lost: Callable[[Held], None]) -> None:
+        self._broker = broker
+        self._held = held
+        self._on_lost = on_lost
+        self._wake = asyncio.Event()
+        self.enabled = broker.capabilities.lease_extension
+        self.renewals = 0
+        self.last_lag = 0.0
+
+    def track(self, held: Held) -> None:
+        """A new delivery: make sure the keeper wakes in time for its first renewal."""
+        self._wake.set()
+
+    async def extend(self, held: Held, seconds: float) -> datetime:
+        """An explicit extension (``ctx.extend_lease``); the keeper continues from it."""
+        deadline = await self._broker.extend_lease(held.delivery, seconds)
+        held.lease_seconds = max(held.lease_seconds, seconds)
+        held.schedule_renewal(deadline)
+        self._wake.set()
+        return deadline
+
+    async def run(self) -> None:
+        if not self.enabled:
+            log.warning("the %s broker cannot extend leases: long tasks may be redelivered", self._broker.scheme)
+            return
+        while self.enabled:
+            now = monotonic()
+            for held in self._held:
+                if held.renew_at <= now and held.state != SETTLED and not held.lease_lost:
+                    await self._renew(held)
+            upcoming = [h.renew_at for h in self._held if not h.lease_lost and h.state != SETTLED]
+            delay = min(upcoming, default=now + LEASE_TICK_MAX_S) - monotonic()
+            delay = min(LEASE_TICK_MAX_S, max(LEASE_TICK_MIN_S, delay))
+            self._wake.clear()
+            planned = monotonic() + delay
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            lag = monotonic() - planned
+            if lag > LOOP_LAG_WARN_S:
+                self.last_lag = lag
+                log.warning(
+                    "the worker's event loop was blocked for %.1f s (an async task calling blocking code?); "
+                    "leases and heartbeats could not be renewed meanwhile - make blocking tasks sync functions",
+                    lag,
+                )
+
+    async def _renew(self, held: Held) -> None:
+        try:
+            deadline = await self._broker.extend_lease(held.delivery, held.lease_seconds)
+        except LeaseLost:
+            if held.state != SETTLED:
+                held.lease_lost = True
+                self._on_lost(held)
+            return
+        except Unsupported:
+            self.enabled = False
+            log.warning("the %s broker refused a lease extension: renewals stop", self._broker.scheme)
+            return
+        except StemError as exc:
+            log.warning("could not renew the lease of task %s: %s", held.id, exc)
+            held.renew_at = monotonic() + min(RENEW_RETRY_S, held.lease_seconds / 4.0)
+            return
+        self.renewals += 1
+        held.schedule_renewal(deadline)
+
+
+__all__ = ["LEASE_TICK_MAX_S", "LOOP_LAG_WARN_S", "LeaseKeeper"]
