@@ -100,6 +100,7 @@ class Executor:
         held.meta = {"task": env.name, "queue": held.queue, "max_retries": env.max_retries, "worker": self.worker_id}
         try:
             await self._process(held)
+            self.counters.processed += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a server failure or a bug outside the task body
@@ -131,7 +132,6 @@ class Executor:
         meta["finished_at"] = to_iso(utcnow())
         meta["runtime"] = round(held.runtime() or 0.0, 6)
         meta.pop("progress", None)
-        self.counters.processed += 1
         if kind == "ok":
             await self._succeed(held, value)
         elif kind == "cancelled":

@@ -15,6 +15,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Stem: background jobs and the tools to operate them."""
+    # A callback keeps `stem <command>` a group even while only one command is registered
+    # (Typer otherwise runs a lone command as the root and rejects its name).
+
+
 def _register() -> None:
     """Each noun module exposes ``register(app)``; listed here so ``stem --help`` shows them all."""
     import importlib
