@@ -1,0 +1,295 @@
+"""``PostgresBackend``: task statuses, heartbeats, records and the audit log in PostgreSQL.
+
+Tables are in the namespace schema (``migrations/0002_results.sql``). Reads never return
+rows past ``expires_at``; a background loop deletes them in bounded batches every
+``CLEANUP_INTERVAL_S``. ``list_statuses`` is an index range scan per filter combination.
+
+``watch`` works across processes: ``set_status`` sends the new status in a NOTIFY (in
+the same statement as the write, so in commit order); each backend listens on one
+dedicated connection once something is watched, and a watcher re-reads the row when a
+status was too large for a NOTIFY payload or when the listener had to reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any, AsyncIterator, ClassVar
+
+import psycopg
+
+from ...clock import parse_iso, utcnow
+from ...contract.backend import ResultBackend
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...errors import BackendUnavailable
+from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
+from .connection import (
+    DEFAULT_POOL_MAX,
+    DEFAULT_POOL_MIN,
+    RESULT_CHANNEL_SUFFIX,
+    Database,
+    PgConfig,
+    parse_url,
+    positive_float,
+    positive_int,
+    schema_name,
+)
+from .listener import Listener
+from .sql import Queries, migrate
+
+log = logging.getLogger(__name__)
+
+BACKEND_OPTIONS = {"result_ttl": positive_float, "heartbeat_ttl": positive_float, "pool_size": positive_int}
+CLEANUP_INTERVAL_S = 60.0
+CLEANUP_BATCH_ROWS = 5000
+_FILTERS = (("state", "AND state = %(state)s"), ("queue", "AND queue = %(queue)s"), ("task", "AND task = %(task)s"))
+_REREAD = object()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _status(row: tuple[Any, ...]) -> TaskStatus:
+    task_id, state, payload, error, attempt, meta, created, updated = row
+    return TaskStatus(id=task_id, state=TaskState(state), payload=payload, error=error, attempt=attempt,
+                      meta=dict(meta or {}), created_at=created, updated_at=updated)
+
+
+class _Watch:
+    __slots__ = ("items", "wake")
+
+    def __init__(self) -> None:
+        self.items: deque[Any] = deque()
+        self.wake = asyncio.Event()
+
+    def push(self, item: Any) -> None:
+        self.items.append(item)
+        self.wake.set()
+
+
+class PostgresBackend(ResultBackend):
+    """The PostgreSQL result backend; see the module docstring."""
+
+    scheme: ClassVar[str] = "postgresql"
+
+    def __init__(self, config: PgConfig, *, namespace: str = DEFAULT_NAMESPACE, result_ttl: float = RESULT_TTL_SECONDS,
+                 heartbeat_ttl: float = HEARTBEAT_TTL_SECONDS, pool_size: int | None = None) -> None:
+        super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
+        self._config = config
+        self.schema = schema_name(self.namespace)
+        self._q = Queries(self.schema)
+        self._pool_size = pool_size
+        self._db: Database | None = None
+        self._listener: Listener | None = None
+        self._watches: dict[str, set[_Watch]] = {}
+        self._cleaner: asyncio.Task[None] | None = None
+        self._closed = False
+        self._list_queries: dict[tuple[bool, ...], str] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "PostgresBackend":
+        config = parse_url(url, options, BACKEND_OPTIONS)
+        return cls(config, namespace=namespace, **config.options)
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self._config.shown_url!r}, namespace={self.namespace!r})"
+
+    async def connect(self) -> "PostgresBackend":
+        if self._db is not None:
+            return self
+        db = Database(self._config, name=f"stem-{self.namespace}-results", min_size=DEFAULT_POOL_MIN,
+                      max_size=self._pool_size or DEFAULT_POOL_MAX, unavailable=BackendUnavailable)
+        await db.open()
+        try:
+            await db.run(lambda conn: migrate(conn, self.schema))
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+        self._closed = False
+        self._cleaner = asyncio.create_task(self._cleanup_loop(), name=f"stem-pg-cleanup-{self.namespace}")
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        for group in self._watches.values():
+            for watch in group:
+                watch.wake.set()
+        cleaner, self._cleaner = self._cleaner, None
+        if cleaner is not None:
+            cleaner.cancel()
+            await asyncio.gather(cleaner, return_exceptions=True)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    def _check_open(self) -> Database:
+        if self._closed or self._db is None:
+            raise BackendUnavailable(f"the PostgreSQL result backend for {self._config.shown_url} is closed")
+        return self._db
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CLEANUP_INTERVAL_S)
+            try:
+                await self.cleanup()
+            except BackendUnavailable as exc:
+                log.warning("stem: result cleanup skipped: %s", exc)
+
+    async def cleanup(self) -> int:
+        """Delete expired statuses (batch by batch), heartbeats and records; returns how many statuses."""
+        db = self._check_open()
+        total = 0
+        while True:
+            deleted = await db.execute(self._q.cleanup_statuses, {"limit": CLEANUP_BATCH_ROWS})
+            total += deleted
+            if deleted < CLEANUP_BATCH_ROWS:
+                break
+        await db.execute(self._q.cleanup_heartbeats)
+        await db.execute(self._q.cleanup_records)
+        return total
+
+    # -- statuses -------------------------------------------------------------------
+
+    async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
+                          attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
+        now = utcnow()
+        rows = await self._check_open().fetch(self._q.set_status, {
+            "id": task_id, "state": state.value, "payload": _dumps(payload),
+            "error": _dumps(error) if error is not None else None, "attempt": attempt, "meta": _dumps(meta),
+            "now": now, "ttl": ttl,
+        })
+        return TaskStatus(id=task_id, state=state, payload=json.loads(_dumps(payload)), error=error, attempt=attempt,
+                          meta=meta, created_at=rows[0][0], updated_at=now)
+
+    async def _get_status(self, task_id: str) -> TaskStatus | None:
+        rows = await self._check_open().fetch(self._q.get_status, {"id": task_id})
+        return _status(rows[0]) if rows else None
+
+    def _list_query(self, present: tuple[bool, ...]) -> str:
+        query = self._list_queries.get(present)
+        if query is None:
+            filters = " ".join(fragment for (_, fragment), on in zip(_FILTERS, present) if on)
+            query = self._list_queries[present] = self._q.list_statuses.replace("{filters}", filters)
+        return query
+
+    async def _list_statuses(self, state: TaskState | None, queue: str | None, task: str | None, limit: int,
+                             offset: int) -> list[TaskStatus]:
+        if limit == 0:
+            return []
+        query = self._list_query((state is not None, queue is not None, task is not None))
+        params = {"state": state.value if state is not None else None, "queue": queue, "task": task,
+                  "limit": limit, "offset": offset}
+        return [_status(row) for row in await self._check_open().fetch(query, params)]
+
+    async def _expire(self, task_id: str, ttl: float) -> None:
+        await self._check_open().execute(self._q.expire_status, {"id": task_id, "ttl": ttl})
+
+    # -- watch ----------------------------------------------------------------------
+
+    def _on_notify(self, payload: str) -> None:
+        task_id, _, body = payload.partition("\n")
+        group = self._watches.get(task_id)
+        if not group:
+            return
+        item: Any = _REREAD
+        if body:
+            try:
+                item = TaskStatus.from_dict(json.loads(body))
+            except (ValueError, KeyError, TypeError):
+                item = _REREAD
+        for watch in group:
+            watch.push(item)
+
+    def _on_reconnect(self) -> None:
+        for group in self._watches.values():
+            for watch in group:
+                watch.push(_REREAD)
+
+    async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
+        self._check_open()
+        watch = _Watch()
+        self._watches.setdefault(task_id, set()).add(watch)
+        try:
+            if self._listener is None:
+                self._listener = Listener(self._config, self.schema + RESULT_CHANNEL_SUFFIX, self._on_notify,
+                                          self._on_reconnect, unavailable=BackendUnavailable)
+            await self._listener.start()
+            last: TaskStatus | None = None
+            watch.push(_REREAD)  # the current status, read after LISTEN is in place
+            while True:
+                while watch.items:
+                    item = watch.items.popleft()
+                    status = await self._get_status(task_id) if item is _REREAD else item
+                    if status is None or not _is_newer(status, last):
+                        continue
+                    last = status
+                    yield status
+                watch.wake.clear()
+                if not watch.items:
+                    await watch.wake.wait()
+                self._check_open()
+        finally:
+            group = self._watches.get(task_id)
+            if group is not None:
+                group.discard(watch)
+                if not group:
+                    del self._watches[task_id]
+
+    # -- heartbeats -----------------------------------------------------------------
+
+    async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
+        await self._check_open().execute(self._q.set_heartbeat,
+                                         {"id": heartbeat.worker_id, "data": _dumps(heartbeat.to_dict()), "ttl": ttl})
+
+    async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
+        rows = await self._check_open().fetch(self._q.get_heartbeat, {"id": worker_id})
+        return WorkerHeartbeat.from_dict(rows[0][0]) if rows else None
+
+    async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
+        rows = await self._check_open().fetch(self._q.list_heartbeats)
+        return [WorkerHeartbeat.from_dict(row[0]) for row in rows]
+
+    # -- records and audit ----------------------------------------------------------
+
+    async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
+        await self._check_open().execute(self._q.put_record, {"kind": kind, "key": key, "value": _dumps(value), "ttl": ttl})
+
+    async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        rows = await self._check_open().fetch(self._q.get_record, {"kind": kind, "key": key})
+        return rows[0][0] if rows else None
+
+    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows = await self._check_open().fetch(self._q.list_records, {"kind": kind})
+        return {key: value for key, value in rows}
+
+    async def _delete_record(self, kind: str, key: str) -> bool:
+        rows = await self._check_open().fetch(self._q.delete_record, {"kind": kind, "key": key})
+        return bool(rows and rows[0][0])
+
+    async def _append_audit(self, record: dict[str, Any]) -> None:
+        await self._check_open().execute(self._q.append_audit, {"record": _dumps(record)})
+
+    async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        if limit == 0:
+            return []
+        rows = await self._check_open().fetch(self._q.list_audit, {"limit": limit, "offset": offset})
+        return [row[0] for row in rows]
+
+
+def _is_newer(status: TaskStatus, last: TaskStatus | None) -> bool:
+    """Skip what the watcher already yielded (a NOTIFY may repeat the initial read)."""
+    if last is None:
+        return True
+    if status.updated_at is not None and last.updated_at is not None and status.updated_at < last.updated_at:
+        return False
+    return status.to_dict() != last.to_dict()
+
+
+__all__ = ["PostgresBackend"]
