@@ -1,0 +1,190 @@
+"""PostgreSQL result backend: statuses, TTLs and cleanup, cross-process watch, heartbeats,
+records and audit, and the index behind ``list_statuses``. Real server, one schema per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import AsyncIterator, Awaitable, Callable
+
+import psycopg
+import pytest
+
+from stem_core import TaskState, WorkerHeartbeat, connect_backend
+from stem_core.adapters.postgres import PostgresBackend
+from stem_core.adapters.postgres.connection import quote_ident, schema_name
+from stem_core.clock import monotonic, utcnow
+from stem_core.errors import BackendUnavailable
+from tests.specs import require_service
+from tests.specs.postgres import URL, drop_namespace
+
+BackendFactory = Callable[..., Awaitable[PostgresBackend]]
+DEADLINE_S = 10.0
+
+
+@pytest.fixture
+async def make_backend(namespace: str) -> AsyncIterator[BackendFactory]:
+    require_service("postgres")
+    opened: list[PostgresBackend] = []
+
+    async def make(**options: object) -> PostgresBackend:
+        backend = await connect_backend(URL, namespace=namespace, **options)
+        assert isinstance(backend, PostgresBackend)
+        opened.append(backend)
+        return backend
+
+    yield make
+    for backend in opened:
+        await backend.close()
+    await drop_namespace(URL, namespace)
+
+
+async def poll(probe: Callable[[], Awaitable[object]], wanted: object) -> None:
+    deadline = monotonic() + DEADLINE_S
+    while (value := await probe()) != wanted:
+        assert monotonic() < deadline, f"gave up waiting: {value!r} != {wanted!r}"
+        await asyncio.sleep(0.05)
+
+
+async def test_set_status_overwrites_and_keeps_created_at(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    first = await backend.set_status("t1", "failed", error={"type": "E", "message": "m"}, meta={"queue": "q"})
+    second = await backend.set_status("t1", TaskState.SUCCEEDED, payload={"ok": [1, 2]}, attempt=2)
+    got = await backend.get_status("t1")
+    assert got is not None and got.state is TaskState.SUCCEEDED and got.error is None
+    assert got.payload == {"ok": [1, 2]} and got.attempt == 2 and got.meta == {}
+    assert got.created_at == first.created_at == second.created_at
+    assert got.updated_at == second.updated_at
+    assert await backend.get_status("missing") is None
+
+
+async def test_ttl_expiry_and_cleanup(make_backend: BackendFactory, namespace: str) -> None:
+    backend = await make_backend()
+    await backend.set_status("short", "succeeded", ttl=0.2)
+    await backend.set_status("long", "succeeded")
+    await backend.set_status("renewed", "succeeded", ttl=0.2)
+    await backend.expire("renewed", 60)
+    await poll(lambda: backend.get_status("short"), None)
+    assert await backend.get_status("renewed") is not None
+    assert await backend.cleanup() == 1
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        cur = await conn.execute(f"SELECT task_id FROM {quote_ident(schema_name(namespace))}.statuses ORDER BY 1")
+        assert [r[0] for r in await cur.fetchall()] == ["long", "renewed"]
+
+
+async def test_list_statuses_filters_newest_first(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    for i in range(6):
+        await backend.set_status(f"id{i}", "succeeded" if i % 2 else "failed",
+                                 meta={"queue": f"q{i % 3}", "task": "a" if i < 3 else "b"})
+    assert [s.id for s in await backend.list_statuses()] == ["id5", "id4", "id3", "id2", "id1", "id0"]
+    assert [s.id for s in await backend.list_statuses(state="failed")] == ["id4", "id2", "id0"]
+    assert [s.id for s in await backend.list_statuses(queue="q1")] == ["id4", "id1"]
+    assert [s.id for s in await backend.list_statuses(task="a", state="succeeded")] == ["id1"]
+    assert [s.id for s in await backend.list_statuses(limit=2, offset=1)] == ["id4", "id3"]
+
+
+async def test_list_statuses_is_served_by_an_index(make_backend: BackendFactory, namespace: str) -> None:
+    backend = await make_backend()
+    schema = quote_ident(schema_name(namespace))
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        # A realistic table size, so the planner's choice is the one production gets
+        await conn.execute(
+            f"INSERT INTO {schema}.statuses (task_id, state, meta, created_at, updated_at, expires_at) "
+            "SELECT 'x' || g, 'succeeded', jsonb_build_object('queue', 'q' || (g % 50), 'task', 't' || (g % 20)), "
+            "now(), now() - g * interval '1 ms', now() + interval '1 day' FROM generate_series(1, 20000) g"
+        )
+        await conn.execute(f"ANALYZE {schema}.statuses")
+        for present in [(False, False, False), (True, False, False), (False, True, False), (False, False, True)]:
+            query = backend._list_query(present)
+            params = {"state": "succeeded", "queue": "q3", "task": "t4", "limit": 50, "offset": 0}
+            cur = await conn.execute("EXPLAIN " + query, params)
+            plan = "\n".join(r[0] for r in await cur.fetchall())
+            assert "Index" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_watch_sees_updates_from_another_process_in_order(make_backend: BackendFactory) -> None:
+    watcher_side, writer_side = await make_backend(), await make_backend()
+    await writer_side.set_status("w1", "queued")
+    seen: list[str] = []
+
+    async def watch() -> None:
+        async for status in watcher_side.watch("w1"):
+            seen.append(status.state.value)
+            if status.state.is_terminal:
+                return
+
+    task = asyncio.ensure_future(watch())
+    await poll(lambda: _len(seen), 1)
+    # Rapid updates from another backend (its own connections): none may be skipped
+    for state in ("running", "retried", "running", "succeeded"):
+        await writer_side.set_status("w1", state)
+    await asyncio.wait_for(task, DEADLINE_S)
+    assert seen == ["queued", "running", "retried", "running", "succeeded"]
+
+
+async def _len(items: list[str]) -> int:
+    return len(items)
+
+
+async def test_watch_rereads_statuses_too_large_for_notify(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    big = "x" * 20_000
+    it = backend.watch("big").__aiter__()
+    waiting = asyncio.ensure_future(it.__anext__())
+    await asyncio.sleep(0.2)
+    await backend.set_status("big", "succeeded", payload=big)
+    status = await asyncio.wait_for(waiting, DEADLINE_S)
+    assert status.payload == big
+    await it.aclose()
+
+
+async def test_closing_ends_a_watch(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    it = backend.watch("never").__aiter__()
+    waiting = asyncio.ensure_future(it.__anext__())
+    await asyncio.sleep(0.2)
+    await backend.close()
+    with pytest.raises(BackendUnavailable):
+        await asyncio.wait_for(waiting, DEADLINE_S)
+
+
+def _heartbeat(worker_id: str) -> WorkerHeartbeat:
+    return WorkerHeartbeat(worker_id=worker_id, namespace="t", host=socket.gethostname(), pid=os.getpid(),
+                           queues=["default"], concurrency=2, inflight=[], processed=3, failed=0, retried=1,
+                           paused_queues=[], version="0.1.0", timestamp=utcnow())
+
+
+async def test_heartbeats_expire(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    await backend.set_heartbeat(_heartbeat("w-b"))
+    await backend.set_heartbeat(_heartbeat("w-a"))
+    await backend.set_heartbeat(_heartbeat("w-gone"), ttl=0.2)
+    assert (await backend.get_heartbeat("w-a")).processed == 3
+    await poll(lambda: backend.get_heartbeat("w-gone"), None)
+    assert [hb.worker_id for hb in await backend.list_heartbeats()] == ["w-a", "w-b"]
+
+
+async def test_records_and_audit(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    await backend.put_record("paused", "emails", {"reason": "maintenance"})
+    await backend.put_record("paused", "temp", {"reason": "x"}, ttl=0.2)
+    await backend.put_record("revoked", "t1", {"terminate": True})
+    assert await backend.get_record("paused", "emails") == {"reason": "maintenance"}
+    await poll(lambda: backend.get_record("paused", "temp"), None)
+    assert await backend.list_records("paused") == {"emails": {"reason": "maintenance"}}
+    assert await backend.delete_record("paused", "emails") is True
+    assert await backend.delete_record("paused", "emails") is False
+    for i in range(3):
+        await backend.append_audit({"n": i})
+    assert await backend.list_audit(limit=2) == [{"n": 2}, {"n": 1}]
+    assert await backend.list_audit(limit=5, offset=2) == [{"n": 0}]
+
+
+async def test_bad_values_are_rejected(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    with pytest.raises(ValueError):
+        await backend.set_status("t", "succeeded", payload=float("nan"))
+    with pytest.raises(ValueError):
+        await backend.set_status("t", "nope")
