@@ -212,9 +212,12 @@ class Broker(ABC):
                             yield delivery
                     sub.slot_freed.clear()
                     if len(sub.outstanding) >= sub.prefetch:
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                        # cancel that lands as the event fires, and the consumer never stops.
                         try:
-                            await asyncio.wait_for(sub.slot_freed.wait(), FULL_WAIT_SECONDS)
-                        except asyncio.TimeoutError:
+                            async with asyncio.timeout(FULL_WAIT_SECONDS):
+                                await sub.slot_freed.wait()
+                        except TimeoutError:
                             pass
                     continue
                 batch = await self._receive(sub, room, RECEIVE_WAIT_SECONDS)

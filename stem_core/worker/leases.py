@@ -70,8 +70,10 @@ class LeaseKeeper:
             self._wake.clear()
             planned = monotonic() + delay
             try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
+                # Not wait_for: on 3.11 it can swallow a cancel that lands as the event fires.
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             lag = monotonic() - planned
             if lag > LOOP_LAG_WARN_S:

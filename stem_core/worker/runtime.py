@@ -49,6 +49,7 @@ FETCH_RETRY_S = 1.0
 # Hard shutdown (and the end of a soft one) waits at most this long for hand-backs.
 HARD_SETTLE_TIMEOUT_S = 5.0
 BURST_CHECK_INTERVAL_S = 0.1
+CANCEL_RECHECK_S = 0.5
 # Burst mode keeps waiting for delayed messages due within this horizon (retries included).
 BURST_DELAYED_HORIZON_S = RETRY_MAX_SECONDS
 BURST_PEEK_LIMIT = 1000
@@ -87,6 +88,9 @@ class Worker:
         self.paused: set[str] = set()
         self.started_at = utcnow()
         self.exit_code = 0
+        # Set once the worker has read its persisted state, written its first heartbeat
+        # and started fetching.
+        self.ready = asyncio.Event()
         self._pause_records: dict[str, dict[str, Any]] = {}
         self._revoked: dict[str, dict[str, Any]] = {}
         self._stop_mode: str | None = None
@@ -192,16 +196,14 @@ class Worker:
                 background.append(asyncio.create_task(self._burst_loop()))
             fetcher = asyncio.create_task(self._fetch_supervisor())
             background.append(fetcher)
+            self.ready.set()
             while not self.stopping:
                 await self._stop_changed.wait()
             log.info("worker %s stopping (%s)", self.worker_id, self._stop_mode)
-            fetcher.cancel()
-            await asyncio.gather(fetcher, return_exceptions=True)
+            await cancel_and_wait(fetcher)
             await self._shutdown()
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_and_wait(*background)
             await self._goodbye()
             self._bridge.close()
             loop = asyncio.get_running_loop()
@@ -224,9 +226,12 @@ class Worker:
             try:
                 await asyncio.wait({fetch, change}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                fetch.cancel()
-                change.cancel()
-                await asyncio.gather(fetch, change, return_exceptions=True)
+                await cancel_and_wait(fetch, change)
+            # Only now that the old subscription is closed (it would claim them again):
+            # reserved deliveries of newly paused queues go back.
+            for held in self.held.in_state(RESERVED):
+                if held.queue in self.paused and held.handler is not None:
+                    held.handler.cancel()
             if not fetch.cancelled() and fetch.exception() is not None:
                 exc = fetch.exception()
                 log.warning("fetching from %s failed: %s; retrying in %.0f s", ",".join(queues), exc, FETCH_RETRY_S,
@@ -249,6 +254,9 @@ class Worker:
 
     async def _handle(self, held: Held) -> None:
         try:
+            if self.stopping or held.queue in self.paused:
+                await self._executor.give_back(held)
+                return
             async with self._slots:
                 if held.lease_lost:
                     await self._drop(held)
@@ -310,14 +318,10 @@ class Worker:
         if paused == self.paused:
             return
         ours = set(self.queues)
-        newly = (paused - self.paused) & ours
         if (paused ^ self.paused) & ours:
             log.info("worker %s: paused queues now %s", self.worker_id, ",".join(sorted(paused & ours)) or "none")
             self._resubscribe.set()
         self.paused = paused
-        for held in self.held.in_state(RESERVED):
-            if held.queue in newly and held.handler is not None:
-                held.handler.cancel()  # not started yet: hand it back
 
     def apply_revocations(self, records: dict[str, dict[str, Any]], *, replace: bool = False) -> list[str]:
         """Remember revocations; cancel running tasks revoked with ``terminate``."""
@@ -464,6 +468,16 @@ class Worker:
                     held.body.cancel()
             elif held.handler is not None:
                 held.handler.cancel()
+
+
+async def cancel_and_wait(*tasks: "asyncio.Task[Any]") -> None:
+    """Cancel ``tasks`` and wait until they are done, cancelling again if one swallowed it
+    (``asyncio.wait_for`` on Python 3.11 can lose a cancel that races its inner future)."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_RECHECK_S)
 
 
 def _positive_int(value: object, label: str) -> int:

@@ -1,0 +1,1 @@
+"""Importable apps for worker tests (run by real ``stem worker`` processes)."""

@@ -1,0 +1,233 @@
+"""The control plane in-process on every adapter: commands, replies, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Callable
+
+import pytest
+
+from stem_core import Stem, TaskState, Worker
+from stem_core.clock import utcnow
+from stem_core.control import CONTROL_COMMANDS, Command, ControlClient, ControlResult, control_channel, paused_queues
+from stem_core.control.protocol import reply_queue_name
+from stem_core.worker import TaskContext
+from tests.worker.helpers import running, wait_until
+
+
+def _client(app: Stem) -> ControlClient:
+    return ControlClient(app.broker, app.backend, by="pytest")
+
+
+async def test_ping_reaches_every_worker_and_names_the_missing(app_factory: Callable[[], Stem]) -> None:
+    # Given two running workers
+    app = app_factory()
+    await app.connect()
+    async with running(Worker(app, worker_id="w1")), running(Worker(app_factory(), worker_id="w2")):
+        # When pinged without targets
+        result = await _client(app).send("ping", timeout=10)
+        # Then both answer (the targeted set comes from live heartbeats)
+        assert result.targeted == ["w1", "w2"]
+        assert sorted(result.replies) == ["w1", "w2"] and result.missing == [] and result.ok
+        assert result.replies["w1"]["pong"] is True
+        # And a targeted ping names the worker that does not exist
+        narrowed = await _client(app).send("ping", targets=["w2", "ghost"], timeout=0.5)
+        assert sorted(narrowed.replies) == ["w2"] and narrowed.missing == ["ghost"] and not narrowed.ok
+        assert narrowed.to_dict()["missing"] == ["ghost"]
+    # And the reply queues were cleaned up
+    assert not [q for q in await app.broker.list_queues() if q.startswith("stem.reply.")]
+
+
+async def test_stats_and_inspect_describe_active_and_reserved_work(app_factory: Callable[[], Stem]) -> None:
+    app = app_factory()
+    gate = asyncio.Event()
+
+    @app.task(name="held")
+    async def held(ctx: TaskContext) -> None:
+        await gate.wait()
+
+    ids = [await app.enqueue("held") for _ in range(3)]
+    worker = Worker(app, worker_id="w-insp", concurrency=1, prefetch=3)
+    async with running(worker):
+        await wait_until(lambda: len(worker.held) == 3, message="held deliveries")
+        await _client(app).send("revoke", {"task_ids": ["some-other-id"]}, timeout=5)
+        result = await _client(app).send("inspect", timeout=10)
+        report = result.replies["w-insp"]
+        assert [a["id"] for a in report["active"]] == [ids[0]]
+        assert report["active"][0]["runtime"] >= 0 and report["active"][0]["lease_expires_at"]
+        assert sorted(r["id"] for r in report["reserved"]) == sorted(ids[1:])
+        assert report["revoked"] == ["some-other-id"]
+        stats = (await _client(app).send("stats", timeout=10)).replies["w-insp"]
+        assert stats["active"] == 1 and stats["reserved"] == 2 and stats["concurrency"] == 1 and stats["prefetch"] == 3
+        gate.set()
+
+
+async def test_revoke_cancels_queued_and_terminates_running(app_factory: Callable[[], Stem]) -> None:
+    app = app_factory()
+    started = asyncio.Event()
+
+    @app.task(name="long")
+    async def long(ctx: TaskContext) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    running_id = await app.enqueue("long")
+    await app.connect()
+    async with running(Worker(app, worker_id="w-rev", concurrency=1, prefetch=1)):
+        await asyncio.wait_for(started.wait(), 60)
+        queued_id = await app.enqueue("long")
+        # When both are revoked, the running one with terminate
+        result = await _client(app).send("revoke", {"task_ids": [running_id, queued_id], "terminate": True, "reason": "test"}, timeout=10)
+        assert result.replies["w-rev"]["terminated"] == [running_id]
+        # Then both end cancelled (the queued one when it is delivered)
+        first = await app.wait(running_id, timeout=60)
+        second = await app.wait(queued_id, timeout=60)
+    for status in (first, second):
+        assert status.state is TaskState.CANCELLED and status.meta["cancel_reason"] == "revoked"
+        assert status.meta["revoked_by"] == "pytest"
+
+
+async def test_revocation_is_honoured_by_a_worker_started_later(app_factory: Callable[[], Stem]) -> None:
+    # Given a task revoked while no worker runs
+    app = app_factory()
+    ran: list[str] = []
+
+    @app.task(name="victim")
+    async def victim(ctx: TaskContext) -> None:
+        ran.append(ctx.task_id)
+
+    task_id = await app.enqueue("victim")
+    await app.connect()
+    result = await _client(app).send("revoke", {"task_ids": [task_id]}, timeout=0.3)
+    assert result.targeted == [] and result.replies == {} and not result.ok
+    # When a worker starts afterwards
+    await asyncio.wait_for(Worker(app, burst=True).run(), 60)
+    # Then it cancels the task instead of running it
+    assert ran == []
+    status = await app.backend.get_status(task_id)
+    assert status is not None and status.state is TaskState.CANCELLED
+
+
+async def test_pause_stops_fetching_and_survives_a_restart(app_factory: Callable[[], Stem]) -> None:
+    # Given a worker on two queues
+    app = app_factory()
+
+    @app.task(name="on.a", queue="qa")
+    async def on_a(ctx: TaskContext) -> str:
+        return "a"
+
+    @app.task(name="on.b", queue="qb")
+    async def on_b(ctx: TaskContext) -> str:
+        return "b"
+
+    await app.connect()
+    async with running(Worker(app, worker_id="w-p1")):
+        # When qa is paused
+        result = await _client(app).send("pause", {"queues": ["qa"], "reason": "deploy"}, timeout=10)
+        assert result.replies["w-p1"]["paused"] == ["qa"]
+        a_id = await app.enqueue("on.a")
+        b_id = await app.enqueue("on.b")
+        # Then a later task on qb runs while the older one on qa waits
+        assert (await app.wait(b_id, timeout=60)).state is TaskState.SUCCEEDED
+        assert (await app.broker.queue_stats(["qa"]))[0].pending == 1
+    record = (await paused_queues(app.backend))["qa"]
+    assert record["reason"] == "deploy" and record["by"] == "pytest"
+    # And a restarted worker stays paused
+    second = Worker(app, worker_id="w-p2")
+    async with running(second):
+        assert second.paused == {"qa"}
+        b2 = await app.enqueue("on.b")
+        assert (await app.wait(b2, timeout=60)).state is TaskState.SUCCEEDED
+        assert (await app.broker.queue_stats(["qa"]))[0].pending == 1
+        # Until it is resumed
+        resumed = await _client(app).send("resume", {"queues": ["qa"]}, timeout=10)
+        assert resumed.replies["w-p2"]["paused"] == []
+        assert (await app.wait(a_id, timeout=60)).state is TaskState.SUCCEEDED
+    assert await paused_queues(app.backend) == {}
+
+
+async def test_pause_hands_back_reserved_deliveries(app_factory: Callable[[], Stem]) -> None:
+    app = app_factory()
+    gate = asyncio.Event()
+
+    @app.task(name="gated", queue="qg")
+    async def gated(ctx: TaskContext) -> None:
+        await gate.wait()
+
+    ids = [await app.enqueue("gated") for _ in range(3)]
+    worker = Worker(app, worker_id="w-g", concurrency=1, prefetch=3)
+    async with running(worker):
+        await wait_until(lambda: len(worker.held) == 3, message="held deliveries")
+        await _client(app).send("pause", {"queues": ["qg"]}, timeout=10)
+        # The two reserved ones go back to the queue with their attempt unchanged
+        await wait_until(lambda: len(worker.held) == 1, message="reserved handed back")
+        stats = (await app.broker.queue_stats(["qg"]))[0]
+        assert stats.pending == 2 and stats.inflight == 1
+        pending = await app.broker.peek("qg", state="pending")
+        assert sorted(m.envelope.id for m in pending) == sorted(ids[1:])
+        assert all(m.envelope.attempt == 0 for m in pending)
+        gate.set()
+
+
+async def test_shutdown_command_stops_the_worker_after_running_tasks(app_factory: Callable[[], Stem]) -> None:
+    app = app_factory()
+    started = asyncio.Event()
+
+    @app.task(name="finishing")
+    async def finishing(ctx: TaskContext) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        return "finished"
+
+    task_id = await app.enqueue("finishing")
+    worker = Worker(app, worker_id="w-sd")
+    runner = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 60)
+    result = await _client(app).send("shutdown", {"mode": "warm"}, targets=["w-sd"], timeout=10)
+    assert result.replies["w-sd"] == {"mode": "warm", "active": 1}
+    await asyncio.wait_for(runner, 60)
+    assert worker.exit_code == 0
+    status = await app.backend.get_status(task_id)
+    assert status is not None and status.state is TaskState.SUCCEEDED
+    # And its heartbeat is gone from the live list soon after
+    await wait_until(lambda: _no_heartbeats(app), message="heartbeat expiry")
+
+
+async def _no_heartbeats(app: Stem) -> bool:
+    return not await app.backend.list_heartbeats()
+
+
+async def test_old_and_foreign_commands_are_ignored(app_factory: Callable[[], Stem]) -> None:
+    app = app_factory()
+    await app.connect()
+    async with running(Worker(app, worker_id="w-old")):
+        channel = control_channel(app.broker.namespace)
+        for request_id, sent_at, targets in (("old1", utcnow() - timedelta(seconds=60), None), ("foreign1", utcnow(), ["other"])):
+            reply_to = reply_queue_name(request_id)
+            command = Command("ping", {}, request_id, reply_to, targets, sent_at)
+            await app.broker.broadcast(channel, command.to_envelope())
+        # A fresh ping is answered, so the worker has seen the earlier broadcasts
+        assert (await _client(app).send("ping", targets=["w-old"], timeout=10)).ok
+        for request_id in ("old1", "foreign1"):
+            stats = (await app.broker.queue_stats([reply_queue_name(request_id)]))[0]
+            assert stats.pending == 0
+
+
+async def test_bad_arguments_are_rejected_before_sending(app_factory: Callable[[], Stem]) -> None:
+    app = app_factory()
+    await app.connect()
+    client = _client(app)
+    for command, arguments in (
+        ("reboot", {}),
+        ("revoke", {}),
+        ("revoke", {"task_ids": ["x"], "terminate": "yes"}),
+        ("shutdown", {"mode": "now"}),
+        ("pause", {"queues": ["bad queue"]}),
+        ("pause", {"queues": ["q"], "until": -5}),
+        ("ping", {"request_id": "x"}),
+    ):
+        with pytest.raises(ValueError):
+            await client.send(command, arguments, timeout=1)
+    assert set(CONTROL_COMMANDS) == {"ping", "stats", "inspect", "revoke", "shutdown", "pause", "resume"}
+    assert ControlResult("ping", [], {}, []).ok is False
