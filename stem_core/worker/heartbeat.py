@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 # The last heartbeat of a worker that stopped cleanly: it disappears from the live list
 # almost at once instead of after the normal 60 s TTL.
-GONE_HEARTBEAT_TTL_S = 1.0
+GONE_HEARTBEAT_TTL_S = 0.05
 
 
 def build_heartbeat(worker: "Worker") -> WorkerHeartbeat:

@@ -141,7 +141,7 @@ async def test_pause_stops_fetching_and_survives_a_restart(app_factory: Callable
         assert (await app.wait(b2, timeout=60)).state is TaskState.SUCCEEDED
         assert (await app.broker.queue_stats(["qa"]))[0].pending == 1
         # Until it is resumed
-        resumed = await _client(app).send("resume", {"queues": ["qa"]}, timeout=10)
+        resumed = await _client(app).send("resume", {"queues": ["qa"]}, targets=["w-p2"], timeout=10)
         assert resumed.replies["w-p2"]["paused"] == []
         assert (await app.wait(a_id, timeout=60)).state is TaskState.SUCCEEDED
     assert await paused_queues(app.backend) == {}
