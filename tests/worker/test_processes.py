@@ -169,3 +169,29 @@ async def test_control_plane_with_three_worker_processes(producer: Stem, spawn: 
 async def _running_worker(app: Stem, task_id: str) -> str | None:
     status = await app.backend.get_status(task_id)
     return status.meta.get("worker") if status is not None and status.state is TaskState.RUNNING else None
+
+
+@pytest.mark.parametrize(
+    ("signals", "exit_code"),
+    [((signal.SIGINT,), 0), ((signal.SIGQUIT,), 1), ((signal.SIGTERM, signal.SIGTERM), 1)],
+    ids=["sigint-soft", "sigquit-hard", "second-signal-hard"],
+)
+async def test_interrupting_signals_requeue_the_running_task(
+    producer: Stem, spawn: Spawn, signals: tuple[int, ...], exit_code: int
+) -> None:
+    # Given a worker running a long task (soft grace 0.5 s)
+    proc = spawn("-c", "1", "--shutdown-grace", "500ms")
+    [worker_id] = await _ids_of([proc], producer)
+    task_id = await producer.enqueue("t.slow", {"seconds": 3600})
+    await wait_until(lambda: _running_worker(producer, task_id), message="task running")
+    # When it is interrupted
+    for sig in signals:
+        proc.signal(sig)
+        await asyncio.sleep(0.1)
+    # Then it exits with the mode's code and the task is back in the queue, unspent
+    assert await proc.wait() == exit_code, proc.stderr()
+    [info] = await producer.broker.peek("default")
+    assert info.envelope.id == task_id and info.envelope.attempt == 0
+    status = await producer.backend.get_status(task_id)
+    assert status is not None and status.state is TaskState.QUEUED
+    assert worker_id not in await live_worker_ids(producer)

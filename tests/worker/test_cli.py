@@ -1,0 +1,63 @@
+"""``stem worker`` argument handling: bad apps and options are one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.worker.helpers import ROOT
+
+
+def _stem(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stem_tui.cli.main", "worker", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("app_path", "message"),
+    [
+        ("no_such_module_xyz:app", "cannot import app module 'no_such_module_xyz'"),
+        ("tests.worker.apps.tasks:missing", "has no attribute 'missing'"),
+        ("tests.worker.apps.tasks:register", "is a function, not a stem_core.Stem app"),
+        ("tests.worker.apps.broken:app", "importing app module 'tests.worker.apps.broken' failed: RuntimeError"),
+        (":app", "--app must look like pkg.module:app"),
+    ],
+)
+def test_bad_app_paths_exit_2_with_one_line(app_path: str, message: str) -> None:
+    result = _stem("--app", app_path, "--broker", "memory://cli")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-q", "bad queue"], "invalid queue name"),
+        (["--heartbeat-interval", "soon"], "invalid --heartbeat-interval"),
+        (["--loglevel", "chatty"], "--loglevel must be one of"),
+    ],
+)
+def test_bad_options_exit_2(args: list[str], message: str) -> None:
+    result = _stem("--app", "tests.worker.apps.tasks:app", "--broker", "memory://cli", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_broker_url_exits_2() -> None:
+    result = _stem("--app", "tests.worker.apps.tasks:app", "--broker", "kafka://localhost", "--burst")
+    assert result.returncode == 2
+    assert "unknown URL scheme" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_burst_worker_on_an_empty_memory_broker_exits_0() -> None:
+    result = _stem("--app", "tests.worker.apps.tasks:app", "--broker", "memory://cli-empty", "--burst", "--loglevel", "info")
+    assert result.returncode == 0, result.stderr
+    assert "queues drained" in result.stderr
