@@ -345,14 +345,12 @@ class Stem:
         if not envelopes:
             return []
         await self.connect()
-        for envelope in envelopes:
-            await self._write_queued(envelope)
+        await self.backend.set_statuses([(e.id, TaskState.QUEUED, _queued_meta(e)) for e in envelopes])
         await self.broker.publish_many(envelopes)
         return [e.id for e in envelopes]
 
     async def _write_queued(self, envelope: Envelope) -> None:
-        meta = {"task": envelope.name, "queue": envelope.queue, "max_retries": envelope.max_retries}
-        await self.backend.set_status(envelope.id, TaskState.QUEUED, attempt=envelope.attempt, meta=meta)
+        await self.backend.set_status(envelope.id, TaskState.QUEUED, attempt=envelope.attempt, meta=_queued_meta(envelope))
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
         """The task's terminal status (succeeded, failed, cancelled), watched across processes.
@@ -383,6 +381,10 @@ class Stem:
 
 
 # -- validation helpers ---------------------------------------------------------------
+
+
+def _queued_meta(envelope: Envelope) -> dict[str, Any]:
+    return {"task": envelope.name, "queue": envelope.queue, "max_retries": envelope.max_retries}
 
 
 def _not_before(delay: float | timedelta | None, eta: datetime | None) -> datetime | None:

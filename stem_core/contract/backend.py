@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from datetime import timedelta
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, ClassVar, Sequence
 
 from ..errors import ConfigurationError
 from ..settings import DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS, validate_namespace
@@ -124,6 +124,22 @@ class ResultBackend(ABC):
         return await self._set_status(
             task_id, state, payload=payload, error=normalize_error(error), attempt=attempt, meta=meta, ttl=seconds
         )
+
+    async def set_statuses(
+        self,
+        statuses: Sequence[tuple[str, TaskState | str, dict[str, Any] | None]],
+        *,
+        ttl: float | timedelta | None = None,
+    ) -> None:
+        """Write many fresh statuses ``(task_id, state, meta)`` (no payload or error,
+        attempt 0): the ``queued`` statuses of ``Stem.enqueue_many``. One round trip or
+        transaction where the adapter allows (override ``_set_statuses``)."""
+        items = []
+        for task_id, state, meta in statuses:
+            _check_id(task_id)
+            items.append((task_id, TaskState(state), check_json(dict(meta or {}), "meta")))
+        if items:
+            await self._set_statuses(items, _ttl(ttl, self.result_ttl))
 
     async def get_status(self, task_id: str) -> TaskStatus | None:
         """The stored status, or None (never stored, or expired)."""
@@ -226,6 +242,11 @@ class ResultBackend(ABC):
         meta: dict[str, Any],
         ttl: float,
     ) -> TaskStatus: ...
+
+    async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
+        """Default: one ``_set_status`` per item. Adapters override it with a batch."""
+        for task_id, state, meta in items:
+            await self._set_status(task_id, state, payload=None, error=None, attempt=0, meta=meta, ttl=ttl)
 
     @abstractmethod
     async def _get_status(self, task_id: str) -> TaskStatus | None: ...
