@@ -1,0 +1,181 @@
+"""Helpers for the contract suite: receiving with a deadline, polling, short leases.
+
+Deadlines here only bound a hang; no test asserts how fast something happened, except
+where the contract itself promises a bound (redelivery within lease + 1 s), and even
+there the wait is generous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from datetime import timedelta
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+
+from stem_core import Broker, Delivery, Envelope
+from stem_core.clock import utcnow
+
+# Lease used by tests that let one expire (envelope.visibility_timeout).
+SHORT_LEASE_S = 1.0
+# How long to keep listening to conclude "nothing is delivered".
+QUIET_S = 0.4
+# Deadline for something that should happen promptly (a publish reaching an idle consumer).
+DELIVERY_DEADLINE_S = 10.0
+# The contract: an expired lease is redelivered within lease + 1 s; we allow generous slack.
+REDELIVERY_DEADLINE_S = SHORT_LEASE_S + 1.0 + 8.0
+POLL_S = 0.02
+
+
+def qname(prefix: str = "q") -> str:
+    """A fresh queue name (the namespace already isolates tests; this isolates queues)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def env(name: str = "contract.task", **fields: Any) -> Envelope:
+    """An envelope with test defaults; ``fields`` override any Envelope field."""
+    return Envelope(name=name, **fields)
+
+
+def delayed_env(seconds: float, **fields: Any) -> Envelope:
+    return env(not_before=utcnow() + timedelta(seconds=seconds), **fields)
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[Any] | Any], *, timeout: float = DELIVERY_DEADLINE_S, message: str = "condition"
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it is truthy; fail with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {message}; last value: {last!r}")
+        await asyncio.sleep(POLL_S)
+
+
+class Consumer:
+    """One open ``consume`` subscription pumped by a background task.
+
+    Deliveries land in an asyncio queue, so a test can wait for "the next one" with a
+    deadline without closing the subscription (cancelling ``__anext__`` would).
+    """
+
+    def __init__(self, broker: Broker, queues: Sequence[str] | str, *, prefetch: int = 1,
+                 consumer: str | None = None, channels: Sequence[str] = ()) -> None:
+        self.broker = broker
+        self.iterator = broker.consume(queues, prefetch=prefetch, consumer=consumer, channels=channels)
+        self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.received: list[Delivery] = []
+        self.error: BaseException | None = None
+        self.task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for delivery in self.iterator:
+                self.received.append(delivery)
+                await self.inbox.put(delivery)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surfaced by next(); a test must see adapter errors
+            self.error = exc
+
+    async def next(self, timeout: float = DELIVERY_DEADLINE_S) -> Delivery | None:
+        """The next delivery, or None when none arrives within ``timeout``."""
+        try:
+            return await asyncio.wait_for(self.inbox.get(), timeout)
+        except asyncio.TimeoutError:
+            if self.error is not None:
+                raise AssertionError(f"consumer failed: {self.error!r}") from self.error
+            return None
+
+    async def expect(self, timeout: float = DELIVERY_DEADLINE_S) -> Delivery:
+        delivery = await self.next(timeout)
+        assert delivery is not None, f"no delivery within {timeout} s"
+        return delivery
+
+    async def take(self, n: int, timeout: float = DELIVERY_DEADLINE_S) -> list[Delivery]:
+        return [await self.expect(timeout) for _ in range(n)]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.iterator.aclose()  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def consuming(broker: Broker, queues: Sequence[str] | str, **options: Any) -> AsyncIterator[Consumer]:
+    consumer = Consumer(broker, queues, **options)
+    try:
+        yield consumer
+    finally:
+        await consumer.close()
+
+
+async def receive_one(broker: Broker, queues: Sequence[str] | str, timeout: float = DELIVERY_DEADLINE_S,
+                      **options: Any) -> Delivery | None:
+    """Open a consumer, wait up to ``timeout`` for one delivery, close it (the delivery
+    stays leased until settled or expired)."""
+    async with consuming(broker, queues, **options) as consumer:
+        return await consumer.next(timeout)
+
+
+async def receive_ids(broker: Broker, queue: str, n: int, timeout: float = DELIVERY_DEADLINE_S, *,
+                      ack: bool = True) -> list[str]:
+    """Receive ``n`` deliveries one at a time (prefetch 1) and return their envelope ids."""
+    ids = []
+    async with consuming(broker, queue) as consumer:
+        for _ in range(n):
+            delivery = await consumer.expect(timeout)
+            ids.append(delivery.envelope.id)
+            if ack:
+                await broker.ack(delivery)
+    return ids
+
+
+async def assert_nothing(broker: Broker, queues: Sequence[str] | str, quiet: float = QUIET_S) -> None:
+    """Nothing is delivered from ``queues`` while a consumer listens for ``quiet`` seconds."""
+    delivery = await receive_one(broker, queues, timeout=quiet)
+    assert delivery is None, f"unexpected delivery {delivery.envelope.id} ({delivery.envelope.name})"
+
+
+async def stats_of(broker: Broker, queue: str) -> Any:
+    (stats,) = await broker.queue_stats([queue])
+    return stats
+
+
+async def ready_consumer(broker: Broker, queue: str, **options: Any) -> Consumer:
+    """A consumer on ``queue`` (plus ``channels``) whose subscription is certainly open:
+    a marker published to its queue came back through it (and was acked)."""
+    consumer = Consumer(broker, queue, **options)
+    marker = env("contract.marker")
+    await broker.publish(marker, queue=queue)
+    delivery = await consumer.expect()
+    assert delivery.envelope.id == marker.id
+    await broker.ack(delivery)
+    return consumer
+
+
+__all__ = [
+    "Consumer",
+    "DELIVERY_DEADLINE_S",
+    "QUIET_S",
+    "REDELIVERY_DEADLINE_S",
+    "SHORT_LEASE_S",
+    "assert_nothing",
+    "consuming",
+    "delayed_env",
+    "env",
+    "eventually",
+    "qname",
+    "ready_consumer",
+    "receive_ids",
+    "receive_one",
+    "stats_of",
+]

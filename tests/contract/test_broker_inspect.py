@@ -1,0 +1,235 @@
+"""Broker contract: queue_stats, peek, list_queues, publish_many and input validation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stem_core import Broker, Envelope
+from stem_core.clock import utcnow
+from stem_core.errors import InvalidEnvelope
+
+from .helpers import consuming, delayed_env, env, qname, receive_one, stats_of
+
+BAD_NAMES = ["", "a b", "../x", "a*", "' OR 1=1 --", "q\n", "\x1b[2J", "é", "x" * 201]
+
+
+def _needs_peek(broker: Broker) -> None:
+    if not broker.capabilities.peek:
+        pytest.skip("this broker cannot peek")
+
+
+async def test_queue_stats_reports_every_state(broker: Broker) -> None:
+    # Given 1 dead, 1 leased, 2 pending and 1 delayed message
+    queue = qname()
+    await broker.publish(env(queue=queue))
+    dead = await receive_one(broker, queue)
+    assert dead is not None
+    await broker.dead_letter(dead, reason="contract")
+    await broker.publish(env(queue=queue))
+    held = await receive_one(broker, queue)
+    assert held is not None
+    await broker.publish_many([env(queue=queue), env(queue=queue, priority=9), delayed_env(3600, queue=queue)])
+    # Then each figure is exact, and totals (where kept) count publishes and acks
+    stats = await stats_of(broker, queue)
+    assert (stats.queue, stats.pending, stats.delayed, stats.inflight, stats.dead) == (queue, 2, 1, 1, 1)
+    assert stats.oldest_pending_age is not None and stats.oldest_pending_age >= 0
+    if stats.enqueued_total is not None:
+        assert stats.enqueued_total == 5
+    if stats.completed_total is not None:
+        assert stats.completed_total == 0
+    await broker.ack(held)
+    stats = await stats_of(broker, queue)
+    assert stats.inflight == 0
+    if stats.completed_total is not None:
+        assert stats.completed_total == 1
+
+
+async def test_oldest_pending_age_grows_from_enqueue_time(broker: Broker) -> None:
+    queue = qname()
+    sent = env(queue=queue)
+    await broker.publish(sent)
+    await asyncio.sleep(0.3)
+    stats = await stats_of(broker, queue)
+    waited = (utcnow() - sent.enqueued_at).total_seconds()
+    assert stats.oldest_pending_age is not None
+    # Measured from enqueued_at: at least the time we slept, at most the time since creation
+    assert 0.25 <= stats.oldest_pending_age <= waited + 0.05
+
+
+async def test_oldest_pending_age_ignores_delayed_and_leased_messages(broker: Broker) -> None:
+    queue = qname()
+    await broker.publish(delayed_env(3600, queue=queue))
+    assert (await stats_of(broker, queue)).oldest_pending_age is None
+    await broker.publish(env(queue=queue))
+    assert (await stats_of(broker, queue)).oldest_pending_age is not None
+    held = await receive_one(broker, queue)
+    assert held is not None
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.delayed, stats.inflight, stats.oldest_pending_age) == (0, 1, 1, None)
+    await broker.ack(held)
+
+
+async def test_oldest_pending_age_of_a_due_delayed_message_counts_from_not_before(broker: Broker) -> None:
+    queue = qname()
+    sent = delayed_env(0.3, queue=queue, enqueued_at=utcnow().replace(year=2020))
+    await broker.publish(sent)
+    await asyncio.sleep(0.5)
+    stats = await stats_of(broker, queue)
+    assert stats.pending == 1 and stats.oldest_pending_age is not None
+    assert stats.oldest_pending_age < 3600  # not six years: measured from not_before
+
+
+async def test_stats_of_unknown_queue_is_all_zero(broker: Broker) -> None:
+    queue = qname("never")
+    stats = await stats_of(broker, queue)
+    assert (stats.queue, stats.pending, stats.delayed, stats.inflight, stats.dead, stats.oldest_pending_age) == (
+        queue, 0, 0, 0, 0, None,
+    )
+
+
+async def test_queue_stats_keeps_the_order_asked_and_lists_all_known(broker: Broker) -> None:
+    names = [qname("z"), qname("a"), qname("m")]
+    for name in names:
+        await broker.publish(env(queue=name))
+    assert [s.queue for s in await broker.queue_stats(names)] == names
+    every = await broker.queue_stats()
+    assert {s.queue for s in every} >= set(names)
+
+
+async def test_list_queues_covers_every_state_sorted(broker: Broker) -> None:
+    pending_q, delayed_q, leased_q, dead_q = qname("p"), qname("d"), qname("l"), qname("x")
+    await broker.publish(env(queue=pending_q))
+    await broker.publish(delayed_env(3600, queue=delayed_q))
+    await broker.publish(env(queue=leased_q))
+    held = await receive_one(broker, leased_q)
+    await broker.publish(env(queue=dead_q))
+    doomed = await receive_one(broker, dead_q)
+    assert held is not None and doomed is not None
+    await broker.dead_letter(doomed, reason="contract")
+    queues = await broker.list_queues()
+    assert set(queues) >= {pending_q, delayed_q, leased_q, dead_q}
+    assert queues == sorted(queues)
+    await broker.ack(held)
+
+
+async def test_peek_pending_is_in_delivery_order_and_claims_nothing(broker: Broker) -> None:
+    _needs_peek(broker)
+    queue = qname()
+    sent = [env(queue=queue, priority=p) for p in (0, 5, 9, 5)]
+    await broker.publish_many(sent)
+    order = [sent[2].id, sent[1].id, sent[3].id, sent[0].id]
+    infos = await broker.peek(queue)
+    assert [i.envelope.id for i in infos] == order
+    assert all(i.state == "pending" and i.lease_holder is None for i in infos)
+    assert [i.envelope.id for i in await broker.peek(queue, limit=2, offset=1)] == order[1:3]
+    assert await broker.peek(queue, offset=10) == []
+    assert (await stats_of(broker, queue)).pending == 4
+    async with consuming(broker, queue) as consumer:
+        assert (await consumer.expect()).envelope.id == order[0]
+
+
+async def test_peek_delayed_is_by_due_time(broker: Broker) -> None:
+    _needs_peek(broker)
+    queue = qname()
+    far, near = delayed_env(7200, queue=queue), delayed_env(3600, queue=queue)
+    await broker.publish_many([far, near])
+    infos = await broker.peek(queue, state="delayed")
+    assert [(i.envelope.id, i.state) for i in infos] == [(near.id, "delayed"), (far.id, "delayed")]
+    assert await broker.peek(queue) == []
+
+
+async def test_peek_inflight_names_the_lease_holder(broker: Broker) -> None:
+    _needs_peek(broker)
+    queue = qname()
+    sent = env(queue=queue)
+    await broker.publish(sent)
+    async with consuming(broker, queue, consumer="contract-holder-1") as consumer:
+        delivery = await consumer.expect()
+        (info,) = await broker.peek(queue, state="inflight")
+        assert (info.envelope.id, info.state, info.lease_holder, info.delivery_count) == (
+            sent.id, "inflight", "contract-holder-1", 1,
+        )
+        assert info.lease_expires_at is not None
+        assert abs((info.lease_expires_at - delivery.lease_expires_at).total_seconds()) < 1.0
+        await broker.ack(delivery)
+    assert await broker.peek(queue, state="inflight") == []
+
+
+async def test_peek_rejects_unknown_states(broker: Broker) -> None:
+    with pytest.raises(ValueError, match="state"):
+        await broker.peek(qname(), state="dead")
+
+
+async def test_publish_many_of_a_thousand(broker: Broker) -> None:
+    queue = qname()
+    sent = [env(queue=queue, args={"i": i}) for i in range(1000)]
+    await broker.publish_many(sent)
+    assert (await stats_of(broker, queue)).pending == 1000
+    seen: set[str] = set()
+    async with consuming(broker, queue, prefetch=100) as consumer:
+        while len(seen) < 1000:
+            delivery = await consumer.expect()
+            assert delivery.envelope.id not in seen
+            seen.add(delivery.envelope.id)
+            await broker.ack(delivery)
+    assert seen == {e.id for e in sent}
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (0, 0)
+
+
+async def test_publish_many_of_nothing_is_a_no_op(broker: Broker) -> None:
+    await broker.publish_many([])
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+async def test_invalid_queue_and_channel_names_are_rejected(broker: Broker, bad: str) -> None:
+    with pytest.raises(ValueError):
+        await broker.publish(env(), queue=bad)
+    with pytest.raises(ValueError):
+        broker.consume([bad])
+    with pytest.raises(ValueError):
+        broker.consume(["ok"], channels=[bad])
+    with pytest.raises(ValueError):
+        await broker.broadcast(bad, env())
+    for call in (
+        broker.queue_stats([bad]),
+        broker.peek(bad),
+        broker.purge(bad),
+        broker.requeue(bad, ["x"]),
+        broker.remove(bad, ["x"]),
+        broker.list_dead_letters(bad),
+        broker.replay_dead_letters(bad),
+        broker.purge_dead_letters(bad),
+    ):
+        with pytest.raises(ValueError):
+            await call
+    with pytest.raises(InvalidEnvelope):
+        Envelope(name="t", queue=bad)
+
+
+@pytest.mark.parametrize("priority", [-1, 10, 99, True, 1.5, "5"])
+async def test_priority_out_of_range_is_rejected(broker: Broker, priority: object) -> None:
+    with pytest.raises(ValueError):
+        await broker.publish(env(queue=qname()), priority=priority)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Envelope(name="t", priority=priority)  # type: ignore[arg-type]
+
+
+async def test_consume_arguments_are_checked_at_call_time(broker: Broker) -> None:
+    for prefetch in (0, -1, True, 1.5):
+        with pytest.raises(ValueError):
+            broker.consume([qname()], prefetch=prefetch)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        broker.consume([])
+
+
+async def test_paging_arguments_are_checked(broker: Broker) -> None:
+    queue = qname()
+    with pytest.raises(ValueError):
+        await broker.peek(queue, limit=-1)
+    with pytest.raises(ValueError):
+        await broker.list_dead_letters(queue, offset=-1)
+    with pytest.raises(ValueError):
+        await broker.requeue(queue, [""])

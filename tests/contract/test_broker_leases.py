@@ -1,0 +1,215 @@
+"""Broker contract: leases, redelivery, extension and receipt fencing (ports of the
+original suite's cases 12 and 13, plus the fencing rules it never checked)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stem_core import Broker
+from stem_core.clock import utcnow
+from stem_core.errors import LeaseLost
+
+from .helpers import (
+    QUIET_S,
+    REDELIVERY_DEADLINE_S,
+    SHORT_LEASE_S,
+    assert_nothing,
+    consuming,
+    delayed_env,
+    env,
+    qname,
+    receive_one,
+    stats_of,
+)
+
+
+async def test_unacked_job_is_redelivered_after_its_lease_expires(broker: Broker) -> None:
+    # Given a delivery whose consumer went away without settling it
+    queue = qname()
+    sent = env(queue=queue, visibility_timeout=SHORT_LEASE_S)
+    await broker.publish(sent)
+    first = await receive_one(broker, queue)
+    assert first is not None and first.delivery_count == 1
+    assert first.lease_expires_at is not None and first.lease_expires_at > utcnow()
+    # When the lease runs out, then an idle consumer gets it again, counted, attempt unchanged
+    again = await receive_one(broker, queue, timeout=REDELIVERY_DEADLINE_S)
+    assert again is not None and again.envelope.id == sent.id
+    assert again.delivery_count == 2
+    assert again.envelope.attempt == 0
+    assert again.receipt != first.receipt
+    await broker.ack(again)
+    await assert_nothing(broker, queue)
+
+
+async def test_idle_waiting_consumer_gets_the_expired_lease(broker: Broker) -> None:
+    # The consumer is already waiting when the lease expires: nobody else calls anything.
+    queue = qname()
+    await broker.publish(env(queue=queue, visibility_timeout=SHORT_LEASE_S))
+    first = await receive_one(broker, queue)
+    assert first is not None
+    async with consuming(broker, queue) as waiting:
+        again = await waiting.expect(REDELIVERY_DEADLINE_S)
+    assert again.envelope.id == first.envelope.id and again.delivery_count == 2
+    await broker.ack(again)
+
+
+async def test_extend_lease_delays_redelivery_until_the_new_deadline(broker: Broker) -> None:
+    queue = qname()
+    sent = env(queue=queue, visibility_timeout=SHORT_LEASE_S)
+    await broker.publish(sent)
+    first = await receive_one(broker, queue)
+    assert first is not None
+    deadline = await broker.extend_lease(first, SHORT_LEASE_S * 4)
+    assert deadline > first.lease_expires_at
+    # Past the original lease, nobody gets it
+    await assert_nothing(broker, queue, quiet=SHORT_LEASE_S * 1.5)
+    # After the extended deadline it comes back, once
+    again = await receive_one(broker, queue, timeout=SHORT_LEASE_S * 4 + REDELIVERY_DEADLINE_S)
+    assert again is not None and again.envelope.id == sent.id and again.delivery_count == 2
+    await broker.ack(again)
+
+
+async def test_extending_a_lease_never_duplicates_the_message(broker: Broker) -> None:
+    # Given one holder that keeps renewing a short lease for well past its length
+    queue = qname()
+    sent = env(queue=queue, visibility_timeout=SHORT_LEASE_S)
+    await broker.publish(sent)
+    async with consuming(broker, queue) as holder, consuming(broker, queue) as rival:
+        held = await holder.expect()
+        for _ in range(6):
+            await broker.extend_lease(held, SHORT_LEASE_S)
+            # The rival sees nothing while the lease is kept alive
+            assert await rival.next(SHORT_LEASE_S / 3) is None
+        stats = await stats_of(broker, queue)
+        assert (stats.pending, stats.delayed, stats.inflight) == (0, 0, 1)
+        await broker.ack(held)
+        assert await rival.next(QUIET_S) is None
+    assert len(holder.received) == 1 and rival.received == []
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (0, 0)
+
+
+async def test_requeue_fences_the_old_holder(broker: Broker) -> None:
+    # Given a leased message taken back by an operator and handed to someone else
+    queue = qname()
+    sent = env(queue=queue)
+    await broker.publish(sent)
+    old = await receive_one(broker, queue)
+    assert old is not None
+    assert await broker.requeue(queue, [sent.id]) == 1
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (1, 0)
+    new = await receive_one(broker, queue)
+    assert new is not None and new.envelope.id == sent.id and new.delivery_count == 2
+    # When the old holder settles, then nothing changes
+    await broker.ack(old)
+    await broker.nack(old)
+    await broker.nack(old, requeue=False)
+    await broker.dead_letter(old, reason="stale")
+    with pytest.raises(LeaseLost):
+        await broker.extend_lease(old, 30)
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.delayed, stats.inflight, stats.dead) == (0, 0, 1, 0)
+    # And the new holder still owns it
+    await broker.extend_lease(new, 30)
+    await broker.ack(new)
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight, stats.dead) == (0, 0, 0)
+
+
+async def test_requeue_before_redelivery_fences_too(broker: Broker) -> None:
+    queue = qname()
+    sent = env(queue=queue)
+    await broker.publish(sent)
+    old = await receive_one(broker, queue)
+    assert old is not None
+    assert await broker.requeue(queue, [sent.id]) == 1
+    # The message is ready again but nobody has it: the old receipt is already void
+    await broker.ack(old)
+    with pytest.raises(LeaseLost):
+        await broker.extend_lease(old, 30)
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (1, 0)
+
+
+async def test_redelivery_after_expiry_fences_the_old_holder(broker: Broker) -> None:
+    queue = qname()
+    sent = env(queue=queue, visibility_timeout=SHORT_LEASE_S)
+    await broker.publish(sent)
+    old = await receive_one(broker, queue)
+    assert old is not None
+    new = await receive_one(broker, queue, timeout=REDELIVERY_DEADLINE_S)
+    assert new is not None and new.envelope.id == sent.id
+    await broker.ack(old)
+    await broker.dead_letter(old, reason="stale")
+    with pytest.raises(LeaseLost):
+        await broker.extend_lease(old, 30)
+    stats = await stats_of(broker, queue)
+    assert (stats.inflight, stats.dead) == (1, 0)
+    await broker.extend_lease(new, 30)
+    await broker.ack(new)
+    assert (await stats_of(broker, queue)).inflight == 0
+
+
+async def test_expired_receipt_still_settles_while_nobody_else_holds_it(broker: Broker) -> None:
+    queue = qname()
+    await broker.publish(env(queue=queue, visibility_timeout=SHORT_LEASE_S))
+    late = await receive_one(broker, queue)
+    assert late is not None
+    await asyncio.sleep(SHORT_LEASE_S + 0.3)  # the lease runs out; no consumer is open
+    await broker.ack(late)
+    await assert_nothing(broker, queue)
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (0, 0)
+
+
+async def test_settling_twice_is_a_silent_no_op(broker: Broker) -> None:
+    queue = qname()
+    sent = env(queue=queue)
+    await broker.publish(sent)
+    delivery = await receive_one(broker, queue)
+    assert delivery is not None
+    await broker.ack(delivery)
+    await broker.ack(delivery)
+    await broker.nack(delivery)
+    await broker.dead_letter(delivery, reason="late")
+    with pytest.raises(LeaseLost):
+        await broker.extend_lease(delivery, 5)
+    await assert_nothing(broker, queue)
+    assert await broker.get_dead_letter(queue, sent.id) is None
+
+
+async def test_requeue_makes_delayed_messages_ready_and_ignores_others(broker: Broker) -> None:
+    queue = qname()
+    later, ready = delayed_env(3600, queue=queue), env(queue=queue)
+    await broker.publish_many([later, ready])
+    assert await broker.requeue(queue, [ready.id, "no-such-id"]) == 0  # already ready
+    assert await broker.requeue(queue, [later.id]) == 1
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.delayed) == (2, 0)
+    async with consuming(broker, queue, prefetch=2) as consumer:
+        got = await consumer.take(2)
+    assert {d.envelope.id for d in got} == {later.id, ready.id}
+    for delivery in got:
+        await broker.ack(delivery)
+
+
+async def test_remove_deletes_in_any_live_state_and_fences_holders(broker: Broker) -> None:
+    queue = qname()
+    pending, delayed, leased, kept = env(queue=queue), delayed_env(3600, queue=queue), env(queue=queue), env(queue=queue)
+    await broker.publish(leased)
+    held = await receive_one(broker, queue)
+    assert held is not None and held.envelope.id == leased.id
+    await broker.publish_many([pending, delayed, kept])
+    assert await broker.remove(queue, [pending.id, delayed.id, leased.id, "missing"]) == 3
+    assert await broker.remove(queue, [pending.id]) == 0
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.delayed, stats.inflight) == (1, 0, 0)
+    with pytest.raises(LeaseLost):
+        await broker.extend_lease(held, 5)
+    await broker.ack(held)  # a no-op: it was removed
+    last = await receive_one(broker, queue)
+    assert last is not None and last.envelope.id == kept.id
+    await broker.ack(last)
