@@ -21,6 +21,9 @@ CONTROL_COMMANDS = ("ping", "stats", "inspect", "revoke", "shutdown", "pause", "
 SHUTDOWN_MODES = ("warm", "soft", "hard")
 COMMAND_PREFIX = "stem.control."
 REPLY_NAME = "stem.control.reply"
+# A worker broadcasts this to itself at start: seeing it proves its control subscription
+# is open, so it announces itself (first heartbeat) only once it can hear commands.
+HELLO_NAME = "stem.control.hello"
 REPLY_QUEUE_PREFIX = "stem.reply."
 RESERVED_ARGS = ("request_id", "reply_to", "targets", "sent_at", "deadline")
 
@@ -212,6 +215,7 @@ def _text(value: object, label: str) -> str | None:
 __all__ = [
     "COMMAND_PREFIX",
     "CONTROL_COMMANDS",
+    "HELLO_NAME",
     "Command",
     "REPLY_NAME",
     "REPLY_QUEUE_PREFIX",

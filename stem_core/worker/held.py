@@ -80,7 +80,6 @@ class HeldSet:
 
     def __init__(self) -> None:
         self._items: dict[str, Held] = {}
-        self.changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -90,12 +89,10 @@ class HeldSet:
 
     def add(self, held: Held) -> None:
         self._items[held.delivery.receipt] = held
-        self.changed.set()
 
     def discard(self, held: Held) -> None:
         held.state = SETTLED
-        if self._items.pop(held.delivery.receipt, None) is not None:
-            self.changed.set()
+        self._items.pop(held.delivery.receipt, None)
 
     def by_task_id(self, task_id: str) -> list[Held]:
         return [h for h in self._items.values() if h.id == task_id]

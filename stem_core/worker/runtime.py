@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import monotonic, utcnow
 from ..control.pause import pause_active, paused_queues
-from ..control.protocol import Command, Reply, control_channel
+from ..control.protocol import HELLO_NAME, Command, Reply, control_channel
 from ..control.revoke import revoked_tasks
-from ..envelope import Delivery, validate_name
+from ..envelope import Delivery, Envelope, validate_name
 from ..errors import StemError, Unsupported
 from ..settings import CONTROL_MAX_AGE_SECONDS, HEARTBEAT_INTERVAL_SECONDS
 from .commands import handle_command
@@ -54,6 +54,8 @@ CANCEL_RECHECK_S = 0.5
 BURST_DELAYED_HORIZON_S = RETRY_MAX_SECONDS
 BURST_PEEK_LIMIT = 1000
 CONTROL_DEDUP_SIZE = 512
+CONTROL_HELLO_INTERVAL_S = 0.1
+CONTROL_READY_TIMEOUT_S = 10.0
 STOP_MODES = {"warm": 1, "soft": 2, "hard": 3}
 _SIGNAL_MODES = (("SIGTERM", "warm"), ("SIGINT", "soft"), ("SIGQUIT", "hard"))
 
@@ -97,6 +99,7 @@ class Worker:
         self._stop_changed = asyncio.Event()
         self._soft_deadline: float | None = None
         self._resubscribe = asyncio.Event()
+        self._control_ready = asyncio.Event()
         self._seen: deque[str] = deque(maxlen=CONTROL_DEDUP_SIZE)
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._signals: list[int] = []
@@ -181,7 +184,7 @@ class Worker:
         try:
             if self.broker.capabilities.broadcast:
                 background.append(asyncio.create_task(self._control_loop()))
-                await asyncio.sleep(0)  # let the control subscription open before state is read
+                await self._await_control_ready()
             else:
                 log.warning("the %s broker has no broadcast: control commands will not reach this worker", self.broker.scheme)
             await self._refresh_records()
@@ -398,6 +401,10 @@ class Worker:
                         await self.broker.ack(delivery)
                     except StemError:
                         pass
+                    if delivery.envelope.name == HELLO_NAME:
+                        if delivery.envelope.args.get("worker_id") == self.worker_id:
+                            self._control_ready.set()
+                        continue
                     task = asyncio.create_task(self._on_command(delivery.envelope))
                     self._side_tasks.add(task)
                     task.add_done_callback(self._side_tasks.discard)
@@ -406,6 +413,21 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - the control plane must come back
                 log.warning("control subscription failed: %s; retrying in %.0f s", exc, FETCH_RETRY_S)
                 await asyncio.sleep(FETCH_RETRY_S)
+
+    async def _await_control_ready(self) -> None:
+        """Broadcast a hello to ourselves until it comes back: from then on no command can
+        be missed (state is read and the first heartbeat written only after this)."""
+        channel = control_channel(self.broker.namespace)
+        deadline = monotonic() + CONTROL_READY_TIMEOUT_S
+        while not self._control_ready.is_set():
+            await self.broker.broadcast(channel, Envelope(name=HELLO_NAME, args={"worker_id": self.worker_id}))
+            try:
+                async with asyncio.timeout(CONTROL_HELLO_INTERVAL_S):
+                    await self._control_ready.wait()
+            except TimeoutError:
+                if monotonic() > deadline:
+                    log.warning("control subscription not confirmed after %.0f s; continuing", CONTROL_READY_TIMEOUT_S)
+                    return
 
     async def _on_command(self, envelope: Any) -> None:
         try:
