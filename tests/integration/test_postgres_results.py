@@ -188,3 +188,13 @@ async def test_bad_values_are_rejected(make_backend: BackendFactory) -> None:
         await backend.set_status("t", "succeeded", payload=float("nan"))
     with pytest.raises(ValueError):
         await backend.set_status("t", "nope")
+
+
+async def test_set_statuses_writes_a_batch_in_one_statement(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    await backend.set_status("b1", "failed", error={"type": "E", "message": "m"})
+    await backend.set_statuses([("b1", "queued", {"queue": "q"}), ("b2", "queued", None), ("b2", "queued", {"task": "t"})])
+    b1, b2 = await backend.get_status("b1"), await backend.get_status("b2")
+    assert b1.state is TaskState.QUEUED and b1.error is None and b1.meta == {"queue": "q"}
+    assert b2.meta == {"task": "t"} and b2.payload is None and b2.attempt == 0
+    assert [s.id for s in await backend.list_statuses(state="queued", queue="q")] == ["b1"]

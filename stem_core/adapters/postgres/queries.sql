@@ -4,8 +4,8 @@
 -- becomes the quoted schema, {queue_channel}/{result_channel} the NOTIFY channels. Values
 -- are always bind parameters (%(name)s); a literal percent sign is written %%.
 -- Counters (queue_counts) and queue wake-ups are kept by the triggers of
--- migrations/0001_broker.sql, so no statement here maintains them by hand, except
--- completed_total, which only an ack may move.
+-- migrations/0001_broker.sql, so no statement here maintains them by hand; an ack only
+-- marks its deletions as completions (stem.completing).
 
 -- name: publish_one
 INSERT INTO {schema}.jobs (msg_id, queue, name, priority, state, ready_at, visibility_ms, envelope)
@@ -72,23 +72,16 @@ SELECT (SELECT count(*) FROM promoted) + (SELECT count(*) FROM reaped),
                          ORDER BY locked_until LIMIT 1)) AS d);
 
 -- name: ack
-WITH done AS (
-    DELETE FROM {schema}.jobs WHERE id = %(id)s AND lease = %(lease)s RETURNING queue
-)
-UPDATE {schema}.queue_counts AS c SET completed_total = c.completed_total + 1
-  FROM done WHERE c.queue = done.queue;
+-- set_config(..., true) lasts this statement's transaction: it tells the counters
+-- trigger that these deletions are completions (completed_total).
+DELETE FROM {schema}.jobs
+ WHERE id = %(id)s AND lease = %(lease)s AND set_config('stem.completing', 'on', true) = 'on';
 
 -- name: ack_many
 -- The same for a batch of concurrent acks (one round trip, one commit).
-WITH done AS (
-    DELETE FROM {schema}.jobs AS j
-     USING unnest(%(ids)s::bigint[], %(leases)s::bigint[]) AS r(id, lease)
-     WHERE j.id = r.id AND j.lease = r.lease
-    RETURNING j.queue
-)
-UPDATE {schema}.queue_counts AS c SET completed_total = c.completed_total + d.n
-  FROM (SELECT queue, count(*) AS n FROM done GROUP BY queue) AS d
- WHERE c.queue = d.queue;
+DELETE FROM {schema}.jobs AS j
+ USING unnest(%(ids)s::bigint[], %(leases)s::bigint[]) AS r(id, lease)
+ WHERE j.id = r.id AND j.lease = r.lease AND set_config('stem.completing', 'on', true) = 'on';
 
 -- name: drop
 DELETE FROM {schema}.jobs WHERE id = %(id)s AND lease = %(lease)s;
@@ -289,6 +282,27 @@ WITH up AS (
 )
 SELECT created_at,
        pg_notify('{result_channel}', %(id)s || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END)
+  FROM doc;
+
+-- name: set_statuses
+-- A batch of fresh statuses (no payload or error, attempt 0) in one statement; same
+-- upsert and NOTIFY as set_status. Ids are unique within a batch (results.py dedupes).
+WITH up AS (
+    INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
+    SELECT t.id, t.state, 'null'::jsonb, NULL, 0, t.meta, %(now)s, %(now)s, now() + %(ttl)s * interval '1 second'
+      FROM unnest(%(ids)s::text[], %(states)s::text[], %(metas)s::jsonb[]) AS t(id, state, meta)
+        ON CONFLICT (task_id) DO UPDATE
+       SET state = excluded.state, payload = excluded.payload, error = excluded.error, attempt = excluded.attempt,
+           meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+           created_at = CASE WHEN s.expires_at > now() THEN s.created_at ELSE excluded.created_at END
+    RETURNING task_id, state, payload, error, attempt, meta, created_at, updated_at
+), doc AS (
+    SELECT task_id,
+           json_build_object('id', task_id, 'state', state, 'payload', payload, 'error', error, 'attempt', attempt,
+                             'meta', meta, 'created_at', created_at, 'updated_at', updated_at)::text AS body
+      FROM up
+)
+SELECT count(pg_notify('{result_channel}', task_id || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END))
   FROM doc;
 
 -- name: get_status

@@ -2,7 +2,9 @@
 
 Tables are in the namespace schema (``migrations/0002_results.sql``). Reads never return
 rows past ``expires_at``; a background loop deletes them in bounded batches every
-``CLEANUP_INTERVAL_S``. ``list_statuses`` is an index range scan per filter combination.
+``CLEANUP_INTERVAL_S``. ```list_statuses`` is an index range scan per filter combination. Terminal statuses
+commit durably; non-terminal ones and heartbeats use ``synchronous_commit=off``
+(see ``_fast``).
 
 ``watch`` works across processes: ``set_status`` sends the new status in a NOTIFY (in
 the same statement as the write, so in commit order); each backend listens on one
@@ -18,9 +20,7 @@ import logging
 from collections import deque
 from typing import Any, AsyncIterator, ClassVar
 
-import psycopg
-
-from ...clock import parse_iso, utcnow
+from ...clock import utcnow
 from ...contract.backend import ResultBackend
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
@@ -83,6 +83,8 @@ class PostgresBackend(ResultBackend):
         self._q = Queries(self.schema)
         self._pool_size = pool_size
         self._db: Database | None = None
+        self._fast_db: Database | None = None
+        self._fast_lock = asyncio.Lock()
         self._listener: Listener | None = None
         self._watches: dict[str, set[_Watch]] = {}
         self._cleaner: asyncio.Task[None] | None = None
@@ -125,9 +127,25 @@ class PostgresBackend(ResultBackend):
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
-        db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        for attr in ("_fast_db", "_db"):
+            db = getattr(self, attr)
+            setattr(self, attr, None)
+            if db is not None:
+                await db.close()
+
+    async def _fast(self) -> Database:
+        """The ``synchronous_commit=off`` pool for writes a crash may lose without harm:
+        non-terminal statuses (the broker row, not the status, is the truth of a queued or
+        running task) and heartbeats. Terminal statuses always commit durably."""
+        self._check_open()
+        if self._fast_db is None:
+            async with self._fast_lock:
+                if self._fast_db is None:
+                    db = Database(self._config, name=f"stem-{self.namespace}-results-fast", min_size=DEFAULT_POOL_MIN,
+                                  max_size=self._pool_size or DEFAULT_POOL_MAX, settle=True, unavailable=BackendUnavailable)
+                    await db.open()
+                    self._fast_db = db
+        return self._fast_db
 
     def _check_open(self) -> Database:
         if self._closed or self._db is None:
@@ -160,13 +178,23 @@ class PostgresBackend(ResultBackend):
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
         now = utcnow()
-        rows = await self._check_open().fetch(self._q.set_status, {
+        db = self._check_open() if state.is_terminal else await self._fast()
+        rows = await db.fetch(self._q.set_status, {
             "id": task_id, "state": state.value, "payload": _dumps(payload),
             "error": _dumps(error) if error is not None else None, "attempt": attempt, "meta": _dumps(meta),
             "now": now, "ttl": ttl,
         })
         return TaskStatus(id=task_id, state=state, payload=json.loads(_dumps(payload)), error=error, attempt=attempt,
                           meta=meta, created_at=rows[0][0], updated_at=now)
+
+    async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
+        latest = {task_id: (state, meta) for task_id, state, meta in items}  # one row per id in a statement
+        terminal = any(state.is_terminal for state, _ in latest.values())
+        db = self._check_open() if terminal else await self._fast()
+        await db.fetch(self._q.set_statuses, {
+            "ids": list(latest), "states": [state.value for state, _ in latest.values()],
+            "metas": [_dumps(meta) for _, meta in latest.values()], "now": utcnow(), "ttl": ttl,
+        })
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
         rows = await self._check_open().fetch(self._q.get_status, {"id": task_id})
@@ -245,7 +273,7 @@ class PostgresBackend(ResultBackend):
     # -- heartbeats -----------------------------------------------------------------
 
     async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
-        await self._check_open().execute(self._q.set_heartbeat,
+        await (await self._fast()).execute(self._q.set_heartbeat,
                                          {"id": heartbeat.worker_id, "data": _dumps(heartbeat.to_dict()), "ttl": ttl})
 
     async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:

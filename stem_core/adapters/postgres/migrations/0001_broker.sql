@@ -112,12 +112,17 @@ BEGIN
             END IF;
         END LOOP;
     ELSIF TG_OP = 'DELETE' THEN
+        -- An ack marks its own statement with stem.completing (queries.sql: ack), so
+        -- completed_total counts acks only, not removals or dead letters.
         UPDATE {schema}.queue_counts AS c
-           SET ready = c.ready - d.dr, delayed = c.delayed - d.dd, leased = c.leased - d.dl
+           SET ready = c.ready - d.dr, delayed = c.delayed - d.dd, leased = c.leased - d.dl,
+               completed_total = c.completed_total
+                   + CASE WHEN current_setting('stem.completing', true) = 'on' THEN d.n ELSE 0 END
           FROM (SELECT queue,
                        count(*) FILTER (WHERE state = 'ready') AS dr,
                        count(*) FILTER (WHERE state = 'delayed') AS dd,
-                       count(*) FILTER (WHERE state = 'leased') AS dl
+                       count(*) FILTER (WHERE state = 'leased') AS dl,
+                       count(*) AS n
                   FROM old_rows GROUP BY queue) AS d
          WHERE c.queue = d.queue;
     ELSE
