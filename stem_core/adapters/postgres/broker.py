@@ -50,6 +50,7 @@ from .connection import (
     parse_url,
     positive_float,
     positive_int,
+    prepare_schema,
     schema_name,
     translate,
 )
@@ -141,14 +142,10 @@ class PostgresBroker(InspectMixin, Broker):
     async def connect(self) -> "PostgresBroker":
         if self._db is not None:
             return self
+        await prepare_schema(self._config, lambda conn: migrate(conn, self.schema))
         db = Database(self._config, name=f"stem-{self.namespace}", min_size=DEFAULT_POOL_MIN,
                       max_size=self._pool_size or DEFAULT_POOL_MAX)
         await db.open()
-        try:
-            await db.run(lambda conn: migrate(conn, self.schema))
-        except BaseException:
-            await db.close()
-            raise
         self._db = db
         self._closed = False
         return self

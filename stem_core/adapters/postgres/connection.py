@@ -175,6 +175,15 @@ def translate(config: PgConfig, unavailable: type[BrokerUnavailable] = BrokerUna
 # -- pools ----------------------------------------------------------------------------
 
 
+async def prepare_schema(config: PgConfig, migrate: Callable[[psycopg.AsyncConnection], Any],
+                         unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> None:
+    """One direct connection for the migrations: a down server fails here at once (libpq's
+    own error) instead of after the pool's open timeout."""
+    with translate(config, unavailable):
+        async with await psycopg.AsyncConnection.connect(config.conninfo, autocommit=True) as conn:
+            await migrate(conn)
+
+
 class Database:
     """One pool of autocommit connections plus the retry-once-after-a-broken-connection rule.
 

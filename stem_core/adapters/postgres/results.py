@@ -34,6 +34,7 @@ from .connection import (
     parse_url,
     positive_float,
     positive_int,
+    prepare_schema,
     schema_name,
 )
 from .listener import Listener
@@ -102,14 +103,10 @@ class PostgresBackend(ResultBackend):
     async def connect(self) -> "PostgresBackend":
         if self._db is not None:
             return self
+        await prepare_schema(self._config, lambda conn: migrate(conn, self.schema), BackendUnavailable)
         db = Database(self._config, name=f"stem-{self.namespace}-results", min_size=DEFAULT_POOL_MIN,
                       max_size=self._pool_size or DEFAULT_POOL_MAX, unavailable=BackendUnavailable)
         await db.open()
-        try:
-            await db.run(lambda conn: migrate(conn, self.schema))
-        except BaseException:
-            await db.close()
-            raise
         self._db = db
         self._closed = False
         self._cleaner = asyncio.create_task(self._cleanup_loop(), name=f"stem-pg-cleanup-{self.namespace}")
