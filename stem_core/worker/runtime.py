@@ -19,21 +19,19 @@ import logging
 import os
 import signal
 import socket
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..clock import monotonic, utcnow
 from ..control.pause import pause_active, paused_queues
-from ..control.protocol import HELLO_NAME, Command, Reply, control_channel
 from ..control.revoke import revoked_tasks
-from ..envelope import Delivery, Envelope, validate_name
+from ..envelope import Delivery, validate_name
 from ..errors import StemError, Unsupported
-from ..settings import CONTROL_MAX_AGE_SECONDS, HEARTBEAT_INTERVAL_SECONDS
-from .commands import handle_command
+from ..settings import HEARTBEAT_INTERVAL_SECONDS
 from .execution import Counters, Executor
 from .heartbeat import GONE_HEARTBEAT_TTL_S, build_heartbeat
 from .held import ACTIVE, RESERVED, SETTLED, Held, HeldSet, lease_deadline
 from .leases import LeaseKeeper
+from .listener import ControlListener
 from .retry import RETRY_MAX_SECONDS
 from .threads import ABANDONED_THREAD_HEADROOM, ThreadBridge
 
@@ -44,7 +42,7 @@ log = logging.getLogger("stem.worker")
 
 PREFETCH_MULTIPLIER = 2
 SHUTDOWN_GRACE_SECONDS = 30.0
-# After a broker error in the fetch or control loop, try again after this long.
+# After a broker error in the fetch loop, try again after this long.
 FETCH_RETRY_S = 1.0
 # Hard shutdown (and the end of a soft one) waits at most this long for hand-backs.
 HARD_SETTLE_TIMEOUT_S = 5.0
@@ -53,9 +51,6 @@ CANCEL_RECHECK_S = 0.5
 # Burst mode keeps waiting for delayed messages due within this horizon (retries included).
 BURST_DELAYED_HORIZON_S = RETRY_MAX_SECONDS
 BURST_PEEK_LIMIT = 1000
-CONTROL_DEDUP_SIZE = 512
-CONTROL_HELLO_INTERVAL_S = 0.1
-CONTROL_READY_TIMEOUT_S = 10.0
 STOP_MODES = {"warm": 1, "soft": 2, "hard": 3}
 _SIGNAL_MODES = (("SIGTERM", "warm"), ("SIGINT", "soft"), ("SIGQUIT", "hard"))
 
@@ -99,9 +94,6 @@ class Worker:
         self._stop_changed = asyncio.Event()
         self._soft_deadline: float | None = None
         self._resubscribe = asyncio.Event()
-        self._control_ready = asyncio.Event()
-        self._seen: deque[str] = deque(maxlen=CONTROL_DEDUP_SIZE)
-        self._side_tasks: set[asyncio.Task[Any]] = set()
         self._signals: list[int] = []
         self._running = False
 
@@ -183,8 +175,9 @@ class Worker:
         background: list[asyncio.Task[Any]] = []
         try:
             if self.broker.capabilities.broadcast:
-                background.append(asyncio.create_task(self._control_loop()))
-                await self._await_control_ready()
+                listener = ControlListener(self)
+                background.append(asyncio.create_task(listener.run()))
+                await listener.await_ready()
             else:
                 log.warning("the %s broker has no broadcast: control commands will not reach this worker", self.broker.scheme)
             await self._refresh_records()
@@ -391,68 +384,6 @@ class Worker:
                 if any(m.envelope.not_before is None or m.envelope.not_before.timestamp() <= horizon for m in waiting):
                     return False
         return True
-
-    async def _control_loop(self) -> None:
-        channel = control_channel(self.broker.namespace)
-        while True:
-            try:
-                async for delivery in self.broker.consume([], channels=[channel], consumer=self.worker_id):
-                    try:
-                        await self.broker.ack(delivery)
-                    except StemError:
-                        pass
-                    if delivery.envelope.name == HELLO_NAME:
-                        if delivery.envelope.args.get("worker_id") == self.worker_id:
-                            self._control_ready.set()
-                        continue
-                    task = asyncio.create_task(self._on_command(delivery.envelope))
-                    self._side_tasks.add(task)
-                    task.add_done_callback(self._side_tasks.discard)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the control plane must come back
-                log.warning("control subscription failed: %s; retrying in %.0f s", exc, FETCH_RETRY_S)
-                await asyncio.sleep(FETCH_RETRY_S)
-
-    async def _await_control_ready(self) -> None:
-        """Broadcast a hello to ourselves until it comes back: from then on no command can
-        be missed (state is read and the first heartbeat written only after this)."""
-        channel = control_channel(self.broker.namespace)
-        deadline = monotonic() + CONTROL_READY_TIMEOUT_S
-        while not self._control_ready.is_set():
-            await self.broker.broadcast(channel, Envelope(name=HELLO_NAME, args={"worker_id": self.worker_id}))
-            try:
-                async with asyncio.timeout(CONTROL_HELLO_INTERVAL_S):
-                    await self._control_ready.wait()
-            except TimeoutError:
-                if monotonic() > deadline:
-                    log.warning("control subscription not confirmed after %.0f s; continuing", CONTROL_READY_TIMEOUT_S)
-                    return
-
-    async def _on_command(self, envelope: Any) -> None:
-        try:
-            command = Command.from_envelope(envelope)
-        except ValueError as exc:
-            log.debug("ignoring a control message: %s", exc)
-            return
-        if not command.is_for(self.worker_id) or command.request_id in self._seen:
-            return
-        self._seen.append(command.request_id)
-        now = utcnow()
-        if command.age(now) > CONTROL_MAX_AGE_SECONDS or (command.deadline is not None and now > command.deadline):
-            log.info("ignoring control command %s sent at %s (too old)", command.command, command.sent_at)
-            return
-        try:
-            result = await handle_command(self, command)
-            reply = Reply(command.request_id, self.worker_id, command.command, True, result)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller instead
-            reply = Reply(command.request_id, self.worker_id, command.command, False, error=str(exc) or type(exc).__name__)
-        try:
-            await self.broker.publish(reply.to_envelope(), queue=command.reply_to)
-        except StemError as exc:
-            log.warning("could not reply to control command %s: %s", command.command, exc)
-        if command.command == "shutdown" and reply.ok:
-            self.request_stop(command.arguments.get("mode", "warm"))
 
     # -- shutdown -------------------------------------------------------------------
 
