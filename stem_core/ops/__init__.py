@@ -1,0 +1,46 @@
+"""The operator API used by the CLI and the TUI: plain JSON-ready dataclasses out, on every
+broker through the contracts and their capability flags. See ``docs/ops.md``."""
+
+from .api import Ops
+from .audit import ENV_ACTOR, default_actor
+from .base import LEASES_LIMIT, STALE_AFTER_S, UnknownQueue
+from .explain import EXPLAIN_SCAN_LIMIT
+from .inspect import DETAIL_STATES
+from .models import (
+    ActionResult,
+    Blocker,
+    Explanation,
+    LeaseInfo,
+    Overview,
+    QueueDetail,
+    QueueOverview,
+    WorkerInfo,
+    jsonable,
+)
+from .rates import RATE_WINDOW_S, RateTracker, Sample
+from .verdict import Verdict, queue_verdict
+
+__all__ = [
+    "ActionResult",
+    "Blocker",
+    "DETAIL_STATES",
+    "ENV_ACTOR",
+    "EXPLAIN_SCAN_LIMIT",
+    "Explanation",
+    "LEASES_LIMIT",
+    "LeaseInfo",
+    "Ops",
+    "Overview",
+    "QueueDetail",
+    "QueueOverview",
+    "RATE_WINDOW_S",
+    "RateTracker",
+    "STALE_AFTER_S",
+    "Sample",
+    "UnknownQueue",
+    "Verdict",
+    "WorkerInfo",
+    "default_actor",
+    "jsonable",
+    "queue_verdict",
+]
