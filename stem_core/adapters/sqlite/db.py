@@ -1,0 +1,241 @@
+"""One SQLite database file: its connections, the thread they live on, and error translation.
+
+Every statement runs on one dedicated thread per ``Database`` (a single-worker executor),
+and every transaction is *one* hop to it: ``await db.run(fn, ...)`` calls ``fn(conn, ...)``
+there, and ``fn`` wraps its writes in ``with immediate(conn):`` (``BEGIN IMMEDIATE`` ...
+``COMMIT``). IMMEDIATE takes the write lock up front, so the busy handler waits for it
+instead of failing with SQLITE_BUSY_SNAPSHOT halfway through a read-then-write.
+
+A second, read-only connection answers ``PRAGMA data_version`` on the event loop itself
+(about 3 microseconds, no hop): the value changes whenever another connection - in this
+process or another one - commits, which is how idle consumers notice new work cheaply.
+
+Connections never cross ``fork``: a child that uses an inherited ``Database`` abandons the
+parent's connections (without closing them, which could disturb the parent's locks) and
+opens its own. ``sqlite3`` exceptions are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from ...errors import BrokerUnavailable, ConfigurationError, StemError
+from .schema import migrate
+
+T = TypeVar("T")
+
+# ms-rounded POSIX seconds on the database's clock (all leases and expiries use it).
+NOW_SQL = "SELECT round((julianday('now') - 2440587.5) * 86400.0, 3)"
+# The version probe must never block the event loop: it gives up at once when busy.
+WATCH_BUSY_TIMEOUT_MS = 0
+# Switching a fresh file to WAL needs a moment alone with it; retry this long, this often.
+WAL_SWITCH_DEADLINE_S = 10.0
+WAL_SWITCH_RETRY_S = 0.01
+STATEMENT_CACHE_SIZE = 256
+
+# Connections inherited over fork: kept referenced (never closed or collected) in the child.
+_abandoned: list[Any] = []
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A read transaction: several SELECTs that see one consistent state."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def db_now(conn: sqlite3.Connection) -> float:
+    """The database's current time as POSIX seconds (millisecond resolution)."""
+    return float(conn.execute(NOW_SQL).fetchone()[0])
+
+
+def translate(exc: BaseException, path: Path, unavailable: type[BrokerUnavailable], busy_s: float) -> StemError:
+    """The Stem error for a driver (or file system) error on ``path``."""
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, OSError):
+        return ConfigurationError(f"cannot create sqlite database {path}: {exc.strerror or text}")
+    if "locked" in low or "busy" in low:
+        return unavailable(f"sqlite database {path} stayed locked by another writer for more than {busy_s:g}s")
+    if "unable to open" in low or "readonly" in low or "read-only" in low or "permission" in low:
+        return ConfigurationError(f"cannot open sqlite database {path} for writing: {text}")
+    if "not a database" in low or "malformed" in low or "encrypted" in low:
+        return ConfigurationError(f"{path} is not a usable sqlite database: {text}")
+    return unavailable(f"sqlite error on {path}: {text}")
+
+
+class Database:
+    """The connections to one database file, owned by one adapter instance."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float, unavailable: type[BrokerUnavailable], label: str) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self.unavailable = unavailable
+        self.label = label
+        self._conn: sqlite3.Connection | None = None
+        self._watch: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the file (and its folder), set the pragmas and migrate. Idempotent."""
+        self._closed = False
+        self._forget_if_forked()
+        if self._conn is not None:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stem-sqlite-{self.label}")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect(self.busy_timeout_s)
+            try:
+                self._use_wal(conn)
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                migrate(conn)
+                watch = self._connect(WATCH_BUSY_TIMEOUT_MS / 1000)
+                watch.execute("PRAGMA query_only=ON")
+            except BaseException:
+                conn.close()
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise translate(exc, self.path, self.unavailable, self.busy_timeout_s) from None
+        self._conn, self._watch = conn, watch
+
+    def _connect(self, timeout_s: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path),
+            timeout=timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=STATEMENT_CACHE_SIZE,
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+        return conn
+
+    @staticmethod
+    def _use_wal(conn: sqlite3.Connection) -> None:
+        """WAL is persistent: set it once, when the file is new. Several processes opening a
+        fresh file at once race for it, and the losers see "database is locked" (without
+        the busy handler), so they retry until someone has switched it."""
+        deadline = time.monotonic() + WAL_SWITCH_DEADLINE_S
+        while True:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(WAL_SWITCH_RETRY_S)
+
+    async def close(self) -> None:
+        """Close both connections on their thread. Idempotent."""
+        self._closed = True
+        self._forget_if_forked()
+        conn, watch, executor = self._conn, self._watch, self._executor
+        self._conn = self._watch = None
+        self._executor = None
+        if executor is None:
+            return
+        if conn is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(executor, _close_all, conn, watch)
+        executor.shutdown(wait=False)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _forget_if_forked(self) -> None:
+        if os.getpid() == self._pid:
+            return
+        _abandoned.extend(x for x in (self._conn, self._watch, self._executor) if x is not None)
+        self._conn = self._watch = None
+        self._executor = None
+        self._pid = os.getpid()
+
+    # -- running work ---------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
+        """Start ``fn(conn, *args)`` on the database thread; the future carries its result
+        or a translated Stem error. Use ``run`` unless you need the future itself."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise self.unavailable(f"sqlite {self.label} on {self.path} is closed")
+        if self._executor is None or os.getpid() != self._pid:
+            return loop.create_task(self._reopen_then(fn, args))  # type: ignore[return-value]
+        return loop.run_in_executor(self._executor, self._call, fn, args)
+
+    async def _reopen_then(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        await self.open()
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on the database thread: one hop, one transaction."""
+        return await self.submit(fn, *args)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise self.unavailable(f"sqlite {self.label} on {self.path} is closed")
+        try:
+            return fn(conn, *args)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, self.unavailable, self.busy_timeout_s) from None
+
+    def data_version(self) -> int | None:
+        """``PRAGMA data_version`` on the loop thread; None when it cannot be read right now
+        (callers then assume something changed)."""
+        watch = self._watch
+        if watch is None or os.getpid() != self._pid:
+            return None
+        try:
+            return int(watch.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+
+def _close_all(*conns: sqlite3.Connection | None) -> None:
+    for conn in conns:
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+
+__all__ = ["Database", "NOW_SQL", "db_now", "immediate", "snapshot", "translate"]

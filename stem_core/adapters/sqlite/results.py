@@ -1,0 +1,173 @@
+"""``SQLiteBackend``: task statuses, heartbeats, records and the audit log in the SQLite file.
+
+``watch`` works across processes by reading the ``status_events`` change log by cursor
+(``id > last seen``), so no intermediate state is skipped. It waits like an idle
+consumer: it probes ``PRAGMA data_version`` on the event loop (no thread hop) and reads
+the log only when another connection committed, sleeping between probes on the file's
+in-process doorbell (rung by local writes) with an interval backing off from
+``POLL_MIN_INTERVAL_S`` to ``poll_interval``.
+
+Expired statuses, heartbeats and records are invisible at once (every read compares
+their expiry with the database clock) and are deleted every ``CLEANUP_INTERVAL_S`` by
+the next status or heartbeat write, which also trims the change log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator, ClassVar
+
+from ...clock import monotonic
+from ...contract.backend import ResultBackend
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...errors import BackendUnavailable
+from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
+from . import store
+from .bell import doorbell_for
+from .broker import POLL_BACKOFF, POLL_MIN_INTERVAL_S
+from .db import Database
+from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
+
+BACKEND_OPTIONS = frozenset({"result_ttl", "heartbeat_ttl", "busy_timeout", "poll_interval"})
+# Expired rows are deleted (and the change log trimmed) at most this often per backend.
+CLEANUP_INTERVAL_S = 60.0
+
+
+class SQLiteBackend(ResultBackend):
+    """Result backend over one SQLite file; see the module docstring."""
+
+    scheme: ClassVar[str] = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        result_ttl: float = RESULT_TTL_SECONDS,
+        heartbeat_ttl: float = HEARTBEAT_TTL_SECONDS,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+        poll_interval: float = POLL_INTERVAL_S,
+    ) -> None:
+        super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
+        self.path = path
+        self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable, label="backend")
+        self._bell = doorbell_for(str(path))
+        self._poll_max = poll_interval
+        self._poll_min = min(POLL_MIN_INTERVAL_S, poll_interval)
+        self._next_cleanup = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "SQLiteBackend":
+        parsed = parse_sqlite_url(url, options, BACKEND_OPTIONS)
+        return cls(parsed.path, namespace=namespace, **parsed.options)
+
+    async def connect(self) -> "SQLiteBackend":
+        await self._db.open()
+        return self
+
+    async def close(self) -> None:
+        await self._db.close()
+        # Open watches wake, find the backend closed and raise BackendUnavailable.
+        self._bell.ring()
+
+    def _check_open(self) -> None:
+        if self._db.closed:
+            raise BackendUnavailable(f"sqlite result backend on {self.path} is closed")
+
+    def _cleanup_due(self) -> bool:
+        now = monotonic()
+        if now < self._next_cleanup:
+            return False
+        self._next_cleanup = now + CLEANUP_INTERVAL_S
+        return True
+
+    # -- statuses -------------------------------------------------------------------
+
+    async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
+                          attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
+        self._check_open()
+        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta)
+        stored = await self._db.run(store.set_status, self.namespace, status, ttl, self._cleanup_due())
+        self._bell.ring()
+        return stored
+
+    async def _get_status(self, task_id: str) -> TaskStatus | None:
+        self._check_open()
+        return await self._db.run(store.get_status, self.namespace, task_id)
+
+    async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
+        self._check_open()
+        # Probe before the snapshot: anything committed after it changes the version.
+        version = self._db.data_version()
+        current, cursor = await self._db.run(store.watch_start, self.namespace, task_id)
+        if current is not None:
+            yield current
+        interval = self._poll_min
+        while True:
+            self._check_open()
+            rings = self._bell.rings
+            probe = self._db.data_version()
+            if probe is None or probe != version:
+                version = probe
+                events = await self._db.run(store.events_after, self.namespace, task_id, cursor)
+                for cursor, status in events:
+                    yield status
+                if len(events) >= store.EVENT_BATCH:
+                    version = None  # more are waiting: read again without waiting
+                    continue
+                if events or probe is not None:
+                    interval = self._poll_min
+            await self._bell.wait(rings, interval)
+            interval = min(interval * POLL_BACKOFF, self._poll_max)
+
+    async def _list_statuses(self, state: TaskState | None, queue: str | None, task: str | None,
+                             limit: int, offset: int) -> list[TaskStatus]:
+        self._check_open()
+        return await self._db.run(store.list_statuses, self.namespace, state, queue, task, limit, offset)
+
+    async def _expire(self, task_id: str, ttl: float) -> None:
+        self._check_open()
+        await self._db.run(store.expire, self.namespace, task_id, ttl)
+
+    # -- heartbeats -----------------------------------------------------------------
+
+    async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
+        self._check_open()
+        await self._db.run(store.put_heartbeat, self.namespace, heartbeat, ttl, self._cleanup_due())
+
+    async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
+        self._check_open()
+        return await self._db.run(store.get_heartbeat, self.namespace, worker_id)
+
+    async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
+        self._check_open()
+        return await self._db.run(store.list_heartbeats, self.namespace)
+
+    # -- records and audit ----------------------------------------------------------
+
+    async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
+        self._check_open()
+        await self._db.run(store.put_record, self.namespace, kind, key, value, ttl)
+
+    async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        self._check_open()
+        return await self._db.run(store.get_record, self.namespace, kind, key)
+
+    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
+        self._check_open()
+        return await self._db.run(store.list_records, self.namespace, kind)
+
+    async def _delete_record(self, kind: str, key: str) -> bool:
+        self._check_open()
+        return await self._db.run(store.delete_record, self.namespace, kind, key)
+
+    async def _append_audit(self, record: dict[str, Any]) -> None:
+        self._check_open()
+        await self._db.run(store.append_audit, self.namespace, record)
+
+    async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        self._check_open()
+        return await self._db.run(store.list_audit, self.namespace, limit, offset)
+
+
+__all__ = ["BACKEND_OPTIONS", "SQLiteBackend"]

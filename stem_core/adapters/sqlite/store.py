@@ -1,0 +1,197 @@
+"""The result backend's transactions (see migrations/0002_results.sql for the tables).
+
+Functions take the connection first and run on the database thread. Values are stored
+as JSON text; expiry is compared with the database's clock, so expired rows are invisible
+at once and merely deleted later by ``cleanup``, which rides along with ordinary writes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from .db import db_now, immediate, snapshot
+from .rows import dumps, moment
+from .schema import Q
+
+# Watchers must read a change within this long, or they may miss intermediate states.
+EVENT_RETENTION_S = 3600.0
+# A watcher reads at most this many change-log rows per round.
+EVENT_BATCH = 500
+
+# list_statuses: each filter is an equality on an indexed column and the order walks
+# that index backwards; the text is assembled from these fixed fragments only.
+_LIST_BASE = "SELECT body FROM statuses WHERE ns = :ns AND expires_at > :now"
+_LIST_FILTERS = (("state", " AND state = :state"), ("queue", " AND queue = :queue"), ("task", " AND task = :task"))
+_LIST_ORDER = " ORDER BY seq DESC LIMIT :limit OFFSET :offset"
+
+
+def _column(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def decode_status(body: str) -> TaskStatus:
+    return TaskStatus.from_dict(json.loads(body))
+
+
+def set_status(conn: Any, ns: str, status: TaskStatus, ttl: float, clean: bool) -> TaskStatus:
+    """Store ``status`` (its times are set here: the first ``created_at`` is kept)."""
+    with immediate(conn):
+        now = db_now(conn)
+        previous = conn.execute(Q.status_created, {"ns": ns, "task_id": status.id, "now": now}).fetchone()
+        created = float(previous[0]) if previous is not None else now
+        stored = TaskStatus(
+            id=status.id,
+            state=status.state,
+            payload=status.payload,
+            error=status.error,
+            attempt=status.attempt,
+            meta=status.meta,
+            created_at=moment(created),
+            updated_at=moment(now),
+        )
+        body = dumps(stored.to_dict())
+        seq = conn.execute(Q.status_event, {"ns": ns, "task_id": status.id, "body": body, "now": now}).lastrowid
+        conn.execute(
+            Q.status_upsert,
+            {
+                "ns": ns,
+                "task_id": status.id,
+                "state": status.state.value,
+                "queue": _column(status.meta.get("queue")),
+                "task": _column(status.meta.get("task")),
+                "body": body,
+                "seq": seq,
+                "created_at": created,
+                "now": now,
+                "ttl": ttl,
+            },
+        )
+        if clean:
+            cleanup(conn, now)
+    return decode_status(body)
+
+
+def get_status(conn: Any, ns: str, task_id: str) -> TaskStatus | None:
+    row = conn.execute(Q.status_get, {"ns": ns, "task_id": task_id, "now": db_now(conn)}).fetchone()
+    return decode_status(row[0]) if row is not None else None
+
+
+def watch_start(conn: Any, ns: str, task_id: str) -> tuple[TaskStatus | None, int]:
+    """The current status and the change-log cursor it corresponds to, in one snapshot."""
+    with snapshot(conn):
+        current = get_status(conn, ns, task_id)
+        cursor = int(conn.execute(Q.status_last_event, {"ns": ns, "task_id": task_id}).fetchone()[0])
+    return current, cursor
+
+
+def events_after(conn: Any, ns: str, task_id: str, cursor: int) -> list[tuple[int, TaskStatus]]:
+    rows = conn.execute(
+        Q.status_events_after, {"ns": ns, "task_id": task_id, "cursor": cursor, "limit": EVENT_BATCH}
+    ).fetchall()
+    return [(int(row_id), decode_status(body)) for row_id, body in rows]
+
+
+def list_statuses(
+    conn: Any, ns: str, state: TaskState | None, queue: str | None, task: str | None, limit: int, offset: int
+) -> list[TaskStatus]:
+    params: dict[str, Any] = {"ns": ns, "state": state.value if state is not None else None, "queue": queue,
+                              "task": task, "limit": limit, "offset": offset, "now": db_now(conn)}
+    sql = _LIST_BASE + "".join(fragment for key, fragment in _LIST_FILTERS if params[key] is not None) + _LIST_ORDER
+    return [decode_status(row[0]) for row in conn.execute(sql, params)]
+
+
+def expire(conn: Any, ns: str, task_id: str, ttl: float) -> None:
+    with immediate(conn):
+        conn.execute(Q.status_expire, {"ns": ns, "task_id": task_id, "ttl": ttl, "now": db_now(conn)})
+
+
+def cleanup(conn: Any, now: float) -> None:
+    """Delete what already expired (every namespace: expired is expired)."""
+    conn.execute(Q.statuses_expired, {"now": now})
+    conn.execute(Q.heartbeats_expired, {"now": now})
+    conn.execute(Q.records_expired, {"now": now})
+    conn.execute(Q.status_events_old, {"before": now - EVENT_RETENTION_S})
+
+
+# -- heartbeats ----------------------------------------------------------------------
+
+
+def put_heartbeat(conn: Any, ns: str, heartbeat: WorkerHeartbeat, ttl: float, clean: bool) -> None:
+    body = dumps(heartbeat.to_dict())
+    with immediate(conn):
+        now = db_now(conn)
+        conn.execute(Q.heartbeat_put, {"ns": ns, "worker_id": heartbeat.worker_id, "body": body, "ttl": ttl, "now": now})
+        if clean:
+            cleanup(conn, now)
+
+
+def get_heartbeat(conn: Any, ns: str, worker_id: str) -> WorkerHeartbeat | None:
+    row = conn.execute(Q.heartbeat_get, {"ns": ns, "worker_id": worker_id, "now": db_now(conn)}).fetchone()
+    return WorkerHeartbeat.from_dict(json.loads(row[0])) if row is not None else None
+
+
+def list_heartbeats(conn: Any, ns: str) -> list[WorkerHeartbeat]:
+    rows = conn.execute(Q.heartbeat_list, {"ns": ns, "now": db_now(conn)}).fetchall()
+    return [WorkerHeartbeat.from_dict(json.loads(row[0])) for row in rows]
+
+
+# -- records and audit ---------------------------------------------------------------
+
+
+def put_record(conn: Any, ns: str, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
+    body = dumps(value)
+    with immediate(conn):
+        conn.execute(Q.record_put, {"ns": ns, "kind": kind, "key": key, "value": body, "ttl": ttl, "now": db_now(conn)})
+
+
+def get_record(conn: Any, ns: str, kind: str, key: str) -> dict[str, Any] | None:
+    row = conn.execute(Q.record_get, {"ns": ns, "kind": kind, "key": key, "now": db_now(conn)}).fetchone()
+    return json.loads(row[0]) if row is not None else None
+
+
+def list_records(conn: Any, ns: str, kind: str) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(Q.record_list, {"ns": ns, "kind": kind, "now": db_now(conn)}).fetchall()
+    return {key: json.loads(value) for key, value in rows}
+
+
+def delete_record(conn: Any, ns: str, kind: str, key: str) -> bool:
+    """True when a live record was there."""
+    with immediate(conn):
+        now = db_now(conn)
+        row = conn.execute(Q.record_delete, {"ns": ns, "kind": kind, "key": key}).fetchone()
+    return row is not None and (row[0] is None or row[0] > now)
+
+
+def append_audit(conn: Any, ns: str, record: dict[str, Any]) -> None:
+    body = dumps(record)
+    with immediate(conn):
+        conn.execute(Q.audit_append, {"ns": ns, "body": body, "now": db_now(conn)})
+
+
+def list_audit(conn: Any, ns: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    rows = conn.execute(Q.audit_page, {"ns": ns, "limit": limit, "offset": offset}).fetchall()
+    return [json.loads(row[0]) for row in rows]
+
+
+__all__ = [
+    "EVENT_RETENTION_S",
+    "append_audit",
+    "cleanup",
+    "decode_status",
+    "delete_record",
+    "events_after",
+    "expire",
+    "get_heartbeat",
+    "get_record",
+    "get_status",
+    "list_audit",
+    "list_heartbeats",
+    "list_records",
+    "list_statuses",
+    "put_heartbeat",
+    "put_record",
+    "set_status",
+    "watch_start",
+]
