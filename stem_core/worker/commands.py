@@ -36,7 +36,7 @@ async def _stats(worker: "Worker", args: dict[str, Any], command: Command) -> di
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "queues": list(worker.queues),
-        "paused_queues": sorted(worker.paused),
+        "paused_queues": worker.paused_queues(),
         "concurrency": worker.concurrency,
         "prefetch": worker.prefetch,
         "active": len(worker.held.in_state(ACTIVE)),
@@ -67,7 +67,7 @@ async def _inspect(worker: "Worker", args: dict[str, Any], command: Command) -> 
         "active": active,
         "reserved": reserved,
         "revoked": sorted(worker.revoked_ids()),
-        "paused_queues": sorted(worker.paused),
+        "paused_queues": worker.paused_queues(),
     }
 
 
@@ -93,12 +93,12 @@ async def _pause(worker: "Worker", args: dict[str, Any], command: Command) -> di
         for queue in args["queues"]
     }
     worker.merge_pauses(records)
-    return {"paused": sorted(worker.paused)}
+    return {"paused": worker.paused_queues()}
 
 
 async def _resume(worker: "Worker", args: dict[str, Any], command: Command) -> dict[str, Any]:
     worker.remove_pauses(args["queues"])
-    return {"paused": sorted(worker.paused)}
+    return {"paused": worker.paused_queues()}
 
 
 _HANDLERS: dict[str, Handler] = {

@@ -31,7 +31,7 @@ def build_heartbeat(worker: "Worker") -> WorkerHeartbeat:
         processed=worker.counters.processed,
         failed=worker.counters.failed,
         retried=worker.counters.retried,
-        paused_queues=sorted(worker.paused),
+        paused_queues=worker.paused_queues(),
         version=__version__,
         timestamp=utcnow(),
     )

@@ -140,6 +140,10 @@ class Worker:
     def active_queues(self) -> list[str]:
         return [q for q in self.queues if q not in self.paused]
 
+    def paused_queues(self) -> list[str]:
+        """This worker's queues that are paused for it now."""
+        return [q for q in self.queues if q in self.paused]
+
     def revocation(self, task_id: str) -> dict[str, Any] | None:
         return self._revoked.get(task_id)
 
