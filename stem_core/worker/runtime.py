@@ -293,7 +293,7 @@ class Worker:
             log.warning("lost the lease of reserved task %s; it is left to its new holder", held.id)
             if held.handler is not None:
                 held.handler.cancel()
-        else:
+        elif held.body is None or not held.body.done():  # a finished body is being settled
             log.warning("lost the lease of running task %s (%s): another worker may run it too", held.id, held.name)
 
     # -- pause / revoke state -------------------------------------------------------

@@ -40,6 +40,7 @@ class ThreadBridge:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._busy = 0
+        self._waiting = 0
         self._closed = False
         # Built on the loop's thread (by the running worker), so this is the loop thread.
         self._loop_thread = threading.get_ident()
@@ -65,7 +66,9 @@ class ThreadBridge:
             raise RuntimeError("thread bridge is closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self._max_threads:
+            # Every queued job needs an idle thread of its own, or a new one.
+            self._waiting += 1
+            if self._waiting > self._idle and len(self._threads) < self._max_threads:
                 thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads) + 1}", daemon=True)
                 self._threads.append(thread)
                 self._idle += 1
@@ -97,6 +100,7 @@ class ThreadBridge:
                 return
             func, args, kwargs, future = job
             with self._lock:
+                self._waiting -= 1
                 self._idle -= 1
                 self._busy += 1
             try:
