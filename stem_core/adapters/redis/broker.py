@@ -1,0 +1,324 @@
+"""``RedisBroker``: the contract over Redis Streams, every multi-key step one Lua script.
+
+Design (key layout and each script's KEYS/ARGV are in ``lua/``):
+
+* One stream per (queue, priority band 0..9), each with the consumer group ``stem``.
+  A claim (``claim.lua``) promotes due delayed messages, takes back expired leases and
+  reads new entries with ``XREADGROUP`` -- band 9 first, then the oldest ready time
+  across the subscription's queues -- and records each lease, all atomically. Only
+  when it finds nothing does the consumer block, in a plain ``XREAD BLOCK`` on the
+  streams' last ids (Lua cannot block, and a non-group read changes no state, so a
+  cancelled or timed-out wait loses nothing); it also wakes at the next delayed or
+  lease deadline the claim reported.
+* Leases are the pending entries list. ``XAUTOCLAIM`` takes one idle threshold for a
+  whole scan, so it cannot honour per-envelope ``visibility_timeout``; instead a ZSET
+  of lease deadlines per queue names exactly the entries whose own lease ran out
+  (O(log n), no PEL scan) and ``XCLAIM`` takes each one over, which resets its idle
+  time. ``extend_lease`` is ``XCLAIM ... JUSTID`` plus a new deadline: never a re-publish.
+* Fencing: every delivery gets a token (``receipt = queue|band|entry|token``); ack,
+  nack and dead-letter scripts compare it with the lease record, so a stale holder
+  settles nothing. Acknowledged entries are deleted (``XDEL``), never trimmed by
+  ``MAXLEN``/``MINID``, so streams hold only live messages and memory stays flat.
+* All Stem consumers read as one group consumer; the real holder is in the lease
+  record, so consumer names never accumulate in Redis.
+* Broadcasts: a stream per channel, one group per subscription (``broadcast.py``).
+
+Producers get ``BrokerUnavailable`` when Redis is down (after the client's retries);
+consumers keep retrying by themselves and resume when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from ...clock import monotonic, utcnow
+from ...contract.broker import Broker, Subscription
+from ...contract.types import Capabilities, DeadLetterEntry
+from ...envelope import Delivery, Envelope
+from ...errors import BrokerUnavailable, LeaseLost
+from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
+from .broadcast import BroadcastMixin
+from .codec import (
+    INVALID_REASON, dead_letter_json, decode, lease_ms, message_args, parse_receipt, ready_us, receipt, text,
+)
+from .connection import Connection, RedisConfig, parse_url
+from .inspect import InspectMixin
+from .keys import BANDS, KeyCache, from_us, registry_key, to_us
+
+log = logging.getLogger("stem.redis")
+
+BROKER_OPTIONS = {"lease_seconds": float}
+# Due delayed messages one claim promotes at most (the rest follow on the next claim).
+PROMOTE_BATCH = 256
+# Messages per publish.lua call in publish_many (keeps one script call short).
+PUBLISH_CHUNK = 1000
+# A consumer that lost Redis tries again after this long (bounded by its wait).
+RECONNECT_WAIT_S = 0.5
+# XREAD BLOCK takes whole milliseconds; never 0 (that would mean "forever").
+MIN_BLOCK_MS = 1
+
+
+class RedisBroker(InspectMixin, BroadcastMixin, Broker):
+    """Redis Streams broker for ``redis://`` and ``rediss://`` URLs."""
+
+    scheme: ClassVar[str] = "redis"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        delayed=True, priority=True, broadcast=True, dead_letters=True,
+        lease_extension=True, peek=True, durable=True, cross_process=True,
+    )
+
+    def __init__(self, config: RedisConfig, *, namespace: str = DEFAULT_NAMESPACE,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        super().__init__(namespace=namespace, lease_seconds=lease_seconds)
+        self._conn = Connection(config, role="broker")
+        self._keys = KeyCache(self.namespace)
+        self._registry = registry_key(self.namespace)
+        self._known: set[str] = set()
+        self._default_ms = max(1, int(round(self.lease_seconds * 1000)))
+        self._closed = False
+        self._outage = False
+        self._background: set[asyncio.Future[Any]] = set()
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "RedisBroker":
+        config = parse_url(url, options, BROKER_OPTIONS)
+        lease = config.options.get("lease_seconds", DEFAULT_LEASE_SECONDS)
+        return cls(config, namespace=namespace, lease_seconds=lease)
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({self._conn.shown_url!r}, namespace={self.namespace!r})"
+
+    async def connect(self) -> "RedisBroker":
+        await self._conn.open()
+        self._closed = False
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._background):
+            task.cancel()
+        await self._conn.close()
+
+    async def ping(self) -> None:
+        with self._conn.guard:
+            await self._conn.client.ping()
+
+    async def _run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
+        with self._conn.guard:
+            return await self._conn.script(name)(keys=keys, args=args)
+
+    # -- producing ------------------------------------------------------------------
+
+    async def _publish(self, envelopes: list[Envelope]) -> None:
+        groups: dict[str, list[Any]] = {}
+        for env in envelopes:
+            groups.setdefault(env.queue, []).append(env)
+        new = [q for q in groups if q not in self._known]
+        client = self._conn.client
+        with self._conn.guard:
+            if new:
+                await client.sadd(self._registry, *new)
+            calls = [(q, envs[i:i + PUBLISH_CHUNK]) for q, envs in groups.items() for i in range(0, len(envs), PUBLISH_CHUNK)]
+            script = self._conn.script("publish")
+            if len(calls) == 1:
+                queue, chunk = calls[0]
+                await script(keys=self._keys(queue), args=_publish_args(chunk))
+            else:
+                # Several queues (or a huge batch): all-or-nothing in one MULTI/EXEC.
+                async with client.pipeline(transaction=True) as pipe:
+                    for queue, chunk in calls:
+                        await script(keys=self._keys(queue), args=_publish_args(chunk), client=pipe)
+                    await pipe.execute()
+        self._known.update(new)
+
+    # -- consuming ------------------------------------------------------------------
+
+    async def _open_subscription(self, sub: Subscription) -> None:
+        self._check_open()
+        state = _SubState(sub.queues, self._keys)
+        sub.state = state
+        if sub.channels:
+            await self._open_channels(sub, state)
+
+    async def _close_subscription(self, sub: Subscription) -> None:
+        state: _SubState | None = sub.state
+        if state is not None and sub.channels and not self._closed:
+            await self._close_channels(sub, state)
+
+    def _check_open(self) -> None:
+        if self._closed or not self._conn.is_open:
+            raise BrokerUnavailable(f"the Redis broker for {self._conn.shown_url} is closed")
+
+    async def _receive(self, sub: Subscription, limit: int, timeout: float) -> list[Delivery]:
+        state: _SubState = sub.state
+        deadline = monotonic() + timeout
+        while True:
+            self._check_open()
+            try:
+                out = await self._read_channels(sub, state) if sub.channels else []
+                cursors: list[bytes] = []
+                wait = timeout
+                if limit > 0 and sub.queues:
+                    claimed, cursors, wait = await self._claim_shielded(sub, state, limit)
+                    out.extend(claimed)
+                if self._outage:
+                    self._outage = False
+                    log.warning("Redis at %s is reachable again; consuming resumes", self._conn.shown_url)
+                if out:
+                    return out
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    return []
+                await self._wait(sub, state, cursors, min(remaining, wait))
+            except BrokerUnavailable as exc:
+                if self._closed:
+                    raise
+                if not self._outage:
+                    self._outage = True
+                    log.warning("consumer lost Redis (%s); retrying until it is back", exc)
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    return []
+                await asyncio.sleep(min(RECONNECT_WAIT_S, remaining))
+
+    async def _claim_shielded(self, sub: Subscription, state: "_SubState", limit: int) -> tuple[list[Delivery], list[bytes], float]:
+        # A consumer cancelled while its claim is in flight must not strand the leases
+        # the script already granted: they are released once the reply arrives.
+        task = asyncio.ensure_future(self._claim(sub, state, limit))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._release_later)
+            raise
+
+    async def _claim(self, sub: Subscription, state: "_SubState", limit: int) -> tuple[list[Delivery], list[bytes], float]:
+        args = [sub.consumer, limit, self._default_ms, PROMOTE_BATCH, len(sub.queues)]
+        reply = await self._run("claim", state.keys, args)
+        now, next_due, count = reply[0], reply[1], reply[2]
+        if count == 0:
+            wait = (next_due - now) / 1e6 if next_due >= 0 else float("inf")
+            return [], reply[3:], max(0.0, wait)
+        out: list[Delivery] = []
+        for k in range(3, 3 + 7 * count, 7):
+            qi, band, eid, token, deliveries, until, raw = reply[k:k + 7]
+            queue = sub.queues[qi]
+            rcpt = receipt(queue, band, text(eid), token)
+            envelope, ok = decode(raw, text(eid), queue)
+            if not ok:
+                await self._dead_letter_invalid(queue, rcpt, envelope)
+                continue
+            out.append(Delivery(envelope=envelope, receipt=rcpt, queue=queue, lease_expires_at=from_us(until),
+                                delivery_count=int(deliveries)))
+        return out, [], 0.0
+
+    async def _dead_letter_invalid(self, queue: str, rcpt: str, envelope: Envelope) -> None:
+        log.warning("dead-lettering an undecodable envelope in queue %s: %s", queue, envelope.meta.get("error"))
+        entry = DeadLetterEntry(envelope=envelope, reason=INVALID_REASON, meta={"error": envelope.meta.get("error")},
+                                dead_at=utcnow())
+        _, band, eid, token = rcpt.split("|")
+        await self._run("dead", self._keys(queue), [band, eid, token, envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
+
+    def _release_later(self, task: "asyncio.Future[tuple[list[Delivery], list[bytes], float]]") -> None:
+        if task.cancelled() or task.exception() is not None or not task.result()[0]:
+            return
+        by_queue: dict[str, list[str]] = {}
+        for delivery in task.result()[0]:
+            parsed = parse_receipt(delivery.receipt)
+            if parsed is not None:
+                by_queue.setdefault(parsed[0], []).extend(parsed[1:])
+
+        async def release() -> None:
+            for queue, args in by_queue.items():
+                try:
+                    await self._run("release", self._keys(queue), args)
+                except BrokerUnavailable:
+                    pass  # the leases simply expire and the entries are delivered again
+
+        bg = asyncio.ensure_future(release())
+        self._background.add(bg)
+        bg.add_done_callback(self._background.discard)
+
+    async def _wait(self, sub: Subscription, state: "_SubState", cursors: list[bytes], seconds: float) -> None:
+        """Block until a watched stream grows or ``seconds`` pass (no state changes)."""
+        streams: dict[Any, Any] = dict(zip(state.streams, cursors))
+        streams.update(self._channel_cursors(state))
+        if not streams:
+            await asyncio.sleep(seconds)
+            return
+        block = max(MIN_BLOCK_MS, int(seconds * 1000))
+        with self._conn.guard:
+            await self._conn.client.xread(streams, count=1, block=block)
+
+    # -- settling -------------------------------------------------------------------
+
+    async def _ack(self, delivery: Delivery) -> None:
+        parsed = _settle_target(delivery)
+        if parsed is not None:
+            queue, band, eid, token = parsed
+            await self._run("ack", self._keys(queue), [band, eid, token])
+
+    async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float | None) -> None:
+        parsed = _settle_target(delivery)
+        if parsed is None:
+            return
+        queue, band, eid, token = parsed
+        if not requeue:
+            await self._run("nack", self._keys(queue), [band, eid, token, 0, "", 0, 0, 0])
+            return
+        changes: dict[str, Any] = {"attempt": delivery.envelope.attempt + 1}
+        if delay is not None and delay > 0:
+            changes["not_before"] = utcnow() + timedelta(seconds=delay)
+        env = delivery.envelope.replace(**changes)
+        due = to_us(env.not_before) if delay is not None and delay > 0 and env.not_before is not None else 0
+        await self._run("nack", self._keys(queue), [band, eid, token, 1, env.to_json(), ready_us(env), due, lease_ms(env)])
+
+    async def _extend_lease(self, delivery: Delivery, seconds: float) -> datetime:
+        parsed = parse_receipt(delivery.receipt)
+        if parsed is not None:
+            queue, band, eid, token = parsed
+            until = await self._run("extend", self._keys(queue), [band, eid, token, max(1, int(round(seconds * 1000)))])
+            if until >= 0:
+                return from_us(until)
+        raise LeaseLost(f"lease of message {delivery.envelope.id} is no longer held by this receipt")
+
+    async def _dead_letter(self, delivery: Delivery, *, reason: str, meta: dict[str, Any]) -> None:
+        parsed = _settle_target(delivery)
+        if parsed is None:
+            return
+        queue, band, eid, token = parsed
+        entry = DeadLetterEntry(envelope=delivery.envelope, reason=reason, meta=meta, dead_at=utcnow())
+        await self._run("dead", self._keys(queue), [band, eid, token, delivery.envelope.id, dead_letter_json(entry),
+                                                    to_us(entry.dead_at)])
+
+
+class _SubState:
+    """Keys a subscription's scripts need, built once per ``consume`` call."""
+
+    __slots__ = ("keys", "streams", "channels", "touched")
+
+    def __init__(self, queues: tuple[str, ...], blocks: KeyCache) -> None:
+        self.keys: list[str] = [key for queue in queues for key in blocks(queue)]
+        self.streams: list[str] = [key for queue in queues for key in blocks(queue)[:BANDS]]
+        # channel -> [stream key, subs key, group, cursor]
+        self.channels: dict[str, list[Any]] = {}
+        self.touched = 0.0
+
+
+def _publish_args(envelopes: list[Envelope]) -> list[Any]:
+    args: list[Any] = [len(envelopes)]
+    for env in envelopes:
+        args.extend(message_args(env))
+    return args
+
+
+def _settle_target(delivery: Delivery) -> tuple[str, str, str, str] | None:
+    """The receipt's parts for a queue delivery; None for broadcasts and foreign receipts."""
+    if delivery.channel is not None:
+        return None
+    return parse_receipt(delivery.receipt)
+
+
+__all__ = ["RedisBroker"]

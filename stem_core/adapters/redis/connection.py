@@ -1,0 +1,292 @@
+"""Connections to Redis: URL parsing, the client and its pool, the Lua scripts, and the
+one place where redis-py errors become ``stem_core.errors``.
+
+Every client is built with explicit limits instead of redis-py's defaults (which retry a
+dead server for seconds and let a blocking read hang past its socket timeout):
+
+* ``socket_timeout`` bounds every command; Stem's only blocking read (``XREAD BLOCK``)
+  blocks at most ``RECEIVE_WAIT_SECONDS`` (1 s), well below it, so it can never hang;
+* connection errors and timeouts are retried ``retry_attempts`` times with jittered
+  exponential backoff, then surface as ``BrokerUnavailable``/``BackendUnavailable``
+  carrying the URL with its password redacted;
+* the pool is bounded and waits for a free connection instead of failing at once.
+
+URL query parameters: Stem options (``lease_seconds`` ... see ``from_url`` of each
+adapter), client tuning (``socket_timeout``, ``socket_connect_timeout``,
+``max_connections``, ``retry_attempts``, ``health_check_interval``, ``client_name``) and
+the standard TLS options of ``rediss://`` (``ssl_cert_reqs``, ``ssl_ca_certs``,
+``ssl_ca_path``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_password``,
+``ssl_check_hostname``, ``ssl_min_version``, ``ssl_ciphers``). Anything else is a
+``ConfigurationError``. Stem speaks RESP2 only (its reply parsing is pinned to it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis import exceptions as rex
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import parse_url as redis_parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from ...errors import BackendUnavailable, BrokerUnavailable, ConfigurationError, StemError
+from ...settings import redact_url
+
+log = logging.getLogger("stem.redis")
+
+# Every command (including the reply of a blocking read) must answer within this.
+SOCKET_TIMEOUT_S = 5.0
+SOCKET_CONNECT_TIMEOUT_S = 3.0
+# Connection errors are retried this many times (jittered backoff) before surfacing.
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF_BASE_S = 0.05
+RETRY_BACKOFF_CAP_S = 1.0
+# Each idle consumer holds one connection while it blocks; producers share the rest.
+POOL_MAX_CONNECTIONS = 64
+# A command waits this long for a free pooled connection before the server counts as down.
+POOL_WAIT_S = 5.0
+HEALTH_CHECK_INTERVAL_S = 30
+
+# Client tuning accepted in the URL query or as keyword options, with converters.
+CLIENT_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "max_connections": int,
+    "retry_attempts": int,
+    "health_check_interval": int,
+    "client_name": str,
+}
+# Passed through to redis-py untouched (it converts them itself).
+REDIS_PASSTHROUGH = frozenset({
+    "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data", "ssl_certfile", "ssl_keyfile", "ssl_password",
+    "ssl_check_hostname", "ssl_min_version", "ssl_ciphers", "ssl_include_verify_flags", "ssl_exclude_verify_flags",
+})
+# Server replies that mean "cannot serve now" rather than "your request is wrong".
+UNAVAILABLE_REPLIES = ("READONLY", "MISCONF", "OOM", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "BUSY ")
+# The persistence/eviction warning is logged once per server per process.
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """What ``parse_url`` made of a URL: client kwargs, Stem options and the redacted URL."""
+
+    shown_url: str
+    password: str | None
+    client: dict[str, Any]
+    tuning: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def redact(self, text: str) -> str:
+        if self.password:
+            text = text.replace(self.password, "***")
+        return text
+
+
+def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any], Any]]) -> RedisConfig:
+    """Split ``url`` + keyword ``options`` into redis-py kwargs and the Stem options in ``known``.
+
+    Keyword options win over query parameters; unknown names raise ``ConfigurationError``.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed Redis URL {shown!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss"):
+        raise ConfigurationError(f"not a redis:// or rediss:// URL: {shown!r}")
+    everything = {**CLIENT_OPTIONS, **known}
+    stem: dict[str, Any] = {}
+    passthrough: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in everything:
+            stem[key] = value
+        elif key in REDIS_PASSTHROUGH:
+            passthrough.append((key, value))
+        else:
+            raise ConfigurationError(_unknown(key, everything, shown))
+    for key, value in options.items():
+        if key not in everything:
+            raise ConfigurationError(_unknown(key, everything, shown))
+        stem[key] = value
+    parsed: dict[str, Any] = {}
+    for key, value in stem.items():
+        try:
+            parsed[key] = everything[key](value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"Redis option {key}={value!r} is invalid: {exc}") from None
+    if parts.path not in ("", "/") and not parts.path.strip("/").isdigit():
+        raise ConfigurationError(f"Redis URL {shown!r}: the path must be a database number such as /0")
+    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(passthrough), ""))
+    try:
+        client = dict(redis_parse_url(clean))
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {shown!r}: {exc}") from None
+    try:
+        password = parts.password
+    except ValueError:
+        password = None
+    for key in ("socket_timeout", "socket_connect_timeout", "max_connections", "retry_attempts"):
+        if key in parsed and (parsed[key] <= 0 if key != "retry_attempts" else parsed[key] < 0):
+            raise ConfigurationError(f"Redis option {key} must be positive, got {parsed[key]!r}")
+    tuning = {k: parsed.pop(k) for k in list(parsed) if k in CLIENT_OPTIONS}
+    return RedisConfig(shown_url=shown, password=password, client=client, tuning=tuning, options=parsed)
+
+
+def _unknown(key: str, known: dict[str, Any], shown: str) -> str:
+    names = ", ".join(sorted(set(known) | REDIS_PASSTHROUGH))
+    return f"unknown Redis option {key!r} in {shown!r}; known: {names}"
+
+
+def load_lua(name: str) -> str:
+    """``lua/<name>.lua``; broker scripts get the shared helpers of ``lua/lib.lua`` in front
+    (result-backend scripts, named ``results_*``, stand alone)."""
+    folder = resources.files(__package__).joinpath("lua")
+    body = folder.joinpath(f"{name}.lua").read_text("utf-8")
+    if name.startswith("results_"):
+        return body
+    return folder.joinpath("lib.lua").read_text("utf-8") + "\n" + body
+
+
+class Guard:
+    """``with conn.guard:`` turns any redis-py error into the Stem error of this role."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: "Connection") -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is not None and isinstance(exc, rex.RedisError):
+            raise self._conn.translate(exc) from None
+        return False
+
+
+class Connection:
+    """One Redis client (a bounded pool) for a broker or a result backend."""
+
+    def __init__(self, config: RedisConfig, *, role: str) -> None:
+        self.config = config
+        self.role = role
+        self.unavailable: type[BrokerUnavailable] = BackendUnavailable if role == "backend" else BrokerUnavailable
+        self.guard = Guard(self)
+        self._client: Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    @property
+    def shown_url(self) -> str:
+        return self.config.shown_url
+
+    def translate(self, exc: BaseException) -> StemError:
+        """The Stem error for a redis-py exception (passwords redacted)."""
+        text = self.config.redact(str(exc)) or type(exc).__name__
+        where = f"Redis at {self.config.shown_url}"
+        if isinstance(exc, rex.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
+            return self.unavailable(f"{where} refused the credentials ({text})")
+        if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError)):
+            return self.unavailable(f"cannot reach {where}: {text}")
+        if isinstance(exc, rex.ResponseError) and text.upper().startswith(UNAVAILABLE_REPLIES):
+            return self.unavailable(f"{where} cannot serve the request: {text}")
+        return StemError(f"{where} failed: {text}")
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise self.unavailable(f"the Redis {self.role} for {self.config.shown_url} is closed")
+        return self._client
+
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None
+
+    async def open(self) -> Redis:
+        """Create the pool and check the server answers (idempotent)."""
+        if self._client is not None:
+            return self._client
+        kwargs = dict(self.config.client)
+        tuning = self.config.tuning
+        kwargs.setdefault("socket_timeout", tuning.get("socket_timeout", SOCKET_TIMEOUT_S))
+        kwargs.setdefault("socket_connect_timeout", tuning.get("socket_connect_timeout", SOCKET_CONNECT_TIMEOUT_S))
+        attempts = tuning.get("retry_attempts", RETRY_ATTEMPTS)
+        retry = Retry(ExponentialWithJitterBackoff(base=RETRY_BACKOFF_BASE_S, cap=RETRY_BACKOFF_CAP_S), attempts,
+                      supported_errors=(rex.ConnectionError, rex.TimeoutError))
+        pool = BlockingConnectionPool(
+            max_connections=tuning.get("max_connections", POOL_MAX_CONNECTIONS),
+            timeout=POOL_WAIT_S,
+            retry=retry,
+            health_check_interval=tuning.get("health_check_interval", HEALTH_CHECK_INTERVAL_S),
+            client_name=tuning.get("client_name", f"stem-{self.role}"),
+            protocol=2,
+            **kwargs,
+        )
+        client = Redis(connection_pool=pool)
+        try:
+            with self.guard:
+                await client.ping()
+        except BaseException:
+            await client.aclose()
+            await pool.disconnect()
+            raise
+        self._client = client
+        await self._warn_once(client)
+        return client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        self._scripts.clear()
+        if client is not None:
+            try:
+                await client.aclose()
+                await client.connection_pool.disconnect()
+            except (rex.RedisError, OSError):  # closing a dead connection: nothing left to release
+                pass
+
+    def script(self, name: str) -> Any:
+        """The registered ``lua/<name>.lua`` (redis-py reloads it after NOSCRIPT)."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(load_lua(name))
+        return script
+
+    async def _warn_once(self, client: Redis) -> None:
+        """Log (once per server) when Redis may evict keys or does not persist them."""
+        key = self.config.shown_url.split("?")[0]
+        if key in _warned:
+            return
+        _warned.add(key)
+        try:
+            policy = _config_value(await client.config_get("maxmemory-policy"), "maxmemory-policy")
+            aof = _config_value(await client.config_get("appendonly"), "appendonly")
+            save = _config_value(await client.config_get("save"), "save")
+        except rex.RedisError:
+            # CONFIG is often disabled on managed servers; INFO tells most of it.
+            try:
+                info = await client.info("memory")
+                policy = str(info.get("maxmemory_policy", ""))
+                aof = "yes" if (await client.info("persistence")).get("aof_enabled") else "no"
+                save = "unknown"
+            except rex.RedisError:
+                return
+        if policy and policy != "noeviction":
+            log.warning("Redis at %s has maxmemory-policy=%s: it may evict Stem's keys under memory pressure "
+                        "(queued tasks, leases, results); set maxmemory-policy noeviction", key, policy)
+        if aof == "no" and not save.strip():
+            log.warning("Redis at %s persists nothing (appendonly no, no save points): a restart loses every "
+                        "queued task; enable appendonly yes for durable queues", key)
+
+
+def _config_value(reply: dict[Any, Any], name: str) -> str:
+    value = reply.get(name, reply.get(name.encode(), ""))
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__ = ["Connection", "Guard", "RedisConfig", "load_lua", "parse_url"]

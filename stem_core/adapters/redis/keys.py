@@ -1,0 +1,84 @@
+"""Redis key layout of one namespace (the Lua files document what each key holds).
+
+Queue keys are ``<ns>:{<queue>}:<suffix>``: the hash tag puts every key of a queue in
+one Cluster slot, and since queue names cannot contain ``{`` or ``}`` (and namespaces
+cannot contain ``:``), no queue name can produce another queue's key. Broadcast
+channels use ``<ns>:{<channel>}:bc`` / ``:subs``, suffixes no queue key has; result
+backend keys live under ``<ns>:r{<ns>}:``, which no queue or channel key can start with.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ...clock import UTC
+
+BANDS = 10  # one stream per priority 0..9
+QUEUE_SUFFIXES = tuple(f"s{band}" for band in range(BANDS)) + (
+    "delayed", "dly", "leases", "lease", "loc", "stats", "dead", "deadbody",
+)
+BLOCK_SIZE = len(QUEUE_SUFFIXES)  # 18, as lib.lua's BLOCK
+DEAD_INDEX = QUEUE_SUFFIXES.index("dead")
+DEADBODY_INDEX = QUEUE_SUFFIXES.index("deadbody")
+# Bounded so a process that touches many queue names does not grow without end.
+KEY_CACHE_LIMIT = 4096
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def queue_block(namespace: str, queue: str) -> tuple[str, ...]:
+    """The 18 keys of ``queue`` in lib.lua's order."""
+    prefix = f"{namespace}:{{{queue}}}:"
+    return tuple(prefix + suffix for suffix in QUEUE_SUFFIXES)
+
+
+def queue_pattern(namespace: str) -> str:
+    """SCAN pattern of every key of the namespace (tests and tools only, never the hot path)."""
+    return f"{namespace}:*"
+
+
+def registry_key(namespace: str) -> str:
+    """SET of every queue name ever published to in the namespace."""
+    return f"{namespace}:queues"
+
+
+def channel_keys(namespace: str, channel: str) -> tuple[str, str]:
+    """``(stream, subscribers)`` of a broadcast channel."""
+    prefix = f"{namespace}:{{{channel}}}:"
+    return prefix + "bc", prefix + "subs"
+
+
+def results_prefix(namespace: str) -> str:
+    return f"{namespace}:r{{{namespace}}}:"
+
+
+def to_us(value: datetime) -> int:
+    """Exact POSIX microseconds of an aware datetime (no float rounding)."""
+    return (value - _EPOCH) // _US
+
+
+def from_us(value: int | float) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+class KeyCache:
+    """Queue blocks by name, built once per name (bounded)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._blocks: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, queue: str) -> tuple[str, ...]:
+        block = self._blocks.get(queue)
+        if block is None:
+            if len(self._blocks) >= KEY_CACHE_LIMIT:
+                self._blocks.clear()
+            block = self._blocks[queue] = queue_block(self.namespace, queue)
+        return block
+
+
+__all__ = [
+    "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "KeyCache", "channel_keys", "from_us", "queue_block",
+    "queue_pattern", "registry_key", "results_prefix", "to_us",
+]

@@ -1,0 +1,12 @@
+-- dlq_purge.lua: delete the oldest dead letters with dead_at >= a bound.
+--
+-- KEYS: the queue's 18-key block (lib.lua).
+-- ARGV: [1] lower bound us ('-inf' for all), [2] how many at most.
+-- Reply: how many were deleted.
+
+local ids = redis.call('ZRANGEBYSCORE', KEYS[DEAD], ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[DEAD], id)
+  redis.call('HDEL', KEYS[DEADBODY], id)
+end
+return #ids

@@ -1,0 +1,20 @@
+-- promote_now.lua: move listed delayed messages to their streams now, with a new body.
+--
+-- KEYS: the queue's 18-key block (lib.lua).
+-- ARGV: n x (mid, new envelope JSON, ready time us).
+-- A mid that is no longer delayed (promoted, removed) is skipped.
+-- Reply: how many moved.
+
+local moved = 0
+for k = 1, #ARGV, 3 do
+  local mid = ARGV[k]
+  local body = redis.call('HGET', KEYS[DLY], mid)
+  if body and redis.call('ZREM', KEYS[DELAYED], mid) == 1 then
+    redis.call('HDEL', KEYS[DLY], mid)
+    local band, d, v, _, i, _ = cmsgpack.unpack(body)
+    loc_del(0, i, 'd:' .. mid)
+    add_ready(0, band, ARGV[k + 1], ARGV[k + 2], i, d, v)
+    moved = moved + 1
+  end
+end
+return moved

@@ -1,0 +1,24 @@
+-- replay.lua: move dead letters back onto the queue (compare-and-move).
+--
+-- KEYS: the queue's 18-key block (lib.lua).
+-- ARGV: [1] n, then n x (envelope id, dead-letter JSON as read, new envelope JSON,
+--       ready time us, due us or 0, band, lease ms or 0).
+-- A dead letter that changed since the caller read it (replayed or replaced by
+-- someone else) is skipped. Counts enq.
+-- Reply: the envelope ids that moved.
+
+local now = now_us()
+local moved = {}
+local n = tonumber(ARGV[1])
+for k = 0, n - 1 do
+  local a = 2 + k * 7
+  local id = ARGV[a]
+  if redis.call('HGET', KEYS[DEADBODY], id) == ARGV[a + 1] then
+    redis.call('ZREM', KEYS[DEAD], id)
+    redis.call('HDEL', KEYS[DEADBODY], id)
+    place(0, now, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 2], ARGV[a + 3], id, '0', ARGV[a + 6])
+    moved[#moved + 1] = id
+  end
+end
+if #moved > 0 then redis.call('HINCRBY', KEYS[STATS], 'enq', #moved) end
+return moved

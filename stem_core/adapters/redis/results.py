@@ -1,0 +1,329 @@
+"""``RedisBackend``: task statuses, heartbeats, records and the audit log in Redis.
+
+Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_set.lua`` draws them):
+
+* ``s:<id>`` a HASH per status with a TTL (``PEXPIRE``); ``ix``, ``all``, ``x:<state>``,
+  ``q:<queue>``, ``t:<task>`` keep ``list_statuses`` an index walk, newest first, never
+  a ``SCAN``; ``exp`` (id -> expiry) lets a bounded prune, at most once per
+  ``PRUNE_INTERVAL_S`` and ``PRUNE_BATCH`` ids, drop expired statuses from the indexes, so
+  memory follows the result TTL.
+* ``watch`` is pub/sub (``watch.py``): the write and its message are one atomic step.
+* ``hb:<worker>`` expires by itself (``PX``); ``hbs`` (worker -> expiry) lists live ones.
+* ``rec:<kind>`` / ``recx:<kind>`` hold records and the expiry of those with a TTL;
+  ``audit`` is a capped list, newest first.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator, ClassVar
+
+from ...clock import monotonic, parse_iso, to_iso, utcnow
+from ...contract.backend import ResultBackend
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
+from .codec import text
+from .connection import Connection, RedisConfig, parse_url
+from .keys import results_prefix, to_us
+from .watch import CLOSED, RESYNC, WatchHub
+
+BACKEND_OPTIONS = {"result_ttl": float, "heartbeat_ttl": float}
+STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRIED,
+          TaskState.CANCELLED)  # results_set.lua's order
+# Expired statuses are dropped from the indexes at most this often, this many at a time.
+PRUNE_INTERVAL_S = 1.0
+PRUNE_BATCH = 200
+# Index entries read per round trip while listing.
+LIST_CHUNK = 200
+# The audit log keeps this many newest records.
+AUDIT_MAX_ENTRIES = 100_000
+
+
+class RedisBackend(ResultBackend):
+    """Result backend for ``redis://`` and ``rediss://`` URLs."""
+
+    scheme: ClassVar[str] = "redis"
+
+    def __init__(self, config: RedisConfig, *, namespace: str = DEFAULT_NAMESPACE,
+                 result_ttl: float = RESULT_TTL_SECONDS, heartbeat_ttl: float = HEARTBEAT_TTL_SECONDS) -> None:
+        super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
+        self._conn = Connection(config, role="backend")
+        self._hub = WatchHub(self._conn)
+        p = self._p = results_prefix(self.namespace)
+        self._ix, self._exp, self._all, self._ver = p + "ix", p + "exp", p + "all", p + "ver"
+        self._state_keys = [p + "x:" + s.value for s in STATES]
+        self._hbs = p + "hbs"
+        self._audit = p + "audit"
+        self._last_prune = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "RedisBackend":
+        config = parse_url(url, options, BACKEND_OPTIONS)
+        return cls(config, namespace=namespace, **config.options)
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self._conn.shown_url!r}, namespace={self.namespace!r})"
+
+    async def connect(self) -> "RedisBackend":
+        await self._conn.open()
+        if self._hub.closed:
+            self._hub = WatchHub(self._conn)
+        return self
+
+    async def close(self) -> None:
+        await self._hub.close()
+        await self._conn.close()
+
+    async def ping(self) -> None:
+        with self._conn.guard:
+            await self._conn.client.ping()
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        with self._conn.guard:
+            return await self._conn.script(name)(keys=keys, args=args)
+
+    # -- statuses -------------------------------------------------------------------
+
+    async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
+                          attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
+        stamp = utcnow()
+        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
+                            created_at=None, updated_at=stamp)
+        body = json.dumps(status.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        queue, task = _label(meta.get("queue")), _label(meta.get("task"))
+        p = self._p
+        ttl_ms = max(1, int(ttl * 1000))
+        updated = to_us(stamp)
+        keys = [p + "s:" + task_id, self._ix, self._exp, self._all, *self._state_keys,
+                p + "q:" + queue if queue else self._all, p + "t:" + task if task else self._all, self._ver,
+                self._all, self._all]
+        args = [task_id, body, to_iso(stamp), updated, ttl_ms, STATES.index(state) + 1, queue, task,
+                p + "w:" + task_id, "", "", updated + ttl_ms * 1000]
+        reply = await self._run("results_set", keys, args)
+        if reply[0] == 0:
+            # The status moves to another queue/task index: name the old keys and go again.
+            old_q, old_t = text(reply[1]), text(reply[2])
+            keys[13] = p + "q:" + old_q if old_q else self._all
+            keys[14] = p + "t:" + old_t if old_t else self._all
+            args[9], args[10] = old_q, old_t
+            reply = await self._run("results_set", keys, args)
+        if monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
+            self._last_prune = monotonic()
+            await self._prune()
+        return TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
+                          created_at=parse_iso(text(reply[1])), updated_at=stamp)
+
+    async def _prune(self) -> None:
+        now = to_us(utcnow())
+        client = self._conn.client
+        with self._conn.guard:
+            ids = await client.zrangebyscore(self._exp, "-inf", now, start=0, num=PRUNE_BATCH)
+            if not ids:
+                return
+            marks = await client.hmget(self._ix, ids)
+        p = self._p
+        keys = [self._ix, self._exp, self._all, *self._state_keys]
+        args: list[Any] = [now]
+        for raw_id, mark in zip(ids, marks):
+            task_id = text(raw_id)
+            _, queue, task = json.loads(mark) if mark is not None else (0, "", "")
+            keys += [p + "s:" + task_id, p + "q:" + queue if queue else self._all, p + "t:" + task if task else self._all]
+            args.append(task_id)
+        await self._run("results_prune", keys, args)
+
+    async def _read(self, task_id: str) -> tuple[TaskStatus, int] | None:
+        with self._conn.guard:
+            body, created, version = await self._conn.client.hmget(self._p + "s:" + task_id, "j", "c", "v")
+        if body is None:
+            return None
+        return _decode(body, created), int(version or 0)
+
+    async def _get_status(self, task_id: str) -> TaskStatus | None:
+        found = await self._read(task_id)
+        return found[0] if found is not None else None
+
+    async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
+        channel = self._p + "w:" + task_id
+        queue = await self._hub.subscribe(channel)
+        try:
+            seen = 0
+            current = await self._read(task_id)
+            if current is not None:
+                seen = current[1]
+                yield current[0]
+            while True:
+                item = await queue.get()
+                if item is CLOSED:
+                    raise self._conn.unavailable(f"the Redis result backend for {self._conn.shown_url} is closed")
+                if item is RESYNC:
+                    try:
+                        current = await self._read(task_id)
+                    except self._conn.unavailable:
+                        continue  # still down: the hub sends another RESYNC once it is back
+                    if current is not None and current[1] > seen:
+                        seen = current[1]
+                        yield current[0]
+                    continue
+                version, created, body = bytes(item).split(b"\n", 2)
+                if int(version) > seen:
+                    seen = int(version)
+                    yield _decode(body, created)
+        finally:
+            await self._hub.unsubscribe(channel, queue)
+
+    async def _list_statuses(self, state: TaskState | None, queue: str | None, task: str | None,
+                             limit: int, offset: int) -> list[TaskStatus]:
+        p = self._p
+        if task is not None:
+            index = p + "t:" + task
+        elif queue is not None:
+            index = p + "q:" + queue
+        elif state is not None:
+            index = self._state_keys[STATES.index(state)]
+        else:
+            index = self._all
+        out: list[TaskStatus] = []
+        skipped = 0
+        start = 0
+        chunk = min(1000, max(LIST_CHUNK, offset + limit))
+        client = self._conn.client
+        while len(out) < limit:
+            with self._conn.guard:
+                ids = await client.zrevrange(index, start, start + chunk - 1)
+                if not ids:
+                    break
+                async with client.pipeline(transaction=False) as pipe:
+                    for raw_id in ids:
+                        pipe.hmget(p + "s:" + text(raw_id), "j", "c")
+                    rows = await pipe.execute()
+            for body, created in rows:
+                if body is None:
+                    continue  # expired; the prune removes it from the index
+                status = _decode(body, created)
+                if (state is not None and status.state != state) or (queue is not None and status.meta.get("queue") != queue) \
+                        or (task is not None and status.meta.get("task") != task):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                out.append(status)
+                if len(out) >= limit:
+                    break
+            start += len(ids)
+        return out
+
+    async def _expire(self, task_id: str, ttl: float) -> None:
+        ms = max(1, int(ttl * 1000))
+        client = self._conn.client
+        with self._conn.guard:
+            if await client.pexpire(self._p + "s:" + task_id, ms):
+                await client.zadd(self._exp, {task_id: to_us(utcnow()) + ms * 1000})
+
+    # -- heartbeats -----------------------------------------------------------------
+
+    async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
+        ms = max(1, int(ttl * 1000))
+        now = to_us(utcnow())
+        body = json.dumps(heartbeat.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.set(self._p + "hb:" + heartbeat.worker_id, body, px=ms)
+                pipe.zadd(self._hbs, {heartbeat.worker_id: now + ms * 1000})
+                pipe.zremrangebyscore(self._hbs, "-inf", now)
+                await pipe.execute()
+
+    async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
+        with self._conn.guard:
+            raw = await self._conn.client.get(self._p + "hb:" + worker_id)
+        return WorkerHeartbeat.from_dict(json.loads(raw)) if raw is not None else None
+
+    async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
+        client = self._conn.client
+        with self._conn.guard:
+            ids = await client.zrangebyscore(self._hbs, f"({to_us(utcnow())}", "+inf")
+            raws = await client.mget([self._p + "hb:" + text(i) for i in ids]) if ids else []
+        beats = [WorkerHeartbeat.from_dict(json.loads(raw)) for raw in raws if raw is not None]
+        return sorted(beats, key=lambda hb: hb.worker_id)
+
+    # -- records and audit ----------------------------------------------------------
+
+    def _record_keys(self, kind: str) -> list[str]:
+        return [self._p + "rec:" + kind, self._p + "recx:" + kind]
+
+    async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
+        records, expiries = self._record_keys(kind)
+        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        now = to_us(utcnow())
+        client = self._conn.client
+        with self._conn.guard:
+            script = self._conn.script("results_records_prune")
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(records, key, body)
+                if ttl is not None:
+                    pipe.zadd(expiries, {key: now + int(ttl * 1_000_000)})
+                else:
+                    pipe.zrem(expiries, key)
+                await script(keys=[records, expiries], args=[now], client=pipe)
+                await pipe.execute()
+
+    async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        records, expiries = self._record_keys(kind)
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.hget(records, key)
+                pipe.zscore(expiries, key)
+                raw, expiry = await pipe.execute()
+        if raw is None or (expiry is not None and expiry <= to_us(utcnow())):
+            return None
+        return json.loads(raw)
+
+    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
+        records, expiries = self._record_keys(kind)
+        now = to_us(utcnow())
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(records)
+                pipe.zrangebyscore(expiries, "-inf", now)
+                rows, expired = await pipe.execute()
+        gone = {text(k) for k in expired}
+        live = {text(k): json.loads(v) for k, v in rows.items() if text(k) not in gone}
+        return dict(sorted(live.items()))
+
+    async def _delete_record(self, kind: str, key: str) -> bool:
+        records, expiries = self._record_keys(kind)
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.zscore(expiries, key)
+                pipe.hdel(records, key)
+                pipe.zrem(expiries, key)
+                expiry, deleted, _ = await pipe.execute()
+        return bool(deleted) and (expiry is None or expiry > to_us(utcnow()))
+
+    async def _append_audit(self, record: dict[str, Any]) -> None:
+        body = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.lpush(self._audit, body)
+                pipe.ltrim(self._audit, 0, AUDIT_MAX_ENTRIES - 1)
+                await pipe.execute()
+
+    async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        if limit == 0:
+            return []
+        with self._conn.guard:
+            rows = await self._conn.client.lrange(self._audit, offset, offset + limit - 1)
+        return [json.loads(r) for r in rows]
+
+
+def _label(value: Any) -> str:
+    """An index label from a meta value: strings only ('' = not indexed)."""
+    return value if isinstance(value, str) else ""
+
+
+def _decode(body: bytes | str, created: bytes | str | None) -> TaskStatus:
+    data = json.loads(body)
+    data["created_at"] = text(created) if created is not None else data.get("updated_at")
+    return TaskStatus.from_dict(data)
+
+
+__all__ = ["RedisBackend"]
