@@ -357,3 +357,24 @@ async def test_dead_letter_meta_must_be_json(make_broker: BrokerFactory) -> None
         await broker.dead_letter(d, reason="r", meta={"bad": object()})
     await it.aclose()
     assert json.loads(d.envelope.to_json())["name"] == "x"
+
+
+async def test_janitor_vacuums_a_table_full_of_dead_rows(make_broker: BrokerFactory, namespace: str) -> None:
+    from stem_core.adapters.postgres.janitor import VACUUM_MIN_DEAD_ROWS, vacuum_if_needed
+
+    broker = await make_broker()
+    await broker.publish_many([Envelope(name=f"n{i}") for i in range(VACUUM_MIN_DEAD_ROWS + 500)])
+    # Deleted on our own session, which is asked to publish its statistics right away
+    await sql(namespace, "SELECT pg_stat_force_next_flush(); DELETE FROM {s}.jobs")
+
+    async def dead() -> int:
+        rows = await sql(namespace, "SELECT n_dead_tup FROM pg_stat_user_tables WHERE schemaname = %s AND relname = 'jobs'",
+                         schema_name(namespace))
+        return rows[0][0] if rows else 0
+
+    deadline = monotonic() + DEADLINE_S
+    while await dead() < VACUUM_MIN_DEAD_ROWS:  # statistics reach the server asynchronously
+        assert monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert await vacuum_if_needed(broker._check_open(), schema_name(namespace), ("jobs", "queue_counts")) == ["jobs"]
+    assert await dead() < VACUUM_MIN_DEAD_ROWS

@@ -55,6 +55,7 @@ from .connection import (
     translate,
 )
 from .inspect import InspectMixin
+from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import Listener
 from .rows import INVALID_REASON, decode, parse_receipt, publish_many_params, publish_params, ready_at
 from .sql import Queries, migrate
@@ -80,6 +81,7 @@ SUBSCRIBER_STALE_S = 300.0
 OUTAGE_RETRY_S = 0.25
 CONSUME_OUTAGE_GRACE_S = 30.0
 NEVER = float("inf")
+JANITOR_TABLES = ("jobs", "queue_counts", "broadcasts", "subscribers")
 
 
 class _Sub:
@@ -128,6 +130,7 @@ class PostgresBroker(InspectMixin, Broker):
         self._closed = False
         self._default_ms = int(round(self.lease_seconds * 1000))
         self._background: set[asyncio.Task[Any]] = set()
+        self._janitor: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "PostgresBroker":
@@ -152,6 +155,10 @@ class PostgresBroker(InspectMixin, Broker):
 
     async def close(self) -> None:
         self._closed = True
+        janitor, self._janitor = self._janitor, None
+        if janitor is not None:
+            janitor.cancel()
+            await asyncio.gather(janitor, return_exceptions=True)
         for subs in (*self._by_queue.values(), *self._by_channel.values()):
             for st in subs:
                 st.wake.set()
@@ -278,11 +285,20 @@ class PostgresBroker(InspectMixin, Broker):
             await self._listener.start()
             settle = await self._settle_pool()
             await settle.grow(self._prefetch_total + 1)
+            if self._janitor is None and sub.queues:
+                self._janitor = asyncio.create_task(self._janitor_loop(), name=f"stem-pg-janitor-{self.namespace}")
             if sub.channels:
                 await self._subscribe(st, sub.consumer)
         except BaseException:
             self._forget(sub)
             raise
+
+    async def _janitor_loop(self) -> None:
+        """Consumers create the dead rows, so while this broker consumes it keeps them in check."""
+        while True:
+            await asyncio.sleep(VACUUM_CHECK_S)
+            if self._settle_db is not None:
+                await janitor_pass(self._settle_db, self.schema, JANITOR_TABLES)
 
     async def _subscribe(self, st: _Sub, consumer: str) -> None:
         q = self._q

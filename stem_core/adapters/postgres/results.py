@@ -37,6 +37,7 @@ from .connection import (
     prepare_schema,
     schema_name,
 )
+from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import Listener
 from .sql import Queries, migrate
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 BACKEND_OPTIONS = {"result_ttl": positive_float, "heartbeat_ttl": positive_float, "pool_size": positive_int}
 CLEANUP_INTERVAL_S = 60.0
 CLEANUP_BATCH_ROWS = 5000
+JANITOR_TABLES = ("statuses", "heartbeats", "records")
 _FILTERS = (("state", "AND state = %(state)s"), ("queue", "AND queue = %(queue)s"), ("task", "AND task = %(task)s"))
 _REREAD = object()
 
@@ -150,12 +152,20 @@ class PostgresBackend(ResultBackend):
         return self._db
 
     async def _cleanup_loop(self) -> None:
+        """Vacuum check every ``VACUUM_CHECK_S``, TTL cleanup every ``CLEANUP_INTERVAL_S``."""
+        last_cleanup = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(CLEANUP_INTERVAL_S)
-            try:
-                await self.cleanup()
-            except BackendUnavailable as exc:
-                log.warning("stem: result cleanup skipped: %s", exc)
+            await asyncio.sleep(VACUUM_CHECK_S)
+            db = self._db
+            if db is None:
+                return
+            await janitor_pass(db, self.schema, JANITOR_TABLES)
+            if asyncio.get_running_loop().time() - last_cleanup >= CLEANUP_INTERVAL_S:
+                last_cleanup = asyncio.get_running_loop().time()
+                try:
+                    await self.cleanup()
+                except BackendUnavailable as exc:
+                    log.warning("stem: result cleanup skipped: %s", exc)
 
     async def cleanup(self) -> int:
         """Delete expired statuses (batch by batch), heartbeats and records; returns how many statuses."""
