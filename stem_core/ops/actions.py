@@ -20,7 +20,7 @@ from ..control.protocol import normalize_arguments, until_iso
 from ..envelope import Envelope, validate_name
 from ..errors import StemError, Unsupported
 from ..settings import CONTROL_TIMEOUT_SECONDS, DEFAULT_PAGE_LIMIT
-from .audit import AUDIT_LIST_MAX_ITEMS, audit_record
+from .audit import audit_record
 from .base import LEASES_LIMIT, SAMPLE_SIZE, log
 from .explain import EXPLAIN_PAGE, EXPLAIN_SCAN_LIMIT, ExplainMixin
 from .models import ActionResult
@@ -70,9 +70,11 @@ class ActionMixin(ExplainMixin):
         except Exception as exc:  # audited, then raised unchanged
             await self._audit(action, arguments, None, f"{type(exc).__name__}: {exc}", reason)
             raise
-        summary = {"count": result.count, "ok": result.ok, "sample": [s.get("id") or s.get("queue") or s.get("worker_id")
-                                                                     for s in result.sample]}
-        summary.update({k: v for k, v in result.detail.items() if k in ("ids", "missing", "replies_from")})
+        # The audit keeps ids (bounded by audit.scrub), not the sample's payloads.
+        summary: dict[str, Any] = {"count": result.count, "ok": result.ok}
+        summary.update({k: v for k, v in result.detail.items() if k in ("ids", "missing", "replies_from", "errors")})
+        if "ids" not in summary:
+            summary["sample"] = [s.get("id") or s.get("queue") or s.get("worker_id") for s in result.sample]
         audit_id, problem = await self._audit(action, arguments, summary, None, reason)
         detail = dict(result.detail)
         if problem is not None:
@@ -155,7 +157,7 @@ class ActionMixin(ExplainMixin):
                 targets = sorted(wanted or ())[:limit] if limit is not None else sorted(wanted or ())
                 sample = [{"id": i} for i in targets[:SAMPLE_SIZE]]
             count = len(targets) if dry_run else (await self.broker.requeue(queue, targets) if targets else 0)
-            return ActionResult("requeue", dry_run, count, sample, arguments, {"ids": targets[:AUDIT_LIST_MAX_ITEMS]})
+            return ActionResult("requeue", dry_run, count, sample, arguments, {"ids": targets})
 
         return await self._act("requeue", arguments, reason, dry_run, work)
 
@@ -178,8 +180,8 @@ class ActionMixin(ExplainMixin):
                                                            ids=wanted, task=task)
             sample = [{"id": e.envelope.id, "name": e.envelope.name, "reason": e.reason, "dead_at": e.dead_at}
                       for e in result.entries[:SAMPLE_SIZE]]
-            ids_done = [e.envelope.id for e in result.entries[:AUDIT_LIST_MAX_ITEMS]]
-            return ActionResult(action, dry_run, result.count, sample, arguments, {"ids": ids_done})
+            return ActionResult(action, dry_run, result.count, sample, arguments,
+                                {"ids": [e.envelope.id for e in result.entries]})
 
         return await self._act(action, arguments, reason, dry_run, work)
 
@@ -244,7 +246,7 @@ class ActionMixin(ExplainMixin):
                                     arguments, {"ids": sorted(found)})
             count = await self.broker.remove(queue, wanted)
             return ActionResult("remove", False, count, [{"id": i} for i in sorted(wanted)[:SAMPLE_SIZE]], arguments,
-                                {"ids": sorted(wanted)[:AUDIT_LIST_MAX_ITEMS]})
+                                {"ids": sorted(wanted)})
 
         return await self._act("remove", arguments, reason, dry_run, work)
 
@@ -421,7 +423,7 @@ class ActionMixin(ExplainMixin):
                 if on_progress is not None:
                     on_progress(len(ids), len(items))
             sample = [{"id": i, "name": e.name, "queue": e.queue} for i, e in zip(ids[:SAMPLE_SIZE], envelopes)]
-            return ActionResult("enqueue", False, len(ids), sample, arguments, {"ids": ids[:AUDIT_LIST_MAX_ITEMS]})
+            return ActionResult("enqueue", False, len(ids), sample, arguments, {"ids": ids})
 
         return await self._act("enqueue", arguments, reason, dry_run, work)
 

@@ -208,6 +208,7 @@ class InspectMixin(OpsBase):
         if state not in DETAIL_STATES:
             raise ValueError(f"state must be one of {', '.join(DETAIL_STATES)}, got {state!r}")
         await self.require_queue(queue)
+        await self._load_rates()
         stats, heartbeats, pauses, current = await self._read([queue])
         row = self._row(stats[0], heartbeats, pauses, current) if stats else None
         if state == "dead":

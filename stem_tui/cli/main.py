@@ -2,36 +2,103 @@
 
 from __future__ import annotations
 
-import typer
+import importlib
+import sys
+from typing import Any, Sequence
 
-from .output import EXIT_CODES_HELP
+import typer
+from typer.core import TyperGroup
+
+from .output import EXIT_CODES_HELP, EXIT_FAILED, error
+
+HELP = f"""Stem: background jobs and the tools to operate them.
+
+Every command takes --broker/--backend/--namespace (or STEM_BROKER_URL,
+STEM_RESULT_BACKEND_URL, STEM_NAMESPACE); reads take --json or --jsonl.
+
+{EXIT_CODES_HELP}
+"""
+
+
+def normalize_argv(args: Sequence[str]) -> list[str]:
+    """``--watch 5s`` / ``--watch=5s`` -> ``--watch --interval 5s`` (SPEC: ``--watch [interval]``;
+    Typer options cannot take an optional value)."""
+    from .common import is_duration
+
+    out: list[str] = []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        token = items[i]
+        if token == "--":
+            out.extend(items[i:])
+            break
+        if token.startswith("--watch="):
+            out += ["--watch", "--interval", token.split("=", 1)[1]]
+        elif token == "--watch" and i + 1 < len(items) and is_duration(items[i + 1]):
+            out += ["--watch", "--interval", items[i + 1]]
+            i += 1
+        else:
+            out.append(token)
+        i += 1
+    return out
+
+
+class StemGroup(TyperGroup):
+    """The root group: rewrites ``--watch INTERVAL`` and turns usage errors into one line."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = normalize_argv(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        from typer import _click
+
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except _click.exceptions.ClickException as exc:
+            where = getattr(getattr(exc, "ctx", None), "command_path", None) or "stem"
+            error(f"{exc.format_message()} (see '{where} --help')")
+            sys.exit(exc.exit_code)
+        except _click.exceptions.Abort:
+            error("aborted")
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="stem",
-    help=f"Stem: background jobs and the tools to operate them.\n\n{EXIT_CODES_HELP}",
+    cls=StemGroup,
+    help=HELP,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
 @app.callback()
 def _root() -> None:
-    """Stem: background jobs and the tools to operate them."""
     # A callback keeps `stem <command>` a group even while only one command is registered
     # (Typer otherwise runs a lone command as the root and rejects its name).
+    pass
+
+
+# One module per noun (stem_tui/cli/<name>.py), each with ``register(app: typer.Typer)``.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "enqueue", "inspect", "requeue", "broadcast", "purge", "dlq", "health", "config", "worker",
+)
+_registered = False
 
 
 def _register() -> None:
     """Each noun module exposes ``register(app)``; listed here so ``stem --help`` shows them all."""
-    import importlib
-
+    global _registered
+    if _registered:
+        return
+    _registered = True
     for name in _COMMAND_MODULES:
         importlib.import_module(f"{__package__}.{name}").register(app)
-
-
-# One module per noun (stem_tui/cli/<name>.py), each with ``register(app: typer.Typer)``.
-_COMMAND_MODULES: tuple[str, ...] = ("worker",)
 
 
 def main() -> None:

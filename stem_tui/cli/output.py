@@ -3,13 +3,23 @@
 Exit codes (documented in ``stem --help`` and the README):
   0 ok; 1 the operation ran but failed or found a problem (no replies, check failed,
   not found); 2 bad usage or input; 3 cannot reach the broker or backend.
+
+Everything shown passes through two filters: ``neutralise`` (C0/C1 controls, DEL, NUL,
+bidi overrides and other invisible format characters become visible escapes; Rich markup
+is never interpreted because data goes into ``Text`` objects) and ``scrub`` (the
+passwords of the configured URLs become ``***``). JSON is ASCII-escaped, so no raw
+control byte from data can reach the terminal whatever the format.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
-from typing import Any, NoReturn
+import unicodedata
+from typing import Any, Callable, Iterable, Iterator, NoReturn
+from urllib.parse import urlsplit
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -21,11 +31,70 @@ EXIT_CODES_HELP = (
     "2 bad usage or input; 3 cannot reach the broker or backend."
 )
 
+# Piped output is not wrapped at 80 columns: tables stay one row per line for grep.
+PIPE_WIDTH = 220
+FORMATS = ("table", "json", "jsonl")
+# Categories whose characters are invisible or move the cursor: control, format (bidi
+# overrides, zero-width), line and paragraph separators, surrogates.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+_secrets: set[str] = set()
+
+
+# -- neutralising -------------------------------------------------------------------
+
+
+def neutralise(value: object) -> str:
+    """``value`` as text safe for a terminal: hidden characters become ``\\xNN``/``\\uNNNN``."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code < 0x100 and (code < 0x20 or 0x7F <= code <= 0x9F):
+            out.append(f"\\x{code:02x}")
+        elif unicodedata.category(ch) in _HIDDEN_CATEGORIES:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def register_secret_url(url: str | None) -> None:
+    """Remember the password of ``url`` so no output line can show it."""
+    if not url:
+        return
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    if password:
+        _secrets.add(password)
+
+
+def scrub(text: str) -> str:
+    for secret in _secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+# -- plain lines ----------------------------------------------------------------------
+
+
+def _write(stream: Any, text: str) -> None:
+    stream.write(scrub(text))
+    stream.flush()
+
 
 def error(message: str) -> None:
-    """One line on stderr."""
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
+    """One neutralised line on stderr."""
+    _write(sys.stderr, f"error: {neutralise(message)}\n")
+
+
+def warn(message: str) -> None:
+    _write(sys.stderr, f"warning: {neutralise(message)}\n")
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -36,13 +105,154 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
-def print_json(data: Any) -> None:
-    """One JSON document on stdout."""
-    sys.stdout.write(json.dumps(data, ensure_ascii=True, default=str) + "\n")
-    sys.stdout.flush()
-
-
 def info(message: str) -> None:
-    """A plain line on stdout."""
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
+    """A plain neutralised line on stdout."""
+    _write(sys.stdout, neutralise(message) + "\n")
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout (ASCII-escaped: no raw control byte can get through)."""
+    _write(sys.stdout, json.dumps(data, ensure_ascii=True, default=str) + "\n")
+
+
+def print_jsonl(rows: Iterable[Any]) -> None:
+    """One compact JSON object per line."""
+    _write(sys.stdout, "".join(json.dumps(r, ensure_ascii=True, default=str, separators=(",", ":")) + "\n" for r in rows))
+
+
+def emit(data: Any, fmt: str, render: Callable[[], Any], rows: Callable[[], list[Any]] | None = None) -> None:
+    """Print one result as a table (``render()`` gives a Rich renderable), a JSON document
+    (``data``) or JSON lines (``rows()``, default: ``data`` as one line)."""
+    if fmt == "json":
+        print_json(data)
+    elif fmt == "jsonl":
+        print_jsonl(rows() if rows is not None else [data])
+    else:
+        print_renderable(render())
+
+
+# -- Rich -----------------------------------------------------------------------------
+
+
+def is_terminal(stream: Any = None) -> bool:
+    stream = sys.stdout if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def console(stream: Any = None, *, buffer: io.StringIO | None = None) -> Any:
+    """A Console that never interprets markup or highlights data; styled only on a
+    terminal. With ``buffer`` it renders there, sized and styled as for ``stream``."""
+    import shutil
+
+    from rich.console import Console
+
+    stream = sys.stdout if stream is None else stream
+    terminal = is_terminal(stream)
+    width = shutil.get_terminal_size().columns if terminal else PIPE_WIDTH
+    return Console(
+        file=buffer if buffer is not None else stream, highlight=False, markup=False, emoji=False, soft_wrap=False,
+        width=width, force_terminal=terminal, no_color=not terminal,
+    )
+
+
+def print_renderable(renderable: Any) -> None:
+    """Render to text first so ``scrub`` sees every character, then write it."""
+    buffer = io.StringIO()
+    console(buffer=buffer).print(renderable)
+    _write(sys.stdout, buffer.getvalue())
+
+
+# -- watching -------------------------------------------------------------------------
+
+
+class Watch:
+    """Show successive frames: in place on a terminal, one after another when piped,
+    one JSON line per frame with ``jsonl``."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self._live: Any = None
+
+    def __enter__(self) -> "Watch":
+        if self.fmt == "table" and is_terminal():
+            from rich.live import Live
+
+            self._live = Live(console=console(), auto_refresh=False, transient=False, redirect_stdout=False)
+            self._live.start()
+        return self
+
+    def show(self, data: Any, render: Callable[[], Any]) -> None:
+        if self.fmt in ("json", "jsonl"):
+            print_jsonl([data])
+        elif self._live is not None:
+            self._live.update(render(), refresh=True)
+        else:
+            print_renderable(render())
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+
+# -- interaction ----------------------------------------------------------------------
+
+
+def stdin_is_terminal() -> bool:
+    return is_terminal(sys.stdin)
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Go on when ``yes`` or the operator types y; exit 1 on no. Off a terminal, refuse
+    without ``--yes`` (exit 2): a script must say it means it."""
+    if yes:
+        return
+    if not stdin_is_terminal():
+        fail(f"{question}: refusing without --yes (stdin is not a terminal)", EXIT_USAGE)
+    _write(sys.stderr, f"{neutralise(question)}? [y/N] ")
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        fail("cancelled; nothing changed", EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr when it is a terminal; otherwise a silent callback."""
+    if not is_terminal(sys.stderr) or total <= 0:
+        yield lambda done, total_: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(neutralise(label)), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console(sys.stderr), transient=False)
+    task = bar.add_task(label, total=total)
+    with bar:
+        yield lambda done, total_: bar.update(task, completed=done)
+
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "FORMATS",
+    "Watch",
+    "confirm",
+    "console",
+    "emit",
+    "error",
+    "fail",
+    "info",
+    "is_terminal",
+    "neutralise",
+    "print_json",
+    "print_jsonl",
+    "print_renderable",
+    "progress",
+    "register_secret_url",
+    "scrub",
+    "warn",
+]

@@ -1,0 +1,79 @@
+"""``stem purge Q``: delete pending and delayed messages (in-flight ones are left alone),
+``--dead`` the dead letters, ``--id`` chosen messages in any live state. Asks first."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from stem_core.ops import ActionResult
+
+from .common import (
+    BackendOpt,
+    BrokerOpt,
+    DryRunOpt,
+    JsonlOpt,
+    JsonOpt,
+    NamespaceOpt,
+    ReasonOpt,
+    YesOpt,
+    open_ops,
+    output_format,
+    parse_time,
+    run,
+    settings_from,
+)
+from .output import EXIT_USAGE, fail
+from .requeue import IdsOpt, SinceOpt, preview_then_act, show
+
+
+def purge(
+    queue: Annotated[str, typer.Argument(metavar="QUEUE", help="The queue.")],
+    dead: Annotated[bool, typer.Option("--dead", help="Purge the dead letters instead.")] = False,
+    ids: IdsOpt = None,
+    since: SinceOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="With --dead: at most this many, oldest first.")] = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    reason: ReasonOpt = None,
+    json_out: JsonOpt = False,
+    jsonl_out: JsonlOpt = False,
+    broker: BrokerOpt = None,
+    backend: BackendOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Delete the pending and delayed messages of QUEUE (asks first; --yes off a terminal)."""
+    fmt = output_format(json_out, jsonl_out)
+    if ids and dead:
+        fail("--id removes live messages; --dead purges dead letters: choose one", EXIT_USAGE)
+    since_at = parse_time(since, option="--since") if since is not None else None
+    settings = settings_from(broker, backend, namespace)
+
+    async def main() -> None:
+        async with open_ops(settings) as ops:
+            if ids:
+                async def act(dry_run: bool, ids: list[str] | None = ids) -> ActionResult:
+                    return await ops.remove(queue, ids or [], dry_run=dry_run, reason=reason)
+
+                question = lambda p: f"remove {p.count} message(s) from {queue}"  # noqa: E731
+                result = await preview_then_act(act, question, dry_run=dry_run, yes=yes)
+                verb = "remove"
+            else:
+                async def act(dry_run: bool, ids: list[str] | None = None) -> ActionResult:
+                    return await ops.purge(queue, dead=dead, since=since_at, limit=limit, dry_run=dry_run, reason=reason)
+
+                what = "dead letter(s)" if dead else "pending and delayed message(s)"
+                question = lambda p: f"delete {p.count} {what} of {queue}"  # noqa: E731
+                result = await preview_then_act(act, question, dry_run=dry_run, yes=yes, freeze=False)
+                verb = "purge"
+        show(result, verb, fmt)
+
+    run(main)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("purge")(purge)
+
+
+__all__ = ["purge", "register"]
