@@ -1,0 +1,232 @@
+"""SQLite broker specifics the contract suite cannot see: namespaces sharing one file,
+trigger-kept counters that always equal the real row counts, queue statistics served by
+indexes only, a cancelled claim handing its rows back, and the broadcast sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from stem_core import Broker, Envelope, connect_backend, connect_broker
+from stem_core.adapters.sqlite import broadcasts, jobs
+from stem_core.adapters.sqlite.schema import Q
+from stem_core.clock import utcnow
+
+DEADLINE_S = 10.0
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "stem.db"
+
+
+@pytest.fixture
+async def broker(db_path: Path, namespace: str) -> AsyncIterator[Broker]:
+    broker = await connect_broker(f"sqlite://{db_path}", namespace=namespace)
+    yield broker
+    await broker.close()
+
+
+async def take(broker: Broker, queues: list[str], count: int, **options: Any) -> list[Any]:
+    """Exactly ``count`` deliveries (fails after DEADLINE_S)."""
+    out = []
+    deliveries = broker.consume(queues, prefetch=max(count, 1), **options)
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            async for delivery in deliveries:
+                out.append(delivery)
+                if len(out) == count:
+                    break
+    finally:
+        await deliveries.aclose()  # type: ignore[attr-defined]
+    return out
+
+
+async def test_two_namespaces_share_a_file_without_seeing_each_other(db_path: Path) -> None:
+    # Given two namespaces on one file, each with a message, a dead letter, a status and a subscriber
+    url = f"sqlite://{db_path}"
+    a = await connect_broker(url, namespace="alpha")
+    b = await connect_broker(url, namespace="beta")
+    await a.publish(Envelope(name="a.task", queue="shared"))
+    await b.publish(Envelope(name="b.task", queue="shared"))
+    [dead] = await take(b, ["shared"], 1)
+    await b.dead_letter(dead, reason="test")
+    backend_a = await connect_backend(url, namespace="alpha")
+    backend_b = await connect_backend(url, namespace="beta")
+    await backend_a.set_status("t", "queued")
+    # Then each namespace sees only its own rows
+    [stats_a] = await a.queue_stats(["shared"])
+    [stats_b] = await b.queue_stats(["shared"])
+    assert (stats_a.pending, stats_a.dead) == (1, 0)
+    assert (stats_b.pending, stats_b.dead) == (0, 1)
+    assert (await a.list_dead_letters("shared")).entries == []
+    assert [d.envelope.name for d in await take(a, ["shared"], 1)] == ["a.task"]
+    assert await backend_b.get_status("t") is None
+    assert (await backend_a.get_status("t")) is not None
+    for closable in (a, b, backend_a, backend_b):
+        await closable.close()
+
+
+def real_counts(path: Path, namespace: str, queue: str) -> tuple[int, int, int, int]:
+    conn = sqlite3.connect(path)
+    counts = {state: 0 for state in ("ready", "delayed", "leased")}
+    for state, n in conn.execute("SELECT state, count(*) FROM jobs WHERE ns = ? AND queue = ? GROUP BY state", (namespace, queue)):
+        counts[state] = n
+    dead = conn.execute("SELECT count(*) FROM dead_letters WHERE ns = ? AND queue = ?", (namespace, queue)).fetchone()[0]
+    kept = conn.execute(
+        "SELECT ready, delayed, leased, dead FROM queue_counts WHERE ns = ? AND queue = ?", (namespace, queue)
+    ).fetchone()
+    conn.close()
+    assert kept == (counts["ready"], counts["delayed"], counts["leased"], dead), "counters drifted from the rows"
+    return counts["ready"], counts["delayed"], counts["leased"], dead
+
+
+async def test_counters_always_equal_the_rows(broker: Broker, db_path: Path, namespace: str) -> None:
+    # Given a seeded random mix of every operation that changes a message's state
+    rng = random.Random(20261129)
+    queue = "mix"
+    for step in range(60):
+        action = rng.choice(["publish", "delay", "claim", "ack", "nack", "drop", "dead", "requeue", "remove", "purge", "replay"])
+        if action == "publish":
+            await broker.publish_many([Envelope(name="t", queue=queue, priority=rng.randint(0, 9)) for _ in range(rng.randint(1, 5))])
+        elif action == "delay":
+            await broker.publish(Envelope(name="t", queue=queue, not_before=utcnow() + timedelta(seconds=60)))
+        elif action in ("claim", "ack", "nack", "drop", "dead"):
+            [stats] = await broker.queue_stats([queue])
+            if stats.pending == 0:
+                continue
+            [delivery] = await take(broker, [queue], 1)
+            if action == "ack":
+                await broker.ack(delivery)
+            elif action == "nack":
+                await broker.nack(delivery, delay=rng.choice([None, 30.0]))
+            elif action == "drop":
+                await broker.nack(delivery, requeue=False)
+            elif action == "dead":
+                await broker.dead_letter(delivery, reason="mix")
+        elif action in ("requeue", "remove"):
+            infos = await broker.peek(queue, state=rng.choice(["pending", "delayed", "inflight"]))
+            ids = [info.envelope.id for info in infos[: rng.randint(0, 3)]]
+            await (broker.requeue(queue, ids) if action == "requeue" else broker.remove(queue, ids))
+        elif action == "purge" and rng.random() < 0.2:
+            await broker.purge(queue)
+        elif action == "replay":
+            await broker.replay_dead_letters(queue, limit=rng.randint(1, 3))
+        # Then after every step the trigger-kept counters equal a real count of the rows
+        ready, delayed, leased, dead = real_counts(db_path, namespace, queue)
+        [stats] = await broker.queue_stats([queue])
+        assert (stats.pending, stats.delayed, stats.inflight, stats.dead) == (ready, delayed, leased, dead), action
+
+
+async def test_stats_count_overdue_rows_before_any_consumer_moves_them(broker: Broker, db_path: Path, namespace: str) -> None:
+    # Given a leased message whose lease has expired and a delayed one now due, untouched since
+    await broker.publish(Envelope(name="t", queue="q", visibility_timeout=0.05))
+    [delivery] = await take(broker, ["q"], 1)
+    await broker.publish(Envelope(name="t", queue="q", not_before=utcnow() + timedelta(seconds=0.05)))
+    await asyncio.sleep(0.2)
+    # Then the stored states are still 'leased' and 'delayed' ...
+    assert real_counts(db_path, namespace, "q") == (0, 1, 1, 0)
+    # ... but queue_stats reports both as pending, with an age
+    [stats] = await broker.queue_stats(["q"])
+    assert (stats.pending, stats.delayed, stats.inflight) == (2, 0, 0)
+    assert stats.oldest_pending_age is not None and stats.oldest_pending_age > 0
+    # And the old receipt still settles the expired (not yet redelivered) message
+    await broker.ack(delivery)
+    assert (await broker.queue_stats(["q"]))[0].pending == 1
+
+
+@pytest.mark.parametrize("name", ["queue_counts", "oldest_pending", "ready_head", "next_delayed", "next_expiry", "promote_due", "reap_expired"])
+def test_statistics_and_claims_are_served_by_indexes(db_path: Path, name: str) -> None:
+    # Given the migrated schema
+    asyncio.run(_migrate(db_path))
+    conn = sqlite3.connect(db_path)
+    params = {"ns": "n", "queue": "q", "queues": '["q"]', "now": 0.0, "limit": 10}
+    # Then no step of the plan scans the jobs table
+    plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {getattr(Q, name)}", params)]
+    assert not [step for step in plan if step.startswith("SCAN jobs")], plan
+
+
+async def _migrate(path: Path) -> None:
+    broker = await connect_broker(f"sqlite://{path}")
+    await broker.close()
+
+
+async def test_a_cancelled_claim_hands_its_rows_back(broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a claim that commits only after its caller was cancelled
+    entered = threading.Event()
+    real_step = jobs.receive_step
+
+    def slow_step(conn: Any, request: jobs.StepRequest) -> jobs.StepResult:
+        if request.limit > 0:
+            entered.set()
+            release.wait(DEADLINE_S)
+        return real_step(conn, request)
+
+    release = threading.Event()
+    monkeypatch.setattr(jobs, "receive_step", slow_step)
+    await broker.publish(Envelope(name="t", queue="q"))
+    deliveries = broker.consume(["q"])
+    receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
+    assert await asyncio.to_thread(entered.wait, DEADLINE_S)
+    # When the consumer is cancelled mid-claim
+    receiver.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    monkeypatch.setattr(jobs, "receive_step", real_step)
+    release.set()
+    # Then the claimed row goes back to pending, as if never delivered
+    async with asyncio.timeout(DEADLINE_S):
+        while (await broker.queue_stats(["q"]))[0].pending != 1:
+            await asyncio.sleep(0.01)
+    [again] = await take(broker, ["q"], 1)
+    assert again.delivery_count == 1
+
+
+async def test_broadcast_rows_and_dead_subscribers_are_swept(broker: Broker, db_path: Path, namespace: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a subscriber (of another process) that read nothing, and a broadcast it holds back
+    monkeypatch.setattr(broadcasts, "SUBSCRIBER_TOUCH_S", 0.05)
+    monkeypatch.setattr(broadcasts, "SWEEP_INTERVAL_S", 0.0)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute(
+        "INSERT INTO subscribers (ns, subscription, channel, consumer, cursor, seen_at) "
+        "VALUES (?, 'gone', 'ch', 'dead', 0, (julianday('now') - 2440587.5) * 86400.0)",
+        (namespace,),
+    )
+    await broker.broadcast("ch", Envelope(name="one"))
+    assert conn.execute("SELECT count(*) FROM broadcasts WHERE ns = ?", (namespace,)).fetchone()[0] == 1
+    # When that subscriber goes stale (its process died) and a live subscription reads a newer broadcast
+    monkeypatch.setattr(broadcasts, "SUBSCRIBER_STALE_S", 0.2)
+    await asyncio.sleep(0.3)
+    deliveries = broker.consume(["idle"], channels=["ch"])
+    receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
+    async with asyncio.timeout(DEADLINE_S):
+        while conn.execute("SELECT count(*) FROM subscribers WHERE ns = ? AND subscription != 'gone'", (namespace,)).fetchone()[0] != 1:
+            await asyncio.sleep(0.01)
+    await broker.broadcast("ch", Envelope(name="two"))
+    delivery = await asyncio.wait_for(receiver, DEADLINE_S)
+    assert delivery.envelope.name == "two"
+    # Then, while the subscription keeps polling, its sweep drops the dead subscriber and
+    # every row the live one has read
+    polling = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
+    async with asyncio.timeout(DEADLINE_S):
+        while True:
+            rows = conn.execute("SELECT count(*) FROM broadcasts WHERE ns = ?", (namespace,)).fetchone()[0]
+            subs = conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0]
+            if (rows, subs) == (0, 1):
+                break
+            await asyncio.sleep(0.01)
+    # And stopping the subscription removes its row
+    polling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await polling
+    await deliveries.aclose()  # type: ignore[attr-defined]
+    assert conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0] == 0
+    conn.close()
