@@ -18,7 +18,7 @@ from ..clock import monotonic, to_iso, utcnow
 from ..contract import Broker, ResultBackend, TaskState
 from ..errors import StemError, Unsupported
 from .context import TaskContext
-from .held import ACTIVE, Held
+from .held import ACTIVE, SETTLED, Held
 from .leases import LeaseKeeper
 from .retry import Reject, Retry, TimeLimitExceeded, backoff_seconds
 from .threads import ThreadBridge
@@ -186,6 +186,8 @@ class Executor:
 
     async def progress(self, held: Held, data: dict[str, Any]) -> None:
         """``ctx.progress``: the running status with ``meta.progress``."""
+        if held.cancel_reason is not None or held.state == SETTLED:
+            return  # an abandoned body must not overwrite the final status
         held.meta["progress"] = data
         await self.backend.set_status(held.id, TaskState.RUNNING, attempt=held.delivery.envelope.attempt, meta=held.meta)
 
