@@ -157,6 +157,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         deadline = monotonic() + timeout
         while True:
             self._check_open()
+            _raise_if_cancelled()
             try:
                 out = await self._read_channels(sub, state) if sub.channels else []
                 cursors: list[bytes] = []
@@ -305,6 +306,15 @@ class _SubState:
         # channel -> [stream key, subs key, group, cursor]
         self.channels: dict[str, list[Any]] = {}
         self.touched = 0.0
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation redis-py swallowed: on Python 3.11 its internal
+    ``asyncio.wait_for`` drops a cancel that lands as the wrapped I/O completes, which
+    would leave a cancelled consumer polling forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _publish_args(envelopes: list[Envelope]) -> list[Any]:
