@@ -16,7 +16,7 @@ from stem_core.adapters import connect_backend, connect_broker
 from stem_core.clock import parse_iso, utcnow
 from stem_core.errors import BackendUnavailable, BrokerUnavailable, StemError
 from stem_core.ops import Ops
-from stem_core.settings import Settings, load_settings, redact_url
+from stem_core.settings import ENV_BACKEND_URL, ENV_BROKER_URL, ENV_NAMESPACE, Settings, load_settings, redact_url
 
 from .output import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, Watch, emit, fail, register_secret_url
 
@@ -124,6 +124,12 @@ def watch_interval(watch: bool, interval: str, fmt: str) -> float | None:
 
 def settings_from(broker: str | None, backend: str | None, namespace: str | None) -> Settings:
     """Effective settings from the global options (exit 2 on a bad namespace)."""
+    # Typer fills an option from its STEM_* twin; hand such values back as "unset" so the
+    # settings name the variable, not a flag, as their source.
+    env = os.environ
+    broker = None if broker is not None and broker == env.get(ENV_BROKER_URL) else broker
+    backend = None if backend is not None and backend == env.get(ENV_BACKEND_URL) else backend
+    namespace = None if namespace is not None and namespace == env.get(ENV_NAMESPACE) else namespace
     try:
         settings = load_settings(broker=broker, backend=backend, namespace=namespace)
     except ValueError as exc:

@@ -33,7 +33,7 @@ from .common import (
     run,
     settings_from,
 )
-from .output import EXIT_USAGE, emit, fail, info, progress
+from .output import EXIT_USAGE, emit, fail, lines, progress
 
 LINE_KEYS = frozenset({"task", "name", "args", "queue", "priority", "delay", "eta", "id", "max_retries"})
 
@@ -147,7 +147,7 @@ def enqueue(
             emit(result.to_dict(), fmt, lambda: views.action(result, "enqueue"),
                  lambda: [{"id": i} for i in ids] if not dry_run else result.sample)
         elif ids:
-            info("\n".join(ids))
+            lines(ids)
 
     run(main)
 

@@ -81,7 +81,7 @@ def queues(
 
 @inspect_app.command("queue")
 def queue(
-    name: Annotated[str, typer.Argument(help="The queue.")],
+    name: Annotated[str, typer.Argument(metavar="QUEUE", help="The queue.")],
     state: Annotated[str, typer.Option("--state", help="pending, delayed, inflight or dead.",
                                        autocompletion=_states)] = "pending",
     limit: LimitOpt = DEFAULT_PAGE_LIMIT,

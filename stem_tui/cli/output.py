@@ -110,6 +110,11 @@ def info(message: str) -> None:
     _write(sys.stdout, neutralise(message) + "\n")
 
 
+def lines(items: Iterable[object]) -> None:
+    """One neutralised line on stdout per item."""
+    _write(sys.stdout, "".join(neutralise(item) + "\n" for item in items))
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout (ASCII-escaped: no raw control byte can get through)."""
     _write(sys.stdout, json.dumps(data, ensure_ascii=True, default=str) + "\n")
@@ -247,6 +252,7 @@ __all__ = [
     "fail",
     "info",
     "is_terminal",
+    "lines",
     "neutralise",
     "print_json",
     "print_jsonl",

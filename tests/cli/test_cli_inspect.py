@@ -1,0 +1,119 @@
+"""``stem inspect ...`` in-process: tables, ``--json``/``--jsonl``, ``--watch``, exit codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stem_core.ops import Ops
+from tests.cli.conftest import Cli
+from tests.cli.helpers import claim, heartbeat, inflight_entry
+
+
+def scene(cli: Cli) -> dict[str, Any]:
+    """3 pending + 1 delayed in emails, one held by a live worker, one by a dead one, a dead letter."""
+
+    async def go(ops: Ops) -> dict[str, Any]:
+        ids = (await ops.enqueue_many([("mail.send", {"to": f"u{i}"}, {"queue": "emails"}) for i in range(6)])).detail["ids"]
+        await ops.enqueue("mail.digest", {}, queue="emails", delay=3600)
+        live = await claim(ops.broker, ["emails"], "w-live", 1)
+        dead = await claim(ops.broker, ["emails"], "w-dead", 1)
+        (gone,) = await claim(ops.broker, ["emails"], "w-live", 1)
+        await ops.broker.dead_letter(gone, reason="max-retries-exhausted")
+        await ops.backend.set_heartbeat(heartbeat("w-live", ["emails"], inflight=[inflight_entry(live[0])]))
+        await ops.backend.set_heartbeat(heartbeat("w-dead", ["emails"], age=50, inflight=[inflight_entry(dead[0])]))
+        return {"ids": ids, "live": live[0].envelope.id, "dead": dead[0].envelope.id, "gone": gone.envelope.id}
+
+    return cli.seed(go)
+
+
+def test_inspect_queues_table_json_and_jsonl(cli: Cli) -> None:
+    scene(cli)
+    table = cli("inspect", "queues", "--sample", "0")
+    assert table.exit_code == 0, table.stderr
+    assert "emails" in table.stdout and "VERDICT" in table.stdout and "1 live worker(s)" in table.stdout
+    doc = json.loads(cli("inspect", "queues", "--json", "--sample", "0").stdout)
+    (row,) = doc["queues"]
+    assert (row["queue"], row["pending"], row["delayed"], row["inflight"], row["dead"]) == ("emails", 3, 1, 2, 1)
+    assert row["workers"] == ["w-live"] and doc["live_workers"] == 1 and doc["capabilities"]["peek"] is True
+    lines = cli("inspect", "queues", "--jsonl", "--sample", "0").stdout.splitlines()
+    assert [json.loads(line)["queue"] for line in lines] == ["emails"]
+
+
+def test_inspect_queues_gets_rates_by_sampling_twice_when_there_is_no_history(cli: Cli) -> None:
+    scene(cli)
+    row = json.loads(cli("inspect", "queues", "--json", "--sample", "600ms").stdout)["queues"][0]
+    assert row["rate_window"] >= 0.5 and row["net_rate"] is not None and row["verdict"] != "unknown"
+
+
+def test_watch_refreshes_with_an_interval_and_streams_jsonl(cli: Cli) -> None:
+    scene(cli)
+    result = cli("inspect", "queues", "--watch", "500ms", "--frames", "2", "--jsonl")
+    assert result.exit_code == 0, result.stderr
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(frames) == 2 and all(f["queues"][0]["queue"] == "emails" for f in frames)
+    # the second frame has the first as its rate baseline
+    assert frames[1]["queues"][0]["rate_window"] is not None
+    table = cli("inspect", "workers", "--watch=500ms", "--frames", "2")
+    assert table.exit_code == 0 and table.stdout.count("w-live") == 2
+    assert cli("inspect", "leases", "--watch", "--json").exit_code == 2
+
+
+def test_inspect_queue_pages_each_state(cli: Cli) -> None:
+    info = scene(cli)
+    pending = json.loads(cli("inspect", "queue", "emails", "--json").stdout)
+    assert pending["state"] == "pending" and len(pending["messages"]) == 3 and pending["overview"]["pending"] == 3
+    page = json.loads(cli("inspect", "queue", "emails", "--limit", "2", "--json").stdout)
+    assert len(page["messages"]) == 2 and page["next_offset"] == 2
+    delayed = cli("inspect", "queue", "emails", "--state", "delayed", "--jsonl").stdout.splitlines()
+    assert [json.loads(line)["envelope"]["name"] for line in delayed] == ["mail.digest"]
+    dead = json.loads(cli("inspect", "queue", "emails", "--state", "dead", "--json").stdout)
+    assert dead["messages"][0]["envelope"]["id"] == info["gone"]
+    inflight = cli("inspect", "queue", "emails", "--state", "inflight")
+    assert "w-dead" in inflight.stdout and "w-live" in inflight.stdout
+    assert cli("inspect", "queue", "emails", "--state", "done").exit_code == 2
+    missing = cli("inspect", "queue", "emials")
+    assert missing.exit_code == 1 and "did you mean emails" in missing.stderr and missing.stderr.count("\n") == 1
+
+
+def test_inspect_task_explains_and_exits_1_when_unknown(cli: Cli) -> None:
+    info = scene(cli)
+    held = cli("inspect", "task", info["dead"])
+    assert held.exit_code == 0 and "dead-holder" in held.stdout and f"stem requeue emails --id {info['dead']}" in held.stdout
+    doc = json.loads(cli("inspect", "task", info["live"], "--json").stdout)
+    assert doc["state"] == "running" and doc["lease"]["holder"] == "w-live"
+    queued = json.loads(cli("inspect", "task", info["ids"][-1], "--json").stdout)
+    assert queued["state"] == "queued" and queued["position"] == 3
+    unknown = cli("inspect", "task", "no-such-id")
+    assert unknown.exit_code == 1 and "unknown-id" in unknown.stdout
+
+
+def test_inspect_workers_and_leases(cli: Cli) -> None:
+    info = scene(cli)
+    workers = {w["worker_id"]: w for w in json.loads(cli("inspect", "workers", "--json").stdout)}
+    assert workers["w-dead"]["stale"] is True and workers["w-live"]["stale"] is False
+    leases = {lease["id"]: lease for lease in json.loads(cli("inspect", "leases", "--json").stdout)}
+    assert leases[info["dead"]]["stuck"] is True and leases[info["live"]]["stuck"] is False
+    stuck = [json.loads(line) for line in cli("inspect", "leases", "emails", "--stuck", "--jsonl").stdout.splitlines()]
+    assert [lease["id"] for lease in stuck] == [info["dead"]]
+    table = cli("inspect", "leases", "emails")
+    assert "STUCK" in table.stdout and "--expired-leases --dry-run" in table.stdout
+    # a shorter stale threshold from the flag (twin of STEM_STALE_AFTER) makes no difference here;
+    # a longer one makes the dead worker look alive
+    relaxed = json.loads(cli("inspect", "leases", "--json", "--stale-after", "10m").stdout)
+    assert not any(lease["stuck"] for lease in relaxed)
+
+
+def test_inspect_audit_lists_actions_newest_first(cli: Cli) -> None:
+    scene(cli)
+    cli("purge", "emails", "--yes", "--reason", "test cleanup")
+    rows = json.loads(cli("inspect", "audit", "--json").stdout)
+    assert rows[0]["action"] == "purge" and rows[0]["actor"] == "tester@cli" and rows[0]["reason"] == "test cleanup"
+    assert "purge" in cli("inspect", "audit").stdout
+
+
+def test_empty_namespace_reads(cli: Cli) -> None:
+    assert "no queues yet" in cli("inspect", "queues", "--sample", "0").stdout
+    assert "no worker heartbeats" in cli("inspect", "workers").stdout
+    assert "no messages in flight" in cli("inspect", "leases").stdout
+    assert json.loads(cli("inspect", "leases", "--json").stdout) == []
