@@ -102,6 +102,15 @@ def _register() -> None:
 
 
 def main() -> None:
+    """The console script. Operator commands keep library logs to errors (``stem worker``
+    sets up its own logging)."""
+    import os
+
+    from .output import ENV_LOGLEVEL, quiet_library_logs
+
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command != "worker":
+        quiet_library_logs(os.environ.get(ENV_LOGLEVEL))
     _register()
     app()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import sys
 import unicodedata
 from typing import Any, Callable, Iterable, Iterator, NoReturn
@@ -202,6 +203,38 @@ class Watch:
             self._live.stop()
 
 
+# -- logging ------------------------------------------------------------------------
+
+ENV_LOGLEVEL = "STEM_LOGLEVEL"
+# Adapter and ops loggers; an operator command shows only their errors unless asked.
+LIBRARY_LOGGERS = ("stem", "stem_core")
+DEFAULT_CLI_LOGLEVEL = "error"
+
+
+class _LineHandler(logging.Handler):
+    """Each record as one neutralised ``level: message`` line on (the current) stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _write(sys.stderr, f"{record.levelname.lower()}: {neutralise(record.getMessage())}\n")
+        except Exception:  # noqa: BLE001 - logging must never break a command
+            self.handleError(record)
+
+
+def quiet_library_logs(level_name: str | None) -> None:
+    """Library logs for an operator command: errors only (``STEM_LOGLEVEL`` to change it),
+    as single neutralised lines. Not for ``stem worker``, which configures its own."""
+    level = getattr(logging, (level_name or DEFAULT_CLI_LOGLEVEL).upper(), None)
+    if not isinstance(level, int):
+        level = logging.ERROR
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        if not any(isinstance(h, _LineHandler) for h in logger.handlers):
+            logger.addHandler(_LineHandler())
+
+
 # -- interaction ----------------------------------------------------------------------
 
 
@@ -257,6 +290,7 @@ __all__ = [
     "print_json",
     "print_jsonl",
     "print_renderable",
+    "quiet_library_logs",
     "progress",
     "register_secret_url",
     "scrub",
