@@ -44,6 +44,13 @@ class ControlListener:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self) -> None:
+        try:
+            await self._listen()
+        finally:
+            for task in list(self._tasks):  # commands still running when the worker stops
+                task.cancel()
+
+    async def _listen(self) -> None:
         worker_id = self.worker.worker_id
         while True:
             try:
