@@ -26,11 +26,14 @@ COMMAND_TIMEOUT_S = 60
 class Exe:
     url: str
     namespace: str
+    backend_url: str | None = None
 
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("STEM_")}
         full_env.update({"STEM_BROKER_URL": self.url, "STEM_NAMESPACE": self.namespace, "STEM_ACTOR": "tester@exe",
                          "COLUMNS": "200"})
+        if self.backend_url is not None:
+            full_env["STEM_RESULT_BACKEND_URL"] = self.backend_url
         full_env.update(env or {})
         return subprocess.run([STEM, *args], input=input.encode() if input is not None else None, capture_output=True,
                               env=full_env, cwd=ROOT, timeout=COMMAND_TIMEOUT_S)
