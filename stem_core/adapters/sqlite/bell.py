@@ -49,28 +49,33 @@ class Doorbell:
             if self._rings != seen:
                 return
             self._waiters.add(wake)
+        # A bare timer and future: this runs hundreds of times a second per idle
+        # consumer, and asyncio.wait costs several times more.
+        timer = loop.call_later(timeout, _resolve, fut)
         try:
-            await asyncio.wait({fut}, timeout=timeout)
+            await fut
         finally:
+            timer.cancel()
             with self._lock:
                 self._waiters.discard(wake)
 
 
-def _waker(loop: asyncio.AbstractEventLoop, fut: "asyncio.Future[None]") -> Callable[[], None]:
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
+def _resolve(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
 
+
+def _waker(loop: asyncio.AbstractEventLoop, fut: "asyncio.Future[None]") -> Callable[[], None]:
     def wake() -> None:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            resolve()
+            _resolve(fut)
             return
         try:
-            loop.call_soon_threadsafe(resolve)
+            loop.call_soon_threadsafe(_resolve, fut)
         except RuntimeError:
             pass  # that loop is closed: nobody waits there any more
 

@@ -4,11 +4,12 @@ one machine through one database file.
 Waiting for work (idle consumers): each round reads ``PRAGMA data_version`` on a
 read-only connection, on the event loop (about 3 us, no thread hop). It changes when any
 connection - this process's or another's - commits, and only then does the consumer run a
-claim transaction. Between probes it sleeps on the file's in-process doorbell (rung by
-every local publish, so local work is taken at once), starting at ``POLL_MIN_INTERVAL_S``
-after activity and doubling up to ``poll_interval`` (4 ms) while idle. A claim that finds
-nothing also returns when the next delayed message or lease of the subscription's queues
-falls due (on the database's clock), and the consumer wakes for it then.
+claim transaction. Between rounds it sleeps on the file's in-process doorbell, which
+local publishes ring at once and the broker's single ``ChangePoller`` rings when it sees
+another process commit (probing every 0.5 ms after activity, backing off to
+``poll_interval``, 4 ms, while idle). A claim that finds nothing also returns when the
+next delayed message or lease of the subscription's queues falls due (on the database's
+clock), and the consumer wakes for it then.
 
 Everything else (tables, counters, fencing, broadcasts) is described where it lives:
 ``migrations/0001_broker.sql``, ``jobs.py``, ``repair.py``, ``broadcasts.py``.
@@ -33,13 +34,11 @@ from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from . import broadcasts, jobs, repair
 from .bell import doorbell_for
 from .db import Database
+from .poller import ChangePoller
 from .rows import moment
 from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
 
 BROKER_OPTIONS = frozenset({"lease_seconds", "busy_timeout", "poll_interval"})
-# After activity the first probe comes this soon; idle probes back off by POLL_BACKOFF.
-POLL_MIN_INTERVAL_S = 0.0005
-POLL_BACKOFF = 2.0
 # Wake this long after a delayed message or lease falls due, so the database clock (ms
 # resolution) agrees that it has.
 DUE_SLACK_S = 0.002
@@ -85,8 +84,7 @@ class SQLiteBroker(Broker):
         self.path = path
         self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BrokerUnavailable, label="broker")
         self._bell = doorbell_for(str(path))
-        self._poll_max = poll_interval
-        self._poll_min = min(POLL_MIN_INTERVAL_S, poll_interval)
+        self._poller = ChangePoller(self._db, self._bell, poll_interval)
         self._next_sweep = 0.0
 
     @classmethod
@@ -100,6 +98,7 @@ class SQLiteBroker(Broker):
 
     async def close(self) -> None:
         await self._db.close()
+        self._poller.stop()
         # Waiting consumers wake, find the broker closed and raise BrokerUnavailable.
         self._bell.ring()
 
@@ -141,7 +140,6 @@ class SQLiteBroker(Broker):
     async def _receive(self, sub: Subscription, limit: int, timeout: float) -> list[Delivery]:
         state: _SubState = sub.state
         deadline = monotonic() + timeout
-        interval = self._poll_min
         while True:
             self._check_open()
             rings = self._bell.rings
@@ -156,15 +154,12 @@ class SQLiteBroker(Broker):
                 if out:
                     return out
                 if version is not None:
-                    # Probe again soon: our own round may have committed (a touch, a
-                    # buried row), and work often comes in bursts.
-                    interval = self._poll_min
+                    continue  # our own round may have committed (a touch, a buried row): look again
                 now = monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
+            wake_at = min(deadline, state.due_at, state.touch_at)
+            if now >= deadline:
                 return []
-            await self._bell.wait(rings, min(interval, remaining, max(0.0, state.due_at - now)))
-            interval = min(interval * POLL_BACKOFF, self._poll_max)
+            await self._poller.wait(rings, version, wake_at - now)
 
     async def _round(self, sub: Subscription, state: _SubState, limit: int, version: int | None, touch: bool) -> list[Delivery]:
         """One trip to the database: claim (when ``limit``), read broadcasts, maybe touch."""

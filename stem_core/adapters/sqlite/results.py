@@ -3,9 +3,8 @@
 ``watch`` works across processes by reading the ``status_events`` change log by cursor
 (``id > last seen``), so no intermediate state is skipped. It waits like an idle
 consumer: it probes ``PRAGMA data_version`` on the event loop (no thread hop) and reads
-the log only when another connection committed, sleeping between probes on the file's
-in-process doorbell (rung by local writes) with an interval backing off from
-``POLL_MIN_INTERVAL_S`` to ``poll_interval``.
+the log only when some connection committed, sleeping in between on the file's doorbell
+(rung by local writes, and by the backend's ``ChangePoller`` for other processes).
 
 Expired statuses, heartbeats and records are invisible at once (every read compares
 their expiry with the database clock) and are deleted every ``CLEANUP_INTERVAL_S`` by
@@ -24,13 +23,15 @@ from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from . import store
 from .bell import doorbell_for
-from .broker import POLL_BACKOFF, POLL_MIN_INTERVAL_S
 from .db import Database
+from .poller import ChangePoller
 from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
 
 BACKEND_OPTIONS = frozenset({"result_ttl", "heartbeat_ttl", "busy_timeout", "poll_interval"})
 # Expired rows are deleted (and the change log trimmed) at most this often per backend.
 CLEANUP_INTERVAL_S = 60.0
+# A watch with nothing new re-checks that its backend is still open at least this often.
+WATCH_WAKE_S = 1.0
 
 
 class SQLiteBackend(ResultBackend):
@@ -52,8 +53,7 @@ class SQLiteBackend(ResultBackend):
         self.path = path
         self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable, label="backend")
         self._bell = doorbell_for(str(path))
-        self._poll_max = poll_interval
-        self._poll_min = min(POLL_MIN_INTERVAL_S, poll_interval)
+        self._poller = ChangePoller(self._db, self._bell, poll_interval)
         self._next_cleanup = 0.0
 
     @classmethod
@@ -67,6 +67,7 @@ class SQLiteBackend(ResultBackend):
 
     async def close(self) -> None:
         await self._db.close()
+        self._poller.stop()
         # Open watches wake, find the backend closed and raise BackendUnavailable.
         self._bell.ring()
 
@@ -102,7 +103,6 @@ class SQLiteBackend(ResultBackend):
         current, cursor = await self._db.run(store.watch_start, self.namespace, task_id)
         if current is not None:
             yield current
-        interval = self._poll_min
         while True:
             self._check_open()
             rings = self._bell.rings
@@ -113,12 +113,10 @@ class SQLiteBackend(ResultBackend):
                 for cursor, status in events:
                     yield status
                 if len(events) >= store.EVENT_BATCH:
-                    version = None  # more are waiting: read again without waiting
+                    version = None  # more are waiting: read again at once
+                if probe is not None:
                     continue
-                if events or probe is not None:
-                    interval = self._poll_min
-            await self._bell.wait(rings, interval)
-            interval = min(interval * POLL_BACKOFF, self._poll_max)
+            await self._poller.wait(rings, version, WATCH_WAKE_S)
 
     async def _list_statuses(self, state: TaskState | None, queue: str | None, task: str | None,
                              limit: int, offset: int) -> list[TaskStatus]:

@@ -9,10 +9,12 @@
 --   ready_at  max(enqueued_at, not_before): the age order among equal priorities.
 --   token     bumped by every claim, nack and operator requeue; a receipt is
 --             "<id>:<token>", so a settle with an older receipt matches no row (fencing).
---             AUTOINCREMENT: an id is never reused, so an old receipt cannot hit a new row.
+--             It starts at a random 48-bit value, so even if a rowid is reused (ids are
+--             plain rowids: AUTOINCREMENT would cost a page write per insert) an old
+--             receipt cannot match the new row.
 --   envelope  the wire JSON; columns beside it are copies for indexes and inspection.
 CREATE TABLE jobs (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             INTEGER PRIMARY KEY,
     ns             TEXT    NOT NULL,
     msg_id         TEXT    NOT NULL,
     queue          TEXT    NOT NULL,
@@ -24,7 +26,7 @@ CREATE TABLE jobs (
     ready_at       REAL    NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
     visibility_ms  INTEGER CHECK (visibility_ms > 0),
     attempt        INTEGER NOT NULL DEFAULT 0,
-    token          INTEGER NOT NULL DEFAULT 0,
+    token          INTEGER NOT NULL DEFAULT (random() & 281474976710655),
     delivery_count INTEGER NOT NULL DEFAULT 0,
     locked_by      TEXT,
     locked_until   REAL,
