@@ -41,9 +41,7 @@ from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, LeaseLost
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from .broadcast import BroadcastMixin
-from .codec import (
-    INVALID_REASON, dead_letter_json, decode, lease_ms, message_args, parse_receipt, ready_us, receipt, text,
-)
+from .codec import INVALID_REASON, dead_letter_json, decode, due_us, lease_ms, parse_receipt, ready_us, receipt, text
 from .connection import Connection, RedisConfig, parse_url
 from .inspect import InspectMixin
 from .keys import BANDS, KeyCache, from_us, registry_key, to_us
@@ -107,13 +105,19 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
             await self._conn.client.ping()
 
     async def _run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
-        with self._conn.guard:
-            return await self._conn.script(name)(keys=keys, args=args)
+        return await self._conn.call(name, keys, args)
 
     # -- producing ------------------------------------------------------------------
 
     async def _publish(self, envelopes: list[Envelope]) -> None:
-        groups: dict[str, list[Any]] = {}
+        if len(envelopes) == 1:
+            env = envelopes[0]
+            if env.queue in self._known and (env.not_before is None or env.not_before <= utcnow()):
+                # The hot path: one short script, one round trip (publish1.lua).
+                keys = self._keys.of(env.queue).publish1[env.priority]
+                await self._conn.call("publish1", keys, (env.to_json(), ready_us(env), lease_ms(env)))
+                return
+        groups: dict[str, list[Envelope]] = {}
         for env in envelopes:
             groups.setdefault(env.queue, []).append(env)
         new = [q for q in groups if q not in self._known]
@@ -122,15 +126,15 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
             if new:
                 await client.sadd(self._registry, *new)
             calls = [(q, envs[i:i + PUBLISH_CHUNK]) for q, envs in groups.items() for i in range(0, len(envs), PUBLISH_CHUNK)]
-            script = self._conn.script("publish")
             if len(calls) == 1:
                 queue, chunk = calls[0]
-                await script(keys=self._keys(queue), args=_publish_args(chunk))
+                await self._conn.call("publish", self._keys(queue), (_records(chunk),))
             else:
                 # Several queues (or a huge batch): all-or-nothing in one MULTI/EXEC.
+                script = self._conn.script("publish")
                 async with client.pipeline(transaction=True) as pipe:
                     for queue, chunk in calls:
-                        await script(keys=self._keys(queue), args=_publish_args(chunk), client=pipe)
+                        await script(keys=self._keys(queue), args=[_records(chunk)], client=pipe)
                     await pipe.execute()
         self._known.update(new)
 
@@ -220,7 +224,8 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         entry = DeadLetterEntry(envelope=envelope, reason=INVALID_REASON, meta={"error": envelope.meta.get("error")},
                                 dead_at=utcnow())
         _, band, eid, token = rcpt.split("|")
-        await self._run("dead", self._keys(queue), [band, eid, token, envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
+        keys = self._keys.of(queue).settle[int(band)]
+        await self._run("dead", keys, [band, eid, token, envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
 
     def _release_later(self, task: "asyncio.Future[tuple[list[Delivery], list[bytes], float]]") -> None:
         if task.cancelled() or task.exception() is not None or not task.result()[0]:
@@ -234,7 +239,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         async def release() -> None:
             for queue, args in by_queue.items():
                 try:
-                    await self._run("release", self._keys(queue), args)
+                    await self._run("release", self._keys.of(queue).settle[0][:3], args)
                 except BrokerUnavailable:
                     pass  # the leases simply expire and the entries are delivered again
 
@@ -259,28 +264,30 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         parsed = _settle_target(delivery)
         if parsed is not None:
             queue, band, eid, token = parsed
-            await self._run("ack", self._keys(queue), [band, eid, token])
+            await self._conn.call("ack", self._keys.of(queue).settle[int(band)][:5], (band, eid, token))
 
     async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float | None) -> None:
         parsed = _settle_target(delivery)
         if parsed is None:
             return
         queue, band, eid, token = parsed
+        keys = self._keys.of(queue).settle[int(band)][:7]
         if not requeue:
-            await self._run("nack", self._keys(queue), [band, eid, token, 0, "", 0, 0, 0])
+            await self._run("nack", keys, [band, eid, token, 0, "", 0, 0, 0])
             return
         changes: dict[str, Any] = {"attempt": delivery.envelope.attempt + 1}
         if delay is not None and delay > 0:
             changes["not_before"] = utcnow() + timedelta(seconds=delay)
         env = delivery.envelope.replace(**changes)
         due = to_us(env.not_before) if delay is not None and delay > 0 and env.not_before is not None else 0
-        await self._run("nack", self._keys(queue), [band, eid, token, 1, env.to_json(), ready_us(env), due, lease_ms(env)])
+        await self._run("nack", keys, [band, eid, token, 1, env.to_json(), ready_us(env), due, lease_ms(env)])
 
     async def _extend_lease(self, delivery: Delivery, seconds: float) -> datetime:
         parsed = parse_receipt(delivery.receipt)
         if parsed is not None:
             queue, band, eid, token = parsed
-            until = await self._run("extend", self._keys(queue), [band, eid, token, max(1, int(round(seconds * 1000)))])
+            keys = self._keys.of(queue).settle[int(band)][:3]
+            until = await self._run("extend", keys, [band, eid, token, max(1, int(round(seconds * 1000)))])
             if until >= 0:
                 return from_us(until)
         raise LeaseLost(f"lease of message {delivery.envelope.id} is no longer held by this receipt")
@@ -291,8 +298,8 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
             return
         queue, band, eid, token = parsed
         entry = DeadLetterEntry(envelope=delivery.envelope, reason=reason, meta=meta, dead_at=utcnow())
-        await self._run("dead", self._keys(queue), [band, eid, token, delivery.envelope.id, dead_letter_json(entry),
-                                                    to_us(entry.dead_at)])
+        await self._run("dead", self._keys.of(queue).settle[int(band)],
+                        [band, eid, token, delivery.envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
 
 
 class _SubState:
@@ -317,11 +324,15 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def _publish_args(envelopes: list[Envelope]) -> list[Any]:
-    args: list[Any] = [len(envelopes)]
+def _records(envelopes: list[Envelope]) -> bytes:
+    """publish.lua's one argument: ``<due>,<band>,<ready>,<lease>,<id len>,<json len>:<id><json>`` each."""
+    parts: list[bytes] = []
     for env in envelopes:
-        args.extend(message_args(env))
-    return args
+        body = env.to_json().encode()
+        ident = env.id.encode()
+        head = f"{due_us(env)},{env.priority},{ready_us(env)},{lease_ms(env)},{len(ident)},{len(body)}:"
+        parts += (head.encode(), ident, body)
+    return b"".join(parts)
 
 
 def _settle_target(delivery: Delivery) -> tuple[str, str, str, str] | None:

@@ -15,7 +15,7 @@ from ...clock import utcnow
 from ...contract.types import DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
 from ...envelope import Envelope
 from .codec import decode, decode_dead_letter, lease_ms, ready_us, text
-from .keys import DEADBODY_INDEX, DEAD_INDEX, from_us, to_us
+from .keys import BANDS, DEADBODY_INDEX, DEAD_INDEX, from_us, to_us
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -95,7 +95,19 @@ class InspectMixin:
         return changed
 
     async def _remove(self, queue: str, ids: set[str]) -> int:
-        return int(await self._run("remove", self._keys(queue), sorted(ids)))
+        keys = self._keys(queue)
+        wanted = sorted(ids)
+        removed = int(await self._run("remove", keys, wanted))
+        # Undelivered copies are not indexed: walk each band, a bounded chunk at a time.
+        for band in range(BANDS):
+            cursor = ""
+            while True:
+                count, after = await self._run("remove_scan", keys, [band, cursor, REPAIR_BATCH, *wanted])
+                removed += int(count)
+                cursor = text(after)
+                if not cursor:
+                    break
+        return removed
 
     async def _purge(self, queue: str) -> int:
         total = 0

@@ -15,11 +15,14 @@ from ...clock import UTC
 
 BANDS = 10  # one stream per priority 0..9
 QUEUE_SUFFIXES = tuple(f"s{band}" for band in range(BANDS)) + (
-    "delayed", "dly", "leases", "lease", "loc", "stats", "dead", "deadbody",
+    "delayed", "dly", "leases", "lease", "idx", "stats", "dead", "deadbody",
 )
 BLOCK_SIZE = len(QUEUE_SUFFIXES)  # 18, as lib.lua's BLOCK
 DEAD_INDEX = QUEUE_SUFFIXES.index("dead")
 DEADBODY_INDEX = QUEUE_SUFFIXES.index("deadbody")
+STATS_INDEX = QUEUE_SUFFIXES.index("stats")
+# lib.lua settle_keys order after the band stream.
+SETTLE_SUFFIXES = ("leases", "lease", "idx", "stats", "delayed", "dly", "dead", "deadbody")
 # Bounded so a process that touches many queue names does not grow without end.
 KEY_CACHE_LIMIT = 4096
 
@@ -62,23 +65,39 @@ def from_us(value: int | float) -> datetime:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
+class QueueKeys:
+    """Every key list the scripts of one queue take, built once."""
+
+    __slots__ = ("block", "settle", "publish1")
+
+    def __init__(self, namespace: str, queue: str) -> None:
+        self.block = queue_block(namespace, queue)
+        rest = tuple(self.block[QUEUE_SUFFIXES.index(s)] for s in SETTLE_SUFFIXES)
+        # settle[band]: the nine settle keys of lib.lua; publish1[band]: stream + stats.
+        self.settle = tuple((self.block[band],) + rest for band in range(BANDS))
+        self.publish1 = tuple((self.block[band], self.block[STATS_INDEX]) for band in range(BANDS))
+
+
 class KeyCache:
-    """Queue blocks by name, built once per name (bounded)."""
+    """``QueueKeys`` by queue name (bounded)."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self._blocks: dict[str, tuple[str, ...]] = {}
+        self._queues: dict[str, QueueKeys] = {}
 
     def __call__(self, queue: str) -> tuple[str, ...]:
-        block = self._blocks.get(queue)
-        if block is None:
-            if len(self._blocks) >= KEY_CACHE_LIMIT:
-                self._blocks.clear()
-            block = self._blocks[queue] = queue_block(self.namespace, queue)
-        return block
+        return self.of(queue).block
+
+    def of(self, queue: str) -> QueueKeys:
+        keys = self._queues.get(queue)
+        if keys is None:
+            if len(self._queues) >= KEY_CACHE_LIMIT:
+                self._queues.clear()
+            keys = self._queues[queue] = QueueKeys(self.namespace, queue)
+        return keys
 
 
 __all__ = [
-    "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "KeyCache", "channel_keys", "from_us", "queue_block",
+    "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "KeyCache", "QueueKeys", "channel_keys", "from_us", "queue_block",
     "queue_pattern", "registry_key", "results_prefix", "to_us",
 ]

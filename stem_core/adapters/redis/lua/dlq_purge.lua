@@ -4,9 +4,10 @@
 -- ARGV: [1] lower bound us ('-inf' for all), [2] how many at most.
 -- Reply: how many were deleted.
 
-local ids = redis.call('ZRANGEBYSCORE', KEYS[DEAD], ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+local K = block(0)
+local ids = redis.call('ZRANGEBYSCORE', K.dead, ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[DEAD], id)
-  redis.call('HDEL', KEYS[DEADBODY], id)
+  redis.call('ZREM', K.dead, id)
+  redis.call('HDEL', K.deadbody, id)
 end
 return #ids

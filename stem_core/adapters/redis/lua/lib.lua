@@ -1,30 +1,41 @@
 -- lib.lua: helpers prepended to every broker script (see connection.load_lua).
 --
--- Key block of one queue: 18 KEYS, P = <namespace>:{<queue>} (the hash tag keeps a
--- queue in one Cluster slot; queue names cannot contain braces). A script over several
--- queues receives one block per queue; `base` is the block's offset (0, 18, 36 ...).
---   +1..+10  P:s0 .. P:s9  STREAM per priority band (9 first), consumer group "stem".
---                          Entry fields: e envelope JSON, r ready time (us), i envelope id,
---                          d deliveries before this entry, v lease ms (0 = broker default)
---   +11      P:delayed     ZSET  mid -> due time (us)
---   +12      P:dly         HASH  mid -> cmsgpack(band, d, v, r, i, e)
---   +13      P:leases      ZSET  lid -> lease deadline (us); lid = "<band>:<entry id>"
---   +14      P:lease       HASH  lid -> cmsgpack(token, deliveries, holder, envelope id)
---   +15      P:loc         HASH  envelope id -> "s<band>:<entry id>" / "d:<mid>" (space separated)
---   +16      P:stats       HASH  enq, done (totals), tok (fencing tokens), seq (delayed ids)
---   +17      P:dead        ZSET  envelope id -> dead_at (us)
---   +18      P:deadbody    HASH  envelope id -> dead-letter JSON
+-- Keys of one queue, P = <namespace>:{<queue>} (the hash tag keeps a queue in one Cluster
+-- slot; queue names cannot contain braces). Scripts receive them through KEYS in the
+-- order their header states and gather them in a table K:
+--   K.s[band]  P:s0 .. P:s9  STREAM per priority band (9 first), consumer group "stem".
+--                            Entry fields: e envelope JSON, r ready time (us), and only
+--                            when not default: d deliveries before this entry, v lease ms
+--   K.delayed  P:delayed     ZSET  mid -> due time (us)
+--   K.dly      P:dly         HASH  mid -> cmsgpack(band, d, v, r, envelope id, e)
+--   K.leases   P:leases      ZSET  lid -> lease deadline (us); lid = "<band>:<entry id>"
+--   K.lease    P:lease       HASH  lid -> cmsgpack(token, deliveries, holder, envelope id)
+--   K.idx      P:idx         HASH  envelope id -> "d:<mid>" / "l:<lid>" (space separated):
+--                            where its delayed and leased copies are (undelivered
+--                            entries are not indexed: publishing stays one XADD)
+--   K.stats    P:stats       HASH  enq, done (totals), tok (fencing tokens), seq (mids)
+--   K.dead     P:dead        ZSET  envelope id -> dead_at (us)
+--   K.deadbody P:deadbody    HASH  envelope id -> dead-letter JSON
+-- The full block (block(base) below) is those 18 keys in this order: s0..s9, delayed,
+-- dly, leases, lease, idx, stats, dead, deadbody.
 -- The pending entries list (PEL) of a band's group holds the leased entries; P:leases
 -- says when each lease ends (per-envelope lengths) and P:lease who holds it under which
--- token. Times are the server's clock (TIME), except ready/due/dead times that come
--- from envelopes. Numbers written into fields are kept as strings.
+-- token. Lease times use the server's clock (TIME); ready/due/dead times come from
+-- envelopes. Numbers written into fields are kept as strings.
 
 local GROUP = 'stem'
 -- Every Stem consumer reads as this one group consumer: the real holder lives in P:lease,
 -- so consumers never pile up in the group (and no DELCONSUMER can orphan entries).
 local READER = 'stem'
 local BLOCK = 18
-local DELAYED, DLY, LEASES, LEASE, LOC, STATS, DEAD, DEADBODY = 11, 12, 13, 14, 15, 16, 17, 18
+
+local function block(base)
+  local K = { s = {} }
+  for band = 0, 9 do K.s[band] = KEYS[base + 1 + band] end
+  K.delayed, K.dly, K.leases, K.lease = KEYS[base + 11], KEYS[base + 12], KEYS[base + 13], KEYS[base + 14]
+  K.idx, K.stats, K.dead, K.deadbody = KEYS[base + 15], KEYS[base + 16], KEYS[base + 17], KEYS[base + 18]
+  return K
+end
 
 local function now_us()
   local t = redis.call('TIME')
@@ -33,10 +44,6 @@ end
 
 local function int(x)
   return string.format('%d', x)
-end
-
-local function stream(base, band)
-  return KEYS[base + 1 + band]
 end
 
 local function field(fields, name)
@@ -51,93 +58,96 @@ local function err_text(e)
   return tostring(e)
 end
 
-local function loc_add(base, id, loc)
-  local k = KEYS[base + LOC]
-  local cur = redis.call('HGET', k, id)
-  if cur then redis.call('HSET', k, id, cur .. ' ' .. loc) else redis.call('HSET', k, id, loc) end
+-- The envelope id: Stem writes it as the first key; other writers' JSON is decoded.
+local function envelope_id(e, fallback)
+  local id = string.match(e or '', '^{"id":"([^"\\]*)"')
+  if id then return id end
+  local ok, doc = pcall(cjson.decode, e)
+  if ok and type(doc) == 'table' and type(doc.id) == 'string' then return doc.id end
+  return fallback
 end
 
-local function loc_del(base, id, loc)
-  local k = KEYS[base + LOC]
-  local cur = redis.call('HGET', k, id)
+local function idx_add(K, id, ref)
+  local cur = redis.call('HGET', K.idx, id)
+  if cur then redis.call('HSET', K.idx, id, cur .. ' ' .. ref) else redis.call('HSET', K.idx, id, ref) end
+end
+
+local function idx_del(K, id, ref)
+  local cur = redis.call('HGET', K.idx, id)
   if not cur then return end
-  if cur == loc then
-    redis.call('HDEL', k, id)
+  if cur == ref then
+    redis.call('HDEL', K.idx, id)
     return
   end
   local rest = {}
   for part in string.gmatch(cur, '%S+') do
-    if part ~= loc then rest[#rest + 1] = part end
+    if part ~= ref then rest[#rest + 1] = part end
   end
-  if #rest == 0 then redis.call('HDEL', k, id) else redis.call('HSET', k, id, table.concat(rest, ' ')) end
+  if #rest == 0 then redis.call('HDEL', K.idx, id) else redis.call('HSET', K.idx, id, table.concat(rest, ' ')) end
 end
 
-local function ensure_group(s)
-  if redis.call('EXISTS', s) == 0 then redis.call('XGROUP', 'CREATE', s, GROUP, '$', 'MKSTREAM') end
+-- A ready message goes to the tail of its band's stream; returns the entry id. The
+-- group is created by the first claim (NOGROUP) if the stream is new.
+local function add_ready(K, band, e, r, d, v)
+  local args = { K.s[band], '*', 'e', e, 'r', r }
+  if d and d ~= '0' then args[#args + 1] = 'd'; args[#args + 1] = d end
+  if v and v ~= '0' and v ~= '' then args[#args + 1] = 'v'; args[#args + 1] = v end
+  return redis.call('XADD', unpack(args))
 end
 
--- A ready message goes to the tail of its band's stream; returns the entry id.
-local function add_ready(base, band, e, r, i, d, v)
-  local s = stream(base, band)
-  ensure_group(s)
-  local eid = redis.call('XADD', s, '*', 'e', e, 'r', r, 'i', i, 'd', d, 'v', v)
-  loc_add(base, i, 's' .. band .. ':' .. eid)
-  return eid
+local function add_delayed(K, due, band, e, r, i, d, v)
+  local mid = int(redis.call('HINCRBY', K.stats, 'seq', 1))
+  redis.call('ZADD', K.delayed, due, mid)
+  redis.call('HSET', K.dly, mid, cmsgpack.pack(band, d, v, r, i, e))
+  idx_add(K, i, 'd:' .. mid)
 end
 
-local function add_delayed(base, due, band, e, r, i, d, v)
-  local mid = int(redis.call('HINCRBY', KEYS[base + STATS], 'seq', 1))
-  redis.call('ZADD', KEYS[base + DELAYED], due, mid)
-  redis.call('HSET', KEYS[base + DLY], mid, cmsgpack.pack(band, d, v, r, i, e))
-  loc_add(base, i, 'd:' .. mid)
-end
-
-local function place(base, now, due, band, e, r, i, d, v)
-  if due > now then add_delayed(base, due, band, e, r, i, d, v) else add_ready(base, band, e, r, i, d, v) end
+local function place(K, now, due, band, e, r, i, d, v)
+  if due > now then add_delayed(K, due, band, e, r, i, d, v) else add_ready(K, band, e, r, d, v) end
 end
 
 -- Due delayed messages (at most `batch`) move to their streams.
-local function promote(base, now, batch)
-  local due = redis.call('ZRANGEBYSCORE', KEYS[base + DELAYED], '-inf', now, 'LIMIT', 0, batch)
+local function promote(K, now, batch)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, batch)
   for _, mid in ipairs(due) do
-    local body = redis.call('HGET', KEYS[base + DLY], mid)
-    redis.call('ZREM', KEYS[base + DELAYED], mid)
+    local body = redis.call('HGET', K.dly, mid)
+    redis.call('ZREM', K.delayed, mid)
     if body then
-      redis.call('HDEL', KEYS[base + DLY], mid)
+      redis.call('HDEL', K.dly, mid)
       local band, d, v, r, i, e = cmsgpack.unpack(body)
-      loc_del(base, i, 'd:' .. mid)
-      add_ready(base, band, e, r, i, d, v)
+      idx_del(K, i, 'd:' .. mid)
+      add_ready(K, band, e, r, d, v)
     end
   end
 end
 
-local function lease_get(base, lid)
-  local raw = redis.call('HGET', KEYS[base + LEASE], lid)
+local function lease_get(K, lid)
+  local raw = redis.call('HGET', K.lease, lid)
   if not raw then return nil end
   local t, c, h, i = cmsgpack.unpack(raw)
   return { t = t, c = c, h = h, i = i }
 end
 
-local function lease_set(base, lid, rec)
-  redis.call('HSET', KEYS[base + LEASE], lid, cmsgpack.pack(rec.t, rec.c, rec.h, rec.i))
+local function lease_set(K, lid, rec)
+  redis.call('HSET', K.lease, lid, cmsgpack.pack(rec.t, rec.c, rec.h, rec.i))
 end
 
 -- The lease record of `lid` when `token` (a string) still holds it, else nil (fenced).
-local function holding(base, lid, token)
-  local rec = lease_get(base, lid)
+local function holding(K, lid, token)
+  local rec = lease_get(K, lid)
   if rec and int(rec.t) == token then return rec end
   return nil
 end
 
 -- Forget a leased entry: acknowledged, deleted from its stream, lease and index gone.
-local function drop_entry(base, band, eid, envid)
-  local s = stream(base, band)
+local function drop_entry(K, band, eid, envid)
+  local s = K.s[band]
   pcall(redis.call, 'XACK', s, GROUP, eid)
   redis.call('XDEL', s, eid)
   local lid = band .. ':' .. eid
-  redis.call('ZREM', KEYS[base + LEASES], lid)
-  redis.call('HDEL', KEYS[base + LEASE], lid)
-  loc_del(base, envid, 's' .. band .. ':' .. eid)
+  redis.call('ZREM', K.leases, lid)
+  redis.call('HDEL', K.lease, lid)
+  idx_del(K, envid, 'l:' .. lid)
 end
 
 -- The group's last-delivered-id (entries after it are undelivered), nil without a group.
@@ -167,7 +177,8 @@ local function read_new(s, count)
   local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', GROUP, READER, 'COUNT', count, 'STREAMS', s, '>')
   if not ok then
     if not string.find(err_text(res), 'NOGROUP') then error(res) end
-    -- The group vanished (an operator destroyed it): every entry left is unacknowledged.
+    -- A new stream (publishing never creates groups), or an operator destroyed the
+    -- group: every entry in the stream is unacknowledged, so the group starts at 0.
     redis.call('XGROUP', 'CREATE', s, GROUP, '0')
     res = redis.call('XREADGROUP', 'GROUP', GROUP, READER, 'COUNT', count, 'STREAMS', s, '>')
   end
@@ -206,4 +217,15 @@ local function bc_trim(s, subs)
     redis.call('XTRIM', s, 'MINID', low)
   end
   return n
+end
+
+-- Settle scripts take a short key list (only what they touch), in this order:
+-- [1] the delivery's band stream, [2] leases, [3] lease, [4] idx, [5] stats,
+-- [6] delayed, [7] dly, [8] dead, [9] deadbody; a script may pass a prefix of it.
+local function settle_keys(band)
+  local K = { s = {} }
+  K.s[band] = KEYS[1]
+  K.leases, K.lease, K.idx, K.stats = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+  K.delayed, K.dly, K.dead, K.deadbody = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  return K
 end

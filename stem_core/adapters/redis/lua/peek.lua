@@ -8,8 +8,9 @@
 -- Reply: flat groups of 4: envelope JSON, holder ('' none), lease deadline us (-1 none), deliveries.
 
 local state, limit, offset = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local K = block(0)
 local now = now_us()
-promote(0, now, tonumber(ARGV[4]))
+promote(K, now, tonumber(ARGV[4]))
 local want = offset + limit
 local rows = {}
 local function add(e, holder, deadline, count)
@@ -18,18 +19,18 @@ end
 
 if state == 'pending' then
   local expired = {}
-  for _, lid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[LEASES], '-inf', now, 'LIMIT', 0, want)) do
+  for _, lid in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, want)) do
     local band = tonumber(string.sub(lid, 1, 1))
     expired[band] = expired[band] or {}
     table.insert(expired[band], lid)
   end
   for band = 9, 0, -1 do
     if #rows >= want then break end
-    local s = stream(0, band)
+    local s = K.s[band]
     for _, lid in ipairs(expired[band] or {}) do
       local eid = string.sub(lid, 3)
       local entry = redis.call('XRANGE', s, eid, eid)[1]
-      local rec = lease_get(0, lid)
+      local rec = lease_get(K, lid)
       if entry and rec and #rows < want then add(field(entry[2], 'e'), '', -1, rec.c) end
     end
     if #rows < want and redis.call('EXISTS', s) == 1 then
@@ -40,20 +41,20 @@ if state == 'pending' then
     end
   end
 elseif state == 'delayed' then
-  for _, mid in ipairs(redis.call('ZRANGE', KEYS[DELAYED], 0, want - 1)) do
-    local body = redis.call('HGET', KEYS[DLY], mid)
+  for _, mid in ipairs(redis.call('ZRANGE', K.delayed, 0, want - 1)) do
+    local body = redis.call('HGET', K.dly, mid)
     if body then
       local _, d, _, _, _, e = cmsgpack.unpack(body)
       add(e, '', -1, tonumber(d) or 0)
     end
   end
 else
-  local leased = redis.call('ZRANGEBYSCORE', KEYS[LEASES], '(' .. int(now), '+inf', 'WITHSCORES', 'LIMIT', 0, want)
+  local leased = redis.call('ZRANGEBYSCORE', K.leases, '(' .. int(now), '+inf', 'WITHSCORES', 'LIMIT', 0, want)
   for k = 1, #leased, 2 do
     local lid = leased[k]
     local band, eid = string.match(lid, '^(%d):(.+)$')
-    local entry = redis.call('XRANGE', stream(0, tonumber(band)), eid, eid)[1]
-    local rec = lease_get(0, lid)
+    local entry = redis.call('XRANGE', K.s[tonumber(band)], eid, eid)[1]
+    local rec = lease_get(K, lid)
     if entry and rec then add(field(entry[2], 'e'), rec.h, tonumber(leased[k + 1]), rec.c) end
   end
 end

@@ -5,15 +5,16 @@
 -- A mid that is no longer delayed (promoted, removed) is skipped.
 -- Reply: how many moved.
 
+local K = block(0)
 local moved = 0
 for k = 1, #ARGV, 3 do
   local mid = ARGV[k]
-  local body = redis.call('HGET', KEYS[DLY], mid)
-  if body and redis.call('ZREM', KEYS[DELAYED], mid) == 1 then
-    redis.call('HDEL', KEYS[DLY], mid)
+  local body = redis.call('HGET', K.dly, mid)
+  if body and redis.call('ZREM', K.delayed, mid) == 1 then
+    redis.call('HDEL', K.dly, mid)
     local band, d, v, _, i, _ = cmsgpack.unpack(body)
-    loc_del(0, i, 'd:' .. mid)
-    add_ready(0, band, ARGV[k + 1], ARGV[k + 2], i, d, v)
+    idx_del(K, i, 'd:' .. mid)
+    add_ready(K, band, ARGV[k + 1], ARGV[k + 2], d, v)
     moved = moved + 1
   end
 end

@@ -1,15 +1,25 @@
--- publish.lua: append messages to one queue (ready -> band stream, future -> delayed).
+-- publish.lua: append many messages to one queue (ready -> band stream, future -> delayed).
 --
 -- KEYS: the queue's 18-key block (lib.lua).
--- ARGV: [1] n, then n x (due us or 0, band, envelope JSON, ready time us, envelope id, lease ms or 0).
+-- ARGV: [1] records, concatenated; each is "<due us>,<band>,<ready us>,<lease ms>,
+--       <id bytes>,<json bytes>:" followed by the envelope id and the envelope JSON
+--       (one argument instead of six per message keeps a batch cheap to send).
 -- A message is delayed when its due time is after the server's clock. Counts enq.
--- Reply: n.
+-- Reply: how many were stored.
 
+local K = block(0)
 local now = now_us()
-local n = tonumber(ARGV[1])
-for k = 0, n - 1 do
-  local a = 2 + k * 6
-  place(0, now, tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], '0', ARGV[a + 5])
+local blob = ARGV[1]
+local pos, n = 1, 0
+while pos <= #blob do
+  local colon = string.find(blob, ':', pos, true)
+  local due, band, r, v, il, el = string.match(string.sub(blob, pos, colon - 1), '^(%d+),(%d),(%d+),(%d+),(%d+),(%d+)$')
+  il, el = tonumber(il), tonumber(el)
+  local i = string.sub(blob, colon + 1, colon + il)
+  local e = string.sub(blob, colon + il + 1, colon + il + el)
+  pos = colon + il + el + 1
+  place(K, now, tonumber(due), tonumber(band), e, r, i, '0', v)
+  n = n + 1
 end
-redis.call('HINCRBY', KEYS[STATS], 'enq', n)
+redis.call('HINCRBY', K.stats, 'enq', n)
 return n

@@ -1,29 +1,31 @@
--- remove.lua: delete messages by envelope id, in any live state (operator action).
+-- remove.lua: delete the delayed and leased copies of messages (operator action).
 --
 -- KEYS: the queue's 18-key block (lib.lua).
 -- ARGV: envelope ids.
 -- A leased copy's holder is fenced: its lease record goes, so its ack is a no-op.
--- Reply: how many messages were removed.
+-- Undelivered copies are not indexed; remove_scan.lua deletes those.
+-- Reply: how many copies were removed.
 
+local K = block(0)
 local removed = 0
 for _, id in ipairs(ARGV) do
-  local cur = redis.call('HGET', KEYS[LOC], id)
+  local cur = redis.call('HGET', K.idx, id)
   if cur then
-    for loc in string.gmatch(cur, '%S+') do
-      if string.sub(loc, 1, 1) == 's' then
-        local band, eid = string.match(loc, '^s(%d):(.+)$')
-        local s = stream(0, tonumber(band))
+    for ref in string.gmatch(cur, '%S+') do
+      local kind, key = string.sub(ref, 1, 1), string.sub(ref, 3)
+      if kind == 'l' then
+        local band, eid = string.match(key, '^(%d):(.+)$')
+        local s = K.s[tonumber(band)]
         pcall(redis.call, 'XACK', s, GROUP, eid)
         removed = removed + redis.call('XDEL', s, eid)
-        redis.call('ZREM', KEYS[LEASES], band .. ':' .. eid)
-        redis.call('HDEL', KEYS[LEASE], band .. ':' .. eid)
+        redis.call('ZREM', K.leases, key)
+        redis.call('HDEL', K.lease, key)
       else
-        local mid = string.sub(loc, 3)
-        removed = removed + redis.call('ZREM', KEYS[DELAYED], mid)
-        redis.call('HDEL', KEYS[DLY], mid)
+        removed = removed + redis.call('ZREM', K.delayed, key)
+        redis.call('HDEL', K.dly, key)
       end
     end
-    redis.call('HDEL', KEYS[LOC], id)
+    redis.call('HDEL', K.idx, id)
   end
 end
 return removed

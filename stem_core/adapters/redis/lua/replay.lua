@@ -7,18 +7,19 @@
 -- someone else) is skipped. Counts enq.
 -- Reply: the envelope ids that moved.
 
+local K = block(0)
 local now = now_us()
 local moved = {}
 local n = tonumber(ARGV[1])
 for k = 0, n - 1 do
   local a = 2 + k * 7
   local id = ARGV[a]
-  if redis.call('HGET', KEYS[DEADBODY], id) == ARGV[a + 1] then
-    redis.call('ZREM', KEYS[DEAD], id)
-    redis.call('HDEL', KEYS[DEADBODY], id)
-    place(0, now, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 2], ARGV[a + 3], id, '0', ARGV[a + 6])
+  if redis.call('HGET', K.deadbody, id) == ARGV[a + 1] then
+    redis.call('ZREM', K.dead, id)
+    redis.call('HDEL', K.deadbody, id)
+    place(K, now, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 2], ARGV[a + 3], id, '0', ARGV[a + 6])
     moved[#moved + 1] = id
   end
 end
-if #moved > 0 then redis.call('HINCRBY', KEYS[STATS], 'enq', #moved) end
+if #moved > 0 then redis.call('HINCRBY', K.stats, 'enq', #moved) end
 return moved

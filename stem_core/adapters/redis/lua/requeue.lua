@@ -8,33 +8,31 @@
 -- with promote_now.lua (a script cannot safely re-encode arbitrary JSON).
 -- Reply: {requeued, mid, envelope JSON, mid, envelope JSON, ...}.
 
-local requeued = 0
+local K = block(0)
 local reply = { 0 }
 for _, id in ipairs(ARGV) do
-  local cur = redis.call('HGET', KEYS[LOC], id)
+  local cur = redis.call('HGET', K.idx, id)
   if cur then
-    for loc in string.gmatch(cur, '%S+') do
-      if string.sub(loc, 1, 1) == 's' then
-        local lid = string.sub(loc, 2)
-        local rec = lease_get(0, lid)
+    for ref in string.gmatch(cur, '%S+') do
+      local kind, key = string.sub(ref, 1, 1), string.sub(ref, 3)
+      if kind == 'l' then
+        local rec = lease_get(K, key)
         if rec then
-          rec.t = redis.call('HINCRBY', KEYS[STATS], 'tok', 1)
+          rec.t = redis.call('HINCRBY', K.stats, 'tok', 1)
           rec.h = ''
-          lease_set(0, lid, rec)
-          redis.call('ZADD', KEYS[LEASES], 0, lid)
-          requeued = requeued + 1
+          lease_set(K, key, rec)
+          redis.call('ZADD', K.leases, 0, key)
+          reply[1] = reply[1] + 1
         end
       else
-        local mid = string.sub(loc, 3)
-        local body = redis.call('HGET', KEYS[DLY], mid)
+        local body = redis.call('HGET', K.dly, key)
         if body then
           local _, _, _, _, _, e = cmsgpack.unpack(body)
-          reply[#reply + 1] = mid
+          reply[#reply + 1] = key
           reply[#reply + 1] = e
         end
       end
     end
   end
 end
-reply[1] = requeued
 return reply

@@ -7,6 +7,7 @@
 -- first undelivered entry and those. Nothing is scanned: O(bands + log n).
 -- Reply: {pending, delayed, inflight, dead, oldest ready time us or -1, now us, enq, done}.
 
+local K = block(0)
 local now = now_us()
 local ready, pel, oldest = 0, 0, -1
 local function older(r)
@@ -14,7 +15,7 @@ local function older(r)
   if r and (oldest < 0 or r < oldest) then oldest = r end
 end
 for band = 0, 9 do
-  local s = stream(0, band)
+  local s = K.s[band]
   if redis.call('EXISTS', s) == 1 then
     local held = 0
     local ok, summary = pcall(redis.call, 'XPENDING', s, GROUP)
@@ -25,21 +26,21 @@ for band = 0, 9 do
     if head then older(field(head[2], 'r')) end
   end
 end
-local expired = redis.call('ZCOUNT', KEYS[LEASES], '-inf', now)
+local expired = redis.call('ZCOUNT', K.leases, '-inf', now)
 if expired > 0 then
-  local lid = redis.call('ZRANGEBYSCORE', KEYS[LEASES], '-inf', now, 'LIMIT', 0, 1)[1]
+  local lid = redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, 1)[1]
   local band, eid = string.match(lid, '^(%d):(.+)$')
-  local entry = redis.call('XRANGE', stream(0, tonumber(band)), eid, eid)[1]
+  local entry = redis.call('XRANGE', K.s[tonumber(band)], eid, eid)[1]
   if entry then older(field(entry[2], 'r')) end
 end
-local due = redis.call('ZCOUNT', KEYS[DELAYED], '-inf', now)
-if due > 0 then older(redis.call('ZRANGE', KEYS[DELAYED], 0, 0, 'WITHSCORES')[2]) end
-local totals = redis.call('HMGET', KEYS[STATS], 'enq', 'done')
+local due = redis.call('ZCOUNT', K.delayed, '-inf', now)
+if due > 0 then older(redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')[2]) end
+local totals = redis.call('HMGET', K.stats, 'enq', 'done')
 return {
   ready + expired + due,
-  redis.call('ZCARD', KEYS[DELAYED]) - due,
+  redis.call('ZCARD', K.delayed) - due,
   math.max(0, pel - expired),
-  redis.call('ZCARD', KEYS[DEAD]),
+  redis.call('ZCARD', K.dead),
   oldest,
   now,
   tonumber(totals[1]) or 0,
