@@ -18,8 +18,9 @@ from stem_core.ops import text as words
 
 from .output import neutralise
 
-# Args and reasons are cut to this many characters in table cells.
+# Args and reasons are cut to this many characters in table cells; queue names to fewer.
 CELL_MAX_CHARS = 60
+QUEUE_MAX_CHARS = 32
 VERDICT_STYLES = {
     "idle": "dim", "scheduled": "dim", "steady": "green", "draining": "green", "busy": "cyan",
     "growing": "yellow", "paused": "yellow", "unknown": "white",
@@ -38,22 +39,63 @@ def short(value: object, limit: int = CELL_MAX_CHARS) -> Text:
     return Text(clean if len(clean) <= limit else clean[: limit - 1] + "…")
 
 
-def _table(*columns: str, title: str | None = None, right: Iterable[str] = ()) -> Table:
-    table = Table(title=t(title) if title else None, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    numeric = set(right)
-    for name in columns:
-        table.add_column(name, justify="right" if name in numeric else "left", no_wrap=True)
-    return table
+# Long free-text columns wrap when the terminal is narrow; the rest keep one line so ids
+# and numbers are never cut. A wrapping column needs at least this many cells.
+WRAPPING_COLUMNS = frozenset({"VERDICT", "STUCK", "ARGS", "REASON", "REPLY", "ERROR", "ARGUMENTS", "RESULT", "VALUE",
+                              "QUEUES", "CAPABILITIES", "URL"})
+WRAP_MIN_CELLS = 16
+
+
+class FitTable:
+    """A table that drops its least important columns (``drop``, first dropped first) until
+    it fits the terminal, so an 80-column SSH session still gets every row on one screen
+    line with the columns that matter."""
+
+    def __init__(self, columns: tuple[str, ...], right: Iterable[str], drop: Iterable[str]) -> None:
+        self.columns = columns
+        self.right = set(right)
+        self.drop = list(drop)
+        self.rows: list[tuple[Text, ...]] = []
+
+    def add_row(self, *cells: Text) -> None:
+        self.rows.append(cells)
+
+    def _min_width(self, index: int) -> int:
+        name = self.columns[index]
+        if name in WRAPPING_COLUMNS:
+            return max(len(name), WRAP_MIN_CELLS)
+        return max([len(name)] + [row[index].cell_len for row in self.rows])
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        keep = list(range(len(self.columns)))
+        for name in self.drop:
+            if sum(self._min_width(i) for i in keep) + len(keep) - 1 <= options.max_width:
+                break
+            keep = [i for i in keep if self.columns[i] != name]
+        table = Table(box=None, pad_edge=False, collapse_padding=True, header_style="bold")
+        for i in keep:
+            name = self.columns[i]
+            wraps = name in WRAPPING_COLUMNS
+            table.add_column(name, justify="right" if name in self.right else "left", no_wrap=not wraps,
+                             overflow="fold" if wraps else "ellipsis", min_width=len(name))
+        for row in self.rows:
+            table.add_row(*(row[i] for i in keep))
+        yield table
+
+
+def _table(*columns: str, right: Iterable[str] = (), drop: Iterable[str] = ()) -> FitTable:
+    return FitTable(columns, right, drop)
 
 
 def overview(ov: Overview) -> Group:
     table = _table("QUEUE", "PENDING", "DELAYED", "IN FLIGHT", "DEAD", "OLDEST", "IN", "OUT", "WORKERS", "VERDICT",
-                   right=("PENDING", "DELAYED", "IN FLIGHT", "DEAD", "OLDEST", "IN", "OUT", "WORKERS"))
+                   right=("PENDING", "DELAYED", "IN FLIGHT", "DEAD", "OLDEST", "IN", "OUT", "WORKERS"),
+                   drop=("IN", "OUT", "DELAYED", "DEAD"))
     for q in ov.queues:
         verdict = q.verdict_text + (f"  [{q.unaccounted_leases} lease(s) held by no live worker]"
                                     if q.unaccounted_leases and q.verdict != "idle" else "")
         table.add_row(
-            t(q.queue), t(q.pending), t(q.delayed), t(q.inflight), t(q.dead, "red" if q.dead else ""),
+            short(q.queue, QUEUE_MAX_CHARS), t(q.pending), t(q.delayed), t(q.inflight), t(q.dead, "red" if q.dead else ""),
             t(words.duration(q.oldest_pending_age)), t(words.rate(q.in_rate)), t(words.rate(q.out_rate)),
             t(f"{len(q.workers)} ({q.active}/{q.worker_slots})" if q.workers else "0"),
             t(verdict, VERDICT_STYLES.get(q.verdict, "")),
@@ -70,7 +112,8 @@ def workers(rows: list[WorkerInfo]) -> Any:
     if not rows:
         return t("no worker heartbeats (no worker running in this namespace)")
     table = _table("WORKER", "HOST", "PID", "QUEUES", "ACTIVE", "RESERVED", "PROCESSED", "FAILED", "PAUSED", "HEARTBEAT",
-                   right=("PID", "ACTIVE", "RESERVED", "PROCESSED", "FAILED", "HEARTBEAT"))
+                   right=("PID", "ACTIVE", "RESERVED", "PROCESSED", "FAILED", "HEARTBEAT"),
+                   drop=("HOST", "PID", "FAILED", "RESERVED", "PAUSED"))
     for w in rows:
         beat = f"{words.duration(w.heartbeat_age)} ago" + (" STALE" if w.stale else "")
         table.add_row(t(w.worker_id), t(w.host), t(w.pid), t(",".join(w.queues)), t(f"{w.active}/{w.concurrency}"),
@@ -83,7 +126,8 @@ def leases(rows: list[LeaseInfo]) -> Any:
     if not rows:
         return t("no messages in flight")
     table = _table("QUEUE", "TASK ID", "NAME", "HOLDER", "HELD FOR", "EXPIRES IN", "HEARTBEAT", "DELIVERIES", "STUCK",
-                   right=("HELD FOR", "EXPIRES IN", "HEARTBEAT", "DELIVERIES"))
+                   right=("HELD FOR", "EXPIRES IN", "HEARTBEAT", "DELIVERIES"),
+                   drop=("DELIVERIES", "NAME", "QUEUE", "HELD FOR"))
     for lease in rows:
         beat = f"{words.duration(lease.heartbeat_age)} ago" if lease.heartbeat_age is not None else "none"
         table.add_row(t(lease.queue), t(lease.id), short(lease.name, 40), t(lease.holder), t(words.duration(lease.held_for)),
@@ -106,13 +150,13 @@ def queue_detail(detail: QueueDetail) -> Group:
         parts.append(t(f"no {detail.state} messages" + (f" at offset {detail.offset}" if detail.offset else "")))
         return Group(*parts)
     if detail.state == "dead":
-        table = _table("TASK ID", "NAME", "DEAD AT", "REASON", "ARGS")
+        table = _table("TASK ID", "NAME", "DEAD AT", "REASON", "ARGS", drop=("ARGS", "DEAD AT"))
         for m in detail.messages:
             env = m["envelope"]
             table.add_row(t(env["id"]), short(env["name"], 40), t(m["dead_at"]), short(m["reason"], 40), short(env["args"]))
     else:
         table = _table("TASK ID", "NAME", "PRIO", "ATTEMPT", "ENQUEUED", "DUE" if detail.state == "delayed" else "HOLDER",
-                       "ARGS", right=("PRIO", "ATTEMPT"))
+                       "ARGS", right=("PRIO", "ATTEMPT"), drop=("ARGS", "ENQUEUED", "PRIO", "ATTEMPT"))
         for m in detail.messages:
             env = m["envelope"]
             extra = env.get("notBefore") if detail.state == "delayed" else m.get("lease_holder")

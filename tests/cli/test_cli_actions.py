@@ -220,3 +220,13 @@ def test_config_redacts_and_names_sources(cli: Cli) -> None:
     assert doc["backend_source"] == "STEM_RESULT_BACKEND_URL" and doc["actor"] == "tester@cli"
     table = cli("config", "--broker", "redis://ann:s3cret@db:6379/0")
     assert "s3cret" not in table.stdout and "redis://ann:***@db:6379/0" in table.stdout
+
+
+def test_bulk_enqueue_shows_a_progress_bar_on_a_terminal(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("".join(json.dumps({"args": {"i": i}}) + "\n" for i in range(1200)))
+    monkeypatch.setattr("stem_tui.cli.output.is_terminal", lambda stream=None: True)
+    result = cli("enqueue", "t.bulk", "-q", "bulk", "--file", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert "1200/1200" in result.stderr and len(result.stdout.split()) == 1200
+    assert stats(cli, "bulk").pending == 1200

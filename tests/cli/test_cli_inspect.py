@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from stem_core.ops import Ops
 from tests.cli.conftest import Cli
 from tests.cli.helpers import claim, heartbeat, inflight_entry
@@ -117,3 +119,12 @@ def test_empty_namespace_reads(cli: Cli) -> None:
     assert "no worker heartbeats" in cli("inspect", "workers").stdout
     assert "no messages in flight" in cli("inspect", "leases").stdout
     assert json.loads(cli("inspect", "leases", "--json").stdout) == []
+
+
+def test_on_a_terminal_watch_redraws_in_place(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene(cli)
+    monkeypatch.setattr("stem_tui.cli.output.is_terminal", lambda stream=None: True)
+    result = cli("inspect", "queues", "--watch", "500ms", "--frames", "2")
+    assert result.exit_code == 0, result.stderr
+    # Rich Live moves the cursor back up to redraw the table instead of printing it twice
+    assert result.stdout.count("emails") >= 2 and "\x1b[" in result.stdout
