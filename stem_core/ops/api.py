@@ -13,12 +13,12 @@ callers share persisted samples (``docs/ops.md``).
 
 from __future__ import annotations
 
-from .actions import ActionMixin
+from .dispatch import DispatchMixin
 
 
-class Ops(ActionMixin):
-    """Reads (``inspect``), explanations (``explain``) and audited actions (``actions``)
-    over a connected broker and result backend."""
+class Ops(DispatchMixin):
+    """Reads (``inspect``), explanations (``explain``), audited repairs (``actions``) and
+    audited sends (``dispatch``) over a connected broker and result backend."""
 
 
 __all__ = ["Ops"]

@@ -1,0 +1,216 @@
+"""The sending half of ``Ops``: pause and resume queues, control commands and raw
+broadcasts to workers, and enqueue. Each takes ``dry_run`` and is audited like the
+repairs in ``actions.py``; enqueue goes through ``Stem.enqueue``/``enqueue_many``, the one
+place enqueue logic lives.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ..control import ControlClient
+from ..control.pause import pause_queues, resume_queues
+from ..control.protocol import normalize_arguments, until_iso
+from ..envelope import Envelope, validate_name
+from ..errors import Unsupported
+from ..settings import CONTROL_TIMEOUT_SECONDS
+from .actions import ActionMixin
+from .base import SAMPLE_SIZE
+from .models import ActionResult
+
+# enqueue_many publishes in batches of this many (one publish_many each) and reports
+# progress after each.
+ENQUEUE_BATCH = 500
+ProgressFn = Callable[[int, int], None]
+
+
+class DispatchMixin(ActionMixin):
+    """Mixed into ``Ops``."""
+
+    async def _live_ids(self) -> list[str]:
+        now = self._now()
+        return sorted(w for w, hb in (await self._heartbeats()).items() if self._alive(hb, now))
+
+    async def pause(
+        self, queues: Iterable[str] | str, *, reason: str | None = None, until: datetime | str | float | None = None,
+        timeout: float = CONTROL_TIMEOUT_SECONDS, dry_run: bool = False,
+    ) -> ActionResult:
+        """Pause ``queues`` for every worker: persisted (a restarted worker stays paused), then
+        told to the live workers. ``until`` (time or seconds from now) ends it by itself."""
+        names = _queue_list(queues)
+        expires = until_iso(until)
+        arguments = {"queues": names, "reason": reason, "until": expires}
+
+        async def work() -> ActionResult:
+            live = await self._live_ids()
+            sample = [{"queue": q, "reason": reason, "until": expires} for q in names[:SAMPLE_SIZE]]
+            if dry_run:
+                return ActionResult("pause", True, len(names), sample, arguments, {"workers": live})
+            detail = await self._tell("pause", {"queues": names, "reason": reason, "until": expires}, live, timeout)
+            if detail is None:
+                await pause_queues(self.backend, names, reason=reason, by=self.actor, until=expires)
+                detail = {"workers": live, "note": "persisted; workers apply it at their next heartbeat"}
+            return ActionResult("pause", False, len(names), sample, arguments, detail, ok=not detail.get("missing"))
+
+        return await self._act("pause", arguments, reason, dry_run, work)
+
+    async def resume(self, queues: Iterable[str] | str, *, timeout: float = CONTROL_TIMEOUT_SECONDS,
+                     dry_run: bool = False, reason: str | None = None) -> ActionResult:
+        """Lift the pause of ``queues``; ``count`` is how many were paused."""
+        names = _queue_list(queues)
+        arguments = {"queues": names}
+
+        async def work() -> ActionResult:
+            paused = await self._pauses()
+            were = [q for q in names if q in paused]
+            live = await self._live_ids()
+            sample = [{"queue": q, "paused_by": paused[q].get("by"), "reason": paused[q].get("reason")} for q in were]
+            if dry_run:
+                return ActionResult("resume", True, len(were), sample[:SAMPLE_SIZE], arguments, {"workers": live})
+            detail = await self._tell("resume", {"queues": names}, live, timeout)
+            if detail is None:
+                await resume_queues(self.backend, names, by=self.actor)
+                detail = {"workers": live, "note": "persisted; workers apply it at their next heartbeat"}
+            return ActionResult("resume", False, len(were), sample[:SAMPLE_SIZE], arguments, detail,
+                                ok=not detail.get("missing"))
+
+        return await self._act("resume", arguments, reason, dry_run, work)
+
+    async def _tell(self, command: str, arguments: dict[str, Any], live: list[str], timeout: float) -> dict[str, Any] | None:
+        """Send ``command`` to the live workers (which also persists it); None when there is
+        nobody to tell or no broadcast to tell them with (the caller persists instead)."""
+        if not live or not self.broker.capabilities.broadcast:
+            return None
+        result = await ControlClient(self.broker, self.backend, by=self.actor).send(command, arguments, timeout=timeout)
+        detail = result.to_dict()
+        detail["replies_from"] = sorted(result.replies)
+        return detail
+
+    async def broadcast(
+        self, command: str, arguments: Mapping[str, Any] | None = None, *, targets: list[str] | None = None,
+        timeout: float = CONTROL_TIMEOUT_SECONDS, dry_run: bool = False, reason: str | None = None,
+    ) -> ActionResult:
+        """Send a control command; ``count`` is how many workers answered, ``ok`` False when a
+        targeted worker did not answer or answered with an error."""
+        if command in ("pause", "resume"):
+            args = normalize_arguments(command, arguments)
+            if command == "pause":
+                return await self.pause(args["queues"], reason=args.get("reason") or reason, until=args.get("until"),
+                                        timeout=timeout, dry_run=dry_run)
+            return await self.resume(args["queues"], timeout=timeout, dry_run=dry_run, reason=reason)
+        args = normalize_arguments(command, arguments)
+        if not self.broker.capabilities.broadcast:
+            raise Unsupported(f"the {self.broker.scheme} broker has no broadcast, so control commands cannot reach workers")
+        arguments_out = {"command": command, "arguments": args, "targets": targets, "timeout": timeout}
+
+        async def work() -> ActionResult:
+            if dry_run:
+                who = sorted(targets) if targets else sorted(await self._heartbeats())
+                return ActionResult("broadcast", True, len(who), [{"worker_id": w} for w in who[:SAMPLE_SIZE]],
+                                    arguments_out, {"targeted": who})
+            result = await ControlClient(self.broker, self.backend, by=self.actor).send(
+                command, args, targets=targets, timeout=timeout)
+            sample = [{"worker_id": w, **reply} for w, reply in list(result.replies.items())[:SAMPLE_SIZE]]
+            detail = result.to_dict()
+            detail["replies_from"] = sorted(result.replies)
+            return ActionResult("broadcast", False, len(result.replies), sample, arguments_out, detail,
+                                ok=result.ok and not result.errors)
+
+        return await self._act("broadcast", arguments_out, reason, dry_run, work)
+
+    async def broadcast_raw(self, channel: str, task: str, args: Mapping[str, Any] | None = None, *,
+                            dry_run: bool = False, reason: str | None = None) -> ActionResult:
+        """Publish one envelope to every subscriber of ``channel``."""
+        validate_name(channel, kind="channel")
+        envelope = Envelope(name=task, args=dict(args or {}))
+        envelope.to_json()  # InvalidEnvelope when the args are not JSON
+        if not self.broker.capabilities.broadcast:
+            raise Unsupported(f"the {self.broker.scheme} broker has no broadcast channels")
+        arguments = {"channel": channel, "task": task, "args": envelope.args}
+
+        async def work() -> ActionResult:
+            if not dry_run:
+                await self.broker.broadcast(channel, envelope)
+            sample = [{"id": envelope.id, "name": task, "channel": channel}]
+            return ActionResult("broadcast-raw", dry_run, 1, sample, arguments, {"ids": [envelope.id]})
+
+        return await self._act("broadcast-raw", arguments, reason, dry_run, work)
+
+    # -- enqueue ----------------------------------------------------------------------
+
+    def _stem(self) -> Any:
+        """One ``Stem`` over the connected adapters: the only place enqueue logic lives."""
+        if self._app is None:
+            from ..app import Stem
+
+            self._app = Stem(broker=self.broker, backend=self.backend)
+        return self._app
+
+    async def enqueue(
+        self, name: str, args: Mapping[str, Any] | None = None, *, queue: str | None = None, priority: int | None = None,
+        delay: float | timedelta | None = None, eta: datetime | None = None, task_id: str | None = None,
+        max_retries: int | None = None, dry_run: bool = False, reason: str | None = None,
+    ) -> ActionResult:
+        """``Stem.enqueue`` (a dry run validates and builds the envelope, publishes nothing)."""
+        options = {"queue": queue, "priority": priority, "delay": delay, "eta": eta, "task_id": task_id,
+                   "max_retries": max_retries}
+        envelope = self._stem().build_envelope(name, args, **options)
+        arguments = {"task": name, "args": dict(args or {}), **{k: v for k, v in options.items() if v is not None}}
+
+        async def work() -> ActionResult:
+            if dry_run:
+                return ActionResult("enqueue", True, 1, [envelope.to_dict()], arguments, {})
+            task = await self._stem().enqueue(name, args, **options)
+            sample = [{"id": task, "name": name, "queue": envelope.queue}]
+            return ActionResult("enqueue", False, 1, sample, arguments, {"ids": [task]})
+
+        return await self._act("enqueue", arguments, reason, dry_run, work)
+
+    async def enqueue_many(
+        self, items: Sequence[tuple[Any, ...]], *, batch_size: int = ENQUEUE_BATCH, on_progress: ProgressFn | None = None,
+        dry_run: bool = False, reason: str | None = None,
+    ) -> ActionResult:
+        """``Stem.enqueue_many`` in batches; every item is validated before anything is sent."""
+        items = list(items)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        app = self._stem()
+        envelopes = []
+        for index, item in enumerate(items):
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise ValueError(f"item {index + 1}: expected (name, args) or (name, args, options)")
+            try:
+                envelopes.append(app.build_envelope(item[0], item[1], **(item[2] if len(item) == 3 else {})))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"item {index + 1}: {exc}") from None
+        names: dict[str, int] = {}
+        for env in envelopes:
+            names[env.name] = names.get(env.name, 0) + 1
+        arguments = {"count": len(items), "tasks": names}
+
+        async def work() -> ActionResult:
+            if dry_run:
+                return ActionResult("enqueue", True, len(envelopes), [e.to_dict() for e in envelopes[:SAMPLE_SIZE]],
+                                    arguments, {})
+            ids: list[str] = []
+            for start in range(0, len(items), batch_size):
+                ids += await app.enqueue_many(items[start:start + batch_size])
+                if on_progress is not None:
+                    on_progress(len(ids), len(items))
+            sample = [{"id": i, "name": e.name, "queue": e.queue} for i, e in zip(ids[:SAMPLE_SIZE], envelopes)]
+            return ActionResult("enqueue", False, len(ids), sample, arguments, {"ids": ids})
+
+        return await self._act("enqueue", arguments, reason, dry_run, work)
+
+
+def _queue_list(queues: Iterable[str] | str) -> list[str]:
+    if isinstance(queues, str):
+        queues = [queues]
+    names = list(dict.fromkeys(validate_name(q) for q in queues))
+    if not names:
+        raise ValueError("name at least one queue")
+    return names
+
+
+__all__ = ["DispatchMixin", "ENQUEUE_BATCH"]
