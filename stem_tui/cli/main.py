@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import typer
 from typer.core import TyperGroup
 
-from .output import EXIT_CODES_HELP, EXIT_FAILED, error
+from .output import EXIT_CODES_HELP, EXIT_FAILED, error, plain
 
 HELP = f"""Stem: background jobs and the tools to operate them.
 
@@ -52,15 +52,21 @@ class StemGroup(TyperGroup):
         argv = normalize_argv(sys.argv[1:] if args is None else args)
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
-        from typer import _click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
-        except _click.exceptions.ClickException as exc:
+        except NoArgsIsHelpError as exc:
+            # `stem` or `stem inspect` alone: the help, on stdout like --help, then exit 2.
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                plain(ctx.get_help())
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
             where = getattr(getattr(exc, "ctx", None), "command_path", None) or "stem"
             error(f"{exc.format_message()} (see '{where} --help')")
             sys.exit(exc.exit_code)
-        except _click.exceptions.Abort:
+        except typer.Abort:
             error("aborted")
             sys.exit(EXIT_FAILED)
         sys.exit(code if isinstance(code, int) else 0)

@@ -111,6 +111,11 @@ def info(message: str) -> None:
     _write(sys.stdout, neutralise(message) + "\n")
 
 
+def plain(text: str) -> None:
+    """Our own text (help), printed as is."""
+    _write(sys.stdout, text.rstrip("\n") + "\n")
+
+
 def lines(items: Iterable[object]) -> None:
     """One neutralised line on stdout per item."""
     _write(sys.stdout, "".join(neutralise(item) + "\n" for item in items))
@@ -286,6 +291,7 @@ __all__ = [
     "info",
     "is_terminal",
     "lines",
+    "plain",
     "neutralise",
     "print_json",
     "print_jsonl",

@@ -131,3 +131,21 @@ def test_health_reports_round_trip_and_capabilities(exe: Exe) -> None:
     assert report["ok"] and broker["reachable"] and broker["rtt_ms"] >= 0 and broker["capabilities"]["durable"] is True
     down = exe("health", "--broker", "redis://127.0.0.1:1/0", "--backend", "redis://127.0.0.1:1/0")
     assert down.returncode == 3 and b"Traceback" not in down.stderr
+
+
+def test_shell_completion_of_commands_and_choices() -> None:
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+               "_STEM_COMPLETE": "complete_bash"}
+        result = subprocess.run([STEM], env=env, capture_output=True, timeout=COMMAND_TIMEOUT_S)
+        assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+        return result.stdout.decode().split()
+
+    assert complete("stem insp") == ["inspect"]
+    assert {"ping", "pause"} <= set(complete("stem broadcast p"))
+    assert complete("stem inspect queue q --state ") == ["pending", "delayed", "inflight", "dead"]
+
+
+def test_bare_group_prints_help_and_exits_2() -> None:
+    result = subprocess.run([STEM, "inspect"], capture_output=True, timeout=COMMAND_TIMEOUT_S)
+    assert result.returncode == 2 and b"leases" in result.stdout and b"Traceback" not in result.stderr
