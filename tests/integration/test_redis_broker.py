@@ -1,0 +1,261 @@
+"""Redis broker: what only this adapter has, checked against the real server (database 9,
+one namespace per test): the key layout, memory that stays flat, lease extension that
+never re-publishes, consumers that never pile up in a group, undecodable entries, lost
+groups and scripts, chunked repairs and broadcast trimming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from stem_core import Envelope, connect_broker
+from stem_core.adapters.redis import RedisBroker
+from stem_core.adapters.redis import inspect as redis_inspect
+from stem_core.adapters.redis.broadcast import SUBSCRIBER_STALE_S
+from stem_core.adapters.redis.keys import channel_keys, queue_block
+from stem_core.envelope import Delivery
+from stem_core.errors import InvalidName
+from tests.contract.helpers import Consumer
+from tests.specs import require_service
+from tests.specs.redis import REDIS_TEST_URL, delete_namespace
+
+BrokerFactory = Callable[..., Awaitable[RedisBroker]]
+# Upper bound for waiting on an event; tests never assert on timings.
+DEADLINE_S = 10.0
+
+
+@pytest.fixture
+async def make_broker(namespace: str) -> AsyncIterator[BrokerFactory]:
+    require_service("redis")
+    opened: list[RedisBroker] = []
+
+    async def make(**options: object) -> RedisBroker:
+        broker = await connect_broker(REDIS_TEST_URL, namespace=namespace, **options)
+        assert isinstance(broker, RedisBroker)
+        opened.append(broker)
+        return broker
+
+    yield make
+    for broker in opened:
+        await broker.close()
+    await delete_namespace(REDIS_TEST_URL, namespace)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Redis]:
+    """A plain client on the test database, for white-box checks."""
+    client = Redis.from_url(REDIS_TEST_URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def subscription(broker: RedisBroker, queues: list[str], **options: object) -> AsyncIterator[AsyncIterator[Delivery]]:
+    it = broker.consume(queues, **options)
+    try:
+        yield it
+    finally:
+        await it.aclose()  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def listening(broker: RedisBroker, raw: Redis, stream: str) -> AsyncIterator[Consumer]:
+    """A channel-only subscription whose group certainly exists (it is made on first read)."""
+    listener = Consumer(broker, [], channels=["ctl"])
+    try:
+        deadline = asyncio.get_running_loop().time() + DEADLINE_S
+        while not (await raw.exists(stream) and await raw.xinfo_groups(stream)):
+            assert asyncio.get_running_loop().time() < deadline, "the subscription never opened"
+            await asyncio.sleep(0.02)
+        yield listener
+    finally:
+        await listener.close()
+
+
+async def next_delivery(it: AsyncIterator[Delivery], timeout: float = DEADLINE_S) -> Delivery:
+    return await asyncio.wait_for(it.__anext__(), timeout)
+
+
+def keys_of(namespace: str, queue: str) -> dict[str, str]:
+    names = [f"s{b}" for b in range(10)] + ["delayed", "dly", "leases", "lease", "idx", "stats", "dead", "deadbody"]
+    return dict(zip(names, queue_block(namespace, queue)))
+
+
+async def test_a_queue_lives_in_one_cluster_slot_and_names_cannot_forge_keys(make_broker: BrokerFactory) -> None:
+    # Every key of a queue carries the same {queue} hash tag
+    block = queue_block("stem", "emails")
+    assert {key_slot(k.encode()) for k in block} == {key_slot(b"emails")}
+    assert len(set(block)) == len(block)
+    # A name that tries to close the tag (or open another) never reaches a key
+    broker = await make_broker()
+    for bad in ("a}:s0", "{x}", "q}"):
+        with pytest.raises(InvalidName):
+            await broker.publish(Envelope(name="t"), queue=bad)
+    # Channels use suffixes no queue key has
+    stream, subs = channel_keys("stem", "emails")
+    assert stream not in block and subs not in block
+
+
+async def test_settled_messages_leave_nothing_behind(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
+    # Given messages published, delayed, leased, acked, nacked and dead-lettered
+    broker = await make_broker()
+    k = keys_of(namespace, "flat")
+    await broker.publish_many([Envelope(name="t", queue="flat", priority=i % 10) for i in range(60)])
+    async with subscription(broker, ["flat"], prefetch=20) as it:
+        handled = 0
+        while handled < 60:
+            delivery = await next_delivery(it)
+            if handled % 7 == 3 and delivery.envelope.attempt == 0:
+                await broker.nack(delivery)  # comes back once
+                continue
+            await broker.ack(delivery)
+            handled += 1
+    # Then the streams, leases and the index hold nothing: memory follows live messages only
+    for band in range(10):
+        assert await raw.xlen(k[f"s{band}"]) == 0
+    assert await raw.zcard(k["leases"]) == 0 and await raw.hlen(k["lease"]) == 0
+    assert await raw.hlen(k["idx"]) == 0 and await raw.zcard(k["delayed"]) == 0 and await raw.hlen(k["dly"]) == 0
+    for band in range(10):
+        if await raw.exists(k[f"s{band}"]):
+            assert (await raw.xpending(k[f"s{band}"], "stem"))["pending"] == 0
+    (stats,) = await broker.queue_stats(["flat"])
+    assert (stats.pending, stats.inflight, stats.enqueued_total, stats.completed_total) == (0, 0, 60, 60)
+
+
+async def test_extend_lease_resets_idle_time_and_never_republishes(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
+    broker = await make_broker()
+    k = keys_of(namespace, "long")
+    await broker.publish(Envelope(name="t", queue="long"))
+    async with subscription(broker, ["long"]) as it:
+        delivery = await next_delivery(it)
+        await asyncio.sleep(0.3)
+        before = (await raw.xpending_range(k["s0"], "stem", "-", "+", 10))[0]
+        deadline = await broker.extend_lease(delivery, 60)
+        after = (await raw.xpending_range(k["s0"], "stem", "-", "+", 10))[0]
+        # Same entry, still one delivery, idle time back near zero, one message in the stream
+        assert after["message_id"] == before["message_id"]
+        assert after["times_delivered"] == before["times_delivered"] == 1
+        assert after["time_since_delivered"] < before["time_since_delivered"]
+        assert await raw.xlen(k["s0"]) == 1
+        assert abs(float(await raw.zscore(k["leases"], f"0:{delivery.receipt.split('|')[2]}")) / 1e6 - deadline.timestamp()) < 0.01
+        await broker.ack(delivery)
+
+
+async def test_consumers_never_accumulate_in_a_group(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
+    broker = await make_broker()
+    k = keys_of(namespace, "crowd")
+    for name in ("worker-a", "worker-b", "worker-c"):
+        await broker.publish(Envelope(name="t", queue="crowd"))
+        async with subscription(broker, ["crowd"], consumer=name) as it:
+            delivery = await next_delivery(it)
+            # The holder is recorded for peek, without a Redis consumer per name
+            (info,) = await broker.peek("crowd", state="inflight")
+            assert info.lease_holder == name
+            await broker.ack(delivery)
+    assert [c["name"] for c in await raw.xinfo_consumers(k["s0"], "stem")] == ["stem"]
+
+
+async def test_an_undecodable_entry_is_dead_lettered_and_does_not_block(make_broker: BrokerFactory, raw: Redis,
+                                                                         namespace: str) -> None:
+    # Given a foreign writer's broken entry ahead of a good message
+    broker = await make_broker()
+    await broker.publish(Envelope(name="t", queue="mixed"))  # registers the queue
+    k = keys_of(namespace, "mixed")
+    async with subscription(broker, ["mixed"]) as it:
+        await broker.ack(await next_delivery(it))
+        await raw.xadd(k["s0"], {"e": "{not json", "r": "0"})
+        good = Envelope(name="good", queue="mixed")
+        await broker.publish(good)
+        # Then the consumer gets the good one and the broken one is a dead letter
+        delivery = await next_delivery(it)
+        assert delivery.envelope.id == good.id
+        await broker.ack(delivery)
+    page = await broker.list_dead_letters("mixed")
+    assert [(e.reason, e.envelope.name) for e in page.entries] == [("invalid-envelope", "<invalid>")]
+    assert "{not json" in page.entries[0].envelope.meta["raw"]
+
+
+async def test_a_destroyed_group_is_recreated_without_losing_messages(make_broker: BrokerFactory, raw: Redis,
+                                                                       namespace: str) -> None:
+    broker = await make_broker()
+    k = keys_of(namespace, "ops")
+    sent = [Envelope(name="t", queue="ops") for _ in range(3)]
+    await broker.publish_many(sent)
+    async with subscription(broker, ["ops"]) as it:
+        await broker.ack(await next_delivery(it))
+    # An operator destroys the group: the remaining entries are still delivered
+    await raw.xgroup_destroy(k["s0"], "stem")
+    async with subscription(broker, ["ops"], prefetch=5) as it:
+        got = {(await next_delivery(it)).envelope.id for _ in range(2)}
+    assert got == {sent[1].id, sent[2].id}
+
+
+async def test_flushed_scripts_are_loaded_again(make_broker: BrokerFactory, raw: Redis) -> None:
+    broker = await make_broker()
+    await broker.publish(Envelope(name="t", queue="s"))
+    await raw.script_flush()
+    await broker.publish(Envelope(name="t", queue="s"))
+    (stats,) = await broker.queue_stats(["s"])
+    assert stats.pending == 2
+
+
+async def test_remove_and_purge_work_through_long_queues_in_chunks(make_broker: BrokerFactory,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small chunks so a few dozen messages span many script calls
+    monkeypatch.setattr(redis_inspect, "REPAIR_BATCH", 7)
+    broker = await make_broker()
+    sent = [Envelope(name="t", queue="long", priority=i % 3) for i in range(40)]
+    await broker.publish_many(sent)
+    doomed = {sent[0].id, sent[17].id, sent[39].id, "no-such-id"}
+    assert await broker.remove("long", doomed) == 3
+    (stats,) = await broker.queue_stats(["long"])
+    assert stats.pending == 37
+    assert await broker.purge("long") == 37
+    (stats,) = await broker.queue_stats(["long"])
+    assert stats.pending == 0
+
+
+async def test_broadcast_streams_keep_only_unread_copies(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
+    broker = await make_broker()
+    stream, subs = channel_keys(namespace, "ctl")
+    # Nobody listens: nothing is kept
+    await broker.broadcast("ctl", Envelope(name="lost"))
+    assert await raw.xlen(stream) == 0
+    async with listening(broker, raw, stream) as listener:
+        for i in range(5):
+            await broker.broadcast("ctl", Envelope(name=f"b{i}"))
+            assert (await listener.expect()).envelope.name == f"b{i}"
+        # Everything the only subscriber read is trimmed at the next publish
+        await broker.broadcast("ctl", Envelope(name="last"))
+        assert await raw.xlen(stream) <= 2
+        assert (await listener.expect()).envelope.name == "last"
+    # Closing the subscription removes its group
+    assert await raw.xinfo_groups(stream) == [] and await raw.zcard(subs) == 0
+
+
+async def test_a_silent_subscriber_is_reaped_and_a_live_one_resubscribes(make_broker: BrokerFactory, raw: Redis,
+                                                                         namespace: str) -> None:
+    broker = await make_broker()
+    stream, subs = channel_keys(namespace, "ctl")
+    async with listening(broker, raw, stream) as listener:
+        await broker.broadcast("ctl", Envelope(name="first"))
+        assert (await listener.expect()).envelope.name == "first"
+        # Its record ages past the stale limit (as if it had stopped reading)
+        (group,) = await raw.zrange(subs, 0, -1)
+        await raw.zadd(subs, {group: 1})
+        await broker.broadcast("ctl", Envelope(name="to-nobody"))
+        assert await raw.xinfo_groups(stream) == []
+        # The live subscriber notices its group is gone and subscribes again
+        deadline = asyncio.get_running_loop().time() + DEADLINE_S
+        while not await raw.xinfo_groups(stream):
+            assert asyncio.get_running_loop().time() < deadline, "the subscriber did not come back"
+            await asyncio.sleep(0.05)
+        await broker.broadcast("ctl", Envelope(name="again"))
+        assert (await listener.expect()).envelope.name == "again"
+    assert SUBSCRIBER_STALE_S > 60  # a subscriber reads at least every second; reaping needs minutes of silence
