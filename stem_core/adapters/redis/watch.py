@@ -4,9 +4,10 @@
 channel in the same atomic step as the write, with a namespace-wide version, so a
 watcher can order and de-duplicate what it sees. A watch subscribes first (and waits for
 the server's confirmation), then reads the current status: no update can fall between
-the two. When the pub/sub connection breaks, every watcher is told to re-read the
-current status once the hub is back (messages sent meanwhile are lost with the
-connection; the re-read catches the latest state).
+the two. When the pub/sub connection breaks (redis-py reconnects and subscribes again by
+itself), every watcher re-reads the current status once the subscription is confirmed
+again: messages sent meanwhile are lost with the connection, the re-read catches the
+latest state.
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ class WatchHub:
                 waiter = self._confirm.get(channel)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
+                else:
+                    # redis-py reconnected and subscribed again by itself: what was
+                    # published meanwhile is lost, so the watchers re-read the status.
+                    for queue in list(self._watchers.get(channel, ())):
+                        queue.put_nowait(RESYNC)
             elif kind == "message":
                 for queue in list(self._watchers.get(channel, ())):
                     queue.put_nowait(msg.get("data"))

@@ -1,0 +1,163 @@
+"""Redis result backend: indexes that follow a status from queue to queue, pruning that
+keeps memory on the result TTL, watches across processes and across a lost pub/sub
+connection. Real server, database 9, one namespace per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from stem_core import TaskState, TaskStatus, connect_backend
+from stem_core.adapters.redis import RedisBackend
+from stem_core.adapters.redis import results as redis_results
+from stem_core.adapters.redis.keys import results_prefix
+from tests.specs import require_service
+from tests.specs.redis import REDIS_TEST_URL, delete_namespace
+
+BackendFactory = Callable[..., Awaitable[RedisBackend]]
+ROOT = Path(__file__).resolve().parents[2]
+# Upper bounds for waiting on an event; tests never assert on timings.
+DEADLINE_S = 10.0
+PROCESS_DEADLINE_S = 60.0
+
+
+@pytest.fixture
+async def make_backend(namespace: str) -> AsyncIterator[BackendFactory]:
+    require_service("redis")
+    opened: list[RedisBackend] = []
+
+    async def make(**options: object) -> RedisBackend:
+        backend = await connect_backend(REDIS_TEST_URL, namespace=namespace, **options)
+        assert isinstance(backend, RedisBackend)
+        opened.append(backend)
+        return backend
+
+    yield make
+    for backend in opened:
+        await backend.close()
+    await delete_namespace(REDIS_TEST_URL, namespace)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_TEST_URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def collect(watch: AsyncIterator[TaskStatus], into: list[str]) -> None:
+    async for status in watch:
+        into.append(status.state.value)
+        if status.state.is_terminal:
+            return
+
+
+async def test_a_status_moving_between_queues_leaves_its_old_index(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    await backend.set_status("t1", "queued", meta={"queue": "a", "task": "x"})
+    await backend.set_status("t2", "queued", meta={"queue": "a", "task": "x"})
+    # When t1 is re-queued elsewhere under another task name
+    await backend.set_status("t1", "running", meta={"queue": "b", "task": "y"})
+    # Then each index lists exactly what it should
+    assert [s.id for s in await backend.list_statuses(queue="a")] == ["t2"]
+    assert [s.id for s in await backend.list_statuses(queue="b")] == ["t1"]
+    assert [s.id for s in await backend.list_statuses(task="x")] == ["t2"]
+    assert [s.id for s in await backend.list_statuses(state="running")] == ["t1"]
+    assert [s.id for s in await backend.list_statuses(state="queued")] == ["t2"]
+    assert [s.id for s in await backend.list_statuses()] == ["t1", "t2"]
+
+
+async def test_expired_statuses_are_pruned_from_every_index(make_backend: BackendFactory, raw: Redis,
+                                                            namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_results, "PRUNE_INTERVAL_S", 0.0)
+    backend = await make_backend()
+    for i in range(5):
+        await backend.set_status(f"old{i}", "succeeded", meta={"queue": "q", "task": "t"}, ttl=0.05)
+    await asyncio.sleep(0.2)
+    # The next write prunes what expired
+    await backend.set_status("new", "queued", meta={"queue": "q", "task": "t"})
+    p = results_prefix(namespace)
+    for index in ("all", "x:succeeded", "q:q", "t:t"):
+        members = await raw.zrange(p + index, 0, -1)
+        assert all(not m.startswith("old") for m in members), index
+    assert await raw.hkeys(p + "ix") == ["new"] and await raw.zrange(p + "exp", 0, -1) == ["new"]
+    assert [s.id for s in await backend.list_statuses(queue="q")] == ["new"]
+
+
+async def test_watch_sees_every_update_written_by_another_process(make_backend: BackendFactory, namespace: str) -> None:
+    backend = await make_backend()
+    await backend.set_status("job", "queued")
+    seen: list[str] = []
+    watcher = asyncio.create_task(collect(backend.watch("job"), seen))
+    await asyncio.wait_for(_until(lambda: seen == ["queued"]), DEADLINE_S)
+    script = (
+        "import asyncio\n"
+        "from stem_core import connect_backend\n"
+        "async def main():\n"
+        f"    b = await connect_backend({REDIS_TEST_URL!r}, namespace={namespace!r})\n"
+        "    for state in ('running', 'retried', 'running', 'succeeded'):\n"
+        "        await b.set_status('job', state)\n"
+        "    await b.close()\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
+    assert await asyncio.wait_for(proc.wait(), PROCESS_DEADLINE_S) == 0
+    await asyncio.wait_for(watcher, DEADLINE_S)
+    assert seen == ["queued", "running", "retried", "running", "succeeded"]
+
+
+async def test_watch_recovers_when_its_pubsub_connection_is_killed(make_backend: BackendFactory, raw: Redis) -> None:
+    backend = await make_backend()
+    writer = await make_backend()
+    await backend.set_status("job", "queued")
+    seen: list[str] = []
+    watcher = asyncio.create_task(collect(backend.watch("job"), seen))
+    await asyncio.wait_for(_until(lambda: seen == ["queued"]), DEADLINE_S)
+    # When the server drops every pub/sub client
+    killed = await raw.client_kill_filter(_type="pubsub")
+    assert killed >= 1
+    # Then later updates still arrive (the hub reconnects and re-reads the status)
+    await writer.set_status("job", "running")
+    await asyncio.wait_for(_until(lambda: seen[-1:] == ["running"]), DEADLINE_S)
+    await writer.set_status("job", "succeeded")
+    await asyncio.wait_for(watcher, DEADLINE_S)
+    assert seen[0] == "queued" and seen[-1] == "succeeded"
+
+
+async def test_closing_the_backend_ends_open_watches(make_backend: BackendFactory) -> None:
+    backend = await make_backend()
+    seen: list[str] = []
+    watcher = asyncio.create_task(collect(backend.watch("never"), seen))
+    await asyncio.sleep(0.1)
+    await backend.close()
+    with pytest.raises(Exception) as caught:
+        await asyncio.wait_for(watcher, DEADLINE_S)
+    assert type(caught.value).__name__ == "BackendUnavailable"
+
+
+async def test_statuses_expire_on_the_server(make_backend: BackendFactory, raw: Redis, namespace: str) -> None:
+    backend = await make_backend(result_ttl=3600)
+    await backend.set_status("kept", TaskState.SUCCEEDED)
+    ttl_ms = await raw.pttl(results_prefix(namespace) + "s:kept")
+    assert 3_500_000 < ttl_ms <= 3_600_000
+    await backend.expire("kept", 30)
+    assert 0 < await raw.pttl(results_prefix(namespace) + "s:kept") <= 30_000
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+def test_subprocess_helper_runs_in_the_project(tmp_path: Path) -> None:
+    # The cross-process test relies on the child importing this checkout's stem_core.
+    out = subprocess.run([sys.executable, "-c", "import stem_core, sys; print(stem_core.__file__)"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert str(ROOT) in out.stdout
