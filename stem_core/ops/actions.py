@@ -14,10 +14,12 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
+from ..clock import to_iso
 from ..contract import MessageInfo
 from ..errors import StemError
 from ..settings import DEFAULT_PAGE_LIMIT
 from .audit import audit_record
+from .commands import equivalent_command
 from .base import LEASES_LIMIT, SAMPLE_SIZE, log
 from .explain import EXPLAIN_PAGE, EXPLAIN_SCAN_LIMIT, ExplainMixin
 from .models import ActionResult
@@ -54,8 +56,9 @@ class ActionMixin(ExplainMixin):
         self, action: str, arguments: dict[str, Any], reason: str | None, dry_run: bool,
         work: Callable[[], Awaitable[ActionResult]],
     ) -> ActionResult:
+        command = equivalent_command(action, arguments)
         if dry_run:
-            return await work()
+            return dataclasses.replace(await work(), command=command)
         try:
             result = await work()
         except Exception as exc:  # audited, then raised unchanged
@@ -66,11 +69,12 @@ class ActionMixin(ExplainMixin):
         summary.update({k: v for k, v in result.detail.items() if k in ("ids", "missing", "replies_from", "errors")})
         if "ids" not in summary:
             summary["sample"] = [s.get("id") or s.get("queue") or s.get("worker_id") for s in result.sample]
-        audit_id, problem = await self._audit(action, arguments, summary, None, reason)
+        recorded = {**arguments, "command": command} if command else arguments
+        audit_id, problem = await self._audit(action, recorded, summary, None, reason)
         detail = dict(result.detail)
         if problem is not None:
             detail["audit_error"] = problem
-        return dataclasses.replace(result, audit_id=audit_id, detail=detail)
+        return dataclasses.replace(result, audit_id=audit_id, detail=detail, command=command)
 
     async def _audit(self, action: str, arguments: dict[str, Any], result: dict[str, Any] | None,
                      error: str | None, reason: str | None) -> tuple[str | None, str | None]:
@@ -163,7 +167,7 @@ class ActionMixin(ExplainMixin):
         wanted = id_set(ids)
         await self.require_queue(queue)
         arguments = {"queue": queue, "ids": sorted(wanted) if wanted else None, "task": task,
-                     "since": since.isoformat() if since else None, "limit": limit,
+                     "since": to_iso(since) if since else None, "limit": limit,
                      "delay": delay.total_seconds() if isinstance(delay, timedelta) else delay}
 
         async def work() -> ActionResult:
@@ -189,7 +193,7 @@ class ActionMixin(ExplainMixin):
             self._require_dead_letters()
         await self.require_queue(queue)
         action = "purge-dead" if dead else "purge"
-        arguments = {"queue": queue, "dead": dead, "since": since.isoformat() if since else None, "limit": limit}
+        arguments = {"queue": queue, "dead": dead, "since": to_iso(since) if since else None, "limit": limit}
 
         async def work() -> ActionResult:
             stats = (await self.broker.queue_stats([queue]))[0]

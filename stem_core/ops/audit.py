@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..clock import to_iso, utcnow
@@ -41,7 +42,12 @@ def default_actor() -> str:
 
 
 def scrub(value: Any) -> Any:
-    """``value`` with every URL's password redacted and long lists and texts bounded."""
+    """``value`` JSON-ready: URL passwords redacted, long lists bounded, times as ISO text,
+    durations as seconds."""
+    if isinstance(value, datetime):
+        return to_iso(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, str):
         return _URL_WITH_USERINFO.sub(lambda m: redact_url(m.group(0)), value)
     if isinstance(value, dict):

@@ -16,6 +16,7 @@ from ..envelope import Envelope, validate_name
 from ..errors import Unsupported
 from ..settings import CONTROL_TIMEOUT_SECONDS
 from .actions import ActionMixin
+from .audit import scrub
 from .base import SAMPLE_SIZE
 from .models import ActionResult
 
@@ -156,7 +157,7 @@ class DispatchMixin(ActionMixin):
         options = {"queue": queue, "priority": priority, "delay": delay, "eta": eta, "task_id": task_id,
                    "max_retries": max_retries}
         envelope = self._stem().build_envelope(name, args, **options)
-        arguments = {"task": name, "args": dict(args or {}), **{k: v for k, v in options.items() if v is not None}}
+        arguments = scrub({"task": name, "args": dict(args or {}), **{k: v for k, v in options.items() if v is not None}})
 
         async def work() -> ActionResult:
             if dry_run:

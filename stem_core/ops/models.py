@@ -187,6 +187,8 @@ class ActionResult(_Model):
     detail: dict[str, Any] = field(default_factory=dict)
     audit_id: str | None = None
     ok: bool = True
+    # The `stem ...` command line doing the same (shown by the TUI, kept in the audit).
+    command: str | None = None
 
 
 __all__ = [

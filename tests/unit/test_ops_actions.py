@@ -283,3 +283,46 @@ async def test_raw_publish_is_visible_to_actions(env: tuple[Ops, Any, Any]) -> N
     ops, broker, _ = env
     await broker.publish(Envelope(name="t.raw", queue="raw"))
     assert (await ops.purge("raw", dry_run=True)).count == 1
+
+
+async def test_every_action_names_its_cli_equivalent(env: tuple[Ops, Any, Any]) -> None:
+    ops, broker, backend = env
+    await enqueue_n(ops, 2)
+    since = utcnow() - timedelta(hours=1)
+    cases = [
+        (ops.requeue("q", stuck_leases=True, limit=5, dry_run=True), "stem requeue q --expired-leases --limit 5"),
+        (ops.requeue("q", ids=["a b"], dry_run=True), "stem requeue q --id 'a b'"),
+        (ops.requeue("q", dead=True, task="t.a", delay=30, dry_run=True), "stem requeue q --dead --task t.a --limit 50 --delay 30s"),
+        (ops.replay("q", since=since, dry_run=True), f"stem dlq replay q --since {ops_iso(since)} --limit 50"),
+        (ops.purge("q", dry_run=True), "stem purge q"),
+        (ops.purge("q", dead=True, limit=3, dry_run=True), "stem dlq purge q --limit 3"),
+        (ops.remove("q", ["x"], dry_run=True), "stem purge q --id x"),
+        (ops.pause(["q"], reason="db work", dry_run=True), "stem broadcast pause --queue q --reason 'db work'"),
+        (ops.resume(["q"], dry_run=True), "stem broadcast resume --queue q"),
+        (ops.broadcast("shutdown", {"mode": "soft"}, targets=["w1"], timeout=3, dry_run=True),
+         "stem broadcast shutdown --worker w1 --timeout 3s --args '{\"mode\":\"soft\"}'"),
+        (ops.broadcast_raw("news", "t.hi", {"a": 1}, dry_run=True), "stem broadcast --channel news t.hi --args '{\"a\":1}'"),
+        (ops.enqueue("t.x", {"k": "it's"}, queue="q", priority=3, dry_run=True),
+         "stem enqueue t.x --args '{\"k\":\"it'\"'\"'s\"}' --queue q --priority 3"),
+    ]
+    for pending, expected in cases:
+        assert (await pending).command == expected
+    done = await ops.purge("q", reason="r")
+    assert done.command == "stem purge q" and (await backend.list_audit())[0]["arguments"]["command"] == "stem purge q"
+
+
+def ops_iso(value: Any) -> str:
+    from stem_core.clock import to_iso
+
+    return to_iso(value)
+
+
+async def test_enqueue_with_a_time_is_audited(env: tuple[Ops, Any, Any]) -> None:
+    ops, _, backend = env
+    eta = utcnow() + timedelta(hours=2)
+    done = await ops.enqueue("t.x", queue="q", eta=eta)
+    later = await ops.enqueue("t.x", queue="q", delay=timedelta(minutes=5))
+    assert "audit_error" not in done.detail and "audit_error" not in later.detail
+    records = await backend.list_audit()
+    assert records[1]["arguments"]["eta"] == ops_iso(eta) and records[0]["arguments"]["delay"] == 300.0
+    assert done.command.endswith(f"--eta {ops_iso(eta)}") and later.command.endswith("--delay 300s")
