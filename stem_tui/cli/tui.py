@@ -1,0 +1,73 @@
+"""``stem tui``: the terminal UI. Textual is imported only when the command runs, so the
+rest of the CLI starts without it."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from stem_core.ops import STALE_AFTER_S
+from stem_core.settings import Settings, redact_url
+
+from .common import BackendOpt, BrokerOpt, NamespaceOpt, StaleAfterOpt, parse_duration, settings_from
+from .output import EXIT_USAGE, fail
+
+ENV_READ_ONLY = "STEM_READ_ONLY"
+ENV_LOW_COLOUR = "STEM_TUI_LOW_COLOUR"
+DEFAULT_REFRESH = "2s"
+# The TUI never polls faster than this.
+MIN_REFRESH_S = 0.5
+
+
+def cli_context(settings: Settings) -> list[str]:
+    """The options an equivalent ``stem`` command needs to reach the same broker: the
+    ones given as flags (the environment is the same for both)."""
+    out: list[str] = []
+    if settings.broker_source == "flag":
+        out += ["--broker", redact_url(settings.broker_url)]
+    if settings.backend_source == "flag":
+        out += ["--backend", redact_url(settings.backend_url)]
+    if settings.namespace_source == "flag":
+        out += ["--namespace", settings.namespace]
+    return out
+
+
+def run_tui(settings: Settings, *, read_only: bool, low_colour: bool, refresh: float, stale_after: float) -> None:
+    """Build the app over ``settings`` and run it in this terminal (blocks until quit)."""
+    from stem_tui.app import StemTui
+    from stem_tui.source import DataSource
+
+    source = DataSource.from_settings(settings, interval=refresh, stale_after=stale_after)
+    app = StemTui(source, read_only=read_only, low_colour=low_colour, cli_context=cli_context(settings))
+    app.run()
+
+
+def tui(
+    read_only: Annotated[bool, typer.Option("--read-only", envvar=ENV_READ_ONLY, show_envvar=True,
+                                            help="Hide every action: look, never touch.")] = False,
+    refresh: Annotated[str, typer.Option("--refresh", help="Refresh interval, e.g. 2s, 5s (+/- change it live).")] = DEFAULT_REFRESH,
+    low_colour: Annotated[bool, typer.Option("--low-colour", "--low-color", envvar=ENV_LOW_COLOUR, show_envvar=True,
+                                             help="16 ANSI colours and ASCII sparklines, for poor terminals and slow links.")] = False,
+    stale_after: StaleAfterOpt = None,
+    broker: BrokerOpt = None,
+    backend: BackendOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Watch queues, leases and workers live; fix a stuck queue without leaving it."""
+    interval = parse_duration(refresh, option="--refresh")
+    if interval < MIN_REFRESH_S:
+        fail(f"--refresh must be at least {MIN_REFRESH_S:g}s", EXIT_USAGE)
+    stale = parse_duration(stale_after, option="--stale-after") if stale_after else STALE_AFTER_S
+    settings = settings_from(broker, backend, namespace)
+    if not os.isatty(1):
+        fail("stem tui needs a terminal (use `stem inspect ... --watch` in scripts)", EXIT_USAGE)
+    run_tui(settings, read_only=read_only, low_colour=low_colour, refresh=interval, stale_after=stale)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tui")(tui)
+
+
+__all__ = ["ENV_READ_ONLY", "cli_context", "register", "run_tui"]

@@ -1,0 +1,1 @@
+"""Modal dialogs of ``stem tui``: action plans and their confirmation, forms, panels."""

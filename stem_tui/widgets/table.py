@@ -1,0 +1,164 @@
+"""``KeyedTable``: a ``DataTable`` kept in step with a list of rows by row key.
+
+Every refresh hands ``sync`` the full list of ``Row``s; the table removes rows whose key
+disappeared, adds new ones, and calls ``update_cell`` only for cells whose text changed.
+It is never cleared and refilled, so the cursor stays on its row and Textual repaints
+only the changed cells (what keeps ``stem tui`` cheap over SSH). Marks (Space) live here
+too, keyed like the rows, so a refresh never moves them to another message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from rich.text import Text
+from textual._two_way_dict import TwoWayDict  # pinned textual 8.2: see _resort
+from textual.binding import Binding
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowDoesNotExist
+
+from .literal import literal
+
+MARK = "●"
+MARK_COLUMN = "mark"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    width: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row: its key and one ``Text`` per column (the mark column excluded)."""
+
+    key: str
+    cells: tuple[Text, ...]
+    order: tuple[object, ...] = ()
+
+
+class KeyedTable(DataTable[Text], inherit_bindings=False):
+    """A row-cursor ``DataTable`` updated in place by row key."""
+
+    # Enter belongs to the view (open / select), so its footer shows what Enter does;
+    # vim keys move the cursor too.
+    BINDINGS = [
+        *(b for b in DataTable.BINDINGS if getattr(b, "key", None) != "enter"),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+    ]
+
+    def __init__(self, columns: Sequence[Column], *, markable: bool = False, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False, cursor_foreground_priority="renderable")
+        self.columns_spec = tuple(columns)
+        self.markable = markable
+        self.marks: set[str] = set()
+        self._plain: dict[str, tuple[str, ...]] = {}
+        self._order: dict[str, tuple[object, ...]] = {}
+
+    def on_mount(self) -> None:
+        if self.markable:
+            self.add_column(Text(" "), width=1, key=MARK_COLUMN)
+        for column in self.columns_spec:
+            self.add_column(Text(column.label, style="bold"), width=column.width, key=column.key)
+
+    # -- rows -------------------------------------------------------------------------
+
+    def sync(self, rows: Sequence[Row]) -> None:
+        """Make the table show exactly ``rows`` (in their order for new rows)."""
+        wanted = {row.key: row for row in rows}
+        for key in [k for k in self._plain if k not in wanted]:
+            self._remove(key)
+        added = False
+        for row in rows:
+            plain = tuple(cell.plain + "\0" + str(cell.style) for cell in row.cells)
+            old = self._plain.get(row.key)
+            if old is None:
+                cells = ((self._mark_cell(row.key),) if self.markable else ()) + tuple(row.cells)
+                self.add_row(*cells, key=row.key)
+                added = True
+            elif old != plain:
+                for column, cell, before in zip(self.columns_spec, row.cells, old):
+                    if cell.plain + "\0" + str(cell.style) != before:
+                        self.update_cell(row.key, column.key, cell, update_width=True)
+            self._plain[row.key] = plain
+            self._order[row.key] = row.order
+        self.marks &= set(wanted)
+        if added and len(self._plain) > 1 and any(self._order.values()) and not self._in_order(rows):
+            # New rows arrive at the bottom; put them in their place (rare: a queue
+            # appearing, a new lease) without touching the others' cells.
+            self._resort()
+
+    def _resort(self) -> None:
+        """Order rows by their ``Row.order`` (the same steps as ``DataTable.sort``, whose
+        public key function sees only cell values, not the row key)."""
+        order = self._order
+        ranked = sorted(self._data, key=lambda rk: order.get(rk.value or "", ()))
+        self._row_locations = TwoWayDict({rk: index for index, rk in enumerate(ranked)})
+        self._update_count += 1
+        self.refresh()
+
+    def _in_order(self, rows: Sequence[Row]) -> bool:
+        shown = [rk.value for rk in self._ordered_keys()]
+        return shown == [row.key for row in sorted(rows, key=lambda r: r.order)]
+
+    def _remove(self, key: str) -> None:
+        self._plain.pop(key, None)
+        self._order.pop(key, None)
+        try:
+            self.remove_row(key)
+        except RowDoesNotExist:
+            pass
+
+    # -- cursor and marks -----------------------------------------------------------------
+
+    @property
+    def current_key(self) -> str | None:
+        """The key of the row under the cursor, or None when the table is empty."""
+        if self.row_count == 0:
+            return None
+        try:
+            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        except Exception:  # noqa: BLE001 - a cursor past the end after rows went away
+            return None
+        return row_key.value
+
+    def select_key(self, key: str) -> None:
+        try:
+            self.move_cursor(row=self.get_row_index(key))
+        except RowDoesNotExist:
+            pass
+
+    def toggle_mark(self) -> None:
+        key = self.current_key
+        if key is None or not self.markable:
+            return
+        self.marks.symmetric_difference_update({key})
+        self.update_cell(key, MARK_COLUMN, self._mark_cell(key))
+
+    def clear_marks(self) -> None:
+        for key in list(self.marks):
+            self.marks.discard(key)
+            if key in self._plain:
+                self.update_cell(key, MARK_COLUMN, self._mark_cell(key))
+
+    def chosen(self) -> list[str]:
+        """The marked rows (in table order), else the row under the cursor."""
+        if self.marks:
+            return [rk.value for rk in self._ordered_keys() if rk.value in self.marks]  # type: ignore[misc]
+        key = self.current_key
+        return [key] if key is not None else []
+
+    def _ordered_keys(self) -> list:  # type: ignore[type-arg]
+        return sorted(self.rows, key=lambda rk: self.get_row_index(rk))
+
+    def _mark_cell(self, key: str) -> Text:
+        return literal(MARK if key in self.marks else " ", "bold")
+
+
+__all__ = ["Column", "KeyedTable", "MARK", "Row"]
