@@ -218,7 +218,10 @@ class ExplainMixin(InspectMixin):
                 message += f" ({status.error.get('type')}: {status.error.get('message')})"
             return Explanation(task_id=task_id, state="done", queue=queue, summary=message,
                                blockers=[Blocker("done", message)], status=status_dict)
-        if scanned_out:
+        if not self.broker.capabilities.peek:
+            message = (f"status is {status.state.value}; the {self.broker.scheme} broker cannot peek at messages, so "
+                       "Stem cannot say where in the queue it is")
+        elif scanned_out:
             message = (f"status is {status.state.value} but the task is not among the first {EXPLAIN_SCAN_LIMIT} "
                        "pending or delayed messages: it is queued further back")
         else:

@@ -209,7 +209,13 @@ async def present(
     shown = 0
     with Watch(fmt) as screen:
         while True:
-            value = await fetch()
+            try:
+                value = await fetch()
+            except BrokerUnavailable as exc:
+                # A watch outlives a broker restart: say so, keep trying at the same pace.
+                screen.problem(f"{exc} (retrying every {interval:g}s)")
+                await asyncio.sleep(interval)
+                continue
             screen.show(data(value), lambda: render(value))
             shown += 1
             if frames is not None and shown >= frames:

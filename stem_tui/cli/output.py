@@ -203,6 +203,19 @@ class Watch:
         else:
             print_renderable(render())
 
+    def problem(self, message: str) -> None:
+        """A fetch failed: a JSON line ``{"error": ...}``, else a red line (in place on a terminal)."""
+        if self.fmt in ("json", "jsonl"):
+            print_jsonl([{"error": scrub(message)}])
+            return
+        from rich.text import Text
+
+        line = Text(f"unreachable: {neutralise(message)}", style="bold red")
+        if self._live is not None:
+            self._live.update(line, refresh=True)
+        else:
+            print_renderable(line)
+
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.stop()

@@ -128,3 +128,24 @@ def test_on_a_terminal_watch_redraws_in_place(cli: Cli, monkeypatch: pytest.Monk
     assert result.exit_code == 0, result.stderr
     # Rich Live moves the cursor back up to redraw the table instead of printing it twice
     assert result.stdout.count("emails") >= 2 and "\x1b[" in result.stdout
+
+
+def test_watch_keeps_going_when_the_broker_drops_out(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stem_core.errors import BrokerUnavailable
+    from stem_core.ops import Ops as OpsClass
+
+    scene(cli)
+    real = OpsClass.workers
+    calls = {"n": 0}
+
+    async def flaky(self: OpsClass) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BrokerUnavailable("redis at redis://x:***@h went away")
+        return await real(self)
+
+    monkeypatch.setattr(OpsClass, "workers", flaky)
+    result = cli("inspect", "workers", "--watch", "500ms", "--frames", "1", "--jsonl")
+    first, second = result.stdout.splitlines()
+    assert result.exit_code == 0 and "went away" in json.loads(first)["error"]
+    assert {w["worker_id"] for w in json.loads(second)} == {"w-live", "w-dead"}
