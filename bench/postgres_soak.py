@@ -85,7 +85,7 @@ async def main() -> None:
         start = time.perf_counter()
         peaks = {name: 0 for name in TABLES}
         try:
-            while (elapsed := time.perf_counter() - start) < args.minutes * 60:
+            while time.perf_counter() - start < args.minutes * 60:
                 await asyncio.sleep(args.sample)
                 for name, row in (await sample(conn, schema, time.perf_counter() - start)).items():
                     peaks[name] = max(peaks[name], row["n_dead_tup"])

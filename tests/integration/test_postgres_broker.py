@@ -378,3 +378,13 @@ async def test_janitor_vacuums_a_table_full_of_dead_rows(make_broker: BrokerFact
         await asyncio.sleep(0.1)
     assert await vacuum_if_needed(broker._check_open(), schema_name(namespace), ("jobs", "queue_counts")) == ["jobs"]
     assert await dead() < VACUUM_MIN_DEAD_ROWS
+
+
+async def test_settle_pool_grows_with_the_prefetch(make_broker: BrokerFactory) -> None:
+    broker = await make_broker(pool_size=2)
+    await broker.publish(Envelope(name="x"))
+    it = broker.consume("default", prefetch=12)
+    await broker.ack(await next_delivery(it))
+    settle = await broker._settle_pool()
+    assert settle.pool.max_size >= 13  # room for every unsettled delivery to settle at once
+    await it.aclose()

@@ -19,6 +19,7 @@ from ...contract.types import DeadLetterEntry, DeadLetterPage, MessageInfo, Queu
 from .rows import decode, publish_many_params
 
 if TYPE_CHECKING:
+    from ...envelope import Envelope
     from .connection import Database
     from .sql import Queries
 
@@ -30,7 +31,11 @@ class InspectMixin:
 
     _q: "Queries"
 
-    def _check_open(self) -> "Database": ...  # provided by PostgresBroker
+    if TYPE_CHECKING:  # provided by PostgresBroker and the Broker base class
+        def _check_open(self) -> "Database": ...
+
+        @staticmethod
+        def replayed_envelope(envelope: Envelope, delay: float | None, *, now: datetime | None = None) -> Envelope: ...
 
     async def list_queues(self) -> list[str]:
         rows = await self._check_open().fetch(self._q.list_queues)
@@ -122,7 +127,7 @@ class InspectMixin:
                     return entries
                 now = utcnow()
                 replayed = [
-                    self.replayed_envelope(e.envelope, delay, now=now).replace(queue=queue)  # type: ignore[attr-defined]
+                    self.replayed_envelope(e.envelope, delay, now=now).replace(queue=queue)
                     for e in entries
                 ]
                 await conn.execute(q.dead_delete_ids, {"ids": [row[0] for row in rows]})
