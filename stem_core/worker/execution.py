@@ -94,12 +94,17 @@ class Executor:
 
     # -- entry point ----------------------------------------------------------------
 
-    async def process(self, held: Held) -> None:
-        """Run ``held`` (already in a concurrency slot) and settle it, whatever happens."""
+    async def process(self, held: Held, release_slot: Callable[[], None] = lambda: None) -> None:
+        """Run ``held`` (already in a concurrency slot) and settle it, whatever happens.
+
+        ``release_slot`` is called as soon as the body is over: writing the final status
+        and acking are bookkeeping, and the next task may start meanwhile (the number of
+        deliveries held, settling ones included, stays bounded by prefetch).
+        """
         env = held.delivery.envelope
         held.meta = {"task": env.name, "queue": held.queue, "max_retries": env.max_retries, "worker": self.worker_id}
         try:
-            await self._process(held)
+            await self._process(held, release_slot)
             self.counters.processed += 1
         except asyncio.CancelledError:
             raise
@@ -110,7 +115,7 @@ class Executor:
             except StemError as nack_exc:
                 log.error("could not give task %s back (%s); it returns when its lease expires", env.id, nack_exc)
 
-    async def _process(self, held: Held) -> None:
+    async def _process(self, held: Held, release_slot: Callable[[], None]) -> None:
         env = held.delivery.envelope
         meta = held.meta
         task = self.app.registry.get(env.name)
@@ -127,8 +132,16 @@ class Executor:
         held.started_at = utcnow()
         held.started_mono = monotonic()
         meta["started_at"] = to_iso(held.started_at)
-        await self.backend.set_status(env.id, TaskState.RUNNING, attempt=env.attempt, meta=meta)
-        kind, value = await self._run_body(task, held)
+        # The running status is written while the body starts (one round trip less per
+        # task); every later write of this task waits for it, so the order holds.
+        held.running_write = asyncio.ensure_future(
+            self.backend.set_status(env.id, TaskState.RUNNING, attempt=env.attempt, meta=dict(meta))
+        )
+        try:
+            kind, value = await self._run_body(task, held)
+        finally:
+            release_slot()
+            await self._running_written(held)
         meta["finished_at"] = to_iso(utcnow())
         meta["runtime"] = round(held.runtime() or 0.0, 6)
         meta.pop("progress", None)
@@ -184,10 +197,22 @@ class Executor:
             return "error", exc
         return "ok", body.result()
 
+    async def _running_written(self, held: Held) -> None:
+        write, held.running_write = held.running_write, None
+        if write is None:
+            return
+        try:
+            await asyncio.shield(write)
+        except StemError as exc:
+            # Not fatal: the final status is what matters (and if that fails too, the
+            # delivery is nacked and the task runs again).
+            log.warning("could not write the running status of task %s: %s", held.id, exc)
+
     async def progress(self, held: Held, data: dict[str, Any]) -> None:
         """``ctx.progress``: the running status with ``meta.progress``."""
         if held.cancel_reason is not None or held.state == SETTLED:
             return  # an abandoned body must not overwrite the final status
+        await self._running_written(held)
         held.meta["progress"] = data
         await self.backend.set_status(held.id, TaskState.RUNNING, attempt=held.delivery.envelope.attempt, meta=held.meta)
 

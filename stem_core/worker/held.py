@@ -37,6 +37,8 @@ class Held:
     lease_lost: bool = False
     # The status meta of this run (task, queue, worker, started_at...), reused by progress().
     meta: dict[str, Any] = field(default_factory=dict)
+    # The pending write of the running status (awaited before any later status write).
+    running_write: "asyncio.Future[Any] | None" = None
     # The asyncio task handling this delivery (cancelled while reserved at shutdown).
     handler: "asyncio.Task[None] | None" = None
     renew_at: float = 0.0

@@ -257,14 +257,18 @@ class Worker:
             if self.stopping or held.queue in self.paused:
                 await self._executor.give_back(held)
                 return
-            async with self._slots:
+            await self._slots.acquire()
+            slot = _Slot(self._slots)
+            try:
                 if held.lease_lost:
                     await self._drop(held)
                 elif self.stopping or held.queue in self.paused:
                     await self._executor.give_back(held)
                 else:
                     held.state = ACTIVE
-                    await self._executor.process(held)
+                    await self._executor.process(held, slot.release)
+            finally:
+                slot.release()
         except asyncio.CancelledError:
             # Shutdown, a pause of this queue, or a lost lease while reserved.
             await self._release(held)
@@ -425,6 +429,21 @@ class Worker:
                     held.body.cancel()
             elif held.handler is not None:
                 held.handler.cancel()
+
+
+class _Slot:
+    """One acquired concurrency slot, released exactly once."""
+
+    __slots__ = ("_semaphore", "_held")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
 
 
 async def cancel_and_wait(*tasks: "asyncio.Task[Any]") -> None:

@@ -77,33 +77,38 @@ async def test_failing_task_is_retried_then_dead_lettered(app_factory: Callable[
     assert worker.counters.retried == 2 and worker.counters.failed == 1
 
 
-async def test_retried_status_is_written_between_attempts(app_factory: Callable[[], Stem]) -> None:
-    # Given a task that fails once then succeeds, with a 0.2 s explicit retry delay
+async def test_status_sequence_of_a_task_that_is_retried_once(app_factory: Callable[[], Stem]) -> None:
+    # Given a task that fails once (0.2 s explicit retry delay) then succeeds
     app = app_factory()
-    observed: list[TaskState] = []
 
     @app.task(name="flaky", max_retries=3)
     async def flaky(ctx: TaskContext) -> str:
         if ctx.attempt == 0:
             raise Retry("try later", delay=0.2)
-        status = await app.backend.get_status(ctx.task_id)
-        assert status is not None
-        observed.append(status.state)
         return "ok"
 
     task_id = await app.enqueue("flaky")
+    seen: list[TaskState] = []
+    retried: list[object] = []
+
+    async def watch() -> None:
+        async for status in app.backend.watch(task_id):
+            seen.append(status.state)
+            if status.state is TaskState.RETRIED:
+                retried.append(status)
+            if status.state.is_terminal:
+                return
+
+    watcher = asyncio.create_task(watch())
+    # When a worker runs it
     async with running(Worker(app, concurrency=1)):
-        retried = await wait_until(lambda: _state_is(app, task_id, TaskState.RETRIED), message="retried status")
-        # Then the retried status carries the error and when the next attempt is due
-        assert retried.error["type"] == "Retry" and retried.meta["retry_in"] == 0.2
-        done = await app.wait(task_id, timeout=60)
-    assert done.state is TaskState.SUCCEEDED and done.attempt == 1
-    assert observed == [TaskState.RUNNING]
-
-
-async def _state_is(app: Stem, task_id: str, state: TaskState) -> object:
-    status = await app.backend.get_status(task_id)
-    return status if status is not None and status.state is state else None
+        await asyncio.wait_for(watcher, 60)
+    # Then every state was written, in order, and the retry says why and when
+    assert seen == [TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRIED, TaskState.RUNNING, TaskState.SUCCEEDED]
+    [status] = retried
+    assert status.error["type"] == "Retry" and status.meta["retry_in"] == 0.2 and status.attempt == 0
+    done = await app.backend.get_status(task_id)
+    assert done is not None and done.attempt == 1 and done.payload == "ok"
 
 
 async def test_reject_fails_without_retry(app_factory: Callable[[], Stem]) -> None:
