@@ -65,6 +65,7 @@ class StemTui(App[None]):
         low_colour: bool = False,
         cli_context: Sequence[str] = (),
         blink: bool = True,
+        exit_after: float | None = None,
     ) -> None:
         super().__init__(ansi_color=True if low_colour else None)
         self.source = source
@@ -76,6 +77,7 @@ class StemTui(App[None]):
         self.events = EventLog()
         self.filter = FilterQuery()
         self.problem: str | None = None
+        self.exit_after = exit_after
         if low_colour:
             self.theme = "ansi-dark"
 
@@ -84,6 +86,8 @@ class StemTui(App[None]):
     def on_mount(self) -> None:
         self.source.attach(self)
         self.set_interval(AGE_TICK_S, self.tick_age, name="stem-age")
+        if self.exit_after is not None:
+            self.set_timer(self.exit_after, self.exit, name="stem-exit-after")
         self.source.start()
 
     async def on_unmount(self) -> None:
@@ -292,9 +296,6 @@ class StemTui(App[None]):
             return
         self.run_worker(self._preview(plan), group="stem-action", exit_on_error=False)
 
-    def command_for(self, plan: plans.Plan, frozen: Sequence[list[str] | None]) -> str:
-        return " && ".join(plans.command_line(step.argv(ids), self.cli_context) for step, ids in zip(plan.steps, frozen))
-
     async def _preview(self, plan: plans.Plan) -> None:
         try:
             results = []
@@ -304,7 +305,7 @@ class StemTui(App[None]):
             self.post_message(ActionFailed(plan.title, describe_error(exc)))
             return
         preview = plans.Preview(plan, tuple(results))
-        command = self.command_for(plan, plan.frozen_ids(preview.results))
+        command = plans.command_line(preview.results, self.cli_context)
         if plan.destructive and preview.count == 0:
             self.notify(clean(f"{plan.title}: nothing to {plan.verb} (0 {plan.noun})"), severity="warning", markup=False)
             return
@@ -331,7 +332,7 @@ class StemTui(App[None]):
             self.post_message(ActionFailed(plan.title, describe_error(exc), command))
             self.source.refresh_now()
             return
-        self.post_message(ActionFinished(plan.title, _merge(results, plan), command))
+        self.post_message(ActionFinished(plan.title, _merge(results, plan), plans.command_line(results, self.cli_context)))
         self.source.refresh_now()
 
     def on_action_finished(self, message: ActionFinished) -> None:

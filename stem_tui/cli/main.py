@@ -92,7 +92,7 @@ def _root() -> None:
 
 # One module per noun (stem_tui/cli/<name>.py), each with ``register(app: typer.Typer)``.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "enqueue", "inspect", "requeue", "broadcast", "purge", "dlq", "health", "config", "worker",
+    "enqueue", "inspect", "requeue", "broadcast", "purge", "dlq", "health", "config", "worker", "tui", "demo",
 )
 _registered = False
 

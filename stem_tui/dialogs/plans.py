@@ -17,19 +17,15 @@ from stem_core.ops import ActionResult, Ops
 from stem_core.settings import DEFAULT_PAGE_LIMIT
 
 RunFn = Callable[[Ops, bool, "list[str] | None", "str | None"], Awaitable[ActionResult]]
-ArgvFn = Callable[["list[str] | None"], "list[str]"]
-# The equivalent command names at most this many ids before saying "...".
-COMMAND_MAX_IDS = 20
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One ``Ops`` call. ``run(ops, dry_run, frozen_ids, reason)``; ``argv(frozen_ids)``
-    is the ``stem`` command doing the same. ``freeze``: the real run gets the ids the
-    preview found (``detail["ids"]``)."""
+    """One ``Ops`` call: ``run(ops, dry_run, frozen_ids, reason)``. ``freeze``: the real
+    run gets the ids the preview found (``detail["ids"]``). The equivalent ``stem``
+    command comes with each result (``ActionResult.command``)."""
 
     run: RunFn
-    argv: ArgvFn
     freeze: bool = False
 
 
@@ -63,18 +59,12 @@ class Preview:
         return [item for r in self.results for item in r.sample]
 
 
-def command_line(argv: list[str], context: Sequence[str] = ()) -> str:
-    """``argv`` (plus the --broker/--namespace the TUI runs with) as one shell line."""
-    return shlex.join(["stem", *argv, *context])
-
-
-def id_options(ids: Sequence[str] | None, flag: str = "--id") -> list[str]:
-    out: list[str] = []
-    for value in list(ids or [])[:COMMAND_MAX_IDS]:
-        out += [flag, value]
-    if ids and len(ids) > COMMAND_MAX_IDS:
-        out.append(f"...({len(ids) - COMMAND_MAX_IDS} more ids)")
-    return out
+def command_line(results: Sequence[ActionResult], context: Sequence[str] = ()) -> str:
+    """The ``stem`` commands of ``results`` (plus the --broker/--namespace the TUI runs
+    with) as one shell line."""
+    extra = (" " + shlex.join(context)) if context else ""
+    lines = [r.command + extra for r in results if r.command]
+    return " && ".join(lines) if lines else "(no single stem command does this)"
 
 
 def _by_queue(items: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
@@ -93,7 +83,6 @@ def requeue_ids(items: Sequence[tuple[str, str]]) -> Plan:
     for queue, ids in _by_queue(items).items():
         steps.append(Step(
             run=lambda ops, dry, frozen, why, q=queue, i=tuple(ids): ops.requeue(q, ids=frozen or list(i), dry_run=dry, reason=why),
-            argv=lambda frozen, q=queue, i=tuple(ids): ["requeue", q, *id_options(frozen or list(i)), "--yes"],
             freeze=True,
         ))
     return Plan(f"Requeue {len(items)} message(s)", "requeue", "message(s)", tuple(steps))
@@ -104,7 +93,6 @@ def requeue_stuck(queue: str) -> Plan:
         f"Requeue the stuck leases of {queue}", "requeue", "stuck lease(s)",
         (Step(
             run=lambda ops, dry, frozen, why: ops.requeue(queue, stuck_leases=True, ids=frozen, dry_run=dry, reason=why),
-            argv=lambda frozen: ["requeue", queue, "--expired-leases", *id_options(frozen), "--yes"],
             freeze=True,
         ),),
         note="Only the leases stuck now are taken back; any that recovered since are left alone.",
@@ -120,20 +108,14 @@ def replay(queue: str, ids: Sequence[str] | None = None, limit: int | None = Non
         count = max(1, len(chosen)) if chosen else (limit or DEFAULT_PAGE_LIMIT)
         return await ops.replay(queue, ids=chosen, limit=count, dry_run=dry, reason=why)
 
-    def argv(frozen: list[str] | None) -> list[str]:
-        chosen = frozen if frozen is not None else fixed
-        extra = id_options(chosen) if chosen else (["--limit", str(limit)] if limit else [])
-        return ["dlq", "replay", queue, *extra, "--yes"]
-
     what = f"{len(fixed)} dead letter(s)" if fixed else "the dead letters"
-    return Plan(f"Replay {what} of {queue}", "replay", "dead letter(s)", (Step(run, argv, freeze=True),))
+    return Plan(f"Replay {what} of {queue}", "replay", "dead letter(s)", (Step(run, freeze=True),))
 
 
 def purge(queue: str) -> Plan:
     return Plan(
         f"Purge {queue}", "purge", "pending and delayed message(s)",
-        (Step(run=lambda ops, dry, frozen, why: ops.purge(queue, dry_run=dry, reason=why),
-              argv=lambda frozen: ["purge", queue, "--yes"]),),
+        (Step(lambda ops, dry, frozen, why: ops.purge(queue, dry_run=dry, reason=why)),),
         note="Purge deletes what is pending or delayed when you confirm (in-flight messages are kept).",
     )
 
@@ -141,8 +123,7 @@ def purge(queue: str) -> Plan:
 def purge_dead(queue: str) -> Plan:
     return Plan(
         f"Purge the dead letters of {queue}", "purge", "dead letter(s)",
-        (Step(run=lambda ops, dry, frozen, why: ops.purge(queue, dead=True, dry_run=dry, reason=why),
-              argv=lambda frozen: ["purge", queue, "--dead", "--yes"]),),
+        (Step(lambda ops, dry, frozen, why: ops.purge(queue, dead=True, dry_run=dry, reason=why)),),
         note="Deletes every dead letter of the queue when you confirm; there is no undo.",
     )
 
@@ -152,7 +133,6 @@ def remove(items: Sequence[tuple[str, str]]) -> Plan:
     for queue, ids in _by_queue(items).items():
         steps.append(Step(
             run=lambda ops, dry, frozen, why, q=queue, i=tuple(ids): ops.remove(q, frozen or list(i), dry_run=dry, reason=why),
-            argv=lambda frozen, q=queue, i=tuple(ids): ["purge", q, *id_options(frozen or list(i)), "--yes"],
             freeze=True,
         ))
     return Plan(f"Remove {len(items)} message(s)", "remove", "message(s)", tuple(steps))
@@ -160,27 +140,15 @@ def remove(items: Sequence[tuple[str, str]]) -> Plan:
 
 def pause(queues: Sequence[str], reason: str | None, until: float | None) -> Plan:
     names = list(queues)
-
-    def argv(frozen: list[str] | None) -> list[str]:
-        out = ["broadcast", "pause"]
-        for q in names:
-            out += ["--queue", q]
-        if reason:
-            out += ["--reason", reason]
-        if until:
-            out += ["--until", f"{until:g}s"]
-        return out
-
     return Plan(f"Pause {', '.join(names)}", "pause", "queue(s)",
-                (Step(lambda ops, dry, frozen, why: ops.pause(names, reason=reason or why, until=until, dry_run=dry), argv),),
+                (Step(lambda ops, dry, frozen, why: ops.pause(names, reason=reason or why, until=until, dry_run=dry)),),
                 destructive=False)
 
 
 def resume(queues: Sequence[str]) -> Plan:
     names = list(queues)
     return Plan(f"Resume {', '.join(names)}", "resume", "queue(s)",
-                (Step(lambda ops, dry, frozen, why: ops.resume(names, dry_run=dry, reason=why),
-                      lambda frozen: ["broadcast", "resume", *[x for q in names for x in ("--queue", q)]]),),
+                (Step(lambda ops, dry, frozen, why: ops.resume(names, dry_run=dry, reason=why)),),
                 destructive=False)
 
 
@@ -190,45 +158,17 @@ DESTRUCTIVE_COMMANDS = frozenset({"shutdown", "revoke"})
 
 def broadcast(command: str, arguments: dict[str, Any], targets: Sequence[str] | None, timeout: float) -> Plan:
     chosen = list(targets) if targets else None
-
-    def argv(frozen: list[str] | None) -> list[str]:
-        out = ["broadcast", command]
-        for worker in chosen or []:
-            out += ["--worker", worker]
-        if command == "revoke":
-            out += id_options(arguments.get("task_ids"), "--task-id")
-            if arguments.get("terminate"):
-                out.append("--terminate")
-        elif command == "shutdown" and arguments.get("mode"):
-            out += ["--mode", str(arguments["mode"])]
-        out += ["--timeout", f"{timeout:g}s"]
-        return out
-
     who = ", ".join(chosen) if chosen else "every live worker"
     return Plan(f"Broadcast {command} to {who}", "broadcast", "worker(s)",
                 (Step(lambda ops, dry, frozen, why: ops.broadcast(command, arguments, targets=chosen, timeout=timeout,
-                                                                  dry_run=dry, reason=why), argv),),
+                                                                  dry_run=dry, reason=why)),),
                 destructive=command in DESTRUCTIVE_COMMANDS)
 
 
 def enqueue(name: str, args: dict[str, Any], queue: str | None, priority: int | None, delay: float | None) -> Plan:
-    import json
-
-    def argv(frozen: list[str] | None) -> list[str]:
-        out = ["enqueue", name]
-        if args:
-            out += ["--args", json.dumps(args, separators=(",", ":"), ensure_ascii=False)]
-        if queue:
-            out += ["--queue", queue]
-        if priority is not None:
-            out += ["--priority", str(priority)]
-        if delay:
-            out += ["--delay", f"{delay:g}s"]
-        return out
-
     return Plan(f"Enqueue {name}", "enqueue", "task(s)",
                 (Step(lambda ops, dry, frozen, why: ops.enqueue(name, args, queue=queue, priority=priority, delay=delay,
-                                                                dry_run=dry, reason=why), argv),),
+                                                                dry_run=dry, reason=why)),),
                 destructive=False)
 
 

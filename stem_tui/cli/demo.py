@@ -1,0 +1,126 @@
+"""``stem demo``: workers and a producer on the embedded SQLite default (or any
+``--broker``), with ``stem tui`` open on them; everything it started stops on exit.
+
+    stem demo                               # the TUI on a live, slightly broken system
+    stem demo --no-tui --duration 10s       # headless: run, print the queues, stop
+
+The demo's data lives in namespace ``demo`` unless ``--namespace``/``STEM_NAMESPACE`` says
+otherwise, so it never mixes with real queues on the same broker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stem_core.adapters import connect_backend, connect_broker
+from stem_core.ops import STALE_AFTER_S
+from stem_core.settings import ENV_NAMESPACE, Settings, redact_url
+
+from .common import BackendOpt, BrokerOpt, NamespaceOpt, open_ops, parse_duration, run, settings_from
+from .output import EXIT_FAILED, EXIT_USAGE, emit, fail, info
+
+DEMO_NAMESPACE = "demo"
+DEFAULT_RATE = 20.0
+DEFAULT_WORKERS = 3
+MAX_WORKERS = 16
+# Headless runs check on the children this often.
+WATCH_S = 0.25
+
+
+async def clear_demo_queues(settings: Settings) -> None:
+    """Empty the demo's queues (pending, delayed, dead) so each demo starts clean."""
+    from stem_tui.demo_app import QUEUES
+
+    broker = await connect_broker(settings.broker_url, namespace=settings.namespace)
+    try:
+        for queue in QUEUES:
+            await broker.purge(queue)
+            if broker.capabilities.dead_letters:
+                await broker.purge_dead_letters(queue)
+    finally:
+        await broker.close()
+
+
+async def check_reachable(settings: Settings) -> None:
+    """Fail fast (exit 3) before starting processes when the broker or backend is down."""
+    broker = await connect_broker(settings.broker_url, namespace=settings.namespace)
+    await broker.close()
+    backend = await connect_backend(settings.backend_url, namespace=settings.namespace)
+    await backend.close()
+
+
+def summary(settings: Settings) -> None:
+    from . import views
+
+    async def read() -> None:
+        async with open_ops(settings) as ops:
+            overview = await ops.overview(sample_interval=0)
+        emit(overview.to_dict(), "table", lambda: views.overview(overview))
+
+    run(read)
+
+
+def demo(
+    no_tui: Annotated[bool, typer.Option("--no-tui", help="Run headless (no TUI): for scripts and tests.")] = False,
+    duration: Annotated[str | None, typer.Option("--duration", help="Stop after this long, e.g. 10s (default: when the TUI quits, or Ctrl-C).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help="Worker processes to start.")] = DEFAULT_WORKERS,
+    rate: Annotated[float, typer.Option("--rate", min=0.1, help="Tasks per second the producer enqueues on average.")] = DEFAULT_RATE,
+    fresh: Annotated[bool, typer.Option("--fresh/--keep", help="Empty the demo queues first.")] = True,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Open the TUI read-only.")] = False,
+    low_colour: Annotated[bool, typer.Option("--low-colour", "--low-color", help="16 colours and ASCII sparklines.")] = False,
+    broker: BrokerOpt = None,
+    backend: BackendOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Start workers and a producer and watch them in the TUI; stops everything it started on exit."""
+    seconds = parse_duration(duration, option="--duration") if duration else None
+    if no_tui and seconds is None:
+        fail("--no-tui needs --duration (e.g. --duration 30s)", EXIT_USAGE)
+    settings = settings_from(broker, backend, namespace or os.environ.get(ENV_NAMESPACE) or DEMO_NAMESPACE)
+    run(lambda: check_reachable(settings))
+    if fresh:
+        run(lambda: clear_demo_queues(settings))
+    from stem_tui.demo_fleet import running
+
+    log_dir = Path(tempfile.mkdtemp(prefix="stem-demo-"))
+    info(f"stem demo: {workers} worker(s) and a producer on {redact_url(settings.broker_url)} "
+         f"(namespace {settings.namespace}); logs in {log_dir}")
+    crashed: list[str] = []
+    with running(settings, log_dir, workers=workers, rate=rate) as fleet:
+        if no_tui:
+            deadline = time.monotonic() + (seconds or 0.0)
+            try:
+                while time.monotonic() < deadline and not fleet.dead():
+                    time.sleep(WATCH_S)
+            except KeyboardInterrupt:
+                pass
+            summary(settings)  # while the workers still run: the live picture
+        else:
+            _run_tui_for(settings, seconds, read_only=read_only, low_colour=low_colour)
+        crashed = fleet.dead()
+    info(f"stem demo: stopped {len(fleet.children)} process(es)")
+    if crashed:
+        fail(f"demo process(es) exited early: {', '.join(crashed)}; see the logs in {log_dir}", EXIT_FAILED)
+
+
+def _run_tui_for(settings: Settings, seconds: float | None, *, read_only: bool, low_colour: bool) -> None:
+    from stem_tui.app import StemTui
+    from stem_tui.source import DataSource
+
+    from .tui import cli_context
+
+    source = DataSource.from_settings(settings, interval=1.0, stale_after=STALE_AFTER_S)
+    StemTui(source, read_only=read_only, low_colour=low_colour, cli_context=cli_context(settings), exit_after=seconds).run()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+__all__ = ["DEMO_NAMESPACE", "register"]
