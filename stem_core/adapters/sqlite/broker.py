@@ -120,7 +120,9 @@ class SQLiteBroker(Broker):
 
     async def _open_subscription(self, sub: Subscription) -> None:
         self._check_open()
-        state = _SubState(subscription=uuid.uuid4().hex)
+        # A channel-only subscription claims nothing, so nothing of it ever falls due; with
+        # due_at 0 its receive loop would spin on the event loop without ever sleeping.
+        state = _SubState(subscription=uuid.uuid4().hex, due_at=0.0 if sub.queues else math.inf)
         if sub.channels:
             state.cursors = await self._db.run(
                 broadcasts.subscribe, self.namespace, state.subscription, sub.consumer, sub.channels
