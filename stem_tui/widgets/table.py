@@ -72,6 +72,7 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
     def sync(self, rows: Sequence[Row]) -> None:
         """Make the table show exactly ``rows`` (in their order for new rows)."""
         wanted = {row.key: row for row in rows}
+        cursor = self.current_key
         for key in [k for k in self._plain if k not in wanted]:
             self._remove(key)
         added = False
@@ -93,6 +94,9 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
             # New rows arrive at the bottom; put them in their place (rare: a queue
             # appearing, a new lease) without touching the others' cells.
             self._resort()
+        if cursor is not None and cursor in wanted and self.current_key != cursor:
+            # Rows above it came or went: keep the cursor on its row, not its index.
+            self.select_key(cursor)
 
     def _resort(self) -> None:
         """Order rows by their ``Row.order`` (the same steps as ``DataTable.sort``, whose
