@@ -1,0 +1,108 @@
+"""The database thread: calls queued together share one commit, each still succeeds or
+fails on its own, and nothing is reported done before the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from stem_core.adapters.sqlite.db import Database, immediate
+from stem_core.errors import BrokerUnavailable
+
+DEADLINE_S = 10.0
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(tmp_path / "stem.db", busy_timeout_s=5.0, unavailable=BrokerUnavailable, label="test")
+    await database.open()
+    await database.run(_create)
+    yield database
+    await database.close()
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+
+
+def _insert(conn: sqlite3.Connection, value: int) -> int:
+    with immediate(conn):
+        conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+    return value
+
+
+def _insert_then_fail(conn: sqlite3.Connection, value: int) -> None:
+    with immediate(conn):
+        conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        raise ValueError("refused after writing")
+
+
+def _bad_sql(conn: sqlite3.Connection) -> None:
+    with immediate(conn):
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+
+def _values(path: Path) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(row[0] for row in conn.execute("SELECT v FROM t"))
+    finally:
+        conn.close()
+
+
+async def test_queued_calls_share_one_commit_and_fail_alone(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the database thread held busy, with calls queued behind it (two of them failing)
+    groups: list[int] = []
+    real_group = db._group
+
+    def recording_group(calls: list[Any]) -> list[tuple[bool, Any]]:
+        groups.append(len(calls))
+        return real_group(calls)
+
+    monkeypatch.setattr(db, "_group", recording_group)
+    assert db._thread is not None
+    monkeypatch.setattr(db._thread, "_group", recording_group)
+    started, gate = threading.Event(), threading.Event()
+
+    def block(conn: sqlite3.Connection) -> bool:
+        started.set()
+        return gate.wait(DEADLINE_S)
+
+    blocker = db.submit(block)
+    assert await asyncio.to_thread(started.wait, DEADLINE_S)
+    good = [db.submit(_insert, value) for value in range(1, 6)]
+    failing = db.submit(_insert_then_fail, 100)
+    broken = db.submit(_bad_sql)
+    more = db.submit(_insert, 6)
+    # When the thread is released
+    gate.set()
+    assert await asyncio.wait_for(blocker, DEADLINE_S) is True
+    # Then the good calls all succeeded, in one group commit with the failing ones
+    assert [await asyncio.wait_for(f, DEADLINE_S) for f in good + [more]] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="refused after writing"):
+        await failing
+    with pytest.raises(BrokerUnavailable, match="no such table"):
+        await broken
+    assert groups == [1, 8]
+    # And only the failing calls' writes were undone
+    assert _values(db.path) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_lone_call_runs_in_its_own_transaction(db: Database) -> None:
+    assert await db.run(_insert, 7) == 7
+    with pytest.raises(ValueError):
+        await db.run(_insert_then_fail, 8)
+    assert _values(db.path) == [7]
+    # And the connection is not left inside a transaction
+    assert await db.run(lambda conn: conn.in_transaction) is False
+
+
+async def test_a_closed_database_refuses_calls(db: Database) -> None:
+    await db.close()
+    with pytest.raises(BrokerUnavailable, match="closed"):
+        await db.run(_insert, 1)
