@@ -9,7 +9,7 @@ the same run (``bench/redis_floor.py``), so the SPEC §11 ratios can be read dir
   (the cost must not grow with the queue).
 
 Prints JSON lines (``"system": "stem-redis-broker"`` and ``"redis-floor"``), each the
-median of ``--runs``. Usage:
+median of ``--runs``; floor and Stem runs alternate, and Stem's line carries ``x_floor``. Usage:
 ``python bench/redis_broker.py [--url redis://127.0.0.1:6379/13] [--n 20000] [--runs 3] [--big 200000]``.
 """
 
@@ -117,20 +117,40 @@ async def stats_cost(url: str, ns: str, size: int) -> dict[str, Any]:
         return {"seconds": seconds, "n": STATS_CALLS, "queue_length": size, "ms_per_call": seconds / STATS_CALLS * 1000}
 
 
-async def _median(url: str, runs: int, fn: Any, *args: Any) -> dict[str, Any]:
-    results = []
-    for _ in range(runs):
-        ns = "bench" + uuid.uuid4().hex[:8]
-        try:
-            results.append(await fn(url, ns, *args))
-        finally:
-            await delete_namespace(url, ns)
-    results.sort(key=lambda r: r["seconds"])
+async def _once(url: str, fn: Any, *args: Any) -> dict[str, Any]:
+    ns = "bench" + uuid.uuid4().hex[:8]
+    try:
+        return await fn(url, ns, *args)
+    finally:
+        await delete_namespace(url, ns)
+
+
+async def _floor_once(url: str, mode: str, n: int) -> dict[str, Any]:
+    client = redis_floor.Redis.from_url(url, protocol=2)
+    key = f"stem-floor:{uuid.uuid4().hex[:10]}"
+    try:
+        return {"seconds": await redis_floor.MODES[mode](client, key, n)}
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+def _median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    results = sorted(results, key=lambda r: r["seconds"])
     median = dict(results[len(results) // 2])
     if "p50_ms" in median:
         median["p50_ms"] = round(statistics.median(r["p50_ms"] for r in results), 3)
         median["p99_ms"] = round(statistics.median(r["p99_ms"] for r in results), 3)
     return median
+
+
+def _line(system: str, mode: str, n: int, result: dict[str, Any]) -> dict[str, Any]:
+    result = dict(result)
+    n = result.pop("n", n)
+    seconds = result.pop("seconds")
+    line = {"system": system, "mode": mode, "n": n, "seconds": round(seconds, 4), "rate": round(n / seconds, 1)}
+    line.update({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()})
+    return line
 
 
 async def main(argv: list[str] | None = None) -> None:
@@ -139,24 +159,28 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big", type=int, default=200_000, help="pending messages for the large stats case")
-    parser.add_argument("--modes", default="floor,enqueue,bulk,drain,latency,stats")
+    parser.add_argument("--modes", default="enqueue,bulk,drain,latency,stats")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
-    if "floor" in modes:
-        for mode in redis_floor.MODES:
-            print(json.dumps(await redis_floor.measure(args.url, mode, args.n, args.runs)), flush=True)
-    for mode, fn in (("enqueue", enqueue), ("bulk", bulk), ("drain", drain), ("latency", latency)):
+    for mode, fn in (("enqueue", enqueue), ("bulk", bulk), ("drain", drain)):
         if mode not in modes:
             continue
-        result = await _median(args.url, args.runs, fn, args.n)
-        n = result.pop("n", args.n)
-        seconds = result.pop("seconds")
-        line = {"system": "stem-redis-broker", "mode": mode, "n": n, "seconds": round(seconds, 4), "rate": round(n / seconds, 1)}
-        line.update({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()})
-        print(json.dumps(line), flush=True)
+        # Floor and Stem alternate run by run, so a busy moment hits both alike.
+        floors, stems = [], []
+        for _ in range(args.runs):
+            floors.append(await _floor_once(args.url, mode, args.n))
+            stems.append(await _once(args.url, fn, args.n))
+        floor_line = _line("redis-floor", mode, args.n, _median_of(floors))
+        stem_line = _line("stem-redis-broker", mode, args.n, _median_of(stems))
+        stem_line["x_floor"] = round(stem_line["rate"] / floor_line["rate"], 3)
+        print(json.dumps(floor_line), flush=True)
+        print(json.dumps(stem_line), flush=True)
+    if "latency" in modes:
+        results = [await _once(args.url, latency, args.n) for _ in range(args.runs)]
+        print(json.dumps(_line("stem-redis-broker", "latency", args.n, _median_of(results))), flush=True)
     if "stats" in modes:
         for size in (10, args.big):
-            result = await _median(args.url, 1, stats_cost, size)
+            result = await _once(args.url, stats_cost, size)
             print(json.dumps({"system": "stem-redis-broker", "mode": "stats", "queue_length": size,
                               "ms_per_call": round(result["ms_per_call"], 3)}), flush=True)
 

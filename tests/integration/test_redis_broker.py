@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -259,3 +260,17 @@ async def test_a_silent_subscriber_is_reaped_and_a_live_one_resubscribes(make_br
         await broker.broadcast("ctl", Envelope(name="again"))
         assert (await listener.expect()).envelope.name == "again"
     assert SUBSCRIBER_STALE_S > 60  # a subscriber reads at least every second; reaping needs minutes of silence
+
+
+async def test_a_short_socket_timeout_never_breaks_an_idle_consumer(make_broker: BrokerFactory,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    # A blocking read must answer inside the socket timeout, whatever that is set to
+    caplog.set_level(logging.WARNING, logger="stem.redis")
+    broker = await make_broker(socket_timeout=0.3)
+    async with subscription(broker, ["idle"]) as it:
+        waiter = asyncio.create_task(next_delivery(it))
+        await asyncio.sleep(1.5)  # several blocking waits pass with nothing to read
+        sent = Envelope(name="t", queue="idle")
+        await broker.publish(sent)
+        assert (await waiter).envelope.id == sent.id
+    assert not [r for r in caplog.records if "lost Redis" in r.getMessage()]

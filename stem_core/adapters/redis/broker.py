@@ -19,9 +19,19 @@ Design (key layout and each script's KEYS/ARGV are in ``lua/``):
   nack and dead-letter scripts compare it with the lease record, so a stale holder
   settles nothing. Acknowledged entries are deleted (``XDEL``), never trimmed by
   ``MAXLEN``/``MINID``, so streams hold only live messages and memory stays flat.
+* Publishing one ready message is one short script (``publish1.lua``: ``XADD`` plus
+  the enqueued counter), as close to a bare ``XADD`` as the counters allow; batches
+  travel as one packed argument (``publish.lua``). Delayed and leased copies are
+  indexed by envelope id (requeue/remove are O(1)); undelivered entries are not, so
+  ``remove`` walks the undelivered part of each band in bounded chunks.
 * All Stem consumers read as one group consumer; the real holder is in the lease
   record, so consumer names never accumulate in Redis.
 * Broadcasts: a stream per channel, one group per subscription (``broadcast.py``).
+* Priority bands: one per priority 0..9 (no folding), so ordering is exact.
+* Multi-queue claims run in one script over every subscribed queue's keys: exact
+  cross-queue order on one server. On Redis Cluster each queue is one slot, but a
+  subscription spanning queues in different slots would need one claim per queue
+  (not implemented: standalone and Sentinel setups only for multi-queue consumers).
 
 Producers get ``BrokerUnavailable`` when Redis is down (after the client's retries);
 consumers keep retrying by themselves and resume when it is back.
@@ -32,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 from ...clock import monotonic, utcnow
 from ...contract.broker import Broker, Subscription
@@ -57,6 +67,8 @@ PUBLISH_CHUNK = 1000
 RECONNECT_WAIT_S = 0.5
 # XREAD BLOCK takes whole milliseconds; never 0 (that would mean "forever").
 MIN_BLOCK_MS = 1
+# A blocking read blocks at most this share of the socket timeout.
+BLOCK_SHARE_OF_TIMEOUT = 0.5
 
 
 class RedisBroker(InspectMixin, BroadcastMixin, Broker):
@@ -96,15 +108,17 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._background):
+        pending = list(self._background)
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self._conn.close()
 
     async def ping(self) -> None:
         with self._conn.guard:
             await self._conn.client.ping()
 
-    async def _run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
+    async def _run(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         return await self._conn.call(name, keys, args)
 
     # -- producing ------------------------------------------------------------------
@@ -254,7 +268,10 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         if not streams:
             await asyncio.sleep(seconds)
             return
-        block = max(MIN_BLOCK_MS, int(seconds * 1000))
+        # The server answers a blocked XREAD after `block` ms; keep that well inside the
+        # socket timeout so the reply is never mistaken for a dead connection.
+        ceiling = max(MIN_BLOCK_MS, int(self._conn.socket_timeout * 1000 * BLOCK_SHARE_OF_TIMEOUT))
+        block = min(ceiling, max(MIN_BLOCK_MS, int(seconds * 1000)))
         with self._conn.guard:
             await self._conn.client.xread(streams, count=1, block=block)
 
@@ -308,8 +325,8 @@ class _SubState:
     __slots__ = ("keys", "streams", "channels", "touched")
 
     def __init__(self, queues: tuple[str, ...], blocks: KeyCache) -> None:
-        self.keys: list[str] = [key for queue in queues for key in blocks(queue)]
-        self.streams: list[str] = [key for queue in queues for key in blocks(queue)[:BANDS]]
+        self.keys: list[bytes] = [key for queue in queues for key in blocks(queue)]
+        self.streams: list[bytes] = [key for queue in queues for key in blocks(queue)[:BANDS]]
         # channel -> [stream key, subs key, group, cursor]
         self.channels: dict[str, list[Any]] = {}
         self.touched = 0.0

@@ -8,8 +8,6 @@ as ``invalid-envelope`` (a poison message never blocks a queue).
 from __future__ import annotations
 
 import json
-from typing import Any
-
 from ...clock import parse_iso
 from ...contract.types import DeadLetterEntry
 from ...envelope import Envelope
@@ -39,11 +37,6 @@ def ready_us(envelope: Envelope) -> int:
 
 def due_us(envelope: Envelope) -> int:
     return to_us(envelope.not_before) if envelope.not_before is not None else 0
-
-
-def message_args(envelope: Envelope) -> list[Any]:
-    """publish.lua's 6 arguments of one message."""
-    return [due_us(envelope), envelope.priority, envelope.to_json(), ready_us(envelope), envelope.id, lease_ms(envelope)]
 
 
 def text(value: bytes | str) -> str:
@@ -98,5 +91,5 @@ def decode_dead_letter(raw: bytes | str, queue: str) -> DeadLetterEntry:
 
 __all__ = [
     "INVALID_NAME", "INVALID_REASON", "dead_letter_json", "decode", "decode_dead_letter", "due_us", "lease_ms",
-    "message_args", "parse_receipt", "placeholder", "ready_us", "receipt", "text",
+    "parse_receipt", "placeholder", "ready_us", "receipt", "text",
 ]

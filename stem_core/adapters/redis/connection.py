@@ -34,7 +34,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import exceptions as rex
@@ -195,6 +195,11 @@ class Connection:
     def shown_url(self) -> str:
         return self.config.shown_url
 
+    @property
+    def socket_timeout(self) -> float:
+        """Seconds any reply may take; a blocking command must block for less."""
+        return float(self.config.tuning.get("socket_timeout", SOCKET_TIMEOUT_S))
+
     def translate(self, exc: BaseException) -> StemError:
         """The Stem error for a redis-py exception (passwords redacted)."""
         text = self.config.redact(str(exc)) or type(exc).__name__
@@ -259,7 +264,7 @@ class Connection:
             except (rex.RedisError, OSError):  # closing a dead connection: nothing left to release
                 pass
 
-    async def call(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any] | tuple[Any, ...]) -> Any:
+    async def call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         """Run ``lua/<name>.lua`` (EVALSHA; loaded again after a server restart or flush)."""
         script = self.script(name)
         client = self.client

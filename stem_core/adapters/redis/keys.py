@@ -36,11 +36,6 @@ def queue_block(namespace: str, queue: str) -> tuple[str, ...]:
     return tuple(prefix + suffix for suffix in QUEUE_SUFFIXES)
 
 
-def queue_pattern(namespace: str) -> str:
-    """SCAN pattern of every key of the namespace (tests and tools only, never the hot path)."""
-    return f"{namespace}:*"
-
-
 def registry_key(namespace: str) -> str:
     """SET of every queue name ever published to in the namespace."""
     return f"{namespace}:queues"
@@ -66,12 +61,13 @@ def from_us(value: int | float) -> datetime:
 
 
 class QueueKeys:
-    """Every key list the scripts of one queue take, built once."""
+    """Every key list the scripts of one queue take, built once (as bytes: redis-py sends
+    bytes as they are, which matters on the per-message paths)."""
 
     __slots__ = ("block", "settle", "publish1")
 
     def __init__(self, namespace: str, queue: str) -> None:
-        self.block = queue_block(namespace, queue)
+        self.block = tuple(key.encode() for key in queue_block(namespace, queue))
         rest = tuple(self.block[QUEUE_SUFFIXES.index(s)] for s in SETTLE_SUFFIXES)
         # settle[band]: the nine settle keys of lib.lua; publish1[band]: stream + stats.
         self.settle = tuple((self.block[band],) + rest for band in range(BANDS))
@@ -85,7 +81,7 @@ class KeyCache:
         self.namespace = namespace
         self._queues: dict[str, QueueKeys] = {}
 
-    def __call__(self, queue: str) -> tuple[str, ...]:
+    def __call__(self, queue: str) -> tuple[bytes, ...]:
         return self.of(queue).block
 
     def of(self, queue: str) -> QueueKeys:
@@ -99,5 +95,5 @@ class KeyCache:
 
 __all__ = [
     "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "KeyCache", "QueueKeys", "channel_keys", "from_us", "queue_block",
-    "queue_pattern", "registry_key", "results_prefix", "to_us",
+    "registry_key", "results_prefix", "to_us",
 ]

@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, ClassVar
 from ...clock import monotonic, parse_iso, to_iso, utcnow
 from ...contract.backend import ResultBackend
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...errors import StemError
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .codec import text
 from .connection import Connection, RedisConfig, parse_url
@@ -35,6 +36,8 @@ PRUNE_INTERVAL_S = 1.0
 PRUNE_BATCH = 200
 # Index entries read per round trip while listing.
 LIST_CHUNK = 200
+# results_set.lua asks again (with the old index keys) at most this many times.
+SET_ATTEMPTS = 3
 # The audit log keeps this many newest records.
 AUDIT_MAX_ENTRIES = 100_000
 
@@ -99,14 +102,17 @@ class RedisBackend(ResultBackend):
                 self._all, self._all]
         args = [task_id, body, to_iso(stamp), updated, ttl_ms, STATES.index(state) + 1, queue, task,
                 p + "w:" + task_id, "", "", updated + ttl_ms * 1000]
-        reply = await self._run("results_set", keys, args)
-        if reply[0] == 0:
+        for _ in range(SET_ATTEMPTS):
+            reply = await self._run("results_set", keys, args)
+            if reply[0] == 1:
+                break
             # The status moves to another queue/task index: name the old keys and go again.
             old_q, old_t = text(reply[1]), text(reply[2])
             keys[13] = p + "q:" + old_q if old_q else self._all
             keys[14] = p + "t:" + old_t if old_t else self._all
             args[9], args[10] = old_q, old_t
-            reply = await self._run("results_set", keys, args)
+        else:
+            raise StemError(f"status {task_id!r} kept changing queue while being written; try again")
         if monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
             self._last_prune = monotonic()
             await self._prune()
