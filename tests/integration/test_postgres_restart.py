@@ -6,6 +6,7 @@ and the server is always running again when the test ends, even on failure."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,6 +47,8 @@ async def _ensure_running() -> None:
 @pytest.mark.slow
 async def test_server_restart_mid_run_loses_nothing_committed(namespace: str) -> None:
     require_service("postgres")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("restarts the shared PostgreSQL server, which would break tests running beside it: run without -n")
     if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir():
         pytest.skip("pg_ctlcluster is not available to restart the server")
     broker = await connect_broker(URL, namespace=namespace)
