@@ -230,3 +230,37 @@ async def test_broadcast_rows_and_dead_subscribers_are_swept(broker: Broker, db_
     await deliveries.aclose()  # type: ignore[attr-defined]
     assert conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0] == 0
     conn.close()
+
+
+async def test_commits_elsewhere_in_the_file_cost_an_idle_consumer_no_write_lock(
+    db_path: Path, broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an idle consumer whose write-locked claims are counted
+    write_claims = 0
+    real_claim = jobs._claim
+
+    def counting_claim(conn: Any, request: jobs.StepRequest, now: float) -> Any:
+        nonlocal write_claims
+        write_claims += 1
+        return real_claim(conn, request, now)
+
+    monkeypatch.setattr(jobs, "_claim", counting_claim)
+    deliveries = broker.consume(["mine"])
+    receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
+    async with asyncio.timeout(DEADLINE_S):
+        while write_claims < 1:
+            await asyncio.sleep(0.005)
+    # When another namespace in the same file commits hundreds of times
+    other = await connect_broker(f"sqlite://{db_path}", namespace=namespace + "x")
+    for _ in range(200):
+        await other.publish(Envelope(name="noise", queue="mine"))
+    # Then the idle consumer looked (read-only) but never took the write lock for nothing
+    assert write_claims <= 2
+    assert not receiver.done()
+    # And its own work still arrives
+    sent = Envelope(name="mine.task", queue="mine")
+    await broker.publish(sent)
+    delivery = await asyncio.wait_for(receiver, DEADLINE_S)
+    assert delivery.envelope.id == sent.id
+    await deliveries.aclose()  # type: ignore[attr-defined]
+    await other.close()

@@ -34,7 +34,7 @@ from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from . import broadcasts, jobs, repair
 from .bell import doorbell_for
 from .db import Database
-from .poller import ChangePoller
+from .poller import POLL_MIN_INTERVAL_S, ChangePoller
 from .rows import moment
 from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
 
@@ -42,6 +42,9 @@ BROKER_OPTIONS = frozenset({"lease_seconds", "busy_timeout", "poll_interval"})
 # Wake this long after a delayed message or lease falls due, so the database clock (ms
 # resolution) agrees that it has.
 DUE_SLACK_S = 0.002
+# Empty claim rounds back off from POLL_MIN_INTERVAL_S, doubling at most this many times
+# (and never beyond poll_interval).
+QUIET_DOUBLINGS = 8
 
 
 @dataclass(slots=True)
@@ -54,6 +57,10 @@ class _SubState:
     look_version: int | None = None
     due_at: float = 0.0
     touch_at: float = math.inf
+    # Claim rounds in a row that found nothing, and the earliest time a mere commit
+    # elsewhere (not a due time) may trigger the next one.
+    empty_rounds: int = 0
+    quiet_until: float = 0.0
 
 
 class SQLiteBroker(Broker):
@@ -85,6 +92,7 @@ class SQLiteBroker(Broker):
         self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BrokerUnavailable, label="broker")
         self._bell = doorbell_for(str(path))
         self._poller = ChangePoller(self._db, self._bell, poll_interval)
+        self._poll_interval = poll_interval
         self._next_sweep = 0.0
 
     @classmethod
@@ -147,20 +155,31 @@ class SQLiteBroker(Broker):
             rings = self._bell.rings
             version = self._db.data_version()
             now = monotonic()
-            changed = version is None or version != state.claim_version
-            claim = limit > 0 and (changed or now >= state.due_at)
-            look = bool(sub.channels) and (version is None or version != state.look_version)
+            quiet = now < state.quiet_until
+            claim_due = limit > 0 and (version is None or version != state.claim_version)
+            look_due = bool(sub.channels) and (version is None or version != state.look_version)
+            claim = limit > 0 and (now >= state.due_at or (claim_due and not quiet))
+            look = look_due and not quiet
             touch = bool(sub.channels) and now >= state.touch_at
             if claim or look or touch:
                 out = await self._round(sub, state, limit if claim else 0, version, touch)
                 if out:
+                    state.empty_rounds, state.quiet_until = 0, 0.0
                     return out
-                if version is not None:
-                    continue  # our own round may have committed (a touch, a buried row): look again
+                if claim or look:
+                    # Woken for nothing (others committing elsewhere in the file): back
+                    # off up to poll_interval, which still bounds the pick-up latency.
+                    state.empty_rounds += 1
+                    gap = POLL_MIN_INTERVAL_S * 2 ** min(state.empty_rounds, QUIET_DOUBLINGS)
+                    state.quiet_until = monotonic() + min(gap, self._poll_interval)
+                # The round consumed the change it looked at (a round always reads broadcasts).
+                claim_due, look_due = claim_due and not claim, False
                 now = monotonic()
-            wake_at = min(deadline, state.due_at, state.touch_at)
             if now >= deadline:
                 return []
+            wake_at = min(deadline, state.due_at, state.touch_at)
+            if claim_due or look_due:
+                wake_at = min(wake_at, state.quiet_until)  # a change is waiting out the quiet gap
             await self._poller.wait(rings, version, wake_at - now)
 
     async def _round(self, sub: Subscription, state: _SubState, limit: int, version: int | None, touch: bool) -> list[Delivery]:
@@ -177,6 +196,7 @@ class SQLiteBroker(Broker):
             cursors=state.cursors,
             touch=touch,
             sweep=sweep,
+            precheck=state.empty_rounds > 0,
         )
         result = await self._step(request)
         state.look_version = version

@@ -14,7 +14,7 @@ from typing import Any
 from ...envelope import Envelope
 from ...errors import InvalidEnvelope
 from .broadcasts import read_broadcasts, sweep, touch
-from .db import db_now, immediate
+from .db import db_now, immediate, snapshot
 from .rows import INVALID_REASON, decode_or_placeholder, dumps, job_params
 from .schema import Q
 
@@ -48,6 +48,9 @@ class StepRequest:
     cursors: dict[str, int]
     touch: bool = False
     sweep: bool = False
+    # Look (read-only) before taking the write lock; set after rounds that found nothing,
+    # so commits by others to unrelated queues cost no write transaction.
+    precheck: bool = False
 
 
 @dataclass(slots=True)
@@ -93,6 +96,13 @@ def receive_step(conn: Any, req: StepRequest) -> StepResult:
         result = StepResult()
         result.broadcasts, result.cursors = read_broadcasts(conn, req.ns, req.cursors)
         return result
+    if req.precheck and not req.touch and not conn.in_transaction:
+        with snapshot(conn):
+            now = db_now(conn)
+            if not _claimable(conn, req, now):
+                result = StepResult(next_due_in=_next_due(conn, req, now))
+                result.broadcasts, result.cursors = read_broadcasts(conn, req.ns, req.cursors)
+                return result
     with immediate(conn):
         now = db_now(conn)
         result = StepResult()
@@ -137,6 +147,12 @@ def _claim(conn: Any, req: StepRequest, now: float) -> tuple[list[Claimed], int]
             continue
         claimed.append(Claimed(row_id, token, count, float(until), queue, envelope))
     return claimed, buried
+
+
+def _claimable(conn: Any, req: StepRequest, now: float) -> bool:
+    return any(
+        conn.execute(Q.claimable, {"ns": req.ns, "queue": queue, "now": now}).fetchone()[0] for queue in req.queues
+    )
 
 
 def _next_due(conn: Any, req: StepRequest, now: float) -> float | None:

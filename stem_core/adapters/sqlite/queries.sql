@@ -36,6 +36,12 @@ SELECT id, priority, ready_at FROM jobs
  ORDER BY priority DESC, ready_at, id
  LIMIT :limit;
 
+-- name: claimable
+-- Read-only look before taking the write lock: is anything in this queue claimable now?
+SELECT EXISTS (SELECT 1 FROM jobs WHERE ns = :ns AND queue = :queue AND state = 'ready')
+    OR EXISTS (SELECT 1 FROM jobs WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at <= :now)
+    OR EXISTS (SELECT 1 FROM jobs WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until <= :now);
+
 -- name: lease_rows
 UPDATE jobs
    SET state = 'leased', token = token + 1, delivery_count = delivery_count + 1, locked_by = :consumer,
