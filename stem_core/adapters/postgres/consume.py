@@ -284,15 +284,19 @@ class ConsumeMixin:
     async def _claim(self, sub: Subscription, st: _Sub, limit: int, maintain: bool) -> list[Delivery]:
         q = self._q
         queues = list(st.queues)
-        params = {"queues": queues, "limit": limit, "consumer": sub.consumer, "default_ms": self._default_ms}
+        params: dict[str, Any] = {"limit": limit, "consumer": sub.consumer, "default_ms": self._default_ms}
+        if len(queues) == 1:
+            claim, params["queue"] = q.claim_single, queues[0]
+        else:
+            claim, params["queues"] = q.claim, queues
 
         async def go(conn: psycopg.AsyncConnection) -> tuple[Any, list[Any]]:
             if not maintain:
-                cur = await conn.execute(q.claim, params)
+                cur = await conn.execute(claim, params)
                 return None, await cur.fetchall()
             async with conn.pipeline():
                 mcur = await conn.execute(q.maintain, {"queues": queues})
-                ccur = await conn.execute(q.claim, params)
+                ccur = await conn.execute(claim, params)
             return await mcur.fetchone(), await ccur.fetchall()
 
         settle = await self._settle_pool()
