@@ -81,7 +81,11 @@ async def test_extending_a_lease_never_duplicates_the_message(broker: Broker) ->
         for _ in range(6):
             await broker.extend_lease(held, SHORT_LEASE_S)
             # The rival sees nothing while the lease is kept alive
-            assert await rival.next(SHORT_LEASE_S / 3) is None
+            stolen = await rival.next(SHORT_LEASE_S / 3)
+            assert stolen is None, (
+                f"rival got {stolen.envelope.id} (delivery {stolen.delivery_count}) while the holder "
+                f"renewed {held.envelope.id} (delivery {held.delivery_count})"
+            )
         stats = await stats_of(broker, queue)
         assert (stats.pending, stats.delayed, stats.inflight) == (0, 0, 1)
         await broker.ack(held)
