@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from stem_core import Envelope, connect_broker
+from stem_core.clock import utcnow
 from stem_core.adapters.redis import RedisBroker
 from stem_core.adapters.redis import inspect as redis_inspect
 from stem_core.adapters.redis.broadcast import SUBSCRIBER_STALE_S
@@ -274,3 +276,34 @@ async def test_a_short_socket_timeout_never_breaks_an_idle_consumer(make_broker:
         await broker.publish(sent)
         assert (await waiter).envelope.id == sent.id
     assert not [r for r in caplog.records if "lost Redis" in r.getMessage()]
+
+
+async def test_the_enqueued_total_counts_each_enqueue_once(make_broker: BrokerFactory) -> None:
+    # Given 3 ready and 2 delayed publishes
+    broker = await make_broker()
+    soon = utcnow() + timedelta(seconds=0.2)
+    later = utcnow() + timedelta(hours=1)
+    ready = [Envelope(name="t", queue="count") for _ in range(3)]
+    parked = Envelope(name="t", queue="count", not_before=later)
+    await broker.publish_many([*ready, Envelope(name="t", queue="count", not_before=soon), parked])
+    # When messages come back in every way the broker has (nack, delayed nack, promotion,
+    # requeue of a delayed one) and a dead letter is replayed
+    await broker.requeue("count", [parked.id])
+    async with subscription(broker, ["count"], prefetch=10) as it:
+        first, second, third = [await next_delivery(it) for _ in range(3)]
+        await broker.nack(first)
+        await broker.nack(second, delay=0.1)
+        await broker.dead_letter(third, reason="test")
+        assert (await broker.replay_dead_letters("count")).count == 1
+        # Then everything left (nacked twice, replayed, promoted, requeued) is delivered and acked
+        acked = 0
+        while True:
+            (stats,) = await broker.queue_stats(["count"])
+            if stats.pending + stats.delayed + stats.inflight == 0:
+                break
+            await broker.ack(await next_delivery(it))
+            acked += 1
+        assert acked == 5
+    # And the total counts the 5 publishes and the replay, nothing else
+    (stats,) = await broker.queue_stats(["count"])
+    assert (stats.enqueued_total, stats.pending, stats.delayed, stats.inflight) == (6, 0, 0, 0)

@@ -19,9 +19,9 @@ Design (key layout and each script's KEYS/ARGV are in ``lua/``):
   nack and dead-letter scripts compare it with the lease record, so a stale holder
   settles nothing. Acknowledged entries are deleted (``XDEL``), never trimmed by
   ``MAXLEN``/``MINID``, so streams hold only live messages and memory stays flat.
-* Publishing one ready message is one short script (``publish1.lua``: ``XADD`` plus
-  the enqueued counter), as close to a bare ``XADD`` as the counters allow; batches
-  travel as one packed argument (``publish.lua``). Delayed and leased copies are
+* Publishing one ready message is a bare ``XADD`` (the enqueued total is derived from
+  the streams' ``entries-added``, see lib.lua); batches travel as one packed argument
+  of ``publish.lua``. Delayed and leased copies are
   indexed by envelope id (requeue/remove are O(1)); undelivered entries are not, so
   ``remove`` walks the undelivered part of each band in bounded chunks.
 * All Stem consumers read as one group consumer; the real holder is in the lease
@@ -127,9 +127,12 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         if len(envelopes) == 1:
             env = envelopes[0]
             if env.queue in self._known and (env.not_before is None or env.not_before <= utcnow()):
-                # The hot path: one short script, one round trip (publish1.lua).
-                keys = self._keys.of(env.queue).publish1[env.priority]
-                await self._conn.call("publish1", keys, (env.to_json(), ready_us(env), lease_ms(env)))
+                # The hot path is a bare XADD (lib.lua: how the enqueued total counts it).
+                stream = self._keys.of(env.queue).block[env.priority]
+                lease = lease_ms(env)
+                extra = ("v", lease) if lease else ()
+                with self._conn.guard:
+                    await self._conn.client.execute_command("XADD", stream, "*", "e", env.to_json(), "r", ready_us(env), *extra)
                 return
         groups: dict[str, list[Envelope]] = {}
         for env in envelopes:

@@ -20,7 +20,6 @@ QUEUE_SUFFIXES = tuple(f"s{band}" for band in range(BANDS)) + (
 BLOCK_SIZE = len(QUEUE_SUFFIXES)  # 18, as lib.lua's BLOCK
 DEAD_INDEX = QUEUE_SUFFIXES.index("dead")
 DEADBODY_INDEX = QUEUE_SUFFIXES.index("deadbody")
-STATS_INDEX = QUEUE_SUFFIXES.index("stats")
 # lib.lua settle_keys order after the band stream.
 SETTLE_SUFFIXES = ("leases", "lease", "idx", "stats", "delayed", "dly", "dead", "deadbody")
 # Bounded so a process that touches many queue names does not grow without end.
@@ -64,14 +63,13 @@ class QueueKeys:
     """Every key list the scripts of one queue take, built once (as bytes: redis-py sends
     bytes as they are, which matters on the per-message paths)."""
 
-    __slots__ = ("block", "settle", "publish1")
+    __slots__ = ("block", "settle")
 
     def __init__(self, namespace: str, queue: str) -> None:
         self.block = tuple(key.encode() for key in queue_block(namespace, queue))
         rest = tuple(self.block[QUEUE_SUFFIXES.index(s)] for s in SETTLE_SUFFIXES)
-        # settle[band]: the nine settle keys of lib.lua; publish1[band]: stream + stats.
+        # settle[band]: the nine settle keys of lib.lua.
         self.settle = tuple((self.block[band],) + rest for band in range(BANDS))
-        self.publish1 = tuple((self.block[band], self.block[STATS_INDEX]) for band in range(BANDS))
 
 
 class KeyCache:

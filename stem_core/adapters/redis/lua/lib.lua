@@ -13,11 +13,15 @@
 --   K.idx      P:idx         HASH  envelope id -> "d:<mid>" / "l:<lid>" (space separated):
 --                            where its delayed and leased copies are (undelivered
 --                            entries are not indexed: publishing stays one XADD)
---   K.stats    P:stats       HASH  enq, done (totals), tok (fencing tokens), seq (mids)
+--   K.stats    P:stats       HASH  done (acks), enq and readd (see below), tok (fencing
+--                            tokens), seq (mids)
 --   K.dead     P:dead        ZSET  envelope id -> dead_at (us)
 --   K.deadbody P:deadbody    HASH  envelope id -> dead-letter JSON
 -- The full block (block(base) below) is those 18 keys in this order: s0..s9, delayed,
 -- dly, leases, lease, idx, stats, dead, deadbody.
+-- Enqueued total = the streams' entries-added (every XADD, kept by Redis) + enq (messages
+-- enqueued straight into P:delayed) - readd (XADDs of messages already counted:
+-- promotions, nacks, requeues). So publishing a ready message is a bare XADD.
 -- The pending entries list (PEL) of a band's group holds the leased entries; P:leases
 -- says when each lease ends (per-envelope lengths) and P:lease who holds it under which
 -- token. Lease times use the server's clock (TIME); ready/due/dead times come from
@@ -102,8 +106,16 @@ local function add_delayed(K, due, band, e, r, i, d, v)
   idx_add(K, i, 'd:' .. mid)
 end
 
-local function place(K, now, due, band, e, r, i, d, v)
-  if due > now then add_delayed(K, due, band, e, r, i, d, v) else add_ready(K, band, e, r, d, v) end
+-- Ready now or delayed; `new` says whether this is an enqueue (counted once) or a message
+-- coming back (nack), which the enqueued total must not count again.
+local function place(K, now, due, band, e, r, i, d, v, new)
+  if due > now then
+    add_delayed(K, due, band, e, r, i, d, v)
+    if new then redis.call('HINCRBY', K.stats, 'enq', 1) end
+  else
+    add_ready(K, band, e, r, d, v)
+    if not new then redis.call('HINCRBY', K.stats, 'readd', 1) end
+  end
 end
 
 -- Due delayed messages (at most `batch`) move to their streams.
@@ -117,6 +129,7 @@ local function promote(K, now, batch)
       local band, d, v, r, i, e = cmsgpack.unpack(body)
       idx_del(K, i, 'd:' .. mid)
       add_ready(K, band, e, r, d, v)
+      redis.call('HINCRBY', K.stats, 'readd', 1)
     end
   end
 end

@@ -13,6 +13,6 @@ local rec = holding(K, ARGV[1] .. ':' .. ARGV[2], ARGV[3])
 if not rec then return 0 end
 drop_entry(K, band, ARGV[2], rec.i)
 if ARGV[4] == '1' then
-  place(K, now_us(), tonumber(ARGV[7]), band, ARGV[5], ARGV[6], rec.i, int(rec.c), ARGV[8])
+  place(K, now_us(), tonumber(ARGV[7]), band, ARGV[5], ARGV[6], rec.i, int(rec.c), ARGV[8], false)
 end
 return 1

@@ -15,6 +15,7 @@ for k = 1, #ARGV, 3 do
     local band, d, v, _, i, _ = cmsgpack.unpack(body)
     idx_del(K, i, 'd:' .. mid)
     add_ready(K, band, ARGV[k + 1], ARGV[k + 2], d, v)
+    redis.call('HINCRBY', K.stats, 'readd', 1)
     moved = moved + 1
   end
 end

@@ -4,7 +4,8 @@
 -- ARGV: [1] records, concatenated; each is "<due us>,<band>,<ready us>,<lease ms>,
 --       <id bytes>,<json bytes>:" followed by the envelope id and the envelope JSON
 --       (one argument instead of six per message keeps a batch cheap to send).
--- A message is delayed when its due time is after the server's clock. Counts enq.
+-- A message is delayed when its due time is after the server's clock (counted in enq;
+-- ready ones are counted by the streams' entries-added).
 -- Reply: how many were stored.
 
 local K = block(0)
@@ -18,8 +19,7 @@ while pos <= #blob do
   local i = string.sub(blob, colon + 1, colon + il)
   local e = string.sub(blob, colon + il + 1, colon + il + el)
   pos = colon + il + el + 1
-  place(K, now, tonumber(due), tonumber(band), e, r, i, '0', v)
+  place(K, now, tonumber(due), tonumber(band), e, r, i, '0', v, true)
   n = n + 1
 end
-redis.call('HINCRBY', K.stats, 'enq', n)
 return n

@@ -4,7 +4,7 @@
 -- ARGV: [1] n, then n x (envelope id, dead-letter JSON as read, new envelope JSON,
 --       ready time us, due us or 0, band, lease ms or 0).
 -- A dead letter that changed since the caller read it (replayed or replaced by
--- someone else) is skipped. Counts enq.
+-- someone else) is skipped. A replay counts as an enqueue.
 -- Reply: the envelope ids that moved.
 
 local K = block(0)
@@ -17,9 +17,8 @@ for k = 0, n - 1 do
   if redis.call('HGET', K.deadbody, id) == ARGV[a + 1] then
     redis.call('ZREM', K.dead, id)
     redis.call('HDEL', K.deadbody, id)
-    place(K, now, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 2], ARGV[a + 3], id, '0', ARGV[a + 6])
+    place(K, now, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 2], ARGV[a + 3], id, '0', ARGV[a + 6], true)
     moved[#moved + 1] = id
   end
 end
-if #moved > 0 then redis.call('HINCRBY', K.stats, 'enq', #moved) end
 return moved

@@ -4,12 +4,13 @@
 -- Per band: XLEN (live entries) minus the XPENDING count (leased) is undelivered.
 -- Leases past their deadline and delayed messages past their due time count as
 -- pending (the next claim takes them); the oldest ready time comes from each band's
--- first undelivered entry and those. Nothing is scanned: O(bands + log n).
+-- first undelivered entry and those. The enqueued total is entries-added + enq - readd
+-- (lib.lua). Nothing is scanned: O(bands + log n).
 -- Reply: {pending, delayed, inflight, dead, oldest ready time us or -1, now us, enq, done}.
 
 local K = block(0)
 local now = now_us()
-local ready, pel, oldest = 0, 0, -1
+local ready, pel, oldest, added = 0, 0, -1, 0
 local function older(r)
   r = tonumber(r)
   if r and (oldest < 0 or r < oldest) then oldest = r end
@@ -24,6 +25,10 @@ for band = 0, 9 do
     pel = pel + held
     local head = first_new(s)
     if head then older(field(head[2], 'r')) end
+    local info = redis.call('XINFO', 'STREAM', s)
+    for k = 1, #info, 2 do
+      if info[k] == 'entries-added' then added = added + info[k + 1] end
+    end
   end
 end
 local expired = redis.call('ZCOUNT', K.leases, '-inf', now)
@@ -35,7 +40,7 @@ if expired > 0 then
 end
 local due = redis.call('ZCOUNT', K.delayed, '-inf', now)
 if due > 0 then older(redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')[2]) end
-local totals = redis.call('HMGET', K.stats, 'enq', 'done')
+local totals = redis.call('HMGET', K.stats, 'enq', 'done', 'readd')
 return {
   ready + expired + due,
   redis.call('ZCARD', K.delayed) - due,
@@ -43,6 +48,6 @@ return {
   redis.call('ZCARD', K.dead),
   oldest,
   now,
-  tonumber(totals[1]) or 0,
+  added + (tonumber(totals[1]) or 0) - (tonumber(totals[3]) or 0),
   tonumber(totals[2]) or 0,
 }
