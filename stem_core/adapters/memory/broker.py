@@ -145,7 +145,8 @@ class MemoryBroker(Broker):
                     return []
                 fut: asyncio.Future[None] = loop.create_future()
                 state.wake = make_waker(fut)
-                due = store.next_deadline(sub.queues)
+                # Wake for the next delayed message or lease only when we could take it.
+                due = store.next_deadline(sub.queues) if limit > 0 else None
             wait = deadline - now if due is None else max(0.0, min(deadline, due) - now)
             try:
                 await asyncio.wait({fut}, timeout=wait)
