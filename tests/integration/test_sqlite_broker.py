@@ -264,3 +264,32 @@ async def test_commits_elsewhere_in_the_file_cost_an_idle_consumer_no_write_lock
     assert delivery.envelope.id == sent.id
     await deliveries.aclose()  # type: ignore[attr-defined]
     await other.close()
+
+
+async def test_a_backlog_longer_than_one_read_is_delivered_without_new_commits(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a subscriber with more broadcasts waiting than one round reads
+    monkeypatch.setattr(broadcasts, "BROADCAST_BATCH", 3)
+    deliveries = broker.consume([], channels=["ch"])
+    first = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)  # let the subscription register
+    sent = [Envelope(name=f"b{i}") for i in range(10)]
+    for envelope in sent:
+        await broker.broadcast("ch", envelope)
+    # Then all of them arrive, in order, with nothing else committed meanwhile
+    got = [await asyncio.wait_for(first, DEADLINE_S)]
+    async with asyncio.timeout(DEADLINE_S):
+        while len(got) < len(sent):
+            got.append(await anext(deliveries))  # type: ignore[arg-type]
+    assert [d.envelope.id for d in got] == [e.id for e in sent]
+    await deliveries.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_sub_millisecond_lease_gets_the_default_lease_like_its_wire_form(broker: Broker) -> None:
+    # The wire format carries whole milliseconds, so 0.2 ms decodes as "no timeout"
+    await broker.publish(Envelope(name="t", queue="q", visibility_timeout=0.0002))
+    [delivery] = await take(broker, ["q"], 1)
+    assert delivery.envelope.visibility_timeout is None
+    assert delivery.lease_expires_at is not None
+    assert (delivery.lease_expires_at - utcnow()).total_seconds() > broker.lease_seconds - 5

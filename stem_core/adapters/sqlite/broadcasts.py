@@ -59,11 +59,13 @@ def publish(conn: Any, ns: str, channel: str, envelope_json: str) -> bool:
     return True
 
 
-def read_broadcasts(conn: Any, ns: str, cursors: dict[str, int]) -> tuple[list[tuple[int, str, Envelope]], dict[str, int]]:
-    """New broadcasts past each cursor (oldest first) and the advanced cursors.
-    Rows that do not decode are skipped: a broadcast has no dead-letter queue."""
+def read_broadcasts(conn: Any, ns: str, cursors: dict[str, int]) -> tuple[list[tuple[int, str, Envelope]], dict[str, int], bool]:
+    """New broadcasts past each cursor (oldest first), the advanced cursors, and whether
+    a channel had more than one batch waiting. Rows that do not decode are skipped: a
+    broadcast has no dead-letter queue."""
     out: list[tuple[int, str, Envelope]] = []
     advanced = dict(cursors)
+    more = False
     for channel, cursor in cursors.items():
         rows = conn.execute(
             Q.broadcast_read, {"ns": ns, "channel": channel, "cursor": cursor, "limit": BROADCAST_BATCH}
@@ -75,9 +77,10 @@ def read_broadcasts(conn: Any, ns: str, cursors: dict[str, int]) -> tuple[list[t
                 continue
         if rows:
             advanced[channel] = int(rows[-1][0])
+        more = more or len(rows) >= BROADCAST_BATCH
     if len(cursors) > 1:
         out.sort(key=lambda item: item[0])
-    return out, advanced
+    return out, advanced, more
 
 
 def touch(conn: Any, ns: str, subscription: str, consumer: str, cursors: dict[str, int], now: float) -> None:

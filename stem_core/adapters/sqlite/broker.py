@@ -199,7 +199,8 @@ class SQLiteBroker(Broker):
             precheck=state.empty_rounds > 0,
         )
         result = await self._step(request)
-        state.look_version = version
+        # With broadcasts left over, the next round must look again without a new commit.
+        state.look_version = None if result.more else version
         state.cursors = result.cursors
         if limit > 0:
             state.claim_version = version

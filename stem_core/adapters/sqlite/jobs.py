@@ -63,6 +63,8 @@ class StepResult:
     next_due_in: float | None = None
     # The claim changed something besides the rows it returned (invalid rows buried).
     buried: int = 0
+    # A channel had more broadcasts waiting than one round reads.
+    more: bool = False
 
 
 def parse_receipt(receipt: str) -> tuple[int, int] | None:
@@ -94,14 +96,14 @@ def receive_step(conn: Any, req: StepRequest) -> StepResult:
     writes; a broadcast-only look with nothing to persist takes no write lock."""
     if req.limit <= 0 and not req.touch:
         result = StepResult()
-        result.broadcasts, result.cursors = read_broadcasts(conn, req.ns, req.cursors)
+        result.broadcasts, result.cursors, result.more = read_broadcasts(conn, req.ns, req.cursors)
         return result
     if req.precheck and not req.touch and not conn.in_transaction:
         with snapshot(conn):
             now = db_now(conn)
             if not _claimable(conn, req, now):
                 result = StepResult(next_due_in=_next_due(conn, req, now))
-                result.broadcasts, result.cursors = read_broadcasts(conn, req.ns, req.cursors)
+                result.broadcasts, result.cursors, result.more = read_broadcasts(conn, req.ns, req.cursors)
                 return result
     with immediate(conn):
         now = db_now(conn)
@@ -110,7 +112,7 @@ def receive_step(conn: Any, req: StepRequest) -> StepResult:
             result.claimed, result.buried = _claim(conn, req, now)
             if not result.claimed and not result.buried:
                 result.next_due_in = _next_due(conn, req, now)
-        result.broadcasts, result.cursors = read_broadcasts(conn, req.ns, req.cursors)
+        result.broadcasts, result.cursors, result.more = read_broadcasts(conn, req.ns, req.cursors)
         if req.touch:
             touch(conn, req.ns, req.subscription, req.consumer, result.cursors, now)
         if req.sweep:

@@ -56,6 +56,9 @@ def ready_time(envelope: Envelope) -> float:
 def job_params(ns: str, envelope: Envelope, now: float) -> dict[str, Any]:
     """Bind parameters of ``publish`` for one envelope."""
     vt = envelope.visibility_timeout
+    # The wire format carries whole milliseconds and reads 0 as "no timeout"; the column
+    # must say what a decoded copy of the envelope will say (NULL: the broker default).
+    vt_ms = int(round(vt * 1000)) if vt is not None else 0
     return {
         "ns": ns,
         "msg_id": envelope.id,
@@ -65,7 +68,7 @@ def job_params(ns: str, envelope: Envelope, now: float) -> dict[str, Any]:
         "enqueued_at": to_epoch(envelope.enqueued_at),
         "not_before": to_epoch(envelope.not_before) if envelope.not_before is not None else None,
         "ready_at": ready_time(envelope),
-        "visibility_ms": int(round(vt * 1000)) if vt is not None else None,
+        "visibility_ms": vt_ms if vt_ms > 0 else None,
         "attempt": envelope.attempt,
         "envelope": envelope.to_json(),
         "now": now,
