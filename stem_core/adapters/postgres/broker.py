@@ -21,6 +21,11 @@ which means a message is delivered again (at-least-once), never that one is lost
 Transactional enqueue: ``publish(..., connection=conn)`` / ``publish_many(...,
 connection=conn)`` insert on the caller's ``psycopg.AsyncConnection`` inside the caller's
 transaction, so the job commits or rolls back with the application's own rows.
+
+Modules: this file (lifecycle, producing, settling), ``consume.py`` (subscriptions,
+claims, broadcasts), ``inspect.py`` (operator reads and repairs), ``janitor.py`` (VACUUM
+when dead rows pile up), ``listener.py`` (LISTEN), ``connection.py`` (URL, pools, the
+error boundary), ``sql.py`` with ``queries.sql`` and ``migrations/``.
 """
 
 from __future__ import annotations
