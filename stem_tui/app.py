@@ -113,7 +113,8 @@ class StemTui(App[None]):
             view.apply(last)
         view.sync_chrome()
         self.tick_age()
-        if last is None or last.want != want and want.view in ("leases", "detail", "dead"):
+        # Before the first snapshot the source's own start (or retry timer) polls.
+        if last is not None and last.want != want and want.view in ("leases", "detail", "dead"):
             self.source.refresh_now()
 
     # -- data -----------------------------------------------------------------------------

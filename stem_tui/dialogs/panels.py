@@ -14,7 +14,7 @@ from textual.widgets import Static
 
 from stem_core.ops import ActionResult, Explanation
 
-from ..widgets.literal import block, clean, literal
+from ..widgets.literal import age, block, clean, literal
 from ..widgets.filter import QUALIFIERS
 
 BLOCKER_STYLES = {"running": "green", "done": "green", "dead": "bold red", "dead-holder": "bold red",
@@ -41,13 +41,16 @@ def explanation_text(exp: Explanation) -> Text:
             out.append("\n")
     if exp.lease is not None:
         lease = exp.lease
-        out.append(literal(f"\nlease: held by {lease.holder} · expires in {lease.expires_in} s"
+        out.append("\n")
+        out.append(literal(f"lease: held by {lease.holder} · expires in {age(lease.expires_in)}"
                            + (f" · stuck: {lease.stuck_reason}" if lease.stuck else ""), limit=None))
     if exp.status is not None:
         error = exp.status.get("error")
-        out.append(literal(f"\nstatus: {exp.status.get('state')} (attempt {exp.status.get('attempt')})", limit=None))
+        out.append("\n")
+        out.append(literal(f"status: {exp.status.get('state')} (attempt {exp.status.get('attempt')})", limit=None))
         if isinstance(error, dict):
-            out.append(literal(f"\nerror: {error.get('type')}: {error.get('message')}", "bold red", limit=None))
+            out.append("\n")
+            out.append(literal(f"error: {error.get('type')}: {error.get('message')}", "bold red", limit=None))
     if exp.envelope is not None:
         out.append("\n\nenvelope\n", style="bold")
         out.append(block(exp.envelope))

@@ -88,14 +88,16 @@ def requeue_ids(items: Sequence[tuple[str, str]]) -> Plan:
     return Plan(f"Requeue {len(items)} message(s)", "requeue", "message(s)", tuple(steps))
 
 
-def requeue_stuck(queue: str) -> Plan:
+def requeue_stuck(*queues: str) -> Plan:
+    """The leases flagged stuck now in ``queues`` (one audited requeue per queue)."""
+    steps = tuple(
+        Step(run=lambda ops, dry, frozen, why, q=queue: ops.requeue(q, stuck_leases=True, ids=frozen, dry_run=dry, reason=why),
+             freeze=True)
+        for queue in queues
+    )
     return Plan(
-        f"Requeue the stuck leases of {queue}", "requeue", "stuck lease(s)",
-        (Step(
-            run=lambda ops, dry, frozen, why: ops.requeue(queue, stuck_leases=True, ids=frozen, dry_run=dry, reason=why),
-            freeze=True,
-        ),),
-        note="Only the leases stuck now are taken back; any that recovered since are left alone.",
+        f"Requeue the stuck leases of {', '.join(queues)}", "requeue", "stuck lease(s)", steps,
+        note="Only the leases stuck when counted are taken back; any that recovered since are left alone.",
     )
 
 

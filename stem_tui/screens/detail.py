@@ -105,12 +105,18 @@ class DetailView(ViewScreen):
         return Want(view="detail", queue=self.queue, state=self.state, offset=self.page_offset, limit=PAGE_SIZE)
 
     def title_context(self) -> str:
-        counts = ""
+        return f"{clean(self.queue)} · {STATE_LABELS[self.state]} · page {self.page_offset // PAGE_SIZE + 1}"
+
+    def _label_tabs(self) -> None:
         row = self._detail.overview if self._detail is not None else None
-        if row is not None:
-            counts = f" · {row.pending} pending, {row.delayed} delayed, {row.inflight} in flight, {row.dead} dead"
-        page = self.page_offset // PAGE_SIZE + 1
-        return f"{clean(self.queue)} · {STATE_LABELS[self.state]} · page {page}{counts}"
+        if row is None:
+            return
+        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": row.inflight, "dead": row.dead}
+        for state, count in numbers.items():
+            tab = self.query_one(f"#tab-{state}", Tab)
+            label = f"{STATE_LABELS[state]} {count}"
+            if tab.label_text != label:
+                tab.label = label
 
     def apply(self, snapshot: Snapshot) -> None:
         detail = snapshot.detail
@@ -130,6 +136,7 @@ class DetailView(ViewScreen):
             for i, m in enumerate(detail.messages)
         )
         self._table().sync(self.filtered(rows))
+        self._label_tabs()
         self.sync_chrome()
         self._show_selected()
 

@@ -127,12 +127,11 @@ class LeasesView(ViewScreen):
         self.stem.start_plan(plans.requeue_ids(items))
 
     def action_requeue_stuck(self) -> None:
-        lease = self._selected()
-        queue = lease.queue if lease is not None else next((x.queue for x in self._leases.values() if x.stuck), None)
-        if queue is None:
+        queues = sorted({lease.queue for lease in self._leases.values() if lease.stuck})
+        if not queues:
             self.stem.notify("no stuck lease", severity="information")
             return
-        self.stem.start_plan(plans.requeue_stuck(queue))
+        self.stem.start_plan(plans.requeue_stuck(*queues))
 
 
 __all__ = ["LeasesView", "lease_row"]

@@ -12,6 +12,8 @@ an operator meets, at a frozen time, with fixed ids so pictures are stable.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -47,9 +49,23 @@ class FrozenClock:
         self.now += timedelta(seconds=seconds)
 
 
+def _import_all_of_stem_core() -> None:
+    """Import every ``stem_core`` module now, so none is first imported while the clock is
+    frozen (it would bind the frozen ``utcnow`` for good and outlive the monkeypatch)."""
+    import stem_core
+
+    for info in pkgutil.walk_packages(stem_core.__path__, "stem_core."):
+        try:
+            importlib.import_module(info.name)
+        except ImportError:  # a driver that is not installed: its adapter is not used here
+            pass
+
+
 def freeze(monkeypatch: pytest.MonkeyPatch, clock: FrozenClock) -> None:
-    """Point every loaded ``stem_core`` module's ``utcnow`` at ``clock``."""
+    """Point every ``stem_core`` module's ``utcnow`` at ``clock`` (undone after the test)."""
+    _import_all_of_stem_core()
     original = clock_module.utcnow
+    assert not isinstance(original, FrozenClock), "a frozen clock leaked out of an earlier test"
     for name, module in list(sys.modules.items()):
         if (name == "stem_core" or name.startswith("stem_core.")) and getattr(module, "utcnow", None) is original:
             monkeypatch.setattr(module, "utcnow", clock)
@@ -63,7 +79,7 @@ def make_app(url: str, namespace: str, clock: FrozenClock, **options: Any) -> St
     async def connect() -> tuple[Broker, ResultBackend]:
         return (await connect_broker(url, namespace=namespace), await connect_backend(url, namespace=namespace))
 
-    source = DataSource(connect, label=url, clock=clock, actor="tester@tui", live=False,
+    source = DataSource(connect, label=options.pop("label", url), clock=clock, actor="tester@tui", live=False,
                         stale_after=options.pop("stale_after", 30.0))
     return StemTui(source, blink=False, **options)
 
