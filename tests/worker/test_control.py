@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from datetime import timedelta
 from typing import Callable
 
 import pytest
 
 from stem_core import Stem, TaskState, Worker
-from stem_core.clock import utcnow
+from stem_core.clock import parse_iso, utcnow
 from stem_core.control import CONTROL_COMMANDS, Command, ControlClient, ControlResult, control_channel, paused_queues
 from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
@@ -231,3 +233,52 @@ async def test_bad_arguments_are_rejected_before_sending(app_factory: Callable[[
             await client.send(command, arguments, timeout=1)
     assert set(CONTROL_COMMANDS) == {"ping", "stats", "inspect", "revoke", "shutdown", "pause", "resume"}
     assert ControlResult("ping", [], {}, []).ok is False
+
+
+async def test_terminate_releases_a_sync_task_that_ignores_it(app_factory: Callable[[], Stem]) -> None:
+    # Given a sync task blocked in its thread, that only looks at ctx.cancelled now and then
+    app = app_factory()
+    started = threading.Event()
+    noticed = threading.Event()
+
+    @app.task(name="sync.blocked")
+    def blocked(ctx: TaskContext) -> None:
+        started.set()
+        for _ in range(3000):
+            if ctx.cancelled:
+                noticed.set()
+                ctx.raise_if_cancelled()
+            time.sleep(0.01)
+
+    task_id = await app.enqueue("sync.blocked")
+    await app.connect()
+    async with running(Worker(app, worker_id="w-term", concurrency=1)):
+        await wait_until(started.is_set, message="sync task started")
+        # When it is revoked with terminate
+        result = await _client(app).send("revoke", {"task_ids": [task_id], "terminate": True}, timeout=10)
+        assert result.replies["w-term"]["terminated"] == [task_id]
+        # Then its status is cancelled and the thread was told
+        status = await app.wait(task_id, timeout=60)
+        assert status.state is TaskState.CANCELLED
+        await wait_until(noticed.is_set, message="ctx.cancelled seen by the thread")
+
+
+async def test_a_pause_with_an_expiry_ends_by_itself(app_factory: Callable[[], Stem]) -> None:
+    app = app_factory()
+
+    @app.task(name="later", queue="qe")
+    async def later(ctx: TaskContext) -> str:
+        return "ran"
+
+    await app.connect()
+    worker = Worker(app, worker_id="w-exp", heartbeat_interval=0.1)
+    async with running(worker):
+        await _client(app).send("pause", {"queues": ["qe"], "until": 0.5}, timeout=10)
+        assert worker.paused == {"qe"}
+        until = parse_iso((await paused_queues(app.backend))["qe"]["until"])
+        task_id = await app.enqueue("later")
+        # The record expires and the next refresh resumes the queue: not before `until`
+        status = await app.wait(task_id, timeout=60)
+        assert status.state is TaskState.SUCCEEDED
+        assert parse_iso(status.meta["started_at"]) >= until
+    assert await paused_queues(app.backend) == {}
