@@ -106,7 +106,10 @@ class ControlListener:
         except Exception as exc:  # noqa: BLE001 - reported to the caller instead
             reply = Reply(command.request_id, worker.worker_id, command.command, False, error=str(exc) or type(exc).__name__)
         try:
-            await self.broker.publish(reply.to_envelope(), queue=command.reply_to)
+            # Past the deadline the caller has stopped reading and purged its reply queue:
+            # a late reply would only linger there.
+            if command.deadline is None or utcnow() <= command.deadline:
+                await self.broker.publish(reply.to_envelope(), queue=command.reply_to)
         except StemError as exc:
             log.warning("could not reply to control command %s: %s", command.command, exc)
         if command.command == "shutdown" and reply.ok:
