@@ -137,7 +137,12 @@ def broadcast(
     if result.dry_run or channel is not None:
         return
     missing = result.detail.get("missing") or []
-    if command not in ("pause", "resume") and result.count == 0:
+    if command in ("pause", "resume"):
+        if not result.ok:
+            fail(f"{command} is persisted, but live worker(s) did not confirm within {timeout}: {', '.join(missing)}",
+                 EXIT_FAILED)
+        return
+    if result.count == 0:
         fail(f"no worker answered {command} within {timeout}", EXIT_FAILED)
     if missing:
         fail(f"{len(missing)} worker(s) did not answer within {timeout}: {', '.join(missing)}", EXIT_FAILED)

@@ -177,8 +177,11 @@ async def test_broadcast_reaches_a_live_worker_and_pause_goes_through_the_contro
         assert preview.count == 1 and preview.sample == [{"worker_id": "w-live"}]
         pong = await ops.broadcast("ping", timeout=10)
         assert pong.ok and pong.count == 1 and pong.detail["replies"]["w-live"]["worker_id"] == "w-live"
-        paused = await ops.broadcast("pause", {"queues": ["q"], "reason": "maintenance"}, timeout=10)
+        # a dead worker's heartbeat still lingers: it cannot answer, and that does not fail the pause
+        await backend.set_heartbeat(heartbeat("ghost", ["q"], age=60))
+        paused = await ops.broadcast("pause", {"queues": ["q"], "reason": "maintenance"}, timeout=1)
         assert paused.detail["replies_from"] == ["w-live"] and (await paused_queues(backend))["q"]["reason"] == "maintenance"
+        assert paused.ok and paused.detail["missing"] == ["ghost"]
         await wait_until(lambda: "q" in worker.paused, message="worker paused q")
         resumed = await ops.resume(["q"], timeout=10)
         assert resumed.count == 1
