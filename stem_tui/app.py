@@ -157,7 +157,8 @@ class StemTui(App[None]):
         last = self.source.last
         namespace = last.overview.namespace if last is not None else "?"
         workers = f" · {last.overview.live_workers} worker(s)" if last is not None else ""
-        return clean(f"{self.source.label} · ns {namespace}{workers} · every {age(self.source.interval)}")
+        # The URL last: it is what gets cut on a narrow terminal.
+        return clean(f"ns {namespace}{workers} · every {age(self.source.interval)} · {self.source.label}")
 
     # -- global actions ------------------------------------------------------------------------
 
