@@ -92,19 +92,24 @@ def demo(
     info(f"stem demo: {workers} worker(s) and a producer on {redact_url(settings.broker_url)} "
          f"(namespace {settings.namespace}); logs in {log_dir}")
     crashed: list[str] = []
-    with running(settings, log_dir, workers=workers, rate=rate) as fleet:
-        if no_tui:
-            deadline = time.monotonic() + (seconds or 0.0)
-            try:
-                while time.monotonic() < deadline and not fleet.dead():
-                    time.sleep(WATCH_S)
-            except KeyboardInterrupt:
-                pass
-            summary(settings)  # while the workers still run: the live picture
-        else:
-            _run_tui_for(settings, seconds, read_only=read_only, low_colour=low_colour)
-        crashed = fleet.dead()
-    info(f"stem demo: stopped {len(fleet.children)} process(es)")
+    fleet = None
+    try:
+        with running(settings, log_dir, workers=workers, rate=rate) as fleet:
+            info(f"stem demo: started pids {' '.join(str(p) for p in fleet.pids)}")
+            if no_tui:
+                deadline = time.monotonic() + (seconds or 0.0)
+                try:
+                    while time.monotonic() < deadline and not fleet.dead():
+                        time.sleep(WATCH_S)
+                except KeyboardInterrupt:
+                    pass
+                summary(settings)  # while the workers still run: the live picture
+            else:
+                _run_tui_for(settings, seconds, read_only=read_only, low_colour=low_colour)
+            crashed = fleet.dead()
+    finally:
+        if fleet is not None:
+            info(f"stem demo: stopped {len(fleet.children)} process(es)")
     if crashed:
         fail(f"demo process(es) exited early: {', '.join(crashed)}; see the logs in {log_dir}", EXIT_FAILED)
 
