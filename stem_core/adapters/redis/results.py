@@ -55,6 +55,9 @@ class RedisBackend(ResultBackend):
         p = self._p = results_prefix(self.namespace)
         self._ix, self._exp, self._all, self._ver = p + "ix", p + "exp", p + "all", p + "ver"
         self._state_keys = [p + "x:" + s.value for s in STATES]
+        # results_set.lua's KEYS[2..10], the same for every status.
+        self._static_keys = [self._ix, self._exp, self._all, *self._state_keys]
+        self._watch_prefix = p + "w:"
         self._hbs = p + "hbs"
         self._audit = p + "audit"
         self._last_prune = 0.0
@@ -97,20 +100,17 @@ class RedisBackend(ResultBackend):
         p = self._p
         ttl_ms = max(1, int(ttl * 1000))
         updated = to_us(stamp)
-        keys = [p + "s:" + task_id, self._ix, self._exp, self._all, *self._state_keys,
-                p + "q:" + queue if queue else self._all, p + "t:" + task if task else self._all, self._ver,
-                self._all, self._all]
-        args = [task_id, body, to_iso(stamp), updated, ttl_ms, STATES.index(state) + 1, queue, task,
-                p + "w:" + task_id, "", "", updated + ttl_ms * 1000]
+        keys = [p + "s:" + task_id, *self._static_keys,
+                p + "q:" + queue if queue else self._all, p + "t:" + task if task else self._all, self._ver]
+        args = [task_id, body, to_iso(stamp), updated, ttl_ms, STATES.index(state) + 1, queue, task, self._watch_prefix]
         for _ in range(SET_ATTEMPTS):
             reply = await self._run("results_set", keys, args)
             if reply[0] == 1:
                 break
             # The status moves to another queue/task index: name the old keys and go again.
             old_q, old_t = text(reply[1]), text(reply[2])
-            keys[13] = p + "q:" + old_q if old_q else self._all
-            keys[14] = p + "t:" + old_t if old_t else self._all
-            args[9], args[10] = old_q, old_t
+            keys[13:] = [p + "q:" + old_q if old_q else self._all, p + "t:" + old_t if old_t else self._all]
+            args[9:] = [old_q, old_t]
         else:
             raise StemError(f"status {task_id!r} kept changing queue while being written; try again")
         if monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
@@ -149,7 +149,7 @@ class RedisBackend(ResultBackend):
         return found[0] if found is not None else None
 
     async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
-        channel = self._p + "w:" + task_id
+        channel = self._watch_prefix + task_id
         queue = await self._hub.subscribe(channel)
         try:
             seen = 0

@@ -9,10 +9,11 @@
 --               retried cancelled
 --       [11] R:q:<queue>, [12] R:t:<task> (R:all when the status has none)
 --       [13] R:ver    STRING namespace-wide version counter (orders watch messages)
---       [14] R:q:<old queue>, [15] R:t:<old task> (R:all unless the caller was told them)
+--       [14] R:q:<old queue>, [15] R:t:<old task>: only when the caller was told them
 -- ARGV: [1] id, [2] status JSON, [3] updated ISO, [4] updated us, [5] ttl ms,
---       [6] state index 1..6, [7] queue or '', [8] task or '', [9] watch channel,
---       [10] old queue the caller passed as KEYS[14], [11] old task as KEYS[15], [12] expiry us.
+--       [6] state index 1..6, [7] queue or '', [8] task or '', [9] watch channel prefix
+--       (the channel is prefix .. id), [10] old queue and [11] old task the caller passed
+--       as KEYS[14], KEYS[15] (absent on a first attempt).
 -- created_at survives overwrites (until the status expires).
 -- Reply: {1, created_at, version}, or {0, old queue, old task} when the status moves to
 -- another queue/task index whose key the caller must pass (it then calls again).
@@ -27,7 +28,7 @@ if old then
 end
 local move_q = oq ~= '' and oq ~= q
 local move_t = ot ~= '' and ot ~= t
-if (move_q and oq ~= ARGV[10]) or (move_t and ot ~= ARGV[11]) then return { 0, oq, ot } end
+if (move_q and oq ~= (ARGV[10] or '')) or (move_t and ot ~= (ARGV[11] or '')) then return { 0, oq, ot } end
 if ox then redis.call('ZREM', KEYS[4 + ox], id) end
 if move_q then redis.call('ZREM', KEYS[14], id) end
 if move_t then redis.call('ZREM', KEYS[15], id) end
@@ -40,7 +41,7 @@ local created = redis.call('HGET', KEYS[1], 'c') or ARGV[3]
 local version = redis.call('INCR', KEYS[13])
 redis.call('HSET', KEYS[1], 'j', ARGV[2], 'c', created, 'v', version)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[12], id)
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[5]) * 1000, id)
 redis.call('HSET', KEYS[2], id, cjson.encode({ x, q, t }))
-redis.call('PUBLISH', ARGV[9], version .. '\n' .. created .. '\n' .. ARGV[2])
+redis.call('PUBLISH', ARGV[9] .. id, version .. '\n' .. created .. '\n' .. ARGV[2])
 return { 1, created, version }
