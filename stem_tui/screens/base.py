@@ -63,6 +63,8 @@ class ViewScreen(Screen[None]):
 
     def sync_chrome(self) -> None:
         """Banner, title and filter state from the app (after a poll, a view switch or a filter)."""
+        if not self.query(TitleBar):
+            return  # not composed yet: on_screen_resume syncs it
         stem = self.stem
         self.query_one(Banner).set_problem(stem.problem)
         left = self.TITLE_TEXT + (f" · {self.title_context()}" if self.title_context() else "")
@@ -115,7 +117,9 @@ class ViewScreen(Screen[None]):
             table.focus()
 
     def set_age(self, text: str, style: str = "") -> None:
-        self.query_one(StemFooter).set_age(text, style)
+        # The age ticks on a timer: it may fire while this view is still composing.
+        for footer in self.query(StemFooter):
+            footer.set_age(text, style)
 
     def notify_missing(self, what: str) -> None:
         self.stem.notify(f"select a {what} first", severity="warning")

@@ -16,7 +16,7 @@ from rich.text import Text
 from textual._two_way_dict import TwoWayDict  # pinned textual 8.2: see _resort
 from textual.binding import Binding
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 from .literal import literal
 
@@ -86,7 +86,7 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
             elif old != plain:
                 for column, cell, before in zip(self.columns_spec, row.cells, old):
                     if cell.plain + "\0" + str(cell.style) != before:
-                        self.update_cell(row.key, column.key, cell, update_width=True)
+                        self._set_cell(row.key, column.key, cell)
             self._plain[row.key] = plain
             self._order[row.key] = row.order
         self.marks &= set(wanted)
@@ -97,6 +97,27 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
         if cursor is not None and cursor in wanted and self.current_key != cursor:
             # Rows above it came or went: keep the cursor on its row, not its index.
             self.select_key(cursor)
+
+    def _set_cell(self, key: str, column_key: str, cell: Text) -> None:
+        """``update_cell`` repaints the whole table (``refresh()``): over SSH that is every
+        line of it on each poll. A same-width change repaints only its row instead; a
+        wider value goes through ``update_cell`` (the column must grow: a relayout).
+        (Private DataTable state, like ``_resort``: textual is pinned.)"""
+        if self._wider(column_key, cell):
+            self.update_cell(key, column_key, cell, update_width=True)
+            return
+        self._data[RowKey(key)][ColumnKey(column_key)] = cell
+        self._update_count += 1  # the render caches are keyed by it
+        # One row, not one cell: measured, a row costs fewer bytes than its changed cells
+        # refreshed one by one (each region repeats cursor moves and style resets).
+        self.refresh_row(self.get_row_index(key))
+
+    def _wider(self, column_key: str, cell: Text) -> bool:
+        """Does ``cell`` need a wider column? Only then is the width recomputed, because
+        that re-lays out (and repaints) the whole table; a same-width change repaints one
+        cell."""
+        column = self.columns.get(column_key)  # type: ignore[call-overload]
+        return column is None or cell.cell_len > column.content_width
 
     def _resort(self) -> None:
         """Order rows by their ``Row.order`` (the same steps as ``DataTable.sort``, whose
@@ -143,13 +164,13 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
         if key is None or not self.markable:
             return
         self.marks.symmetric_difference_update({key})
-        self.update_cell(key, MARK_COLUMN, self._mark_cell(key))
+        self._set_cell(key, MARK_COLUMN, self._mark_cell(key))
 
     def clear_marks(self) -> None:
         for key in list(self.marks):
             self.marks.discard(key)
             if key in self._plain:
-                self.update_cell(key, MARK_COLUMN, self._mark_cell(key))
+                self._set_cell(key, MARK_COLUMN, self._mark_cell(key))
 
     def chosen(self) -> list[str]:
         """The marked rows (in table order), else the row under the cursor."""

@@ -90,13 +90,13 @@ async def test_keyed_table_updates_only_changed_cells() -> None:
     async with app.run_test() as pilot:
         table = app.query_one(KeyedTable)
         updates: list[tuple[str, str]] = []
-        real = table.update_cell
+        real = table._set_cell
 
-        def counting(row: Any, column: Any, value: Any, **kw: Any) -> None:
+        def counting(row: Any, column: Any, value: Any) -> None:
             updates.append((str(row), str(column)))
-            real(row, column, value, **kw)
+            real(row, column, value)
 
-        table.update_cell = counting  # type: ignore[method-assign]
+        table._set_cell = counting  # type: ignore[method-assign]
         table.sync(rows({"a": 1, "b": 2, "c": 3}))
         await pilot.pause()
         assert updates == [] and table.row_count == 3
