@@ -175,3 +175,16 @@ def test_broker_down_banner(snap_compare: Any, store: Any, clock: FrozenClock, s
 def test_hostile_strings_render_literally(snap_compare: Any, store: Any, clock: FrozenClock, size: tuple[int, int]) -> None:
     assert snap_compare(scene_app(store, clock), terminal_size=size,
                         run_before=steps(store, clock, "enter", hostile=True, select="emails"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_command_palette(snap_compare: Any, store: Any, clock: FrozenClock, size: tuple[int, int]) -> None:
+    async def open_palette(pilot: Any) -> None:
+        await pilot.press("colon")
+        await settle(pilot)
+        for widget in pilot.app.screen.query("Input"):
+            widget.cursor_blink = False
+        await pilot.press(*"req")
+        await settle(pilot)
+
+    assert snap_compare(scene_app(store, clock), terminal_size=size, run_before=steps(store, clock, then=open_palette))

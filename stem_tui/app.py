@@ -173,14 +173,20 @@ class StemTui(App[None]):
     def action_toggle_updates(self) -> None:
         self.source.set_paused(not self.source.paused)
         self.notify("updates paused (p resumes, r refreshes once)" if self.source.paused else "updates resumed")
-        self.tick_age()
+        self.refresh_chrome()
 
     def action_slower(self) -> None:
         self.notify(f"refresh every {age(self.source.step_interval(+1))}")
-        self.tick_age()
+        self.refresh_chrome()
 
     def action_faster(self) -> None:
         self.notify(f"refresh every {age(self.source.step_interval(-1))}")
+        self.refresh_chrome()
+
+    def refresh_chrome(self) -> None:
+        view = self.active_view()
+        if view is not None:
+            view.sync_chrome()
         self.tick_age()
 
     def action_view(self, mode: str) -> None:

@@ -205,3 +205,18 @@ async def test_hostile_text_is_shown_literally_and_inert(store, clock: FrozenClo
         panel = str(app.screen.query_one("#panel-body").render())
         assert "\\u001b]0;pwned\\u0007" in panel and "\\u202e" in panel and HOSTILE_NAME not in panel
         assert "[bold]loud[/bold][@click=app.quit]" in panel
+
+
+async def test_refresh_interval_and_pausing_updates(store, clock: FrozenClock) -> None:
+    url, ns = store
+    app = make_app(url, ns, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot, url, ns, clock)
+        await press(pilot, "plus")
+        assert app.source.interval == 5.0 and "every 5s" in app.screen.query_one("#title-right").text  # type: ignore[attr-defined]
+        await press(pilot, "minus", "minus")
+        assert app.source.interval == 1.0
+        await press(pilot, "p")
+        assert app.source.paused and "PAUSED" in app.screen.query_one("#age").text  # type: ignore[attr-defined]
+        await press(pilot, "p")
+        assert not app.source.paused
