@@ -56,6 +56,10 @@ def block(value: object, style: str = "") -> Text:
 
 
 def age(seconds: float | None) -> str:
+    """An age or a time left in whole seconds at least ("0s", "12s", "3m 5s"): below a
+    second the digits would only churn the screen on every poll."""
+    if seconds is not None and abs(seconds) < 1.0:
+        return "0s"
     return words.duration(seconds)
 
 
