@@ -34,6 +34,18 @@ def cli_context(settings: Settings) -> list[str]:
     return out
 
 
+def check_urls(settings: Settings) -> None:
+    """A URL that can never work (unknown scheme, bad option) is a usage error now, not a
+    banner retrying forever; an unreachable server is the banner's job."""
+    from stem_core.adapters import backend_class, broker_class
+
+    try:
+        broker_class(settings.broker_url).from_url(settings.broker_url.strip(), namespace=settings.namespace)
+        backend_class(settings.backend_url).from_url(settings.backend_url.strip(), namespace=settings.namespace)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
 def run_tui(settings: Settings, *, read_only: bool, low_colour: bool, refresh: float, stale_after: float) -> None:
     """Build the app over ``settings`` and run it in this terminal (blocks until quit)."""
     from stem_tui.app import StemTui
@@ -61,6 +73,7 @@ def tui(
         fail(f"--refresh must be at least {MIN_REFRESH_S:g}s", EXIT_USAGE)
     stale = parse_duration(stale_after, option="--stale-after") if stale_after else STALE_AFTER_S
     settings = settings_from(broker, backend, namespace)
+    check_urls(settings)
     if not os.isatty(1):
         fail("stem tui needs a terminal (use `stem inspect ... --watch` in scripts)", EXIT_USAGE)
     run_tui(settings, read_only=read_only, low_colour=low_colour, refresh=interval, stale_after=stale)

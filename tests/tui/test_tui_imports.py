@@ -22,3 +22,9 @@ def test_stem_tui_refuses_without_a_terminal() -> None:
     bad = subprocess.run([sys.executable, "-m", "stem_tui.cli.main", "tui", "--refresh", "soon"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid --refresh" in bad.stderr
+
+
+def test_stem_tui_rejects_an_unusable_url_before_starting() -> None:
+    done = subprocess.run([sys.executable, "-m", "stem_tui.cli.main", "tui", "--broker", "nope://x"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "nope" in done.stderr and "Traceback" not in done.stderr
