@@ -155,7 +155,7 @@ class StemTui(App[None]):
 
     def context_line(self) -> str:
         last = self.source.last
-        namespace = last.overview.namespace if last is not None else "?"
+        namespace = last.overview.namespace if last is not None else self.source.namespace
         workers = f" · {last.overview.live_workers} worker(s)" if last is not None else ""
         # The URL last: it is what gets cut on a narrow terminal.
         return clean(f"ns {namespace}{workers} · every {age(self.source.interval)} · {self.source.label}")

@@ -119,6 +119,7 @@ class DataSource:
         connect: ConnectFn,
         *,
         label: str = "",
+        namespace: str = "?",
         clock: Clock = utcnow,
         actor: str | None = None,
         stale_after: float = STALE_AFTER_S,
@@ -127,6 +128,7 @@ class DataSource:
     ) -> None:
         self._connect = connect
         self.label = label
+        self.namespace = namespace
         self.clock = clock
         self.actor = actor
         self.stale_after = stale_after
@@ -146,7 +148,8 @@ class DataSource:
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> "DataSource":
-        return cls(settings_connector(settings), label=redact_url(settings.broker_url), **options)
+        return cls(settings_connector(settings), label=redact_url(settings.broker_url), namespace=settings.namespace,
+                   **options)
 
     @property
     def ops(self) -> Ops | None:
