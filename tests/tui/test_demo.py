@@ -54,24 +54,37 @@ def stem(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def test_headless_demo_runs_a_realistic_mix_and_stops_everything(tmp_path: Path) -> None:
+def test_headless_demo_runs_for_its_duration_and_stops_everything(tmp_path: Path) -> None:
     env = demo_env(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "stem_tui.cli.main", "demo", "--no-tui", "--duration", "8s",
-                           "--rate", "30"], env=env, capture_output=True, text=True, timeout=DEADLINE_S)
+    done = subprocess.run([sys.executable, "-m", "stem_tui.cli.main", "demo", "--no-tui", "--duration", "6s"],
+                          env=env, capture_output=True, text=True, timeout=DEADLINE_S)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "stopped 4 process(es)" in done.stdout and "namespace demo" in done.stdout
+    assert "QUEUE" in done.stdout  # the overview, taken while the workers still ran
     assert all(gone(pid) for pid in pids_in(done.stdout))
-    # the summary was taken while the workers ran: exports stalls behind the long task
-    assert re.search(r"exports .*(stalled|backlog|steady|growing|unknown)", done.stdout), done.stdout
-    queues = {q["queue"]: q for q in json.loads(stem(env, "inspect", "queues", "--json", "--namespace", "demo"))["queues"]}
-    assert queues["billing"]["dead"] > 0  # every invoice fails in this test: retried, then dead-lettered
-    assert queues["exports"]["pending"] + queues["exports"]["inflight"] > 0
-    dead = json.loads(stem(env, "dlq", "list", "billing", "--json", "--namespace", "demo"))
-    assert any(e["reason"] == "max-retries-exhausted" for e in dead["entries"])
+
+
+def queues_now(env: dict[str, str]) -> dict[str, dict[str, object]]:
+    return {q["queue"]: q for q in json.loads(stem(env, "inspect", "queues", "--json", "--namespace", "demo"))["queues"]}
+
+
+def wait_for_the_mix(env: dict[str, str]) -> dict[str, dict[str, object]]:
+    """Until the demo shows what it is for: dead letters in billing, a backlog behind the
+    long export, work done elsewhere."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        queues = queues_now(env)
+        billing, exports = queues.get("billing", {}), queues.get("exports", {})
+        if (int(billing.get("dead", 0)) > 0 and int(exports.get("inflight", 0)) > 0  # type: ignore[call-overload]
+                and int(exports.get("pending", 0)) > 0):  # type: ignore[call-overload]
+            return queues
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the demo never showed its mix: {queues}")
+        time.sleep(1.0)
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
-def test_demo_stops_its_processes_when_stopped(tmp_path: Path, how: signal.Signals) -> None:
+def test_demo_flows_and_stops_its_processes_when_stopped(tmp_path: Path, how: signal.Signals) -> None:
     env = demo_env(tmp_path)
     demo = subprocess.Popen([sys.executable, "-m", "stem_tui.cli.main", "demo", "--no-tui", "--duration", "600s"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -82,6 +95,10 @@ def test_demo_stops_its_processes_when_stopped(tmp_path: Path, how: signal.Signa
         while not any("started pids" in line for line in lines) and time.monotonic() < deadline:
             lines.append(demo.stdout.readline())
         pids = pids_in("".join(lines))
+        if how == signal.SIGTERM:
+            wait_for_the_mix(env)
+            dead = json.loads(stem(env, "dlq", "list", "billing", "--json", "--namespace", "demo"))
+            assert {e["reason"] for e in dead["entries"]} == {"max-retries-exhausted"}
         demo.send_signal(how)
         output = "".join(lines) + demo.communicate(timeout=DEADLINE_S)[0]
     finally:
