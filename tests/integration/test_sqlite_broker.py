@@ -293,3 +293,30 @@ async def test_a_sub_millisecond_lease_gets_the_default_lease_like_its_wire_form
     assert delivery.envelope.visibility_timeout is None
     assert delivery.lease_expires_at is not None
     assert (delivery.lease_expires_at - utcnow()).total_seconds() > broker.lease_seconds - 5
+
+
+@pytest.mark.parametrize("queues, channels", [([], ["ch"]), (["q"], []), (["q"], ["ch"])])
+async def test_an_idle_subscription_sleeps_instead_of_spinning(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch, queues: list[str], channels: list[str]
+) -> None:
+    # Given an idle subscription whose sleeps are counted
+    poller = broker._poller  # type: ignore[attr-defined]
+    waits = 0
+    real_wait = poller.wait
+
+    async def counting_wait(*args: Any) -> None:
+        nonlocal waits
+        waits += 1
+        await real_wait(*args)
+
+    monkeypatch.setattr(poller, "wait", counting_wait)
+    deliveries = broker.consume(queues, channels=channels)
+    receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
+    # When nothing happens for a while
+    await asyncio.sleep(0.3)
+    # Then it went to sleep a handful of times, not thousands (a loop that never sleeps)
+    assert 1 <= waits <= 10
+    receiver.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    await deliveries.aclose()  # type: ignore[attr-defined]
