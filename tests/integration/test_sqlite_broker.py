@@ -320,3 +320,20 @@ async def test_an_idle_subscription_sleeps_instead_of_spinning(
     with pytest.raises(asyncio.CancelledError):
         await receiver
     await deliveries.aclose()  # type: ignore[attr-defined]
+
+
+async def test_dead_letters_in_quick_succession_keep_their_order_for_since(broker: Broker) -> None:
+    # Given messages dead-lettered back to back (SQLite's own clock has only milliseconds)
+    sent = [Envelope(name="t", queue="dlq") for _ in range(20)]
+    await broker.publish_many(sent)
+    deliveries = await take(broker, ["dlq"], len(sent))
+    for delivery in deliveries:
+        await broker.dead_letter(delivery, reason="quick")
+    # Then every dead_at is distinct and in dead-letter order
+    page = await broker.list_dead_letters("dlq", limit=50)
+    stamps = [entry.dead_at for entry in reversed(page.entries)]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    # And since=<an entry's dead_at> starts exactly at that entry
+    cutoff = page.entries[5].dead_at
+    picked = await broker.replay_dead_letters("dlq", since=cutoff, dry_run=True)
+    assert picked.entries[0].envelope.id == page.entries[5].envelope.id and picked.count == 6

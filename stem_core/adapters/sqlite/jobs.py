@@ -8,6 +8,7 @@ hop (``Database.run``); writes happen inside ``immediate(conn)``. A receipt is
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +145,7 @@ def _claim(conn: Any, req: StepRequest, now: float) -> tuple[list[Claimed], int]
         envelope, error = decode_or_placeholder(row_id, msg_id, queue, raw)
         if error is not None:
             conn.execute(Q.delete_job, {"id": row_id})
-            bury(conn, req.ns, queue, envelope, INVALID_REASON, {"error": error}, now)
+            bury(conn, req.ns, queue, envelope, INVALID_REASON, {"error": error})
             buried += 1
             continue
         claimed.append(Claimed(row_id, token, count, float(until), queue, envelope))
@@ -212,12 +213,16 @@ def dead_letter(conn: Any, ns: str, row_id: int, token: int, reason: str, meta: 
         envelope, error = decode_or_placeholder(row_id, msg_id, queue, raw)
         if error is not None:
             meta = {**meta, "error": error}
-        bury(conn, ns, queue, envelope, reason, meta, db_now(conn))
+        bury(conn, ns, queue, envelope, reason, meta)
     return True
 
 
-def bury(conn: Any, ns: str, queue: str, envelope: Envelope, reason: str, meta: dict[str, Any], now: float) -> None:
-    """Keep one dead letter per (queue, id): a newer one replaces (and renews) the old."""
+def bury(conn: Any, ns: str, queue: str, envelope: Envelope, reason: str, meta: dict[str, Any]) -> None:
+    """Keep one dead letter per (queue, id): a newer one replaces (and renews) the old.
+
+    ``dead_at`` is the wall clock with microseconds, not the database's clock: SQLite's
+    has milliseconds only, and entries dead-lettered within one millisecond must keep
+    their order for ``since`` filters (which callers give on the same wall clock)."""
     try:
         meta_text = dumps(meta)
     except (TypeError, ValueError) as exc:
@@ -233,7 +238,7 @@ def bury(conn: Any, ns: str, queue: str, envelope: Envelope, reason: str, meta: 
             "reason": reason,
             "meta": meta_text,
             "envelope": envelope.to_json(),
-            "now": now,
+            "now": time.time(),
         },
     )
 

@@ -92,6 +92,7 @@ END;
 
 -- Dead letters: one per (ns, queue, msg_id); dead-lettering the same id again replaces it
 -- (DELETE then INSERT, so the counters' delete trigger fires: REPLACE would skip it).
+-- dead_at is the wall clock with microseconds (SQLite's clock has milliseconds only).
 CREATE TABLE dead_letters (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
     ns       TEXT NOT NULL,
