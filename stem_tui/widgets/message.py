@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -89,7 +90,7 @@ class MessagePanel(VerticalScroll):
         super().__init__(id=id, classes="panel")
         self._key: str | None = None
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         yield Static(Text("select a message", style="dim"), markup=False, id="panel-body")
 
     def show(self, text: Text) -> None:

@@ -3,7 +3,6 @@ command (so nothing is reachable only by a key), plus "open queue NAME" for each
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -13,12 +12,12 @@ if TYPE_CHECKING:
 
 
 class StemCommands(Provider):
+    """Commands come from the app (``StemTui.palette_commands``), computed when the
+    palette opens, so they follow the current view and read-only mode."""
+
     def _commands(self) -> list[tuple[str, str, Any]]:
         app: "StemTui" = self.app  # type: ignore[assignment]
-        out: list[tuple[str, str, Any]] = []
-        for name, help_text, runner in app.palette_commands():
-            out.append((name, help_text, runner))
-        return out
+        return app.palette_commands()
 
     async def discover(self) -> Hits:
         for name, help_text, runner in self._commands():
@@ -32,8 +31,4 @@ class StemCommands(Provider):
                 yield Hit(score, matcher.highlight(name), runner, text=name, help=help_text)
 
 
-def runner(app: Any, action: str, target: Any) -> Any:
-    return partial(app.run_palette_action, action, target)
-
-
-__all__ = ["StemCommands", "runner"]
+__all__ = ["StemCommands"]
