@@ -86,7 +86,7 @@ async def next_delivery(it: AsyncIterator[Delivery], timeout: float = DEADLINE_S
 
 
 def keys_of(namespace: str, queue: str) -> dict[str, str]:
-    names = [f"s{b}" for b in range(10)] + ["delayed", "dly", "leases", "lease", "idx", "stats", "dead", "deadbody"]
+    names = [f"s{b}" for b in range(10)] + ["delayed", "dly", "leases", "lease", "idx", "stats", "dead", "deadbody", "p", "w"]
     return dict(zip(names, queue_block(namespace, queue)))
 
 
@@ -124,6 +124,7 @@ async def test_settled_messages_leave_nothing_behind(make_broker: BrokerFactory,
         assert await raw.xlen(k[f"s{band}"]) == 0
     assert await raw.zcard(k["leases"]) == 0 and await raw.hlen(k["lease"]) == 0
     assert await raw.hlen(k["idx"]) == 0 and await raw.zcard(k["delayed"]) == 0 and await raw.hlen(k["dly"]) == 0
+    assert await raw.xlen(k["p"]) == 0 and await raw.xlen(k["w"]) <= 1
     for band in range(10):
         if await raw.exists(k[f"s{band}"]):
             assert (await raw.xpending(k[f"s{band}"], "stem"))["pending"] == 0
@@ -146,7 +147,8 @@ async def test_extend_lease_resets_idle_time_and_never_republishes(make_broker: 
         assert after["times_delivered"] == before["times_delivered"] == 1
         assert after["time_since_delivered"] < before["time_since_delivered"]
         assert await raw.xlen(k["s0"]) == 1
-        assert abs(float(await raw.zscore(k["leases"], f"0:{delivery.receipt.split('|')[2]}")) / 1e6 - deadline.timestamp()) < 0.01
+        lid = delivery.receipt.split("|")[1]
+        assert abs(float(await raw.zscore(k["leases"], lid)) / 1e6 - deadline.timestamp()) < 0.01
         await broker.ack(delivery)
 
 

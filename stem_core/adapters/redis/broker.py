@@ -1,33 +1,35 @@
 """``RedisBroker``: the contract over Redis Streams, every multi-key step one Lua script.
 
-Design (key layout and each script's KEYS/ARGV are in ``lua/``):
+Design (key layout and each script's KEYS/ARGV are in ``lua/``, lib.lua first):
 
-* One stream per (queue, priority band 0..9), each with the consumer group ``stem``.
-  A claim (``claim.lua``) promotes due delayed messages, takes back expired leases and
-  reads new entries with ``XREADGROUP`` -- band 9 first, then the oldest ready time
-  across the subscription's queues -- and records each lease, all atomically. Only
-  when it finds nothing does the consumer block, in a plain ``XREAD BLOCK`` on the
-  streams' last ids (Lua cannot block, and a non-group read changes no state, so a
-  cancelled or timed-out wait loses nothing); it also wakes at the next delayed or
-  lease deadline the claim reported.
+* One stream per (queue, priority band 0..9), each with the consumer group ``stem``;
+  publishing a ready message is a bare ``XADD`` (the enqueued total is derived from the
+  streams' ``entries-added``); batches travel as one packed argument of ``publish.lua``.
+* A claim (``claim.lua``) hands out, band 9 first and then the oldest ready time across
+  the subscription's queues, from three kinds of candidates: undelivered entries
+  (``XREADGROUP``), leases that ended (expired, nacked, requeued: ``XCLAIM``) and due
+  messages of the queue's delayed set (delayed publishes, replays, delayed nacks),
+  recording each lease atomically. So a replayed or nacked message keeps its rank by
+  its original age, exactly as the memory broker. Only when a claim finds nothing does
+  the consumer block, in a plain ``XREAD BLOCK`` on the streams' last ids (Lua cannot
+  block, and a non-group read changes no state, so a cancelled or timed-out wait loses
+  nothing); it also wakes at the next delayed or lease deadline the claim reported, and
+  when a script makes something ready without a stream ``XADD`` (the ``P:w`` stream).
 * Leases are the pending entries list. ``XAUTOCLAIM`` takes one idle threshold for a
   whole scan, so it cannot honour per-envelope ``visibility_timeout``; instead a ZSET
   of lease deadlines per queue names exactly the entries whose own lease ran out
   (O(log n), no PEL scan) and ``XCLAIM`` takes each one over, which resets its idle
   time. ``extend_lease`` is ``XCLAIM ... JUSTID`` plus a new deadline: never a re-publish.
-* Fencing: every delivery gets a token (``receipt = queue|band|entry|token``); ack,
-  nack and dead-letter scripts compare it with the lease record, so a stale holder
-  settles nothing. Acknowledged entries are deleted (``XDEL``), never trimmed by
+* Fencing: every delivery gets a token (``receipt = queue|lid|token``); ack, nack and
+  dead-letter scripts compare it with the lease record, so a stale holder settles
+  nothing. Acknowledged entries are deleted (``XDEL``), never trimmed by
   ``MAXLEN``/``MINID``, so streams hold only live messages and memory stays flat.
-* Publishing one ready message is a bare ``XADD`` (the enqueued total is derived from
-  the streams' ``entries-added``, see lib.lua); batches travel as one packed argument
-  of ``publish.lua``. Delayed and leased copies are
-  indexed by envelope id (requeue/remove are O(1)); undelivered entries are not, so
-  ``remove`` walks the undelivered part of each band in bounded chunks.
+* Delayed and leased copies are indexed by envelope id (requeue/remove are O(1));
+  undelivered entries are not, so ``remove`` walks the undelivered part of each band
+  in bounded chunks.
 * All Stem consumers read as one group consumer; the real holder is in the lease
   record, so consumer names never accumulate in Redis.
 * Broadcasts: a stream per channel, one group per subscription (``broadcast.py``).
-* Priority bands: one per priority 0..9 (no folding), so ordering is exact.
 * Multi-queue claims run in one script over every subscribed queue's keys: exact
   cross-queue order on one server. On Redis Cluster each queue is one slot, but a
   subscription spanning queues in different slots would need one claim per queue
@@ -54,12 +56,12 @@ from .broadcast import BroadcastMixin
 from .codec import INVALID_REASON, dead_letter_json, decode, due_us, lease_ms, parse_receipt, ready_us, receipt, text
 from .connection import Connection, RedisConfig, parse_url
 from .inspect import InspectMixin
-from .keys import BANDS, KeyCache, from_us, registry_key, to_us
+from .keys import BANDS, W_INDEX, KeyCache, from_us, registry_key, to_us
 
 log = logging.getLogger("stem.redis")
 
 BROKER_OPTIONS = {"lease_seconds": float}
-# Due delayed messages one claim promotes at most (the rest follow on the next claim).
+# Due delayed messages a claim considers per queue (the rest follow on the next claim).
 PROMOTE_BATCH = 256
 # Messages per publish.lua call in publish_many (keeps one script call short).
 PUBLISH_CHUNK = 1000
@@ -224,11 +226,11 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
             wait = (next_due - now) / 1e6 if next_due >= 0 else float("inf")
             return [], reply[3:], max(0.0, wait)
         out: list[Delivery] = []
-        for k in range(3, 3 + 7 * count, 7):
-            qi, band, eid, token, deliveries, until, raw = reply[k:k + 7]
+        for k in range(3, 3 + 6 * count, 6):
+            qi, lid, token, deliveries, until, raw = reply[k:k + 6]
             queue = sub.queues[qi]
-            rcpt = receipt(queue, band, text(eid), token)
-            envelope, ok = decode(raw, text(eid), queue)
+            rcpt = receipt(queue, text(lid), token)
+            envelope, ok = decode(raw, text(lid), queue)
             if not ok:
                 await self._dead_letter_invalid(queue, rcpt, envelope)
                 continue
@@ -240,9 +242,9 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         log.warning("dead-lettering an undecodable envelope in queue %s: %s", queue, envelope.meta.get("error"))
         entry = DeadLetterEntry(envelope=envelope, reason=INVALID_REASON, meta={"error": envelope.meta.get("error")},
                                 dead_at=utcnow())
-        _, band, eid, token = rcpt.split("|")
-        keys = self._keys.of(queue).settle[int(band)]
-        await self._run("dead", keys, [band, eid, token, envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
+        _, lid, token = rcpt.split("|")
+        keys = self._keys.of(queue).settle_for(lid)[:9]
+        await self._run("dead", keys, [lid, token, envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
 
     def _release_later(self, task: "asyncio.Future[tuple[list[Delivery], list[bytes], float]]") -> None:
         if task.cancelled() or task.exception() is not None or not task.result()[0]:
@@ -256,7 +258,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         async def release() -> None:
             for queue, args in by_queue.items():
                 try:
-                    await self._run("release", self._keys.of(queue).settle[0][:3], args)
+                    await self._run("release", self._keys.of(queue).settle["0s"], args)
                 except BrokerUnavailable:
                     pass  # the leases simply expire and the entries are delivered again
 
@@ -283,31 +285,31 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
     async def _ack(self, delivery: Delivery) -> None:
         parsed = _settle_target(delivery)
         if parsed is not None:
-            queue, band, eid, token = parsed
-            await self._conn.call("ack", self._keys.of(queue).settle[int(band)][:5], (band, eid, token))
+            queue, lid, token = parsed
+            await self._conn.call("ack", self._keys.of(queue).settle_for(lid)[:5], (lid, token))
 
     async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float | None) -> None:
         parsed = _settle_target(delivery)
         if parsed is None:
             return
-        queue, band, eid, token = parsed
-        keys = self._keys.of(queue).settle[int(band)][:7]
+        queue, lid, token = parsed
+        keys = self._keys.of(queue).settle_for(lid)
         if not requeue:
-            await self._run("nack", keys, [band, eid, token, 0, "", 0, 0, 0])
+            await self._run("nack", keys, [lid, token, 0, "", 0, 0, 0])
             return
         changes: dict[str, Any] = {"attempt": delivery.envelope.attempt + 1}
         if delay is not None and delay > 0:
             changes["not_before"] = utcnow() + timedelta(seconds=delay)
         env = delivery.envelope.replace(**changes)
         due = to_us(env.not_before) if delay is not None and delay > 0 and env.not_before is not None else 0
-        await self._run("nack", keys, [band, eid, token, 1, env.to_json(), ready_us(env), due, lease_ms(env)])
+        await self._run("nack", keys, [lid, token, 1, env.to_json(), ready_us(env), due, lease_ms(env)])
 
     async def _extend_lease(self, delivery: Delivery, seconds: float) -> datetime:
         parsed = parse_receipt(delivery.receipt)
         if parsed is not None:
-            queue, band, eid, token = parsed
-            keys = self._keys.of(queue).settle[int(band)][:3]
-            until = await self._run("extend", keys, [band, eid, token, max(1, int(round(seconds * 1000)))])
+            queue, lid, token = parsed
+            keys = self._keys.of(queue).settle_for(lid)[:3]
+            until = await self._run("extend", keys, [lid, token, max(1, int(round(seconds * 1000)))])
             if until >= 0:
                 return from_us(until)
         raise LeaseLost(f"lease of message {delivery.envelope.id} is no longer held by this receipt")
@@ -316,10 +318,10 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         parsed = _settle_target(delivery)
         if parsed is None:
             return
-        queue, band, eid, token = parsed
+        queue, lid, token = parsed
         entry = DeadLetterEntry(envelope=delivery.envelope, reason=reason, meta=meta, dead_at=utcnow())
-        await self._run("dead", self._keys.of(queue).settle[int(band)],
-                        [band, eid, token, delivery.envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
+        await self._run("dead", self._keys.of(queue).settle_for(lid)[:9],
+                        [lid, token, delivery.envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
 
 
 class _SubState:
@@ -329,7 +331,9 @@ class _SubState:
 
     def __init__(self, queues: tuple[str, ...], blocks: KeyCache) -> None:
         self.keys: list[bytes] = [key for queue in queues for key in blocks(queue)]
-        self.streams: list[bytes] = [key for queue in queues for key in blocks(queue)[:BANDS]]
+        # What an idle consumer blocks on: each queue's band streams and its wake stream
+        # (claim.lua returns the cursors in this order).
+        self.streams: list[bytes] = [key for queue in queues for key in (*blocks(queue)[:BANDS], blocks(queue)[W_INDEX])]
         # channel -> [stream key, subs key, group, cursor]
         self.channels: dict[str, list[Any]] = {}
         self.touched = 0.0
@@ -355,7 +359,7 @@ def _records(envelopes: list[Envelope]) -> bytes:
     return b"".join(parts)
 
 
-def _settle_target(delivery: Delivery) -> tuple[str, str, str, str] | None:
+def _settle_target(delivery: Delivery) -> tuple[str, str, str] | None:
     """The receipt's parts for a queue delivery; None for broadcasts and foreign receipts."""
     if delivery.channel is not None:
         return None

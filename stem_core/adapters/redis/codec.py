@@ -8,6 +8,7 @@ as ``invalid-envelope`` (a poison message never blocks a queue).
 from __future__ import annotations
 
 import json
+import re
 from ...clock import parse_iso
 from ...contract.types import DeadLetterEntry
 from ...envelope import Envelope
@@ -61,17 +62,21 @@ def placeholder(raw: bytes | str, fallback_id: str, queue: str, error: str) -> E
         return Envelope(name=INVALID_NAME, id=fallback_id, meta={**meta, "queue": queue})
 
 
-def receipt(queue: str, band: int, entry_id: str, token: int) -> str:
-    """``<queue>|<band>|<entry id>|<token>``: queue names cannot contain ``|``."""
-    return f"{queue}{RECEIPT_SEP}{band}{RECEIPT_SEP}{entry_id}{RECEIPT_SEP}{token}"
+# lib.lua's lid: "<band><lane>:<entry id>", lane s (band stream) or p (P:p).
+_LID_RE = re.compile(r"[0-9][sp]:[0-9]+-[0-9]+")
 
 
-def parse_receipt(value: str) -> tuple[str, str, str, str] | None:
-    """``(queue, band, entry id, token)``, or None for anything else (a stale no-op)."""
+def receipt(queue: str, lid: str, token: int) -> str:
+    """``<queue>|<lid>|<token>``: queue names cannot contain ``|``."""
+    return f"{queue}{RECEIPT_SEP}{lid}{RECEIPT_SEP}{token}"
+
+
+def parse_receipt(value: str) -> tuple[str, str, str] | None:
+    """``(queue, lid, token)``, or None for anything else (a stale no-op)."""
     parts = value.split(RECEIPT_SEP)
-    if len(parts) != 4 or not parts[1].isdigit() or not parts[3].isdigit() or not parts[0]:
+    if len(parts) != 3 or not parts[0] or not parts[2].isdigit() or _LID_RE.fullmatch(parts[1]) is None:
         return None
-    return parts[0], parts[1], parts[2], parts[3]
+    return parts[0], parts[1], parts[2]
 
 
 def dead_letter_json(entry: DeadLetterEntry) -> str:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 REPAIR_BATCH = 1000
 # Dead letters read per round trip while choosing what to replay.
 REPLAY_READ_CHUNK = 500
-# Due delayed messages a peek promotes first (as a claim would).
+# Due delayed messages a peek considers (as a claim would).
 PEEK_PROMOTE_BATCH = 256
 
 

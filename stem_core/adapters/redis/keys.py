@@ -15,13 +15,15 @@ from ...clock import UTC
 
 BANDS = 10  # one stream per priority 0..9
 QUEUE_SUFFIXES = tuple(f"s{band}" for band in range(BANDS)) + (
-    "delayed", "dly", "leases", "lease", "idx", "stats", "dead", "deadbody",
+    "delayed", "dly", "leases", "lease", "idx", "stats", "dead", "deadbody", "p", "w",
 )
-BLOCK_SIZE = len(QUEUE_SUFFIXES)  # 18, as lib.lua's BLOCK
+BLOCK_SIZE = len(QUEUE_SUFFIXES)  # 20, as lib.lua's BLOCK
 DEAD_INDEX = QUEUE_SUFFIXES.index("dead")
 DEADBODY_INDEX = QUEUE_SUFFIXES.index("deadbody")
-# lib.lua settle_keys order after the band stream.
-SETTLE_SUFFIXES = ("leases", "lease", "idx", "stats", "delayed", "dly", "dead", "deadbody")
+P_INDEX = QUEUE_SUFFIXES.index("p")
+W_INDEX = QUEUE_SUFFIXES.index("w")
+# lib.lua settle_keys order after the lid's stream.
+SETTLE_SUFFIXES = ("leases", "lease", "idx", "stats", "delayed", "dly", "dead", "deadbody", "w")
 # Bounded so a process that touches many queue names does not grow without end.
 KEY_CACHE_LIMIT = 4096
 
@@ -68,8 +70,12 @@ class QueueKeys:
     def __init__(self, namespace: str, queue: str) -> None:
         self.block = tuple(key.encode() for key in queue_block(namespace, queue))
         rest = tuple(self.block[QUEUE_SUFFIXES.index(s)] for s in SETTLE_SUFFIXES)
-        # settle[band]: the nine settle keys of lib.lua.
-        self.settle = tuple((self.block[band],) + rest for band in range(BANDS))
+        # The ten settle keys of lib.lua for each lid prefix: "<band>s" (band stream) or "<band>p" (P:p).
+        self.settle = {f"{band}s": (self.block[band],) + rest for band in range(BANDS)}
+        self.settle.update({f"{band}p": (self.block[P_INDEX],) + rest for band in range(BANDS)})
+
+    def settle_for(self, lid: str) -> tuple[bytes, ...]:
+        return self.settle[lid[:2]]
 
 
 class KeyCache:
@@ -92,6 +98,6 @@ class KeyCache:
 
 
 __all__ = [
-    "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "KeyCache", "QueueKeys", "channel_keys", "from_us", "queue_block",
+    "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "P_INDEX", "W_INDEX", "KeyCache", "QueueKeys", "channel_keys", "from_us", "queue_block",
     "registry_key", "results_prefix", "to_us",
 ]

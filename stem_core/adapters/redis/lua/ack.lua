@@ -1,16 +1,15 @@
 -- ack.lua: settle a delivery for good.
 --
--- KEYS: [1] band stream, [2] leases, [3] lease, [4] idx, [5] stats (lib.lua settle_keys).
--- ARGV: [1] band, [2] entry id, [3] token.
+-- KEYS: [1] the lid's stream, [2] leases, [3] lease, [4] idx, [5] stats (lib.lua settle_keys).
+-- ARGV: [1] lid, [2] token.
 -- A stale token (the message was redelivered, requeued or removed) changes nothing.
 -- The entry is acknowledged and deleted from its stream, so streams hold only live
 -- messages and memory stays flat. Counts done.
 -- Reply: 1 settled, 0 stale.
 
-local K = settle_keys(tonumber(ARGV[1]))
-local lid = ARGV[1] .. ':' .. ARGV[2]
-local rec = holding(K, lid, ARGV[3])
+local K = settle_keys(ARGV[1])
+local rec = holding(K, ARGV[1], ARGV[2])
 if not rec then return 0 end
-drop_entry(K, tonumber(ARGV[1]), ARGV[2], rec.i)
+drop_entry(K, ARGV[1], rec.i)
 redis.call('HINCRBY', K.stats, 'done', 1)
 return 1

@@ -1,6 +1,6 @@
 -- dlq_purge.lua: delete the oldest dead letters with dead_at >= a bound.
 --
--- KEYS: the queue's 18-key block (lib.lua).
+-- KEYS: the queue's 20-key block (lib.lua).
 -- ARGV: [1] lower bound us ('-inf' for all), [2] how many at most.
 -- Reply: how many were deleted.
 

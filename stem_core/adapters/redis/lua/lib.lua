@@ -3,41 +3,51 @@
 -- Keys of one queue, P = <namespace>:{<queue>} (the hash tag keeps a queue in one Cluster
 -- slot; queue names cannot contain braces). Scripts receive them through KEYS in the
 -- order their header states and gather them in a table K:
---   K.s[band]  P:s0 .. P:s9  STREAM per priority band (9 first), consumer group "stem".
---                            Entry fields: e envelope JSON, r ready time (us), and only
---                            when not default: d deliveries before this entry, v lease ms
---   K.delayed  P:delayed     ZSET  mid -> due time (us)
+--   K.s[band]  P:s0 .. P:s9  STREAM per priority band, consumer group "stem": what
+--                            producers publish ready. Fields: e envelope JSON, r ready
+--                            time (us); d deliveries so far and v lease ms when not 0.
+--   K.delayed  P:delayed     ZSET  mid -> ready time (us); mid = "<band>:<seq>". Delayed
+--                            messages, and messages coming back (replayed, nacked with a
+--                            delay, requeued): once due they compete by ready time.
 --   K.dly      P:dly         HASH  mid -> cmsgpack(band, d, v, r, envelope id, e)
---   K.leases   P:leases      ZSET  lid -> lease deadline (us); lid = "<band>:<entry id>"
---   K.lease    P:lease       HASH  lid -> cmsgpack(token, deliveries, holder, envelope id)
+--   K.leases   P:leases      ZSET  lid -> lease deadline (us); lid = "<band><lane>:<entry
+--                            id>", lane s = the band stream, p = P:p
+--   K.lease    P:lease       HASH  lid -> cmsgpack(token, deliveries, holder, envelope id,
+--                            replacement envelope JSON or nil)
 --   K.idx      P:idx         HASH  envelope id -> "d:<mid>" / "l:<lid>" (space separated):
 --                            where its delayed and leased copies are (undelivered
 --                            entries are not indexed: publishing stays one XADD)
---   K.stats    P:stats       HASH  done (acks), enq and readd (see below), tok (fencing
---                            tokens), seq (mids)
+--   K.stats    P:stats       HASH  done (acks), enq (enqueues into P:delayed), tok
+--                            (fencing tokens), seq (mids)
 --   K.dead     P:dead        ZSET  envelope id -> dead_at (us)
 --   K.deadbody P:deadbody    HASH  envelope id -> dead-letter JSON
--- The full block (block(base) below) is those 18 keys in this order: s0..s9, delayed,
--- dly, leases, lease, idx, stats, dead, deadbody.
--- Enqueued total = the streams' entries-added (every XADD, kept by Redis) + enq (messages
--- enqueued straight into P:delayed) - readd (XADDs of messages already counted:
--- promotions, nacks, requeues). So publishing a ready message is a bare XADD.
--- The pending entries list (PEL) of a band's group holds the leased entries; P:leases
--- says when each lease ends (per-envelope lengths) and P:lease who holds it under which
--- token. Lease times use the server's clock (TIME); ready/due/dead times come from
--- envelopes. Numbers written into fields are kept as strings.
+--   K.p        P:p           STREAM the due messages a claim took from P:delayed: each is
+--                            added and read into the group in the same script, so all of
+--                            P:p is leased
+--   K.w        P:w           STREAM of one entry, bumped when something becomes ready
+--                            without a band stream XADD (nack, requeue, replay): idle
+--                            consumers block on it too
+-- The full block (block(base)) is those 20 keys in this order: s0..s9, delayed, dly,
+-- leases, lease, idx, stats, dead, deadbody, p, w.
+-- Leases are pending entries (PEL) of the group; P:leases says when each ends (per
+-- envelope lengths), P:lease who holds it under which token. A nacked message keeps its
+-- entry: its lease ends at once and its next delivery carries the replacement (attempt
+-- + 1). Enqueued total = entries-added of the band streams (every publish is an XADD
+-- there) + enq. Lease times use the server's clock (TIME); ready, due and dead times
+-- come from envelopes. Numbers written into fields are kept as strings.
 
 local GROUP = 'stem'
 -- Every Stem consumer reads as this one group consumer: the real holder lives in P:lease,
 -- so consumers never pile up in the group (and no DELCONSUMER can orphan entries).
 local READER = 'stem'
-local BLOCK = 18
+local BLOCK = 20
 
 local function block(base)
   local K = { s = {} }
   for band = 0, 9 do K.s[band] = KEYS[base + 1 + band] end
   K.delayed, K.dly, K.leases, K.lease = KEYS[base + 11], KEYS[base + 12], KEYS[base + 13], KEYS[base + 14]
   K.idx, K.stats, K.dead, K.deadbody = KEYS[base + 15], KEYS[base + 16], KEYS[base + 17], KEYS[base + 18]
+  K.p, K.w = KEYS[base + 19], KEYS[base + 20]
   return K
 end
 
@@ -60,6 +70,21 @@ end
 local function err_text(e)
   if type(e) == 'table' then return tostring(e.err) end
   return tostring(e)
+end
+
+-- band (number), lane ('s' or 'p') and entry id of a lid.
+local function lid_parts(lid)
+  local band, lane, eid = string.match(lid, '^(%d)([sp]):(.+)$')
+  return tonumber(band), lane, eid
+end
+
+local function lane_stream(K, band, lane)
+  if lane == 'p' then return K.p end
+  return K.s[band]
+end
+
+local function wake(K)
+  redis.call('XADD', K.w, 'MAXLEN', 1, '*', 'x', '1')
 end
 
 -- The envelope id: Stem writes it as the first key; other writers' JSON is decoded.
@@ -90,59 +115,36 @@ local function idx_del(K, id, ref)
   if #rest == 0 then redis.call('HDEL', K.idx, id) else redis.call('HSET', K.idx, id, table.concat(rest, ' ')) end
 end
 
--- A ready message goes to the tail of its band's stream; returns the entry id. The
--- group is created by the first claim (NOGROUP) if the stream is new.
-local function add_ready(K, band, e, r, d, v)
+-- A freshly published ready message goes to the tail of its band's stream. The group is
+-- created by the first claim (NOGROUP) if the stream is new.
+local function add_ready(K, band, e, r, v)
   local args = { K.s[band], '*', 'e', e, 'r', r }
-  if d and d ~= '0' then args[#args + 1] = 'd'; args[#args + 1] = d end
-  if v and v ~= '0' and v ~= '' then args[#args + 1] = 'v'; args[#args + 1] = v end
+  if v and v ~= '0' and v ~= '' then args[7] = 'v'; args[8] = v end
   return redis.call('XADD', unpack(args))
 end
 
+-- Into P:delayed, due at `due` (a due time in the past = ready, ranked by it).
 local function add_delayed(K, due, band, e, r, i, d, v)
-  local mid = int(redis.call('HINCRBY', K.stats, 'seq', 1))
+  local mid = band .. ':' .. int(redis.call('HINCRBY', K.stats, 'seq', 1))
   redis.call('ZADD', K.delayed, due, mid)
   redis.call('HSET', K.dly, mid, cmsgpack.pack(band, d, v, r, i, e))
   idx_add(K, i, 'd:' .. mid)
-end
-
--- Ready now or delayed; `new` says whether this is an enqueue (counted once) or a message
--- coming back (nack), which the enqueued total must not count again.
-local function place(K, now, due, band, e, r, i, d, v, new)
-  if due > now then
-    add_delayed(K, due, band, e, r, i, d, v)
-    if new then redis.call('HINCRBY', K.stats, 'enq', 1) end
-  else
-    add_ready(K, band, e, r, d, v)
-    if not new then redis.call('HINCRBY', K.stats, 'readd', 1) end
-  end
-end
-
--- Due delayed messages (at most `batch`) move to their streams.
-local function promote(K, now, batch)
-  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, batch)
-  for _, mid in ipairs(due) do
-    local body = redis.call('HGET', K.dly, mid)
-    redis.call('ZREM', K.delayed, mid)
-    if body then
-      redis.call('HDEL', K.dly, mid)
-      local band, d, v, r, i, e = cmsgpack.unpack(body)
-      idx_del(K, i, 'd:' .. mid)
-      add_ready(K, band, e, r, d, v)
-      redis.call('HINCRBY', K.stats, 'readd', 1)
-    end
-  end
+  return mid
 end
 
 local function lease_get(K, lid)
   local raw = redis.call('HGET', K.lease, lid)
   if not raw then return nil end
-  local t, c, h, i = cmsgpack.unpack(raw)
-  return { t = t, c = c, h = h, i = i }
+  local t, c, h, i, o = cmsgpack.unpack(raw)
+  return { t = t, c = c, h = h, i = i, o = o }
 end
 
 local function lease_set(K, lid, rec)
-  redis.call('HSET', K.lease, lid, cmsgpack.pack(rec.t, rec.c, rec.h, rec.i))
+  if rec.o then
+    redis.call('HSET', K.lease, lid, cmsgpack.pack(rec.t, rec.c, rec.h, rec.i, rec.o))
+  else
+    redis.call('HSET', K.lease, lid, cmsgpack.pack(rec.t, rec.c, rec.h, rec.i))
+  end
 end
 
 -- The lease record of `lid` when `token` (a string) still holds it, else nil (fenced).
@@ -153,11 +155,11 @@ local function holding(K, lid, token)
 end
 
 -- Forget a leased entry: acknowledged, deleted from its stream, lease and index gone.
-local function drop_entry(K, band, eid, envid)
-  local s = K.s[band]
+local function drop_entry(K, lid, envid)
+  local band, lane, eid = lid_parts(lid)
+  local s = lane_stream(K, band, lane)
   pcall(redis.call, 'XACK', s, GROUP, eid)
   redis.call('XDEL', s, eid)
-  local lid = band .. ':' .. eid
   redis.call('ZREM', K.leases, lid)
   redis.call('HDEL', K.lease, lid)
   idx_del(K, envid, 'l:' .. lid)
@@ -233,12 +235,13 @@ local function bc_trim(s, subs)
 end
 
 -- Settle scripts take a short key list (only what they touch), in this order:
--- [1] the delivery's band stream, [2] leases, [3] lease, [4] idx, [5] stats,
--- [6] delayed, [7] dly, [8] dead, [9] deadbody; a script may pass a prefix of it.
-local function settle_keys(band)
+-- [1] the stream of the delivery's lid, [2] leases, [3] lease, [4] idx, [5] stats,
+-- [6] delayed, [7] dly, [8] dead, [9] deadbody, [10] w; a script may pass a prefix.
+local function settle_keys(lid)
+  local band, lane = lid_parts(lid)
   local K = { s = {} }
-  K.s[band] = KEYS[1]
+  if lane == 'p' then K.p = KEYS[1] else K.s[band] = KEYS[1] end
   K.leases, K.lease, K.idx, K.stats = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-  K.delayed, K.dly, K.dead, K.deadbody = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  K.delayed, K.dly, K.dead, K.deadbody, K.w = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
   return K
 end

@@ -1,18 +1,32 @@
--- nack.lua: give a delivery back (as a new entry, attempt + 1) or drop it.
+-- nack.lua: give a delivery back (attempt + 1, in its place or after a delay) or drop it.
 --
--- KEYS: [1] band stream, [2] leases, [3] lease, [4] idx, [5] stats, [6] delayed, [7] dly
---       (lib.lua settle_keys).
--- ARGV: [1] band, [2] entry id, [3] token, [4] requeue 1/0, [5] new envelope JSON,
---       [6] ready time us, [7] due time us (0 = now), [8] lease ms or 0.
--- The delivery count travels with the message (field d of the new entry).
+-- KEYS: the ten settle keys of lib.lua (the lid's stream ... w).
+-- ARGV: [1] lid, [2] token, [3] requeue 1/0, [4] new envelope JSON, [5] ready time us,
+--       [6] due time us (0 = now), [7] lease ms or 0.
+-- Requeued now: the entry stays in the PEL with a lease that has already ended and the
+-- new envelope in its lease record, so it keeps its rank (priority, then its original
+-- ready time) and the next claim takes it back like an expired lease. Requeued later:
+-- the entry goes and P:delayed carries the message (and its delivery count) on. Either
+-- way the old receipt is fenced.
 -- Reply: 1 settled, 0 stale.
 
-local band = tonumber(ARGV[1])
-local K = settle_keys(band)
-local rec = holding(K, ARGV[1] .. ':' .. ARGV[2], ARGV[3])
+local lid = ARGV[1]
+local K = settle_keys(lid)
+local rec = holding(K, lid, ARGV[2])
 if not rec then return 0 end
-drop_entry(K, band, ARGV[2], rec.i)
-if ARGV[4] == '1' then
-  place(K, now_us(), tonumber(ARGV[7]), band, ARGV[5], ARGV[6], rec.i, int(rec.c), ARGV[8], false)
+local now = now_us()
+local band = lid_parts(lid)
+if ARGV[3] == '1' and tonumber(ARGV[6]) <= now then
+  rec.t = redis.call('HINCRBY', K.stats, 'tok', 1)
+  rec.h = ''
+  rec.o = ARGV[4]
+  lease_set(K, lid, rec)
+  redis.call('ZADD', K.leases, 0, lid)
+  wake(K)
+  return 1
+end
+drop_entry(K, lid, rec.i)
+if ARGV[3] == '1' then
+  add_delayed(K, tonumber(ARGV[6]), band, ARGV[4], ARGV[5], rec.i, int(rec.c), ARGV[7])
 end
 return 1

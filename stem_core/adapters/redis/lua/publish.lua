@@ -1,11 +1,11 @@
 -- publish.lua: append many messages to one queue (ready -> band stream, future -> delayed).
 --
--- KEYS: the queue's 18-key block (lib.lua).
+-- KEYS: the queue's 20-key block (lib.lua).
 -- ARGV: [1] records, concatenated; each is "<due us>,<band>,<ready us>,<lease ms>,
 --       <id bytes>,<json bytes>:" followed by the envelope id and the envelope JSON
 --       (one argument instead of six per message keeps a batch cheap to send).
 -- A message is delayed when its due time is after the server's clock (counted in enq;
--- ready ones are counted by the streams' entries-added).
+-- ready ones are counted by the band streams' entries-added).
 -- Reply: how many were stored.
 
 local K = block(0)
@@ -19,7 +19,13 @@ while pos <= #blob do
   local i = string.sub(blob, colon + 1, colon + il)
   local e = string.sub(blob, colon + il + 1, colon + il + el)
   pos = colon + il + el + 1
-  place(K, now, tonumber(due), tonumber(band), e, r, i, '0', v, true)
+  band = tonumber(band)
+  if tonumber(due) > now then
+    add_delayed(K, tonumber(due), band, e, r, i, '0', v)
+    redis.call('HINCRBY', K.stats, 'enq', 1)
+  else
+    add_ready(K, band, e, r, v)
+  end
   n = n + 1
 end
 return n

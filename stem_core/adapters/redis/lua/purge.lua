@@ -1,9 +1,10 @@
 -- purge.lua: delete up to `batch` pending and delayed messages (never leased ones).
 --
--- KEYS: the queue's 18-key block (lib.lua).
+-- KEYS: the queue's 20-key block (lib.lua).
 -- ARGV: [1] batch.
--- Pending = undelivered entries of every band plus leases already expired; the caller
--- repeats while a full batch was deleted, so Redis is never blocked for long.
+-- Pending = undelivered entries of every band, leases already ended (expired, nacked,
+-- requeued) and P:delayed; the caller repeats while a full batch was deleted, so Redis
+-- is never blocked for long.
 -- Reply: how many were deleted.
 
 local K = block(0)
@@ -22,9 +23,8 @@ for band = 0, 9 do
 end
 if removed < batch then
   for _, lid in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, batch - removed)) do
-    local band, eid = string.match(lid, '^(%d):(.+)$')
     local rec = lease_get(K, lid)
-    drop_entry(K, tonumber(band), eid, rec and rec.i or eid)
+    drop_entry(K, lid, rec and rec.i or '')
     removed = removed + 1
   end
 end

@@ -1,6 +1,6 @@
 -- remove.lua: delete the delayed and leased copies of messages (operator action).
 --
--- KEYS: the queue's 18-key block (lib.lua).
+-- KEYS: the queue's 20-key block (lib.lua).
 -- ARGV: envelope ids.
 -- A leased copy's holder is fenced: its lease record goes, so its ack is a no-op.
 -- Undelivered copies are not indexed; remove_scan.lua deletes those.
@@ -14,8 +14,8 @@ for _, id in ipairs(ARGV) do
     for ref in string.gmatch(cur, '%S+') do
       local kind, key = string.sub(ref, 1, 1), string.sub(ref, 3)
       if kind == 'l' then
-        local band, eid = string.match(key, '^(%d):(.+)$')
-        local s = K.s[tonumber(band)]
+        local band, lane, eid = lid_parts(key)
+        local s = lane_stream(K, band, lane)
         pcall(redis.call, 'XACK', s, GROUP, eid)
         removed = removed + redis.call('XDEL', s, eid)
         redis.call('ZREM', K.leases, key)

@@ -1,11 +1,11 @@
 -- requeue.lua: make leased messages ready now and list delayed ones (operator action).
 --
--- KEYS: the queue's 18-key block (lib.lua).
+-- KEYS: the queue's 20-key block (lib.lua).
 -- ARGV: envelope ids.
 -- A leased copy gets a new token (its holder's receipt goes stale: a later ack or
 -- nack is a no-op) and a lease that ends now, so the next claim takes it back.
--- Delayed copies are only listed: the caller rewrites their notBefore and moves them
--- with promote_now.lua (a script cannot safely re-encode arbitrary JSON).
+-- Delayed copies are only listed: the caller rewrites their notBefore and makes them
+-- due with promote_now.lua (a script cannot safely re-encode arbitrary JSON).
 -- Reply: {requeued, mid, envelope JSON, mid, envelope JSON, ...}.
 
 local K = block(0)
@@ -35,4 +35,5 @@ for _, id in ipairs(ARGV) do
     end
   end
 end
+if reply[1] > 0 then wake(K) end
 return reply
