@@ -58,7 +58,7 @@ class ConfirmDialog(ModalScreen[str | None]):
                 yield Static(literal(plan.note, "dim", limit=None), markup=False, id="note")
             yield Static(Text("same as:", style="dim"), markup=False)
             yield Static(literal(self.command, "bold", limit=None), markup=False, id="command", classes="command")
-            yield StemInput(placeholder="reason (optional, kept in the audit log)", id="reason")
+            yield StemInput(compact=True, placeholder="reason (optional, kept in the audit log)", id="reason")
             with Horizontal(classes="buttons"):
                 yield Button(f"{plan.verb.capitalize()} {self.preview.count}", variant="error" if plan.destructive else "primary",
                              id="confirm")

@@ -111,8 +111,8 @@ class PauseDialog(FormDialog):
     def fields(self) -> ComposeResult:
         yield Static(Text("Workers stop taking new tasks from it; running ones finish. Persisted: a restarted "
                           "worker stays paused.", style="dim"), markup=False)
-        yield StemInput(placeholder="reason (shown to everyone, kept in the audit log)", id="reason")
-        yield StemInput(placeholder="for how long (e.g. 30m; empty = until resumed)", id="until")
+        yield StemInput(compact=True, placeholder="reason (shown to everyone, kept in the audit log)", id="reason")
+        yield StemInput(compact=True, placeholder="for how long (e.g. 30m; empty = until resumed)", id="until")
 
     def on_mount(self) -> None:
         self.query_one("#reason", Input).focus()
@@ -131,11 +131,11 @@ class EnqueueDialog(FormDialog):
         self.queue = queue
 
     def fields(self) -> ComposeResult:
-        yield StemInput(placeholder="task name, e.g. email.send", id="task")
-        yield StemInput(placeholder='args as JSON, e.g. {"to": "a@b.c"}', id="args")
-        yield StemInput(value=self.queue or "", placeholder="queue (default: default)", id="queue")
-        yield StemInput(placeholder="priority 0-9 (optional)", id="priority")
-        yield StemInput(placeholder="delay, e.g. 10s (optional)", id="delay")
+        yield StemInput(compact=True, placeholder="task name, e.g. email.send", id="task")
+        yield StemInput(compact=True, placeholder='args as JSON, e.g. {"to": "a@b.c"}', id="args")
+        yield StemInput(compact=True, value=self.queue or "", placeholder="queue (default: default)", id="queue")
+        yield StemInput(compact=True, placeholder="priority 0-9 (optional)", id="priority")
+        yield StemInput(compact=True, placeholder="delay, e.g. 10s (optional)", id="delay")
 
     def on_mount(self) -> None:
         self.query_one("#task", Input).focus()
@@ -165,10 +165,11 @@ class BroadcastDialog(FormDialog):
         who = ", ".join(self.targets) if self.targets else "every live worker"
         yield Static(literal(f"to: {who}", limit=None), markup=False)
         options = [(c, c) for c in CONTROL_COMMANDS if c not in ("pause", "resume")]
-        yield Select(options, value="ping", allow_blank=False, id="command")
-        yield StemInput(placeholder='arguments as JSON: revoke {"task_ids": ["..."], "terminate": true}, '
+        yield Select(options, value="ping", allow_blank=False, id="command", compact=True)
+        yield StemInput(compact=True, placeholder='arguments as JSON: revoke {"task_ids": ["..."], "terminate": true}, '
                                 'shutdown {"mode": "warm"}', id="arguments")
-        yield StemInput(value=f"{CONTROL_TIMEOUT_SECONDS:g}s", placeholder="wait for replies, e.g. 5s", id="timeout")
+        yield Static(Text("wait for replies:", style="dim"), markup=False)
+        yield StemInput(compact=True, value=f"{CONTROL_TIMEOUT_SECONDS:g}s", placeholder="wait for replies, e.g. 5s", id="timeout")
         yield Static(Text("pause/resume: use P on a queue", style="dim"), markup=False)
 
     def on_mount(self) -> None:
