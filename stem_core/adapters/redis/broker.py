@@ -61,7 +61,8 @@ from .keys import BANDS, W_INDEX, KeyCache, from_us, registry_key, to_us
 log = logging.getLogger("stem.redis")
 
 BROKER_OPTIONS = {"lease_seconds": float}
-# Due delayed messages a claim considers per queue (the rest follow on the next claim).
+# Ended leases and due delayed messages a claim considers per queue (the rest follow on
+# the next claim; ranking among them is exact up to this many).
 PROMOTE_BATCH = 256
 # Messages per publish.lua call in publish_many (keeps one script call short).
 PUBLISH_CHUNK = 1000

@@ -1,8 +1,9 @@
 -- claim.lua: lease up to `limit` messages to one subscription, best first.
 --
 -- KEYS: one 20-key block per subscribed queue (lib.lua), in subscription order.
--- ARGV: [1] holder (consumer name), [2] limit, [3] default lease ms, [4] how many due
---       delayed messages per queue to consider, [5] number of queues.
+-- ARGV: [1] holder (consumer name), [2] limit, [3] default lease ms, [4] how many ended
+--       leases and due delayed messages per queue to consider (ranking is exact while
+--       there are no more than that), [5] number of queues.
 -- Order: priority band 9 down to 0; inside a band, oldest ready time first across the
 -- queues, among three kinds of candidates: undelivered band stream entries, leases
 -- that ended (expired, nacked, requeued: taken back with XCLAIM, which resets the idle
@@ -82,7 +83,8 @@ end
 local olds, dues = {}, {}
 if limit > 0 then
   for q = 0, nq - 1 do
-    for _, lid in ipairs(redis.call('ZRANGEBYSCORE', Q[q].leases, '-inf', now, 'LIMIT', 0, limit)) do
+    -- All of them (up to the batch), not just `limit`: a higher band may be further down.
+    for _, lid in ipairs(redis.call('ZRANGEBYSCORE', Q[q].leases, '-inf', now, 'LIMIT', 0, batch)) do
       local band = tonumber(string.sub(lid, 1, 1))
       olds[band] = olds[band] or {}
       table.insert(olds[band], { q, lid })
