@@ -63,7 +63,7 @@ log = logging.getLogger("stem.redis")
 BROKER_OPTIONS = {"lease_seconds": float}
 # Ended leases and due delayed messages a claim considers per queue (the rest follow on
 # the next claim; ranking among them is exact up to this many).
-PROMOTE_BATCH = 256
+CLAIM_SCAN = 256
 # Messages per publish.lua call in publish_many (keeps one script call short).
 PUBLISH_CHUNK = 1000
 # A consumer that lost Redis tries again after this long (bounded by its wait).
@@ -220,7 +220,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
             raise
 
     async def _claim(self, sub: Subscription, state: "_SubState", limit: int) -> tuple[list[Delivery], list[bytes], float]:
-        args = [sub.consumer, limit, self._default_ms, PROMOTE_BATCH, len(sub.queues)]
+        args = [sub.consumer, limit, self._default_ms, CLAIM_SCAN, len(sub.queues)]
         reply = await self._run("claim", state.keys, args)
         now, next_due, count = reply[0], reply[1], reply[2]
         if count == 0:

@@ -26,7 +26,7 @@ REPAIR_BATCH = 1000
 # Dead letters read per round trip while choosing what to replay.
 REPLAY_READ_CHUNK = 500
 # Due delayed messages a peek considers (as a claim would).
-PEEK_PROMOTE_BATCH = 256
+PEEK_DUE_SCAN = 256
 
 
 class InspectMixin:
@@ -70,7 +70,7 @@ class InspectMixin:
     async def _peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:
         if limit == 0:
             return []
-        rows = await self._run("peek", self._keys(queue), [state, limit, offset, PEEK_PROMOTE_BATCH])
+        rows = await self._run("peek", self._keys(queue), [state, limit, offset, PEEK_DUE_SCAN])
         out = []
         for k in range(0, len(rows), 4):
             raw, holder, until, count = rows[k:k + 4]

@@ -32,7 +32,7 @@ _US = timedelta(microseconds=1)
 
 
 def queue_block(namespace: str, queue: str) -> tuple[str, ...]:
-    """The 18 keys of ``queue`` in lib.lua's order."""
+    """The 20 keys of ``queue`` in lib.lua's order."""
     prefix = f"{namespace}:{{{queue}}}:"
     return tuple(prefix + suffix for suffix in QUEUE_SUFFIXES)
 

@@ -1,6 +1,6 @@
 -- remove_scan.lua: delete undelivered entries of given envelope ids, one chunk of one band.
 --
--- KEYS: the queue's 18-key block (lib.lua).
+-- KEYS: the queue's 20-key block (lib.lua).
 -- ARGV: [1] band, [2] cursor (entry id to continue after, '' = from the first
 --       undelivered entry), [3] chunk size, [4..] envelope ids.
 -- Undelivered entries are not indexed (publishing stays one XADD), so removing them
