@@ -257,9 +257,9 @@ class DataSource:
         want = self.want
         async with asyncio.timeout(FETCH_TIMEOUT_S):
             ops = await self._ensure()
-            overview = await ops.overview()
-            workers = await ops.workers()
-            audit = await ops.audit_log(AUDIT_PAGE)
+            # Independent reads at once: on a remote broker a poll costs one round trip
+            # of latency, not three.
+            overview, workers, audit = await asyncio.gather(ops.overview(), ops.workers(), ops.audit_log(AUDIT_PAGE))
             notes: dict[str, str] = {}
             leases = detail = dead = None
             if want.view == "leases":

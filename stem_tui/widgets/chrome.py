@@ -59,8 +59,11 @@ class TitleBar(Horizontal):
         yield Line(id="title-right")
 
     def set(self, left: str, right: str) -> None:
-        self.query_one("#title-left", Line).show(left)
-        self.query_one("#title-right", Line).show(right)
+        # query, not query_one: a poll may land while this bar is still composing.
+        for line in self.query("#title-left").results(Line):
+            line.show(left)
+        for line in self.query("#title-right").results(Line):
+            line.show(right)
 
 
 class StemFooter(Horizontal):
@@ -72,7 +75,8 @@ class StemFooter(Horizontal):
         yield Footer(show_command_palette=False, compact=True)
 
     def set_age(self, text: str, style: str = "") -> None:
-        self.query_one("#age", Line).show(text, style)
+        for line in self.query("#age").results(Line):
+            line.show(text, style)
 
 
 class StemInput(Input):

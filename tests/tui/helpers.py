@@ -3,7 +3,10 @@ look at the store through a second connection."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+from textual.widgets import DataTable
 
 from stem_core import connect_backend, connect_broker
 from stem_core.ops import Ops
@@ -13,14 +16,24 @@ from stem_tui.widgets.table import KeyedTable
 from .seed import FrozenClock, make_app, poll, seed
 
 SETTLE_ROUNDS = 4
+TABLES_DEADLINE_S = 30.0
+TABLES_POLL_S = 0.01
 
 
 async def settle(pilot: Any) -> None:
     """Let workers finish and the messages they posted be handled (a preview pushes a
-    dialog, a finished action asks for a poll, the poll posts a snapshot...)."""
+    dialog, a finished action asks for a poll, the poll posts a snapshot...), and let
+    every table measure its new cells (DataTable does that when idle: a picture taken
+    before it shows label-wide columns)."""
     for _ in range(SETTLE_ROUNDS):
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
+    deadline = time.monotonic() + TABLES_DEADLINE_S
+    while any(t._require_update_dimensions or t._updated_cells or t._new_rows
+              for screen in pilot.app.screen_stack for t in screen.query(DataTable)):
+        if time.monotonic() > deadline:
+            raise AssertionError("tables never finished measuring their cells")
+        await pilot.pause(TABLES_POLL_S)
 
 
 async def press(pilot: Any, *keys: str) -> None:
