@@ -123,7 +123,7 @@ class StemTui(App[None]):
         self.problem = None
         self.events.observe(message.snapshot)
         view = self.active_view()
-        if view is not None:
+        if view is not None and view.ready:
             view.apply(message.snapshot)
             view.sync_chrome()
         self.tick_age()

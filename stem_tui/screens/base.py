@@ -32,6 +32,8 @@ WRITE_ACTIONS = frozenset({
 class ViewScreen(Screen[None]):
     VIEW: ClassVar[str] = "queues"
     TITLE_TEXT: ClassVar[str] = "Queues"
+    # Set once the view's widgets exist; snapshots arriving before that wait for resume.
+    ready: bool = False
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
@@ -57,6 +59,10 @@ class ViewScreen(Screen[None]):
 
     def title_context(self) -> str:
         return ""
+
+    def on_mount(self) -> None:
+        # Textual calls each class's on_mount along the MRO: the views' own ones run too.
+        self.ready = True
 
     def on_screen_resume(self) -> None:
         self.stem.view_shown(self)
