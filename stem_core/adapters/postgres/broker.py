@@ -43,15 +43,13 @@ from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, LeaseLost
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from .connection import (
-    DEFAULT_POOL_MAX,
-    DEFAULT_POOL_MIN,
     QUEUE_CHANNEL_SUFFIX,
     Database,
     PgConfig,
+    Pools,
     parse_url,
     positive_float,
     positive_int,
-    prepare_schema,
     schema_name,
     translate,
 )
@@ -79,10 +77,7 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         self._config = config
         self.schema = schema_name(self.namespace)
         self._q = Queries(self.schema)
-        self._pool_size = pool_size
-        self._db: Database | None = None
-        self._settle_db: Database | None = None
-        self._settle_lock = asyncio.Lock()
+        self._pools = Pools(config, name=f"stem-{self.namespace}", pool_size=pool_size)
         self._listener: Listener | None = None
         self._by_queue: dict[str, set[_Sub]] = {}
         self._by_channel: dict[str, set[_Sub]] = {}
@@ -103,13 +98,9 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
     # -- lifecycle ------------------------------------------------------------------
 
     async def connect(self) -> "PostgresBroker":
-        if self._db is not None:
+        if self._pools.main is not None:
             return self
-        await prepare_schema(self._config, lambda conn: migrate(conn, self.schema))
-        db = Database(self._config, name=f"stem-{self.namespace}", min_size=DEFAULT_POOL_MIN,
-                      max_size=self._pool_size or DEFAULT_POOL_MAX)
-        await db.open()
-        self._db = db
+        await self._pools.open(lambda conn: migrate(conn, self.schema))
         self._closed = False
         return self
 
@@ -127,28 +118,18 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
-        for attr in ("_settle_db", "_db"):
-            db = getattr(self, attr)
-            setattr(self, attr, None)
-            if db is not None:
-                await db.close()
+        await self._pools.close()
 
     def _check_open(self) -> Database:
-        if self._closed or self._db is None:
+        db = self._pools.main
+        if self._closed or db is None:
             raise BrokerUnavailable(f"the PostgreSQL broker for {self._config.shown_url} is closed")
-        return self._db
+        return db
 
     async def _settle_pool(self) -> Database:
         """The ``synchronous_commit=off`` pool for claims and settlements, opened on first use."""
         self._check_open()
-        if self._settle_db is None:
-            async with self._settle_lock:
-                if self._settle_db is None:
-                    db = Database(self._config, name=f"stem-{self.namespace}-settle", min_size=DEFAULT_POOL_MIN,
-                                  max_size=self._pool_size or DEFAULT_POOL_MAX, settle=True)
-                    await db.open()
-                    self._settle_db = db
-        return self._settle_db
+        return await self._pools.fast()
 
     # -- producing ------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ appear in a message: every text we raise goes through ``redact``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
@@ -270,9 +271,55 @@ class Database:
         return await self.run(go)
 
 
+class Pools:
+    """An adapter's two pools of one size: ``main`` (durable commits), opened by ``open``
+    after the migrations, and ``fast`` (``synchronous_commit=off``, see ``Database``),
+    opened on first use; ``main`` is None until opened and after ``close``."""
+
+    def __init__(self, config: PgConfig, *, name: str, pool_size: int | None,
+                 unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> None:
+        self.config = config
+        self.name = name
+        self.max_size = pool_size or DEFAULT_POOL_MAX
+        self.unavailable = unavailable
+        self.main: Database | None = None
+        self.fast_db: Database | None = None
+        self._fast_lock = asyncio.Lock()
+
+    def _database(self, name: str, *, settle: bool) -> Database:
+        return Database(self.config, name=name, min_size=DEFAULT_POOL_MIN, max_size=self.max_size, settle=settle,
+                        unavailable=self.unavailable)
+
+    async def open(self, migrate: Callable[[psycopg.AsyncConnection], Any]) -> None:
+        """Migrate the schema on a direct connection, then open ``main`` (idempotent)."""
+        if self.main is not None:
+            return
+        await prepare_schema(self.config, migrate, self.unavailable)
+        db = self._database(self.name, settle=False)
+        await db.open()
+        self.main = db
+
+    async def fast(self) -> Database:
+        """The ``synchronous_commit=off`` pool, opened on first use."""
+        if self.fast_db is None:
+            async with self._fast_lock:
+                if self.fast_db is None:
+                    db = self._database(f"{self.name}-fast", settle=True)
+                    await db.open()
+                    self.fast_db = db
+        return self.fast_db
+
+    async def close(self) -> None:
+        main, fast, self.main, self.fast_db = self.main, self.fast_db, None, None
+        for db in (fast, main):
+            if db is not None:
+                await db.close()
+
+
 __all__ = [
     "BackendUnavailable",
     "Database",
+    "Pools",
     "PgConfig",
     "parse_url",
     "positive_float",

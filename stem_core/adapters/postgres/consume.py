@@ -23,7 +23,7 @@ from ...contract.backend import check_json
 from ...contract.broker import Subscription
 from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable
-from .connection import QUEUE_CHANNEL_SUFFIX, Database
+from .connection import QUEUE_CHANNEL_SUFFIX, Database, Pools
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import Listener
 from .rows import INVALID_REASON, decode, parse_receipt
@@ -99,7 +99,7 @@ class ConsumeMixin:
     _config: "PgConfig"
     _q: "Queries"
     _listener: Listener | None
-    _settle_db: Database | None
+    _pools: Pools
     _by_queue: dict[str, set[_Sub]]
     _by_channel: dict[str, set[_Sub]]
     _prefetch_total: int
@@ -161,8 +161,8 @@ class ConsumeMixin:
         """Consumers create the dead rows, so while this broker consumes it keeps them in check."""
         while True:
             await asyncio.sleep(VACUUM_CHECK_S)
-            if self._settle_db is not None:
-                await janitor_pass(self._settle_db, self.schema, JANITOR_TABLES)
+            if self._pools.fast_db is not None:
+                await janitor_pass(self._pools.fast_db, self.schema, JANITOR_TABLES)
 
     async def _subscribe(self, st: _Sub, consumer: str) -> None:
         q = self._q
@@ -194,9 +194,10 @@ class ConsumeMixin:
     async def _close_subscription(self, sub: Subscription) -> None:
         st: _Sub | None = sub.state
         self._forget(sub)
-        if st is not None and st.channels and self._db is not None and not self._closed:
+        db = self._pools.main
+        if st is not None and st.channels and db is not None and not self._closed:
             try:
-                await self._db.execute(self._q.unsubscribe, {"subscription": st.key})
+                await db.execute(self._q.unsubscribe, {"subscription": st.key})
             except BrokerUnavailable:
                 pass  # the row goes stale and broadcast cleanup forgets it
 

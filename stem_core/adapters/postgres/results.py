@@ -26,15 +26,13 @@ from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .connection import (
-    DEFAULT_POOL_MAX,
-    DEFAULT_POOL_MIN,
     RESULT_CHANNEL_SUFFIX,
     Database,
     PgConfig,
+    Pools,
     parse_url,
     positive_float,
     positive_int,
-    prepare_schema,
     schema_name,
 )
 from .janitor import VACUUM_CHECK_S, janitor_pass
@@ -84,10 +82,8 @@ class PostgresBackend(ResultBackend):
         self._config = config
         self.schema = schema_name(self.namespace)
         self._q = Queries(self.schema)
-        self._pool_size = pool_size
-        self._db: Database | None = None
-        self._fast_db: Database | None = None
-        self._fast_lock = asyncio.Lock()
+        self._pools = Pools(config, name=f"stem-{self.namespace}-results", pool_size=pool_size,
+                            unavailable=BackendUnavailable)
         self._listener: Listener | None = None
         self._watches: dict[str, set[_Watch]] = {}
         self._cleaner: asyncio.Task[None] | None = None
@@ -103,13 +99,9 @@ class PostgresBackend(ResultBackend):
         return f"PostgresBackend({self._config.shown_url!r}, namespace={self.namespace!r})"
 
     async def connect(self) -> "PostgresBackend":
-        if self._db is not None:
+        if self._pools.main is not None:
             return self
-        await prepare_schema(self._config, lambda conn: migrate(conn, self.schema), BackendUnavailable)
-        db = Database(self._config, name=f"stem-{self.namespace}-results", min_size=DEFAULT_POOL_MIN,
-                      max_size=self._pool_size or DEFAULT_POOL_MAX, unavailable=BackendUnavailable)
-        await db.open()
-        self._db = db
+        await self._pools.open(lambda conn: migrate(conn, self.schema))
         self._closed = False
         self._cleaner = asyncio.create_task(self._cleanup_loop(), name=f"stem-pg-cleanup-{self.namespace}")
         return self
@@ -126,37 +118,27 @@ class PostgresBackend(ResultBackend):
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
-        for attr in ("_fast_db", "_db"):
-            db = getattr(self, attr)
-            setattr(self, attr, None)
-            if db is not None:
-                await db.close()
+        await self._pools.close()
 
     async def _fast(self) -> Database:
         """The ``synchronous_commit=off`` pool for writes a crash may lose without harm:
         non-terminal statuses (the broker row, not the status, is the truth of a queued or
         running task) and heartbeats. Terminal statuses always commit durably."""
         self._check_open()
-        if self._fast_db is None:
-            async with self._fast_lock:
-                if self._fast_db is None:
-                    db = Database(self._config, name=f"stem-{self.namespace}-results-fast", min_size=DEFAULT_POOL_MIN,
-                                  max_size=self._pool_size or DEFAULT_POOL_MAX, settle=True, unavailable=BackendUnavailable)
-                    await db.open()
-                    self._fast_db = db
-        return self._fast_db
+        return await self._pools.fast()
 
     def _check_open(self) -> Database:
-        if self._closed or self._db is None:
+        db = self._pools.main
+        if self._closed or db is None:
             raise BackendUnavailable(f"the PostgreSQL result backend for {self._config.shown_url} is closed")
-        return self._db
+        return db
 
     async def _cleanup_loop(self) -> None:
         """Vacuum check every ``VACUUM_CHECK_S``, TTL cleanup every ``CLEANUP_INTERVAL_S``."""
         last_cleanup = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(VACUUM_CHECK_S)
-            db = self._db
+            db = self._pools.main
             if db is None:
                 return
             await janitor_pass(db, self.schema, JANITOR_TABLES)
