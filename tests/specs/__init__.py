@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,18 @@ def require_service(name: str | None) -> None:
         return
     host, port = SERVICES[name]
     message = f"{name} is not reachable on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and STEM_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(message)
+
+
+def require_tool(name: str) -> str:
+    """The path of the executable ``name``; skip (or, under STEM_REQUIRE_SERVICES=1, fail)
+    when it is not on PATH."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed (not on PATH)"
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} and STEM_REQUIRE_SERVICES=1", pytrace=False)
     pytest.skip(message)
