@@ -31,9 +31,9 @@ from .common import (
     parse_json_object,
     run,
     settings_from,
+    show,
 )
 from .output import EXIT_FAILED, EXIT_USAGE, confirm, emit, fail
-from .requeue import show
 
 # These stop workers or cancel tasks: state what will happen and ask.
 DESTRUCTIVE_COMMANDS = ("shutdown", "revoke")

@@ -15,10 +15,11 @@ import typer
 from stem_core.adapters import connect_backend, connect_broker
 from stem_core.clock import parse_iso, utcnow
 from stem_core.errors import BackendUnavailable, BrokerUnavailable, StemError
-from stem_core.ops import Ops
+from stem_core.ops import ActionResult, Ops
 from stem_core.settings import ENV_BACKEND_URL, ENV_BROKER_URL, ENV_NAMESPACE, Settings, load_settings, redact_url
 
-from .output import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, Watch, emit, fail, register_secret_url
+from . import views
+from .output import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, Watch, confirm, emit, fail, register_secret_url
 
 T = TypeVar("T")
 
@@ -223,13 +224,67 @@ async def present(
             await asyncio.sleep(interval)
 
 
-def to_jsonable(value: Any) -> Any:
-    """``to_dict()`` for Stem value types, recursively for lists."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
+def read_and_show(
+    fetch: Callable[[Ops], Awaitable[T]],
+    data: Callable[[T], Any],
+    render: Callable[[T], Any],
+    *,
+    rows: Callable[[T], list[Any]] | None = None,
+    json_out: bool,
+    jsonl_out: bool,
+    broker: str | None,
+    backend: str | None,
+    namespace: str | None,
+    watch: bool = False,
+    interval: str = DEFAULT_WATCH_INTERVAL,
+    frames: int | None = None,
+    stale_after: str | None = None,
+) -> T:
+    """The whole of a read command: check the output options, connect, ``present`` what
+    ``fetch(ops)`` returns (once, or refreshed with ``--watch``; Ctrl-C then exits 0), and
+    return the last value fetched."""
+    fmt = output_format(json_out, jsonl_out)
+    every = watch_interval(watch, interval, fmt)
+    settings = settings_from(broker, backend, namespace)
+
+    async def main() -> T:
+        async with open_ops(settings, stale_after=stale_after) as ops:
+            return await present(lambda: fetch(ops), data, render, fmt, every, rows=rows, frames=frames)
+
+    return run(main, interrupt_ok=every is not None)
+
+
+def preview_then_act(
+    act: Callable[[Ops, bool, list[str] | None], Awaitable[ActionResult]],
+    question: Callable[[ActionResult], str],
+    verb: str,
+    *,
+    ids: list[str] | None = None,
+    dry_run: bool,
+    yes: bool,
+    fmt: str,
+    settings: Settings,
+    stale_after: str | None = None,
+) -> None:
+    """The whole of a repair command: ``act(ops, dry_run, ids)`` once as a dry run; stop
+    there with ``dry_run`` or nothing to do; else confirm and act for real, on the ids the
+    preview listed when it lists them (so the confirmed count is an upper bound), else on
+    ``ids``. Prints the result."""
+
+    async def main() -> None:
+        async with open_ops(settings, stale_after=stale_after) as ops:
+            result = await act(ops, True, ids)
+            if not dry_run and result.count > 0:
+                confirm(question(result), yes=yes)
+                result = await act(ops, False, result.detail.get("ids", ids))
+        show(result, verb, fmt)
+
+    run(main)
+
+
+def show(result: ActionResult, verb: str, fmt: str) -> None:
+    """An action's result: a summary with its sample, or JSON (JSON lines: the sample)."""
+    emit(result.to_dict(), fmt, lambda: views.action(result, verb), lambda: result.sample)
 
 
 __all__ = [
@@ -255,8 +310,10 @@ __all__ = [
     "parse_pairs",
     "parse_time",
     "present",
+    "preview_then_act",
+    "read_and_show",
     "run",
     "settings_from",
-    "to_jsonable",
+    "show",
     "watch_interval",
 ]

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Group
+from rich.text import Text
 
-from stem_core.ops import ActionResult
+from stem_core.contract import DeadLetterEntry, DeadLetterPage
+from stem_core.ops import Ops
 from stem_core.settings import DEFAULT_PAGE_LIMIT
 
 from . import views
@@ -19,15 +22,15 @@ from .common import (
     NamespaceOpt,
     ReasonOpt,
     YesOpt,
-    open_ops,
     output_format,
     parse_duration,
     parse_time,
-    run,
+    preview_then_act,
+    read_and_show,
     settings_from,
 )
-from .output import EXIT_FAILED, emit, fail
-from .requeue import DelayOpt, IdsOpt, SinceOpt, TaskOpt, preview_then_act, show
+from .output import EXIT_FAILED, fail
+from .requeue import DelayOpt, IdsOpt, SinceOpt, TaskOpt
 
 dlq_app = typer.Typer(name="dlq", help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
 QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="The queue.")]
@@ -47,26 +50,21 @@ def list_(
     namespace: NamespaceOpt = None,
 ) -> None:
     """Dead letters of QUEUE, newest first."""
-    fmt = output_format(json_out, jsonl_out)
-    settings = settings_from(broker, backend, namespace)
 
-    async def main() -> None:
-        async with open_ops(settings) as ops:
-            await ops.require_queue(queue)
-            page = await ops.dead_letters(queue, limit, offset)
+    async def fetch(ops: Ops) -> DeadLetterPage:
+        await ops.require_queue(queue)
+        return await ops.dead_letters(queue, limit, offset)
+
+    def render(page: DeadLetterPage) -> object:
         rows = [{"id": e.envelope.id, "name": e.envelope.name, "dead_at": e.to_dict()["dead_at"], "reason": e.reason,
                  "attempt": e.envelope.attempt, "args": e.envelope.args} for e in page.entries]
+        table = views.records(rows, DEAD_COLUMNS, f"no dead letters in {queue}")
+        if page.next_offset is None:
+            return table
+        return Group(table, views.t(f"more: --offset {page.next_offset}", "dim"))
 
-        def render() -> object:
-            table = views.records(rows, DEAD_COLUMNS, f"no dead letters in {queue}")
-            more = f"more: --offset {page.next_offset}" if page.next_offset is not None else None
-            from rich.console import Group
-
-            return Group(table, views.t(more, "dim")) if more else table
-
-        emit(page.to_dict(), fmt, render, lambda: [e.to_dict() for e in page.entries])
-
-    run(main)
+    read_and_show(fetch, lambda page: page.to_dict(), render, rows=lambda page: [e.to_dict() for e in page.entries],
+                  json_out=json_out, jsonl_out=jsonl_out, broker=broker, backend=backend, namespace=namespace)
 
 
 @dlq_app.command("show")
@@ -80,32 +78,26 @@ def show_one(
     namespace: NamespaceOpt = None,
 ) -> None:
     """One dead letter in full: envelope, reason, meta, when. Exits 1 when there is none."""
-    fmt = output_format(json_out, jsonl_out)
-    settings = settings_from(broker, backend, namespace)
 
-    async def main() -> None:
-        async with open_ops(settings) as ops:
-            await ops.require_queue(queue)
-            entry = await ops.dead_letter(queue, task_id)
+    async def fetch(ops: Ops) -> DeadLetterEntry:
+        await ops.require_queue(queue)
+        entry = await ops.dead_letter(queue, task_id)
         if entry is None:
             fail(f"no dead letter {task_id!r} in {queue}", EXIT_FAILED)
+        return entry
+
+    def render(entry: DeadLetterEntry) -> object:
         data = entry.to_dict()
+        env = data["envelope"]
+        lines = [Text.assemble((f"{label:<9}", "bold"), views.short(value, 400)) for label, value in (
+            ("task", env["id"]), ("name", env["name"]), ("queue", env["queue"]), ("dead at", data["dead_at"]),
+            ("reason", data["reason"]), ("attempt", env["attempt"]), ("args", env["args"]), ("meta", data["meta"]),
+            ("headers", env["headers"]))]
+        lines.append(views.t(f"replay: stem dlq replay {queue} --id {env['id']}", "cyan"))
+        return Group(*lines)
 
-        def render() -> object:
-            from rich.console import Group
-            from rich.text import Text
-
-            env = data["envelope"]
-            lines = [Text.assemble((f"{label:<9}", "bold"), views.short(value, 400)) for label, value in (
-                ("task", env["id"]), ("name", env["name"]), ("queue", env["queue"]), ("dead at", data["dead_at"]),
-                ("reason", data["reason"]), ("attempt", env["attempt"]), ("args", env["args"]), ("meta", data["meta"]),
-                ("headers", env["headers"]))]
-            lines.append(views.t(f"replay: stem dlq replay {queue} --id {env['id']}", "cyan"))
-            return Group(*lines)
-
-        emit(data, fmt, render)
-
-    run(main)
+    read_and_show(fetch, lambda entry: entry.to_dict(), render, json_out=json_out, jsonl_out=jsonl_out, broker=broker,
+                  backend=backend, namespace=namespace)
 
 
 @dlq_app.command("replay")
@@ -130,18 +122,11 @@ def replay(
     since_at = parse_time(since, option="--since") if since is not None else None
     delay_s = parse_duration(delay, option="--delay") if delay is not None else None
     settings = settings_from(broker, backend, namespace)
-
-    async def main() -> None:
-        async with open_ops(settings) as ops:
-            async def act(dry_run: bool, ids: list[str] | None = ids) -> ActionResult:
-                return await ops.replay(queue, ids=ids, task=task, since=since_at, limit=limit, delay=delay_s,
-                                        dry_run=dry_run, reason=reason)
-
-            result = await preview_then_act(act, lambda p: f"replay {p.count} dead letter(s) onto {queue}",
-                                            dry_run=dry_run, yes=yes)
-        show(result, "replay", fmt)
-
-    run(main)
+    preview_then_act(
+        lambda ops, dry, chosen: ops.replay(queue, ids=chosen, task=task, since=since_at, limit=limit, delay=delay_s,
+                                            dry_run=dry, reason=reason),
+        lambda p: f"replay {p.count} dead letter(s) onto {queue}", "replay", ids=ids, dry_run=dry_run, yes=yes, fmt=fmt,
+        settings=settings)
 
 
 @dlq_app.command("purge")
@@ -162,17 +147,9 @@ def purge(
     fmt = output_format(json_out, jsonl_out)
     since_at = parse_time(since, option="--since") if since is not None else None
     settings = settings_from(broker, backend, namespace)
-
-    async def main() -> None:
-        async with open_ops(settings) as ops:
-            async def act(dry_run: bool, ids: list[str] | None = None) -> ActionResult:
-                return await ops.purge(queue, dead=True, since=since_at, limit=limit, dry_run=dry_run, reason=reason)
-
-            result = await preview_then_act(act, lambda p: f"delete {p.count} dead letter(s) of {queue}",
-                                            dry_run=dry_run, yes=yes, freeze=False)
-        show(result, "purge", fmt)
-
-    run(main)
+    preview_then_act(lambda ops, dry, _: ops.purge(queue, dead=True, since=since_at, limit=limit, dry_run=dry, reason=reason),
+                     lambda p: f"delete {p.count} dead letter(s) of {queue}", "purge", dry_run=dry_run, yes=yes, fmt=fmt,
+                     settings=settings)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,11 +7,11 @@ they show a problem (``stem health`` is the check with an exit code).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from stem_core.ops import DETAIL_STATES
+from stem_core.ops import DETAIL_STATES, LeaseInfo, Ops
 from stem_core.settings import DEFAULT_PAGE_LIMIT
 
 from . import views
@@ -26,13 +26,8 @@ from .common import (
     NamespaceOpt,
     StaleAfterOpt,
     WatchOpt,
-    open_ops,
-    output_format,
     parse_duration,
-    present,
-    run,
-    settings_from,
-    watch_interval,
+    read_and_show,
 )
 from .output import EXIT_FAILED
 
@@ -50,6 +45,10 @@ def _states() -> list[str]:
     return list(DETAIL_STATES)
 
 
+def _dicts(items: list[Any]) -> list[dict[str, Any]]:
+    return [item.to_dict() for item in items]
+
+
 @inspect_app.command("queues")
 def queues(
     watch: WatchOpt = False,
@@ -64,19 +63,13 @@ def queues(
     namespace: NamespaceOpt = None,
 ) -> None:
     """Every queue: pending, delayed, in flight, dead, oldest age, in/out rates, workers, verdict."""
-    fmt = output_format(json_out, jsonl_out)
-    every = watch_interval(watch, interval, fmt)
     first_sample = parse_duration(sample, option="--sample")
-    settings = settings_from(broker, backend, namespace)
-
-    async def main() -> None:
-        async with open_ops(settings, stale_after=stale_after) as ops:
-            # --watch builds its own history; a one-shot call may wait once for a second reading.
-            wait = 0.0 if every is not None else first_sample
-            await present(lambda: ops.overview(sample_interval=wait), lambda ov: ov.to_dict(), views.overview, fmt, every,
-                          rows=lambda ov: [q.to_dict() for q in ov.queues], frames=frames)
-
-    run(main, interrupt_ok=every is not None)
+    # --watch builds its own history; a one-shot call may wait once for a second reading.
+    wait = 0.0 if watch else first_sample
+    read_and_show(lambda ops: ops.overview(sample_interval=wait), lambda ov: ov.to_dict(), views.overview,
+                  rows=lambda ov: [q.to_dict() for q in ov.queues], json_out=json_out, jsonl_out=jsonl_out, watch=watch,
+                  interval=interval, frames=frames, stale_after=stale_after, broker=broker, backend=backend,
+                  namespace=namespace)
 
 
 @inspect_app.command("queue")
@@ -97,16 +90,9 @@ def queue(
     namespace: NamespaceOpt = None,
 ) -> None:
     """One queue: its numbers and one page of its pending, delayed, in-flight or dead messages."""
-    fmt = output_format(json_out, jsonl_out)
-    every = watch_interval(watch, interval, fmt)
-    settings = settings_from(broker, backend, namespace)
-
-    async def main() -> None:
-        async with open_ops(settings, stale_after=stale_after) as ops:
-            await present(lambda: ops.queue_detail(name, state, limit, offset), lambda d: d.to_dict(), views.queue_detail,
-                          fmt, every, rows=lambda d: d.messages, frames=frames)
-
-    run(main, interrupt_ok=every is not None)
+    read_and_show(lambda ops: ops.queue_detail(name, state, limit, offset), lambda d: d.to_dict(), views.queue_detail,
+                  rows=lambda d: d.messages, json_out=json_out, jsonl_out=jsonl_out, watch=watch, interval=interval,
+                  frames=frames, stale_after=stale_after, broker=broker, backend=backend, namespace=namespace)
 
 
 @inspect_app.command("task")
@@ -124,18 +110,10 @@ def task(
 ) -> None:
     """Where a task is now (queued at position N, delayed until, leased by, dead, done) and
     why it is not running. Exits 1 for an unknown id."""
-    fmt = output_format(json_out, jsonl_out)
-    every = watch_interval(watch, interval, fmt)
-    settings = settings_from(broker, backend, namespace)
-
-    async def main() -> bool:
-        async with open_ops(settings, stale_after=stale_after) as ops:
-            ex = await present(lambda: ops.explain(task_id), lambda e: e.to_dict(), views.explanation, fmt, every,
-                               frames=frames)
-            return ex.found
-
-    found = run(main, interrupt_ok=every is not None)
-    if not found:
+    ex = read_and_show(lambda ops: ops.explain(task_id), lambda e: e.to_dict(), views.explanation, json_out=json_out,
+                       jsonl_out=jsonl_out, watch=watch, interval=interval, frames=frames, stale_after=stale_after,
+                       broker=broker, backend=backend, namespace=namespace)
+    if not ex.found:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -152,16 +130,9 @@ def workers(
     namespace: NamespaceOpt = None,
 ) -> None:
     """Workers from their heartbeats: queues, active/concurrency, counters, paused queues, heartbeat age."""
-    fmt = output_format(json_out, jsonl_out)
-    every = watch_interval(watch, interval, fmt)
-    settings = settings_from(broker, backend, namespace)
-
-    async def main() -> None:
-        async with open_ops(settings, stale_after=stale_after) as ops:
-            await present(ops.workers, lambda ws: [w.to_dict() for w in ws], views.workers, fmt, every,
-                          rows=lambda ws: [w.to_dict() for w in ws], frames=frames)
-
-    run(main, interrupt_ok=every is not None)
+    read_and_show(lambda ops: ops.workers(), _dicts, views.workers, rows=_dicts, json_out=json_out, jsonl_out=jsonl_out,
+                  watch=watch, interval=interval, frames=frames, stale_after=stale_after, broker=broker, backend=backend,
+                  namespace=namespace)
 
 
 @inspect_app.command("leases")
@@ -180,20 +151,18 @@ def leases(
 ) -> None:
     """Every in-flight delivery: holder, held for, expires in, the holder's heartbeat age, and
     STUCK when the lease expired or the holder is dead."""
-    fmt = output_format(json_out, jsonl_out)
-    every = watch_interval(watch, interval, fmt)
-    settings = settings_from(broker, backend, namespace)
 
-    async def main() -> None:
-        async with open_ops(settings, stale_after=stale_after) as ops:
-            async def fetch() -> list:
-                rows = await ops.leases(name)
-                return [r for r in rows if r.stuck] if stuck_only else rows
+    async def fetch(ops: Ops) -> list[LeaseInfo]:
+        rows = await ops.leases(name)
+        return [r for r in rows if r.stuck] if stuck_only else rows
 
-            await present(fetch, lambda ls: [lease.to_dict() for lease in ls], views.leases, fmt, every,
-                          rows=lambda ls: [lease.to_dict() for lease in ls], frames=frames)
+    read_and_show(fetch, _dicts, views.leases, rows=_dicts, json_out=json_out, jsonl_out=jsonl_out, watch=watch,
+                  interval=interval, frames=frames, stale_after=stale_after, broker=broker, backend=backend,
+                  namespace=namespace)
 
-    run(main, interrupt_ok=every is not None)
+
+AUDIT_COLUMNS = [("AT", "at"), ("ACTOR", "actor"), ("ACTION", "action"), ("OK", "ok"), ("ARGUMENTS", "arguments"),
+                 ("RESULT", "result"), ("REASON", "reason")]
 
 
 @inspect_app.command("audit")
@@ -207,17 +176,9 @@ def audit(
     namespace: NamespaceOpt = None,
 ) -> None:
     """The audit log of operator actions, newest first: who, what, when, arguments, result."""
-    fmt = output_format(json_out, jsonl_out)
-    settings = settings_from(broker, backend, namespace)
-    columns = [("AT", "at"), ("ACTOR", "actor"), ("ACTION", "action"), ("OK", "ok"), ("ARGUMENTS", "arguments"),
-               ("RESULT", "result"), ("REASON", "reason")]
-
-    async def main() -> None:
-        async with open_ops(settings) as ops:
-            await present(lambda: ops.audit_log(limit, offset), lambda rs: rs,
-                          lambda rs: views.records(rs, columns, "no audit records yet"), fmt, None, rows=lambda rs: rs)
-
-    run(main)
+    read_and_show(lambda ops: ops.audit_log(limit, offset), lambda rs: rs,
+                  lambda rs: views.records(rs, AUDIT_COLUMNS, "no audit records yet"), rows=lambda rs: rs,
+                  json_out=json_out, jsonl_out=jsonl_out, broker=broker, backend=backend, namespace=namespace)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from stem_core.ops import ActionResult
-
 from .common import (
     BackendOpt,
     BrokerOpt,
@@ -18,14 +16,13 @@ from .common import (
     NamespaceOpt,
     ReasonOpt,
     YesOpt,
-    open_ops,
     output_format,
     parse_time,
-    run,
+    preview_then_act,
     settings_from,
 )
 from .output import EXIT_USAGE, fail
-from .requeue import IdsOpt, SinceOpt, preview_then_act, show
+from .requeue import IdsOpt, SinceOpt
 
 
 def purge(
@@ -50,26 +47,15 @@ def purge(
     since_at = parse_time(since, option="--since") if since is not None else None
     settings = settings_from(broker, backend, namespace)
 
-    async def main() -> None:
-        async with open_ops(settings) as ops:
-            if ids:
-                async def act(dry_run: bool, ids: list[str] | None = ids) -> ActionResult:
-                    return await ops.remove(queue, ids or [], dry_run=dry_run, reason=reason)
-
-                question = lambda p: f"remove {p.count} message(s) from {queue}"  # noqa: E731
-                result = await preview_then_act(act, question, dry_run=dry_run, yes=yes)
-                verb = "remove"
-            else:
-                async def act(dry_run: bool, ids: list[str] | None = None) -> ActionResult:
-                    return await ops.purge(queue, dead=dead, since=since_at, limit=limit, dry_run=dry_run, reason=reason)
-
-                what = "dead letter(s)" if dead else "pending and delayed message(s)"
-                question = lambda p: f"delete {p.count} {what} of {queue}"  # noqa: E731
-                result = await preview_then_act(act, question, dry_run=dry_run, yes=yes, freeze=False)
-                verb = "purge"
-        show(result, verb, fmt)
-
-    run(main)
+    if ids:
+        preview_then_act(lambda ops, dry, chosen: ops.remove(queue, chosen or [], dry_run=dry, reason=reason),
+                         lambda p: f"remove {p.count} message(s) from {queue}", "remove", ids=ids, dry_run=dry_run,
+                         yes=yes, fmt=fmt, settings=settings)
+        return
+    what = "dead letter(s)" if dead else "pending and delayed message(s)"
+    preview_then_act(lambda ops, dry, _: ops.purge(queue, dead=dead, since=since_at, limit=limit, dry_run=dry, reason=reason),
+                     lambda p: f"delete {p.count} {what} of {queue}", "purge", dry_run=dry_run, yes=yes, fmt=fmt,
+                     settings=settings)
 
 
 def register(app: typer.Typer) -> None:

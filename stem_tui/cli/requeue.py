@@ -9,13 +9,10 @@ qualify: a refresh in between can shrink the set, never widen it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Awaitable, Callable
+from typing import Annotated
 
 import typer
 
-from stem_core.ops import ActionResult, Ops
-
-from . import views
 from .common import (
     BackendOpt,
     BrokerOpt,
@@ -26,38 +23,18 @@ from .common import (
     ReasonOpt,
     StaleAfterOpt,
     YesOpt,
-    open_ops,
     output_format,
     parse_duration,
     parse_time,
-    run,
+    preview_then_act,
     settings_from,
 )
-from .output import EXIT_USAGE, confirm, emit, fail
+from .output import EXIT_USAGE, fail
 
 IdsOpt = Annotated[list[str] | None, typer.Option("--id", help="A task id (repeat for more).")]
 TaskOpt = Annotated[str | None, typer.Option("--task", help="Only dead letters of this task name.")]
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Only dead since this ISO time or this long ago (1h).")]
 DelayOpt = Annotated[str | None, typer.Option("--delay", help="Replayed dead letters run after this long (10s, 5m).")]
-
-
-async def preview_then_act(
-    act: Callable[..., Awaitable[ActionResult]], question: Callable[[ActionResult], str], *, dry_run: bool, yes: bool,
-    freeze: bool = True,
-) -> ActionResult:
-    """Dry run; stop there with ``dry_run`` or nothing to do; else confirm and act on the
-    previewed ids (``freeze``) so the confirmed count is an upper bound."""
-    preview = await act(dry_run=True)
-    if dry_run or preview.count == 0:
-        return preview
-    confirm(question(preview), yes=yes)
-    if freeze and "ids" in preview.detail:
-        return await act(dry_run=False, ids=preview.detail["ids"])
-    return await act(dry_run=False)
-
-
-def show(result: ActionResult, verb: str, fmt: str) -> None:
-    emit(result.to_dict(), fmt, lambda: views.action(result, verb), lambda: result.sample)
 
 
 def requeue(
@@ -88,27 +65,16 @@ def requeue(
     since_at = parse_time(since, option="--since") if since is not None else None
     delay_s = parse_duration(delay, option="--delay") if delay is not None else None
     settings = settings_from(broker, backend, namespace)
-
-    async def main() -> None:
-        async with open_ops(settings, stale_after=stale_after) as ops:
-            async def act(dry_run: bool, ids: list[str] | None = ids) -> ActionResult:
-                return await _requeue(ops, queue, ids, expired_leases, dead, task, since_at, limit, delay_s, dry_run, reason)
-
-            what = "dead letter(s)" if dead else "stuck lease(s)" if expired_leases else "message(s)"
-            result = await preview_then_act(act, lambda p: f"requeue {p.count} {what} of {queue}", dry_run=dry_run, yes=yes)
-        show(result, "requeue", fmt)
-
-    run(main)
-
-
-async def _requeue(ops: Ops, queue: str, ids: list[str] | None, stuck: bool, dead: bool, task: str | None, since: Any,
-                   limit: int | None, delay: float | None, dry_run: bool, reason: str | None) -> ActionResult:
-    return await ops.requeue(queue, ids=ids, stuck_leases=stuck, dead=dead, task=task, since=since, limit=limit,
-                             delay=delay, dry_run=dry_run, reason=reason)
+    what = "dead letter(s)" if dead else "stuck lease(s)" if expired_leases else "message(s)"
+    preview_then_act(
+        lambda ops, dry, chosen: ops.requeue(queue, ids=chosen, stuck_leases=expired_leases, dead=dead, task=task,
+                                             since=since_at, limit=limit, delay=delay_s, dry_run=dry, reason=reason),
+        lambda p: f"requeue {p.count} {what} of {queue}", "requeue", ids=ids, dry_run=dry_run, yes=yes, fmt=fmt,
+        settings=settings, stale_after=stale_after)
 
 
 def register(app: typer.Typer) -> None:
     app.command("requeue")(requeue)
 
 
-__all__ = ["DelayOpt", "IdsOpt", "SinceOpt", "TaskOpt", "preview_then_act", "register", "requeue", "show"]
+__all__ = ["DelayOpt", "IdsOpt", "SinceOpt", "TaskOpt", "register", "requeue"]
