@@ -7,7 +7,6 @@ queue length (``bench/ops_overview.py`` measures it); the others read bounded pa
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -23,8 +22,6 @@ from .rates import PERSIST_GAP_S, RATE_RECORD_KEY, RATE_RECORD_KIND, RATE_RECORD
 from .verdict import queue_verdict
 
 DETAIL_STATES = (*PEEK_STATES, "dead")
-# ``health`` times this many pings per server and reports the median.
-PING_ROUNDS = 3
 
 
 class InspectMixin(OpsBase):
@@ -241,20 +238,5 @@ class InspectMixin(OpsBase):
         """Audit records, newest first."""
         return await self.backend.list_audit(limit, offset)
 
-    # -- health ---------------------------------------------------------------------
 
-    async def round_trips(self) -> dict[str, float]:
-        """Median round trip (seconds) of a ping to the broker and to the backend."""
-        return {"broker": await _median_ping(self.broker.ping), "backend": await _median_ping(self.backend.ping)}
-
-
-async def _median_ping(ping: Any) -> float:
-    times = []
-    for _ in range(PING_ROUNDS):
-        start = time.perf_counter()
-        await ping()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
-__all__ = ["DETAIL_STATES", "InspectMixin", "PING_ROUNDS"]
+__all__ = ["DETAIL_STATES", "InspectMixin"]
