@@ -5,8 +5,10 @@
     result.replies   # {worker_id: {...}}
     result.missing   # targeted workers that did not answer in time
 
-The targeted set is ``targets`` when given, else the live workers of
-``backend.list_heartbeats()``; with neither, replies are collected until the timeout.
+The targeted set is ``targets`` when given, else the workers whose heartbeat is live
+(younger than ``stale_after``, see ``liveness``): a worker that died moments ago but whose
+heartbeat has not expired yet is not waited for. With nobody targeted, replies are
+collected until the timeout.
 ``revoke``, ``pause`` and ``resume`` are persisted before the broadcast, so they hold for
 workers that are down or start later.
 """
@@ -23,6 +25,7 @@ from ..clock import utcnow
 from ..contract import Broker, ResultBackend
 from ..errors import StemError
 from ..settings import CONTROL_TIMEOUT_SECONDS
+from .liveness import STALE_AFTER_S, live_worker_ids
 from .pause import pause_queues, resume_queues
 from .protocol import Command, Reply, control_channel, new_request_id, normalize_arguments, reply_queue_name
 from .revoke import revoke_tasks
@@ -65,10 +68,13 @@ class ControlResult:
 class ControlClient:
     """Sends control commands over ``broker`` and reads worker liveness from ``backend``."""
 
-    def __init__(self, broker: Broker, backend: ResultBackend, *, by: str | None = None) -> None:
+    def __init__(
+        self, broker: Broker, backend: ResultBackend, *, by: str | None = None, stale_after: float = STALE_AFTER_S
+    ) -> None:
         self.broker = broker
         self.backend = backend
         self.by = by
+        self.stale_after = stale_after
 
     async def send(
         self,
@@ -90,10 +96,10 @@ class ControlClient:
         if args.get("by") is None and self.by is not None and command in ("revoke", "pause", "resume"):
             args["by"] = self.by
         await self._persist(command, args, targets)
-        targeted = targets if targets else sorted(hb.worker_id for hb in await self.backend.list_heartbeats())
+        now = utcnow()
+        targeted = targets if targets else live_worker_ids(await self.backend.list_heartbeats(), now, self.stale_after)
         request_id = new_request_id()
         reply_to = reply_queue_name(request_id)
-        now = utcnow()
         envelope = Command(
             command=command,
             arguments=args,

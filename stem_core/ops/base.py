@@ -8,18 +8,16 @@ from typing import Any
 
 from ..clock import parse_iso, utcnow
 from ..contract import Broker, ResultBackend, WorkerHeartbeat
+from ..control.liveness import STALE_AFTER_S, heartbeat_age, is_live
 from ..control.pause import paused_queues
 from ..control.protocol import REPLY_QUEUE_PREFIX
 from ..envelope import validate_name
 from ..errors import ConfigurationError, StemError
-from ..settings import HEARTBEAT_INTERVAL_SECONDS
 from .audit import default_actor
 from .rates import RateTracker
 
 log = logging.getLogger("stem.ops")
 
-# A heartbeat older than this means its worker is presumed dead: three missed beats.
-STALE_AFTER_S = 3 * HEARTBEAT_INTERVAL_SECONDS
 # Queues whose names start with these are the control plane's plumbing, not work.
 INTERNAL_QUEUE_PREFIXES = (REPLY_QUEUE_PREFIX,)
 # At most this many in-flight messages are read per queue (leases, explain).
@@ -34,10 +32,6 @@ class UnknownQueue(StemError, LookupError):
 
 def is_internal(queue: str) -> bool:
     return queue.startswith(INTERNAL_QUEUE_PREFIXES)
-
-
-def heartbeat_age(hb: WorkerHeartbeat, now: datetime) -> float:
-    return max(0.0, (now - hb.timestamp).total_seconds())
 
 
 def entry_time(entry: dict[str, Any], key: str) -> datetime | None:
@@ -96,7 +90,7 @@ class OpsBase:
         return {hb.worker_id: hb for hb in await self.backend.list_heartbeats()}
 
     def _alive(self, hb: WorkerHeartbeat | None, now: datetime) -> bool:
-        return hb is not None and heartbeat_age(hb, now) <= self.stale_after
+        return hb is not None and is_live(hb, now, self.stale_after)
 
     async def _pauses(self) -> dict[str, dict[str, Any]]:
         return await paused_queues(self.backend)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..control import ControlClient
+from ..control.liveness import live_worker_ids
 from ..control.pause import pause_queues, resume_queues
 from ..control.protocol import normalize_arguments, until_iso
 from ..envelope import Envelope, validate_name
@@ -30,8 +31,11 @@ class DispatchMixin(ActionMixin):
     """Mixed into ``Ops``."""
 
     async def _live_ids(self) -> list[str]:
-        now = self._now()
-        return sorted(w for w, hb in (await self._heartbeats()).items() if self._alive(hb, now))
+        return live_worker_ids(await self.backend.list_heartbeats(), self._now(), self.stale_after)
+
+    def _client(self) -> ControlClient:
+        """Targets the workers ``_live_ids`` counts as live (the same rule)."""
+        return ControlClient(self.broker, self.backend, by=self.actor, stale_after=self.stale_after)
 
     async def pause(
         self, queues: Iterable[str] | str, *, reason: str | None = None, until: datetime | str | float | None = None,
@@ -52,7 +56,7 @@ class DispatchMixin(ActionMixin):
             if detail is None:
                 await pause_queues(self.backend, names, reason=reason, by=self.actor, until=expires)
                 detail = {"workers": live, "note": "persisted; workers apply it at their next heartbeat"}
-            return ActionResult("pause", False, len(names), sample, arguments, detail, ok=_live_answered(detail, live))
+            return ActionResult("pause", False, len(names), sample, arguments, detail, ok=not detail.get("missing"))
 
         return await self._act("pause", arguments, reason, dry_run, work)
 
@@ -74,7 +78,7 @@ class DispatchMixin(ActionMixin):
                 await resume_queues(self.backend, names, by=self.actor)
                 detail = {"workers": live, "note": "persisted; workers apply it at their next heartbeat"}
             return ActionResult("resume", False, len(were), sample[:SAMPLE_SIZE], arguments, detail,
-                                ok=_live_answered(detail, live))
+                                ok=not detail.get("missing"))
 
         return await self._act("resume", arguments, reason, dry_run, work)
 
@@ -83,7 +87,7 @@ class DispatchMixin(ActionMixin):
         nobody to tell or no broadcast to tell them with (the caller persists instead)."""
         if not live or not self.broker.capabilities.broadcast:
             return None
-        result = await ControlClient(self.broker, self.backend, by=self.actor).send(command, arguments, timeout=timeout)
+        result = await self._client().send(command, arguments, timeout=timeout)
         detail = result.to_dict()
         detail["replies_from"] = sorted(result.replies)
         return detail
@@ -107,11 +111,10 @@ class DispatchMixin(ActionMixin):
 
         async def work() -> ActionResult:
             if dry_run:
-                who = sorted(targets) if targets else sorted(await self._heartbeats())
+                who = sorted(targets) if targets else await self._live_ids()
                 return ActionResult("broadcast", True, len(who), [{"worker_id": w} for w in who[:SAMPLE_SIZE]],
                                     arguments_out, {"targeted": who})
-            result = await ControlClient(self.broker, self.backend, by=self.actor).send(
-                command, args, targets=targets, timeout=timeout)
+            result = await self._client().send(command, args, targets=targets, timeout=timeout)
             sample = [{"worker_id": w, **reply} for w, reply in list(result.replies.items())[:SAMPLE_SIZE]]
             detail = result.to_dict()
             detail["replies_from"] = sorted(result.replies)
@@ -203,12 +206,6 @@ class DispatchMixin(ActionMixin):
             return ActionResult("enqueue", False, len(ids), sample, arguments, {"ids": ids})
 
         return await self._act("enqueue", arguments, reason, dry_run, work)
-
-
-def _live_answered(detail: dict[str, Any], live: list[str]) -> bool:
-    """Every live worker answered. ``ControlClient`` also waits for workers whose heartbeat
-    is stale (presumed dead); their silence does not make a persisted pause fail."""
-    return not set(detail.get("missing") or ()) & set(live)
 
 
 def _queue_list(queues: Iterable[str] | str) -> list[str]:

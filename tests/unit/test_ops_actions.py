@@ -177,11 +177,14 @@ async def test_broadcast_reaches_a_live_worker_and_pause_goes_through_the_contro
         assert preview.count == 1 and preview.sample == [{"worker_id": "w-live"}]
         pong = await ops.broadcast("ping", timeout=10)
         assert pong.ok and pong.count == 1 and pong.detail["replies"]["w-live"]["worker_id"] == "w-live"
-        # a dead worker's heartbeat still lingers: it cannot answer, and that does not fail the pause
+        # a dead worker's heartbeat still lingers: it is stale, so nobody waits for it or fails on it
         await backend.set_heartbeat(heartbeat("ghost", ["q"], age=60))
+        assert (await ops.broadcast("ping", dry_run=True)).sample == [{"worker_id": "w-live"}]
+        ghost_ping = await ops.broadcast("ping", timeout=10)
+        assert ghost_ping.ok and ghost_ping.detail["targeted"] == ["w-live"] and ghost_ping.detail["missing"] == []
         paused = await ops.broadcast("pause", {"queues": ["q"], "reason": "maintenance"}, timeout=1)
         assert paused.detail["replies_from"] == ["w-live"] and (await paused_queues(backend))["q"]["reason"] == "maintenance"
-        assert paused.ok and paused.detail["missing"] == ["ghost"]
+        assert paused.ok and paused.detail["targeted"] == ["w-live"] and paused.detail["missing"] == []
         await wait_until(lambda: "q" in worker.paused, message="worker paused q")
         resumed = await ops.resume(["q"], timeout=10)
         assert resumed.count == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 from typing import Callable
 
@@ -13,8 +14,10 @@ import pytest
 from stem_core import Stem, TaskState, Worker
 from stem_core.clock import parse_iso, utcnow
 from stem_core.control import CONTROL_COMMANDS, Command, ControlClient, ControlResult, control_channel, paused_queues
+from stem_core.control.liveness import STALE_AFTER_S
 from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
+from stem_core.worker.heartbeat import build_heartbeat
 from tests.worker.helpers import running, wait_until
 
 
@@ -23,13 +26,15 @@ def _client(app: Stem) -> ControlClient:
 
 
 async def test_ping_reaches_every_worker_and_names_the_missing(app_factory: Callable[[], Stem]) -> None:
-    # Given two running workers
+    # Given two running workers, and the lingering (unexpired but stale) heartbeat of a dead one
     app = app_factory()
     await app.connect()
     async with running(Worker(app, worker_id="w1")), running(Worker(app_factory(), worker_id="w2")):
+        dead = build_heartbeat(Worker(app, worker_id="w-dead"))
+        await app.backend.set_heartbeat(replace(dead, timestamp=utcnow() - timedelta(seconds=STALE_AFTER_S + 1)))
         # When pinged without targets
         result = await _client(app).send("ping", timeout=10)
-        # Then both answer (the targeted set comes from live heartbeats)
+        # Then both answer (the targeted set comes from live heartbeats: the dead one is not waited for)
         assert result.targeted == ["w1", "w2"]
         assert sorted(result.replies) == ["w1", "w2"] and result.missing == [] and result.ok
         assert result.replies["w1"]["pong"] is True
