@@ -20,7 +20,7 @@ import psycopg
 
 from ...clock import monotonic
 from ...contract.backend import check_json
-from ...contract.broker import Subscription
+from ...contract.broker import Subscription, raise_if_cancelled
 from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable
 from .connection import QUEUE_CHANNEL_SUFFIX, Database, Pools
@@ -76,19 +76,6 @@ class _Sub:
         self.last_broadcast = 0.0
         self.last_touch = monotonic()
         self.outage_since: float | None = None
-
-
-def _raise_if_cancelled() -> None:
-    """Re-raise a cancellation that something below us swallowed.
-
-    On Python 3.11 ``asyncio.wait_for`` (psycopg_pool uses it to wait for connections)
-    drops a cancel that lands as its inner wait completes; the task still counts the
-    request (``Task.cancelling()``), so a consumer checks before it loops again instead of
-    running on after its caller gave up on it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError()
 
 
 class ConsumeMixin:
@@ -152,7 +139,7 @@ class ConsumeMixin:
                 self._janitor = asyncio.create_task(self._janitor_loop(), name=f"stem-pg-janitor-{self.namespace}")
             if sub.channels:
                 await self._subscribe(st, sub.consumer)
-            _raise_if_cancelled()
+            raise_if_cancelled()
         except BaseException:
             self._forget(sub)
             raise
@@ -206,7 +193,7 @@ class ConsumeMixin:
         deadline = monotonic() + timeout
         limit = await self._refill_room(sub, limit)
         while True:
-            _raise_if_cancelled()
+            raise_if_cancelled()
             self._check_open()
             st.wake.clear()
             try:

@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Sequence
 
 from ...clock import monotonic, utcnow
-from ...contract.broker import Broker, Subscription
+from ...contract.broker import Broker, Subscription, raise_if_cancelled
 from ...contract.types import Capabilities, DeadLetterEntry
 from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, LeaseLost
@@ -181,7 +181,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         deadline = monotonic() + timeout
         while True:
             self._check_open()
-            _raise_if_cancelled()
+            raise_if_cancelled()
             try:
                 out = await self._read_channels(sub, state) if sub.channels else []
                 cursors: list[bytes] = []
@@ -338,15 +338,6 @@ class _SubState:
         # channel -> [stream key, subs key, group, cursor]
         self.channels: dict[str, list[Any]] = {}
         self.touched = 0.0
-
-
-def _raise_if_cancelled() -> None:
-    """Re-raise a cancellation redis-py swallowed: on Python 3.11 its internal
-    ``asyncio.wait_for`` drops a cancel that lands as the wrapped I/O completes, which
-    would leave a cancelled consumer polling forever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _records(envelopes: list[Envelope]) -> bytes:
