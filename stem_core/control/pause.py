@@ -19,7 +19,8 @@ from .protocol import until_iso
 PAUSE_KIND = "pause"
 
 
-def _queue_list(queues: Iterable[str] | str) -> list[str]:
+def queue_list(queues: Iterable[str] | str) -> list[str]:
+    """One queue name or several, validated and de-duplicated in order (at least one)."""
     if isinstance(queues, str):
         queues = [queues]
     names = list(dict.fromkeys(validate_name(q) for q in queues))
@@ -38,7 +39,7 @@ async def pause_queues(
     workers: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Persist a pause of each queue; returns the records written (by queue)."""
-    names = _queue_list(queues)
+    names = queue_list(queues)
     expires = until_iso(until)
     ttl = (parse_iso(expires) - utcnow()).total_seconds() if expires else None
     written: dict[str, dict[str, Any]] = {}
@@ -59,7 +60,7 @@ async def pause_queues(
 async def resume_queues(backend: ResultBackend, queues: Iterable[str] | str, *, by: str | None) -> list[str]:
     """Delete the pause records of ``queues``; returns the queues that were paused."""
     resumed = []
-    for queue in _queue_list(queues):
+    for queue in queue_list(queues):
         if await backend.delete_record(PAUSE_KIND, queue):
             resumed.append(queue)
     return resumed
@@ -84,4 +85,4 @@ def pause_active(record: dict[str, Any], worker_id: str | None = None, *, now: d
     return worker_id is None or not workers or worker_id in workers
 
 
-__all__ = ["PAUSE_KIND", "pause_active", "pause_queues", "paused_queues", "resume_queues"]
+__all__ = ["PAUSE_KIND", "pause_active", "pause_queues", "paused_queues", "queue_list", "resume_queues"]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..control import ControlClient
 from ..control.liveness import live_worker_ids
-from ..control.pause import pause_queues, resume_queues
+from ..control.pause import pause_queues, queue_list, resume_queues
 from ..control.protocol import normalize_arguments, until_iso
 from ..envelope import Envelope, validate_name
 from ..errors import Unsupported
@@ -43,7 +43,7 @@ class DispatchMixin(ActionMixin):
     ) -> ActionResult:
         """Pause ``queues`` for every worker: persisted (a restarted worker stays paused), then
         told to the live workers. ``until`` (time or seconds from now) ends it by itself."""
-        names = _queue_list(queues)
+        names = queue_list(queues)
         expires = until_iso(until)
         arguments = {"queues": names, "reason": reason, "until": expires}
 
@@ -63,7 +63,7 @@ class DispatchMixin(ActionMixin):
     async def resume(self, queues: Iterable[str] | str, *, timeout: float = CONTROL_TIMEOUT_SECONDS,
                      dry_run: bool = False, reason: str | None = None) -> ActionResult:
         """Lift the pause of ``queues``; ``count`` is how many were paused."""
-        names = _queue_list(queues)
+        names = queue_list(queues)
         arguments = {"queues": names}
 
         async def work() -> ActionResult:
@@ -206,15 +206,6 @@ class DispatchMixin(ActionMixin):
             return ActionResult("enqueue", False, len(ids), sample, arguments, {"ids": ids})
 
         return await self._act("enqueue", arguments, reason, dry_run, work)
-
-
-def _queue_list(queues: Iterable[str] | str) -> list[str]:
-    if isinstance(queues, str):
-        queues = [queues]
-    names = list(dict.fromkeys(validate_name(q) for q in queues))
-    if not names:
-        raise ValueError("name at least one queue")
-    return names
 
 
 __all__ = ["DispatchMixin", "ENQUEUE_BATCH"]
