@@ -110,10 +110,13 @@ class OpsBase:
         names.update(pauses)
         return sorted(n for n in names if not is_internal(n))
 
-    async def require_queue(self, queue: str) -> str:
-        """``queue`` if it is known, else ``UnknownQueue`` naming the closest known ones."""
+    async def require_queue(
+        self, queue: str, *, heartbeats: dict[str, WorkerHeartbeat] | None = None, pauses: dict[str, Any] | None = None
+    ) -> str:
+        """``queue`` if it is known, else ``UnknownQueue`` naming the closest known ones
+        (``heartbeats``/``pauses``: already read by the caller, not read again)."""
         validate_name(queue)
-        known = await self._known_queues()
+        known = await self._known_queues(heartbeats, pauses)
         if queue in known:
             return queue
         import difflib

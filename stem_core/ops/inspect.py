@@ -58,10 +58,13 @@ class InspectMixin(OpsBase):
         )
 
     async def _read(
-        self, names: list[str] | None
+        self, names: list[str] | None, heartbeats: dict[str, WorkerHeartbeat] | None = None,
+        pauses: dict[str, dict[str, Any]] | None = None,
     ) -> tuple[list[QueueStats], dict[str, WorkerHeartbeat], dict[str, dict[str, Any]], Sample]:
-        heartbeats = await self._heartbeats()
-        pauses = await self._pauses()
+        if heartbeats is None:
+            heartbeats = await self._heartbeats()
+        if pauses is None:
+            pauses = await self._pauses()
         if names is None:
             names = await self._known_queues(heartbeats, pauses)
         stats = await self.broker.queue_stats(names) if names else []
@@ -156,12 +159,12 @@ class InspectMixin(OpsBase):
         """Every in-flight delivery (of ``queue``, or of every queue) with its holder's
         heartbeat; ``stuck`` when the lease expired or the holder is not alive."""
         self._require_peek("list leases")
+        heartbeats = await self._heartbeats()
         if queue is not None:
-            names = [await self.require_queue(queue)]
+            names = [await self.require_queue(queue, heartbeats=heartbeats)]
         else:
             stats = await self.broker.queue_stats()
             names = [s.queue for s in stats if s.inflight > 0 and not is_internal(s.queue)]
-        heartbeats = await self._heartbeats()
         out: list[LeaseInfo] = []
         for name in names:
             for info in await self.broker.peek(name, state="inflight", limit=limit):
@@ -204,9 +207,11 @@ class InspectMixin(OpsBase):
         """One page of ``state`` (pending, delayed, inflight or dead) with the queue's row."""
         if state not in DETAIL_STATES:
             raise ValueError(f"state must be one of {', '.join(DETAIL_STATES)}, got {state!r}")
-        await self.require_queue(queue)
+        # One read of heartbeats and pauses serves both the name check and the row.
+        heartbeats, pauses = await self._heartbeats(), await self._pauses()
+        await self.require_queue(queue, heartbeats=heartbeats, pauses=pauses)
         await self._load_rates()
-        stats, heartbeats, pauses, current = await self._read([queue])
+        stats, heartbeats, pauses, current = await self._read([queue], heartbeats, pauses)
         row = self._row(stats[0], heartbeats, pauses, current) if stats else None
         if state == "dead":
             page = await self.dead_letters(queue, limit, offset)

@@ -75,6 +75,29 @@ async def test_overview_never_peeks_at_messages(env: tuple[Ops, Any, Any], monke
     assert calls == []
 
 
+async def test_a_queue_page_and_its_leases_read_heartbeats_and_pauses_once(
+    env: tuple[Ops, Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The TUI's detail view and `--watch` pay these reads on every poll.
+    ops, broker, backend = env
+    await publish(broker, "q", 2)
+    await claim(broker, ["q"], "w", 1)
+    calls: list[str] = []
+    for name in ("list_heartbeats", "list_records"):
+        real = getattr(backend, name)
+
+        async def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return await _real(*args, **kw)
+
+        monkeypatch.setattr(backend, name, spy)
+    await ops.queue_detail("q")
+    assert calls.count("list_heartbeats") == 1 and calls.count("list_records") == 1
+    calls.clear()
+    assert len(await ops.leases("q")) == 1
+    assert calls.count("list_heartbeats") == 1
+
+
 async def test_leases_without_a_live_heartbeat_are_unaccounted_and_stuck(env: tuple[Ops, Any, Any]) -> None:
     ops, broker, backend = env
     await publish(broker, "q", 3)
