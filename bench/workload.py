@@ -16,7 +16,8 @@ one JSON line: ``{"system", "mode", "n", "seconds", "rate"}`` (latency lines add
 
 A ``memory://`` broker cannot cross processes, so for it drain and latency run the worker
 in this process (same concurrency) and the JSON line says ``"worker": "in-process"``.
-Each run uses a fresh namespace, so runs never see each other's messages.
+Each run uses a fresh namespace, so runs never see each other's messages, and drops it
+afterwards on a server (Redis: every key under it; PostgreSQL: its schema).
 """
 
 from __future__ import annotations
@@ -190,6 +191,28 @@ async def run_latency(args: argparse.Namespace, namespace: str, key: str) -> dic
         await stem.close()
 
 
+async def drop_namespace(url: str, namespace: str) -> None:
+    """Remove what a run left under ``namespace`` on the server behind ``url``."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss"):
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
+            for start in range(0, len(keys), 1000):
+                await client.unlink(*keys[start:start + 1000])
+        finally:
+            await client.aclose()
+    elif scheme in ("postgres", "postgresql"):
+        import psycopg
+
+        from stem_core.adapters.postgres.connection import quote_ident, schema_name
+
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema_name(namespace))} CASCADE")
+
+
 def _percentile(sorted_values: list[float], pct: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -210,6 +233,8 @@ async def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             result = await MODES[mode](args, namespace, key)
         finally:
             await _redis().delete(key, key + ":lat")
+            for url in dict.fromkeys((args.broker, args.backend or args.broker)):
+                await drop_namespace(url, namespace)
         n = result.pop("n", args.n)
         result.update(n=n, rate=n / result["seconds"])
         print(json.dumps({"system": args.system, "mode": mode, "run": run + 1, **result}), file=sys.stderr, flush=True)
