@@ -20,7 +20,9 @@ Consuming
     unsettled *queue* deliveries (broadcast deliveries do not count). The base class
     enforces it; adapters never return more than the ``limit`` they are asked for.
   * Breaking out of the iterator stops fetching; deliveries already handed out keep
-    their leases until acked, nacked, dead-lettered or expired.
+    their leases until acked, nacked, dead-lettered or expired. Deliveries claimed in
+    the same batch but not yet handed out go back at once (``_unclaim``), no attempt
+    counted.
   * A lease lasts the envelope's ``visibility_timeout``, else the broker default
     (``lease_seconds``, 30 s). An unsettled message whose lease expired becomes
     deliverable again to any consumer, with ``delivery_count + 1``, within lease + 1 s.
@@ -54,6 +56,7 @@ translated at the adapter boundary (connection problems -> ``BrokerUnavailable``
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from abc import ABC, abstractmethod
@@ -62,7 +65,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterable, Sequence
 
 from ..clock import to_iso, utcnow
 from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, validate_name
-from ..errors import ConfigurationError, InvalidEnvelope, Unsupported
+from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
 from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, validate_namespace
 from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
 
@@ -74,6 +77,8 @@ FULL_WAIT_SECONDS = 0.1
 PEEK_STATES = ("pending", "delayed", "inflight")
 REPLAY_COUNT_META = "stem.replayCount"
 REPLAYED_AT_META = "stem.replayedAt"
+
+log = logging.getLogger("stem.broker")
 
 
 def raise_if_cancelled() -> None:
@@ -216,6 +221,10 @@ class Broker(ABC):
 
     async def _consume_loop(self, sub: Subscription) -> AsyncIterator[Delivery]:
         await self._open_subscription(sub)
+        # The last claimed batch and how many of it were handed out: a consumer that stops
+        # mid-batch (prefetch > 1) leaves the rest claimed, and they must go back now.
+        batch: list[Delivery] = []
+        handed = 0
         try:
             while True:
                 room = sub.prefetch - len(sub.outstanding) if sub.queues else 0
@@ -233,14 +242,23 @@ class Broker(ABC):
                         except TimeoutError:
                             pass
                     continue
-                batch = await self._receive(sub, room, RECEIVE_WAIT_SECONDS)
+                batch, handed = await self._receive(sub, room, RECEIVE_WAIT_SECONDS), 0
                 for delivery in batch:
+                    handed += 1  # counted before the yield: it is handed out even if we stop there
                     if delivery.channel is None:
                         sub.outstanding.add(delivery.receipt)
                         self._holders[delivery.receipt] = sub
                     yield delivery
         finally:
-            await self._close_subscription(sub)
+            unhanded = [d for d in batch[handed:] if d.channel is None]
+            try:
+                if unhanded:
+                    await self._unclaim(unhanded)
+            except StemError as exc:
+                log.warning("could not hand back %d claimed deliveries (%s); they return when their leases expire",
+                            len(unhanded), exc)
+            finally:
+                await self._close_subscription(sub)
 
     def _release(self, delivery: Delivery) -> None:
         sub = self._holders.pop(delivery.receipt, None)
@@ -402,6 +420,18 @@ class Broker(ABC):
 
     async def _close_subscription(self, sub: Subscription) -> None:
         """Forget the subscriber; must not release deliveries already handed out."""
+
+    async def _unclaim(self, deliveries: list[Delivery]) -> None:
+        """Hand back queue deliveries that were claimed but never handed to the consumer:
+        ready again now, their receipts fenced, no attempt counted.
+
+        Default: ``_requeue`` by id (``_nack`` where requeue is unsupported). Adapters that
+        can release by receipt override it, and then also take back the delivery count."""
+        for delivery in deliveries:
+            try:
+                await self._requeue(delivery.queue, {delivery.envelope.id})
+            except Unsupported:
+                await self._nack(delivery, requeue=True, delay=None)
 
     @abstractmethod
     async def _receive(self, sub: Subscription, limit: int, timeout: float) -> list[Delivery]:

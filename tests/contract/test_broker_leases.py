@@ -12,6 +12,7 @@ from stem_core.clock import utcnow
 from stem_core.errors import LeaseLost
 
 from .helpers import (
+    DELIVERY_DEADLINE_S,
     QUIET_S,
     REDELIVERY_DEADLINE_S,
     SHORT_LEASE_S,
@@ -19,10 +20,14 @@ from .helpers import (
     consuming,
     delayed_env,
     env,
+    eventually,
     qname,
     receive_one,
     stats_of,
 )
+
+# Longer than any deadline below: a message that comes back did not wait for its lease.
+LONG_LEASE_S = 60.0
 
 
 async def test_unacked_job_is_redelivered_after_its_lease_expires(broker: Broker) -> None:
@@ -217,3 +222,30 @@ async def test_remove_deletes_in_any_live_state_and_fences_holders(broker: Broke
     last = await receive_one(broker, queue)
     assert last is not None and last.envelope.id == kept.id
     await broker.ack(last)
+
+
+async def test_stopping_mid_batch_hands_back_the_deliveries_never_handed_out(broker: Broker) -> None:
+    # Given three messages with a long lease, claimed in one batch by a prefetch-3 consumer
+    queue = qname()
+    sent = [env(queue=queue, visibility_timeout=LONG_LEASE_S) for _ in range(3)]
+    await broker.publish_many(sent)
+    iterator = broker.consume(queue, prefetch=3)
+    first = await asyncio.wait_for(iterator.__anext__(), DELIVERY_DEADLINE_S)  # type: ignore[attr-defined]
+    # When the consumer stops after taking only the first one
+    await iterator.aclose()  # type: ignore[attr-defined]
+    # Then the other two are ready again at once (not after their leases), no attempt counted,
+    # while the one handed out keeps its lease
+    stats = await eventually(lambda: _stats_if(broker, queue, pending=2, inflight=1),
+                             message="the two unhanded deliveries to be pending again")
+    assert stats.delayed == 0
+    async with consuming(broker, queue, prefetch=2) as consumer:
+        rest = await consumer.take(2)
+    assert sorted(d.envelope.id for d in [first, *rest]) == sorted(e.id for e in sent)
+    assert [d.envelope.attempt for d in rest] == [0, 0]
+    for delivery in [first, *rest]:
+        await broker.ack(delivery)
+
+
+async def _stats_if(broker: Broker, queue: str, **wanted: int) -> object:
+    stats = await stats_of(broker, queue)
+    return stats if all(getattr(stats, k) == v for k, v in wanted.items()) else None

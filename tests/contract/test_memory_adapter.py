@@ -130,3 +130,17 @@ async def test_closing_a_broker_ends_its_waiting_consumers(store_name: str) -> N
         await asyncio.wait_for(waiting, 5)
     with pytest.raises(BrokerUnavailable):
         await broker.publish(Envelope(name="t"))
+
+
+async def test_deliveries_claimed_but_not_handed_out_go_back_uncounted(store_name: str) -> None:
+    broker = await connect_broker(f"memory://{store_name}")
+    queue = qname()
+    await broker.publish_many([Envelope(name="t", queue=queue, visibility_timeout=60) for _ in range(3)])
+    deliveries = broker.consume(queue, prefetch=3)
+    await asyncio.wait_for(anext(deliveries), 10)  # type: ignore[arg-type]
+    await deliveries.aclose()  # type: ignore[attr-defined]
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (2, 1)
+    async with consuming(broker, queue, prefetch=2) as consumer:
+        assert [d.delivery_count for d in await consumer.take(2)] == [1, 1]
+    await broker.close()

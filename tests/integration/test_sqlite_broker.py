@@ -189,6 +189,17 @@ async def test_a_cancelled_claim_hands_its_rows_back(broker: Broker, namespace: 
     assert again.delivery_count == 1
 
 
+async def test_rows_claimed_but_not_handed_out_go_back_uncounted(broker: Broker) -> None:
+    # Given a prefetch-3 batch of which the consumer took only the first
+    await broker.publish_many([Envelope(name="t", queue="q", visibility_timeout=60) for _ in range(3)])
+    deliveries = broker.consume(["q"], prefetch=3)
+    await asyncio.wait_for(anext(deliveries), DEADLINE_S)  # type: ignore[arg-type]
+    # When it stops, then the other two rows are back at once, their claim not counted
+    await deliveries.aclose()  # type: ignore[attr-defined]
+    assert [(s.pending, s.inflight) for s in await broker.queue_stats(["q"])] == [(2, 1)]
+    assert [d.delivery_count for d in await take(broker, ["q"], 2)] == [1, 1]
+
+
 async def test_broadcast_rows_and_dead_subscribers_are_swept(broker: Broker, db_path: Path, namespace: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a subscriber (of another process) that read nothing, and a broadcast it holds back

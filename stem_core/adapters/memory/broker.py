@@ -153,6 +153,12 @@ class MemoryBroker(Broker):
             finally:
                 state.wake = None
 
+    async def _unclaim(self, deliveries: list[Delivery]) -> None:
+        self._check_open()
+        with self._store.lock:
+            subs = self._store.wake_queues(self._store.unclaim([d.receipt for d in deliveries]))
+        self._wake(subs)
+
     def _settle(self, delivery: Delivery) -> bool:
         """True for a queue delivery (a broadcast copy needs no settling)."""
         self._check_open()

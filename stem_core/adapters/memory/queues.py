@@ -299,6 +299,21 @@ class BrokerStore:
             out.append((msg, receipt))
         return out
 
+    def unclaim(self, receipts: list[str]) -> set[str]:
+        """Give back claims whose deliveries never reached the consumer, as if never
+        claimed (ready now, delivery not counted); returns the queues to wake."""
+        touched: set[str] = set()
+        for receipt in receipts:
+            msg = self.receipts.get(receipt)
+            if msg is None or msg.state != INFLIGHT:
+                continue
+            self._fence(msg)
+            msg.delivery_count = max(msg.delivery_count - 1, 0)
+            msg.lease_expires_at = None
+            self._move(self.queue(msg.queue), msg, READY)
+            touched.add(msg.queue)
+        return touched
+
     def holder_of(self, receipt: str) -> Message | None:
         """The message ``receipt`` still settles, or None when it is stale."""
         return self.receipts.get(receipt)

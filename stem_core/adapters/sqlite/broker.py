@@ -245,6 +245,12 @@ class SQLiteBroker(Broker):
             back = self._db.submit(jobs.unlease, claimed)
             back.add_done_callback(lambda f: f.cancelled() or f.exception())
 
+    async def _unclaim(self, deliveries: list[Delivery]) -> None:
+        claimed = [parsed for d in deliveries if (parsed := self._receipt(d)) is not None]
+        if claimed:
+            await self._db.run(jobs.unlease, claimed)
+            self._bell.ring()
+
     # -- settling -------------------------------------------------------------------
 
     def _receipt(self, delivery: Delivery) -> tuple[int, int] | None:
