@@ -8,7 +8,6 @@ with ``ConfirmDialog``.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from rich.text import Text
@@ -21,22 +20,20 @@ from textual.widgets import Button, Input, Select, Static
 from stem_core.control.protocol import CONTROL_COMMANDS
 from stem_core.settings import CONTROL_TIMEOUT_SECONDS
 
+from ..cli import common
 from ..widgets.chrome import StemInput
 from ..widgets.literal import literal
 from . import plans
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
 
 def parse_duration(text: str, what: str) -> float | None:
-    """``500ms``, ``10s``, ``5m``, ``2h`` (bare = seconds) -> seconds; "" -> None."""
+    """``500ms``, ``10s``, ``5m``, ``2h`` (bare = seconds) -> seconds; "" -> None. The
+    CLI's grammar (``stem_tui.cli.common``), but bad input raises for the form's error line."""
     if not text.strip():
         return None
-    match = _DURATION.match(text)
-    if match is None:
+    if not common.is_duration(text):
         raise ValueError(f"{what}: use e.g. 500ms, 10s, 5m, 2h")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return common.parse_duration(text, option=what)
 
 
 def parse_object(text: str, what: str) -> dict[str, Any]:
