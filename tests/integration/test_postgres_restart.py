@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.clock import monotonic
 from stem_core.errors import BrokerUnavailable
-from tests.specs import require_service, service_up
+from tests.specs import require_service, require_tool, service_up
 from tests.specs.postgres import URL, drop_namespace
 
 MESSAGES = 400
@@ -49,8 +48,7 @@ async def test_server_restart_mid_run_loses_nothing_committed(namespace: str) ->
     require_service("postgres")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         pytest.skip("restarts the shared PostgreSQL server, which would break tests running beside it: run without -n")
-    if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir():
-        pytest.skip("pg_ctlcluster is not available to restart the server")
+    require_tool("pg_ctlcluster")
     broker = await connect_broker(URL, namespace=namespace)
     consumer_broker = await connect_broker(URL, namespace=namespace)
     backend = await connect_backend(URL, namespace=namespace)

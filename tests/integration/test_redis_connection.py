@@ -9,7 +9,6 @@ free port, so killing it never touches the shared server on 6379.
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import subprocess
 import time
@@ -22,7 +21,7 @@ import redis
 from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.adapters.redis import RedisBroker, connection
 from stem_core.errors import BackendUnavailable, BrokerUnavailable, ConfigurationError
-from tests.specs import require_service
+from tests.specs import require_service, require_tool
 from tests.specs.redis import REDIS_TEST_URL, delete_namespace
 
 SERVER_START_DEADLINE_S = 15.0
@@ -39,10 +38,7 @@ class PrivateRedis:
     """A ``redis-server`` of this test only: started, killed (-9) and restarted at will."""
 
     def __init__(self, directory: Path, *options: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
+        self.binary = require_tool("redis-server")
         self.dir = directory
         self.port = free_port()
         self.options = options
@@ -209,11 +205,10 @@ async def test_producers_get_a_clear_error_and_clients_recover_after_a_restart(p
 
 
 def _make_certificate(directory: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    openssl = require_tool("openssl")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
          "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
