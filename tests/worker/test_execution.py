@@ -211,10 +211,13 @@ async def test_sync_time_limit_releases_the_slot(app_factory: Callable[[], Stem]
 
 
 async def test_concurrency_bounds_running_tasks(app_factory: Callable[[], Stem]) -> None:
+    # Given tasks that each wait until three of them run at once (a barrier, so reaching
+    # the concurrency does not depend on timing; a broken barrier fails the task)
     app = app_factory()
     current = 0
     peak = 0
     lock = threading.Lock()
+    barrier = threading.Barrier(3, timeout=30)
 
     @app.task(name="counted")
     def counted(ctx: TaskContext) -> None:
@@ -222,14 +225,16 @@ async def test_concurrency_bounds_running_tasks(app_factory: Callable[[], Stem])
         with lock:
             current += 1
             peak = max(peak, current)
-        time.sleep(0.02)
+        barrier.wait()
         with lock:
             current -= 1
 
     ids = await app.enqueue_many([("counted", {}) for _ in range(24)])
+    # When a worker with three slots drains them
     await asyncio.wait_for(Worker(app, concurrency=3, prefetch=5, burst=True).run(), 60)
+    # Then all ran, three at a time and never more
     assert await all_in_state(app, ids, TaskState.SUCCEEDED)
-    assert 1 <= peak <= 3
+    assert peak == 3
 
 
 async def test_prefetch_bounds_held_deliveries(app_factory: Callable[[], Stem]) -> None:
