@@ -20,8 +20,8 @@ from ..errors import StemError
 from ..settings import DEFAULT_PAGE_LIMIT
 from .audit import audit_record
 from .commands import equivalent_command
-from .base import LEASES_LIMIT, SAMPLE_SIZE, log
-from .explain import EXPLAIN_PAGE, EXPLAIN_SCAN_LIMIT, ExplainMixin
+from .base import SAMPLE_SIZE, log
+from .explain import EXPLAIN_PAGE, ExplainMixin
 from .models import ActionResult
 
 def id_set(ids: Iterable[str] | str | None) -> set[str] | None:
@@ -91,24 +91,17 @@ class ActionMixin(ExplainMixin):
     # -- locating messages by id (bounded) ---------------------------------------------
 
     async def _locate_ids(self, queue: str, ids: set[str], states: Sequence[str]) -> dict[str, MessageInfo]:
+        """The messages of ``ids`` found in ``states`` of ``queue`` (bounded like ``explain``;
+        stops reading as soon as every id is found)."""
         self._require_peek("look messages up by id")
         found: dict[str, MessageInfo] = {}
         for state in states:
-            if state == "inflight":
-                pages = [await self.broker.peek(queue, state=state, limit=LEASES_LIMIT)]
-            else:
-                pages = []
-                offset = 0
-                while offset < EXPLAIN_SCAN_LIMIT and len(found) < len(ids):
-                    page = await self.broker.peek(queue, state=state, limit=EXPLAIN_PAGE, offset=offset)
-                    pages.append(page)
-                    if len(page) < EXPLAIN_PAGE:
-                        break
-                    offset += EXPLAIN_PAGE
-            for page in pages:
+            async for _, page in self._pages(queue, state):
                 for info in page:
-                    if info.envelope.id in ids and info.envelope.id not in found:
-                        found[info.envelope.id] = info
+                    if info.envelope.id in ids:
+                        found.setdefault(info.envelope.id, info)
+                if len(found) == len(ids):
+                    return found
         return found
 
     # -- requeue / replay / purge / remove ----------------------------------------------

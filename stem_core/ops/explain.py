@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, AsyncIterator
 
 from ..clock import to_iso
 from ..contract import DeadLetterEntry, MessageInfo, TaskStatus, WorkerHeartbeat
@@ -118,21 +118,29 @@ class ExplainMixin(InspectMixin):
             return (_Found("dead", queue, dead=entry) if entry is not None else None), False
         if not caps.peek:
             return None, False
-        if state == "inflight":
-            for info in await self.broker.peek(queue, state="inflight", limit=LEASES_LIMIT):
+        full = False
+        async for offset, page in self._pages(queue, state):
+            for index, info in enumerate(page):
                 if info.envelope.id == task_id:
-                    return _Found("inflight", queue, info=info), False
-            return None, False
+                    position = offset + index + 1 if state != "inflight" else None
+                    return _Found(state, queue, info=info, position=position), False
+            full = len(page) == EXPLAIN_PAGE
+        return None, full and state != "inflight"
+
+    async def _pages(self, queue: str, state: str) -> AsyncIterator[tuple[int, list[MessageInfo]]]:
+        """``(offset, page)`` of ``state`` in queue order: the in-flight messages as one page
+        of ``LEASES_LIMIT``, pending or delayed ones ``EXPLAIN_PAGE`` at a time up to
+        ``EXPLAIN_SCAN_LIMIT`` (a last page that is full means the scan stopped there)."""
+        if state == "inflight":
+            yield 0, await self.broker.peek(queue, state=state, limit=LEASES_LIMIT)
+            return
         offset = 0
         while offset < EXPLAIN_SCAN_LIMIT:
             page = await self.broker.peek(queue, state=state, limit=EXPLAIN_PAGE, offset=offset)
-            for index, info in enumerate(page):
-                if info.envelope.id == task_id:
-                    return _Found(state, queue, info=info, position=offset + index + 1), False
+            yield offset, page
             if len(page) < EXPLAIN_PAGE:
-                return None, False
+                return
             offset += EXPLAIN_PAGE
-        return None, True
 
     # -- reasons --------------------------------------------------------------------
 

@@ -145,6 +145,23 @@ async def test_remove_by_id(env: tuple[Ops, Any, Any]) -> None:
     assert (await ops.remove("q", [ids[0]])).count == 1 and (await stats(broker)).pending == 2
 
 
+async def test_a_preview_by_id_stops_reading_once_every_id_is_found(
+    env: tuple[Ops, Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops, broker, _ = env
+    ids = await enqueue_n(ops, 1200)  # pending pages of 500: the first holds the id
+    real = broker.peek
+    states: list[str] = []
+
+    async def spy(queue: str, *, state: str, **kw: Any) -> Any:
+        states.append(state)
+        return await real(queue, state=state, **kw)
+
+    monkeypatch.setattr(broker, "peek", spy)
+    assert (await ops.remove("q", [ids[0]], dry_run=True)).count == 1
+    assert states == ["inflight", "delayed", "pending"]
+
+
 async def test_pause_and_resume_without_live_workers_are_persisted(env: tuple[Ops, Any, Any]) -> None:
     ops, _, backend = env
     await enqueue_n(ops, 1)
