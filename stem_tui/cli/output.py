@@ -34,7 +34,6 @@ EXIT_CODES_HELP = (
 
 # Piped output is not wrapped at 80 columns: tables stay one row per line for grep.
 PIPE_WIDTH = 220
-FORMATS = ("table", "json", "jsonl")
 # Categories whose characters are invisible or move the cursor: control, format (bidi
 # overrides, zero-width), line and paragraph separators, surrogates.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
@@ -92,10 +91,6 @@ def _write(stream: Any, text: str) -> None:
 def error(message: str) -> None:
     """One neutralised line on stderr."""
     _write(sys.stderr, f"error: {neutralise(message)}\n")
-
-
-def warn(message: str) -> None:
-    _write(sys.stderr, f"warning: {neutralise(message)}\n")
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -294,7 +289,6 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
-    "FORMATS",
     "Watch",
     "confirm",
     "console",
@@ -313,5 +307,4 @@ __all__ = [
     "progress",
     "register_secret_url",
     "scrub",
-    "warn",
 ]
