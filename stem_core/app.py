@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
 from .adapters import connect_backend, connect_broker
-from .clock import UTC, utcnow
+from .clock import UTC
 from .contract import Broker, ResultBackend, TaskState, TaskStatus
-from .envelope import DEFAULT_QUEUE, Envelope, validate_name
+from .envelope import DEFAULT_QUEUE, Envelope, delay_to_not_before, validate_name
 from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
 from .settings import ENV_BACKEND_URL, load_settings, validate_namespace
 from .worker.retry import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS
@@ -284,7 +284,7 @@ class Stem:
         task = self.registry.get(name)
         fields: dict[str, Any] = {
             "name": name,
-            "args": dict(args),
+            "args": args,  # Envelope copies it
             "queue": validate_name(queue) if queue is not None else (task.queue if task else DEFAULT_QUEUE),
             "priority": priority if priority is not None else (task.priority if task else 0),
             "max_retries": max_retries if max_retries is not None else (task.max_retries if task else 0),
@@ -399,7 +399,7 @@ def _not_before(delay: float | timedelta | None, eta: datetime | None) -> dateti
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"delay must be seconds >= 0 or a timedelta, got {delay!r}")
-    return utcnow() + timedelta(seconds=seconds) if seconds > 0 else None
+    return delay_to_not_before(seconds)
 
 
 def _non_negative_int(value: object, label: str) -> int:
