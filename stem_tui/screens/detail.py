@@ -10,13 +10,12 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import DataTable, Tab, Tabs
 
-from stem_core.clock import parse_iso
 from stem_core.ops import QueueDetail
 
 from ..dialogs import plans
 from ..source import PAGE_SIZE, Snapshot, Want
 from ..widgets.filter import Facets
-from ..widgets.literal import age, clean, field, literal, short_id
+from ..widgets.literal import age, clean, field, literal, short_id, since
 from ..widgets.message import MessagePanel, describe
 from ..widgets.table import Column, KeyedTable, Row
 from .base import ViewScreen, facets_text
@@ -36,29 +35,22 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
 ARGS_CHARS = 40
 
 
-def _since(raw: Any, now: datetime) -> float | None:
-    try:
-        return (now - parse_iso(raw)).total_seconds() if isinstance(raw, str) else None
-    except ValueError:
-        return None
-
-
 def message_row(state: str, message: dict[str, Any], now: datetime, order: int) -> Row:
     env = message.get("envelope") or {}
     head = (literal(short_id(str(env.get("id", "")))), literal(env.get("name"), "bold"))
     args = literal(env.get("args") or {}, limit=ARGS_CHARS)
     if state == "pending":
-        rest = (literal(age(_since(env.get("enqueuedAt"), now))), literal(env.get("priority")), literal(env.get("attempt")), args)
+        rest = (literal(age(since(env.get("enqueuedAt"), now))), literal(env.get("priority")), literal(env.get("attempt")), args)
     elif state == "delayed":
-        due = _since(env.get("notBefore"), now)
+        due = since(env.get("notBefore"), now)
         rest = (literal(age(-due) if due is not None else None), literal(env.get("priority")), literal(env.get("attempt")), args)
     elif state == "inflight":
-        left = _since(message.get("lease_expires_at"), now)
+        left = since(message.get("lease_expires_at"), now)
         expires = ("expired " + age(left)) if left is not None and left >= 0 else age(-left) if left is not None else None
         rest = (literal(message.get("lease_holder")), literal(expires, "red" if left is not None and left >= 0 else ""),
                 literal(message.get("delivery_count")), args)
     else:
-        rest = (literal(message.get("reason"), "red"), literal(age(_since(message.get("dead_at"), now))),
+        rest = (literal(message.get("reason"), "red"), literal(age(since(message.get("dead_at"), now))),
                 literal(env.get("attempt")), args)
     return Row(key=str(env.get("id")), cells=head + rest, order=(order,))
 

@@ -4,19 +4,18 @@ in-flight tasks with their runtimes below."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Iterable
 
 from rich.text import Text
 from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from stem_core.clock import parse_iso
 from stem_core.ops import WorkerInfo
 
 from ..source import Snapshot
 from ..widgets.filter import Facets
-from ..widgets.literal import age, clean, literal
+from ..widgets.literal import age, clean, literal, since
 from ..widgets.message import MessagePanel
 from ..widgets.table import Column, KeyedTable, Row
 from .base import ViewScreen, facets_text
@@ -43,13 +42,6 @@ def worker_row(w: WorkerInfo) -> Row:
     )
 
 
-def _since(raw: Any, now: datetime) -> float | None:
-    try:
-        return (now - parse_iso(raw)).total_seconds() if isinstance(raw, str) else None
-    except ValueError:
-        return None
-
-
 def inflight_text(w: WorkerInfo, now: datetime) -> Text:
     out = Text()
     out.append(literal(w.worker_id, "bold", limit=None))
@@ -60,8 +52,8 @@ def inflight_text(w: WorkerInfo, now: datetime) -> Text:
         out.append("no task in flight", style="dim")
         return out
     for entry in sorted(w.inflight, key=lambda e: str(e.get("started_at") or "~")):
-        running = _since(entry.get("started_at"), now)
-        lease = _since(entry.get("lease_expires_at"), now)
+        running = since(entry.get("started_at"), now)
+        lease = since(entry.get("lease_expires_at"), now)
         state = "running " + age(running) if running is not None else "reserved (waiting for a slot)"
         lease_text = "" if lease is None else (f", lease expired {age(lease)} ago" if lease >= 0 else f", lease {age(-lease)} left")
         out.append(literal(entry.get("name"), "bold", limit=40))

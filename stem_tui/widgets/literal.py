@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
-from stem_core.clock import to_iso
+from stem_core.clock import parse_iso, to_iso
 from stem_core.ops import text as words
 from stem_tui.cli.output import neutralise
 
@@ -63,6 +63,17 @@ def age(seconds: float | None) -> str:
     return words.duration(seconds)
 
 
+def since(raw: Any, now: datetime) -> float | None:
+    """Seconds from the ISO time ``raw`` (a field of data) to ``now``; None when ``raw`` is
+    missing or not a time."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return (now - parse_iso(raw)).total_seconds()
+    except ValueError:
+        return None
+
+
 def rate(per_second: float | None) -> str:
     return words.rate(per_second)
 
@@ -83,4 +94,4 @@ def field(data: dict[str, Any], *path: str) -> Any:
     return value
 
 
-__all__ = ["CELL_MAX_CHARS", "age", "block", "clean", "field", "literal", "rate", "short_id"]
+__all__ = ["CELL_MAX_CHARS", "age", "block", "clean", "field", "literal", "rate", "short_id", "since"]

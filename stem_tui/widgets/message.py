@@ -11,21 +11,10 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from stem_core.clock import parse_iso
-
-from .literal import age, block, clean, field
+from .literal import age, block, clean, field, since
 
 # Traceback lines shown (the last ones: where it failed).
 TRACEBACK_LINES = 6
-
-
-def _seconds_since(raw: Any, now: datetime) -> float | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        return (now - parse_iso(raw)).total_seconds()
-    except ValueError:
-        return None
 
 
 def describe(message: dict[str, Any], status: dict[str, Any] | None, now: datetime) -> Text:
@@ -42,10 +31,10 @@ def describe(message: dict[str, Any], status: dict[str, Any] | None, now: dateti
     line("id", env.get("id"))
     line("queue", f"{clean(env.get('queue'))}  priority {clean(env.get('priority'))}  "
                   f"attempt {clean(env.get('attempt'))}/{clean(env.get('maxRetries'))}")
-    enqueued = _seconds_since(env.get("enqueuedAt"), now)
+    enqueued = since(env.get("enqueuedAt"), now)
     line("enqueued", f"{clean(env.get('enqueuedAt'))} ({age(enqueued)} ago)" if enqueued is not None else env.get("enqueuedAt"))
     if env.get("notBefore"):
-        due = _seconds_since(env.get("notBefore"), now)
+        due = since(env.get("notBefore"), now)
         line("due", f"{clean(env.get('notBefore'))}" + (f" (in {age(-due)})" if due is not None and due < 0 else ""))
     if "reason" in message:
         line("dead", f"{clean(message.get('reason'))} at {clean(message.get('dead_at'))}", "red")
@@ -55,7 +44,7 @@ def describe(message: dict[str, Any], status: dict[str, Any] | None, now: dateti
         holder = message.get("lease_holder")
         where = clean(message.get("state"))
         if holder:
-            expires = _seconds_since(message.get("lease_expires_at"), now)
+            expires = since(message.get("lease_expires_at"), now)
             where += f", held by {clean(holder)}"
             if expires is not None:
                 where += f", lease {'expired ' + age(expires) + ' ago' if expires >= 0 else 'expires in ' + age(-expires)}"
