@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
@@ -334,11 +334,6 @@ def describe_error(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
-def with_want(source: DataSource, **changes: Any) -> Want:
-    source.want = replace(source.want, **changes)
-    return source.want
-
-
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "DEFAULT_REFRESH_S",
@@ -350,5 +345,4 @@ __all__ = [
     "Want",
     "describe_error",
     "settings_connector",
-    "with_want",
 ]

@@ -166,12 +166,6 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
         self.marks.symmetric_difference_update({key})
         self._set_cell(key, MARK_COLUMN, self._mark_cell(key))
 
-    def clear_marks(self) -> None:
-        for key in list(self.marks):
-            self.marks.discard(key)
-            if key in self._plain:
-                self._set_cell(key, MARK_COLUMN, self._mark_cell(key))
-
     def chosen(self) -> list[str]:
         """The marked rows (in table order), else the row under the cursor."""
         if self.marks:
