@@ -29,6 +29,20 @@ def queue_list(queues: Iterable[str] | str) -> list[str]:
     return names
 
 
+def pause_record(
+    queue: str, *, reason: str | None, by: str | None, paused_at: str, until: str | None, workers: list[str] | None
+) -> dict[str, Any]:
+    """The record of one paused queue (as persisted, and as a worker told by command keeps it)."""
+    return {
+        "queue": queue,
+        "reason": reason,
+        "by": by,
+        "paused_at": paused_at,
+        "until": until,
+        "workers": list(workers) if workers else None,
+    }
+
+
 async def pause_queues(
     backend: ResultBackend,
     queues: Iterable[str] | str,
@@ -44,14 +58,7 @@ async def pause_queues(
     ttl = (parse_iso(expires) - utcnow()).total_seconds() if expires else None
     written: dict[str, dict[str, Any]] = {}
     for queue in names:
-        record = {
-            "queue": queue,
-            "reason": reason,
-            "by": by,
-            "paused_at": to_iso(utcnow()),
-            "until": expires,
-            "workers": list(workers) if workers else None,
-        }
+        record = pause_record(queue, reason=reason, by=by, paused_at=to_iso(utcnow()), until=expires, workers=workers)
         await backend.put_record(PAUSE_KIND, queue, record, ttl=ttl)
         written[queue] = record
     return written
@@ -85,4 +92,4 @@ def pause_active(record: dict[str, Any], worker_id: str | None = None, *, now: d
     return worker_id is None or not workers or worker_id in workers
 
 
-__all__ = ["PAUSE_KIND", "pause_active", "pause_queues", "paused_queues", "queue_list", "resume_queues"]
+__all__ = ["PAUSE_KIND", "pause_active", "pause_queues", "pause_record", "paused_queues", "queue_list", "resume_queues"]

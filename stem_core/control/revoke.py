@@ -17,6 +17,11 @@ REVOKE_KIND = "revoke"
 REVOKE_TTL_SECONDS = RESULT_TTL_SECONDS
 
 
+def revoke_record(task_id: str, *, terminate: bool, reason: str | None, by: str | None, revoked_at: str) -> dict[str, Any]:
+    """The record of one revoked task (as persisted, and as a worker told by command keeps it)."""
+    return {"id": task_id, "terminate": bool(terminate), "reason": reason, "by": by, "revoked_at": revoked_at}
+
+
 async def revoke_tasks(
     backend: ResultBackend,
     task_ids: Iterable[str] | str,
@@ -34,7 +39,7 @@ async def revoke_tasks(
         raise ValueError("revoke needs a non-empty list of task ids")
     at = to_iso(utcnow())
     for task_id in ids:
-        record = {"id": task_id, "terminate": bool(terminate), "reason": reason, "by": by, "revoked_at": at}
+        record = revoke_record(task_id, terminate=terminate, reason=reason, by=by, revoked_at=at)
         await backend.put_record(REVOKE_KIND, task_id, record, ttl=ttl)
     return ids
 
@@ -44,4 +49,4 @@ async def revoked_tasks(backend: ResultBackend) -> dict[str, dict[str, Any]]:
     return await backend.list_records(REVOKE_KIND)
 
 
-__all__ = ["REVOKE_KIND", "REVOKE_TTL_SECONDS", "revoke_tasks", "revoked_tasks"]
+__all__ = ["REVOKE_KIND", "REVOKE_TTL_SECONDS", "revoke_record", "revoke_tasks", "revoked_tasks"]

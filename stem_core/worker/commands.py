@@ -11,7 +11,9 @@ import socket
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..clock import to_iso, utcnow
+from ..control.pause import pause_record
 from ..control.protocol import Command, normalize_arguments
+from ..control.revoke import revoke_record
 from .held import ACTIVE, RESERVED
 
 if TYPE_CHECKING:
@@ -74,7 +76,7 @@ async def _inspect(worker: "Worker", args: dict[str, Any], command: Command) -> 
 async def _revoke(worker: "Worker", args: dict[str, Any], command: Command) -> dict[str, Any]:
     at = to_iso(command.sent_at)
     records = {
-        task_id: {"id": task_id, "terminate": args["terminate"], "reason": args["reason"], "by": args["by"], "revoked_at": at}
+        task_id: revoke_record(task_id, terminate=args["terminate"], reason=args["reason"], by=args["by"], revoked_at=at)
         for task_id in args["task_ids"]
     }
     terminated = worker.apply_revocations(records)
@@ -89,7 +91,7 @@ async def _shutdown(worker: "Worker", args: dict[str, Any], command: Command) ->
 async def _pause(worker: "Worker", args: dict[str, Any], command: Command) -> dict[str, Any]:
     at = to_iso(command.sent_at)
     records = {
-        queue: {"queue": queue, "reason": args["reason"], "by": args["by"], "paused_at": at, "until": args["until"], "workers": command.targets}
+        queue: pause_record(queue, reason=args["reason"], by=args["by"], paused_at=at, until=args["until"], workers=command.targets)
         for queue in args["queues"]
     }
     worker.merge_pauses(records)
