@@ -13,14 +13,14 @@ from typing import AsyncIterator, Awaitable, Callable
 import psycopg
 import pytest
 
-from stem_core import Envelope, connect_broker
+from stem_core import Envelope
 from stem_core.adapters.postgres import PostgresBroker
 from stem_core.adapters.postgres.connection import quote_ident, schema_name
 from stem_core.clock import monotonic
 from stem_core.envelope import Delivery
 from stem_core.errors import BrokerUnavailable, ConfigurationError, LeaseLost
-from tests.specs import require_service
-from tests.specs.postgres import URL, drop_namespace
+from tests.specs import AdapterSpec, require_service
+from tests.specs.postgres import SPEC, URL
 
 BrokerFactory = Callable[..., Awaitable[PostgresBroker]]
 # Generous upper bounds for waiting on an event; tests never assert on timings.
@@ -28,20 +28,11 @@ DEADLINE_S = 10.0
 
 
 @pytest.fixture
-async def make_broker(namespace: str) -> AsyncIterator[BrokerFactory]:
+def broker_spec() -> AdapterSpec:
+    """PostgreSQL only: ``broker_factory`` (tests/conftest.py) opens brokers on the test's
+    namespace, closes them and removes the namespace afterwards."""
     require_service("postgres")
-    opened: list[PostgresBroker] = []
-
-    async def make(**options: object) -> PostgresBroker:
-        broker = await connect_broker(URL, namespace=namespace, **options)
-        assert isinstance(broker, PostgresBroker)
-        opened.append(broker)
-        return broker
-
-    yield make
-    for broker in opened:
-        await broker.close()
-    await drop_namespace(URL, namespace)
+    return SPEC
 
 
 async def next_delivery(it: AsyncIterator[Delivery], timeout: float = DEADLINE_S) -> Delivery:
@@ -55,9 +46,9 @@ async def sql(namespace: str, query: str, *params: object) -> list[tuple]:
         return await cur.fetchall() if cur.description else []
 
 
-async def test_delivers_by_priority_then_age_across_queues(make_broker: BrokerFactory) -> None:
+async def test_delivers_by_priority_then_age_across_queues(broker_factory: BrokerFactory) -> None:
     # Given messages on two queues with mixed priorities
-    broker = await make_broker()
+    broker = await broker_factory()
     await broker.publish(Envelope(name="old-low", queue="a"))
     await broker.publish(Envelope(name="high", queue="b", priority=7))
     await broker.publish(Envelope(name="new-low", queue="b"))
@@ -70,8 +61,8 @@ async def test_delivers_by_priority_then_age_across_queues(make_broker: BrokerFa
     assert names == ["high", "mid", "old-low", "new-low"]
 
 
-async def test_prefetch_caps_unsettled_deliveries(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_prefetch_caps_unsettled_deliveries(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish_many([Envelope(name=f"t{i}") for i in range(5)])
     it = broker.consume("default", prefetch=2)
     first = [await next_delivery(it) for _ in range(2)]
@@ -87,8 +78,8 @@ async def test_prefetch_caps_unsettled_deliveries(make_broker: BrokerFactory) ->
     await it.aclose()
 
 
-async def test_expired_lease_is_redelivered_and_fences_the_old_receipt(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_expired_lease_is_redelivered_and_fences_the_old_receipt(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish(Envelope(name="slow", visibility_timeout=0.5))
     first_it = broker.consume("default", consumer="first")
     first = await next_delivery(first_it)
@@ -109,8 +100,8 @@ async def test_expired_lease_is_redelivered_and_fences_the_old_receipt(make_brok
     await second_it.aclose()
 
 
-async def test_expired_but_unclaimed_lease_still_settles(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_expired_but_unclaimed_lease_still_settles(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish(Envelope(name="x", visibility_timeout=0.2))
     it = broker.consume("default")
     held = await next_delivery(it)
@@ -124,8 +115,8 @@ async def test_expired_but_unclaimed_lease_still_settles(make_broker: BrokerFact
     assert (await broker.queue_stats(["default"]))[0].inflight == 0
 
 
-async def test_extend_lease_keeps_the_message_from_others(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_extend_lease_keeps_the_message_from_others(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish(Envelope(name="long", visibility_timeout=0.5))
     it = broker.consume("default")
     held = await next_delivery(it)
@@ -137,8 +128,8 @@ async def test_extend_lease_keeps_the_message_from_others(make_broker: BrokerFac
     assert (await broker.queue_stats(["default"]))[0].inflight == 0
 
 
-async def test_nack_requeues_with_attempt_and_delay(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_nack_requeues_with_attempt_and_delay(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish(Envelope(name="retry"))
     it = broker.consume("default")
     first = await next_delivery(it)
@@ -154,12 +145,12 @@ async def test_nack_requeues_with_attempt_and_delay(make_broker: BrokerFactory) 
     await it.aclose()
 
 
-async def test_delayed_publish_is_invisible_until_due(make_broker: BrokerFactory) -> None:
+async def test_delayed_publish_is_invisible_until_due(broker_factory: BrokerFactory) -> None:
     from datetime import timedelta
 
     from stem_core.clock import utcnow
 
-    broker = await make_broker()
+    broker = await broker_factory()
     due = utcnow() + timedelta(seconds=0.5)
     await broker.publish(Envelope(name="later", not_before=due))
     assert (await broker.queue_stats(["default"]))[0].delayed == 1
@@ -170,8 +161,8 @@ async def test_delayed_publish_is_invisible_until_due(make_broker: BrokerFactory
     await it.aclose()
 
 
-async def test_dead_letters_list_replay_and_purge(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_dead_letters_list_replay_and_purge(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish_many([Envelope(name=f"bad{i}", queue="q") for i in range(3)])
     it = broker.consume("q", prefetch=3)
     held = [await next_delivery(it) for _ in range(3)]
@@ -191,8 +182,8 @@ async def test_dead_letters_list_replay_and_purge(make_broker: BrokerFactory) ->
     await it.aclose()
 
 
-async def test_requeue_fences_the_old_holder(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_requeue_fences_the_old_holder(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish(Envelope(name="stuck"))
     it = broker.consume("default", prefetch=2)
     old = await next_delivery(it)
@@ -205,8 +196,8 @@ async def test_requeue_fences_the_old_holder(make_broker: BrokerFactory) -> None
     await it.aclose()
 
 
-async def test_broadcast_reaches_every_subscriber_across_brokers(make_broker: BrokerFactory, namespace: str) -> None:
-    a, b = await make_broker(), await make_broker()
+async def test_broadcast_reaches_every_subscriber_across_brokers(broker_factory: BrokerFactory, namespace: str) -> None:
+    a, b = await broker_factory(), await broker_factory()
     it_a = a.consume([], channels=["ctl"])
     it_b = b.consume([], channels=["ctl"])
     # Subscriptions register on first iteration: start both, then broadcast
@@ -236,8 +227,8 @@ async def _until(probe: Callable[[], Awaitable[int]], wanted: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_transactional_publish_follows_the_callers_transaction(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_transactional_publish_follows_the_callers_transaction(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     async with await psycopg.AsyncConnection.connect(URL) as conn:
         async with conn.transaction(force_rollback=True):
             await broker.publish(Envelope(name="rolled-back"), connection=conn)
@@ -251,8 +242,8 @@ async def test_transactional_publish_follows_the_callers_transaction(make_broker
         await broker.publish(Envelope(name="x"), connection="not a connection")  # type: ignore[arg-type]
 
 
-async def test_undecodable_row_is_dead_lettered_and_does_not_block(make_broker: BrokerFactory, namespace: str) -> None:
-    broker = await make_broker()
+async def test_undecodable_row_is_dead_lettered_and_does_not_block(broker_factory: BrokerFactory, namespace: str) -> None:
+    broker = await broker_factory()
     await sql(namespace, "INSERT INTO {s}.jobs (msg_id, queue, name, state, envelope) "
                          "VALUES ('junk', 'default', 'junk', 'ready', '{\"args\": 5}'::jsonb)")
     await broker.publish(Envelope(name="good"))
@@ -268,8 +259,8 @@ async def test_undecodable_row_is_dead_lettered_and_does_not_block(make_broker: 
     await it.aclose()
 
 
-async def test_counters_match_the_rows(make_broker: BrokerFactory, namespace: str) -> None:
-    broker = await make_broker()
+async def test_counters_match_the_rows(broker_factory: BrokerFactory, namespace: str) -> None:
+    broker = await broker_factory()
     await broker.publish_many([Envelope(name=f"n{i}", queue=f"q{i % 3}", priority=i % 10) for i in range(60)])
     it = broker.consume(["q0", "q1", "q2"], prefetch=20)
     held = [await next_delivery(it) for _ in range(20)]
@@ -296,9 +287,9 @@ async def test_counters_match_the_rows(make_broker: BrokerFactory, namespace: st
     assert sum(s.completed_total for s in await broker.queue_stats(["q0", "q1", "q2"])) == 5
 
 
-async def test_idle_consumer_wakes_on_notify(make_broker: BrokerFactory) -> None:
+async def test_idle_consumer_wakes_on_notify(broker_factory: BrokerFactory) -> None:
     # Given a consumer already waiting on an empty queue
-    consumer, producer = await make_broker(), await make_broker()
+    consumer, producer = await broker_factory(), await broker_factory()
     it = consumer.consume("default")
     waiting = asyncio.ensure_future(next_delivery(it))
     await asyncio.sleep(0.2)
@@ -309,8 +300,8 @@ async def test_idle_consumer_wakes_on_notify(make_broker: BrokerFactory) -> None
     await it.aclose()
 
 
-async def test_no_session_is_left_idle_in_transaction(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_no_session_is_left_idle_in_transaction(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish_many([Envelope(name=f"n{i}") for i in range(10)])
     it = broker.consume("default", prefetch=5)
     for _ in range(10):
@@ -338,16 +329,16 @@ async def test_url_options_and_password_redaction(namespace: str) -> None:
     assert secret not in repr(down)
 
 
-async def test_invalid_names_never_reach_sql(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_invalid_names_never_reach_sql(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     with pytest.raises(ValueError):
         await broker.publish(Envelope(name="x"), queue="bad'; DROP TABLE x; --")
     with pytest.raises(ValueError):
         await broker.queue_stats(["no spaces"])
 
 
-async def test_dead_letter_meta_must_be_json(make_broker: BrokerFactory) -> None:
-    broker = await make_broker()
+async def test_dead_letter_meta_must_be_json(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory()
     await broker.publish(Envelope(name="x"))
     it = broker.consume("default")
     d = await next_delivery(it)
@@ -357,10 +348,10 @@ async def test_dead_letter_meta_must_be_json(make_broker: BrokerFactory) -> None
     assert json.loads(d.envelope.to_json())["name"] == "x"
 
 
-async def test_janitor_vacuums_a_table_full_of_dead_rows(make_broker: BrokerFactory, namespace: str) -> None:
+async def test_janitor_vacuums_a_table_full_of_dead_rows(broker_factory: BrokerFactory, namespace: str) -> None:
     from stem_core.adapters.postgres.janitor import VACUUM_MIN_DEAD_ROWS, vacuum_if_needed
 
-    broker = await make_broker()
+    broker = await broker_factory()
     await broker.publish_many([Envelope(name=f"n{i}") for i in range(VACUUM_MIN_DEAD_ROWS + 500)])
     # Deleted on our own session, which is asked to publish its statistics right away
     await sql(namespace, "SELECT pg_stat_force_next_flush(); DELETE FROM {s}.jobs")
@@ -378,8 +369,8 @@ async def test_janitor_vacuums_a_table_full_of_dead_rows(make_broker: BrokerFact
     assert await dead() < VACUUM_MIN_DEAD_ROWS
 
 
-async def test_settle_pool_grows_with_the_prefetch(make_broker: BrokerFactory) -> None:
-    broker = await make_broker(pool_size=2)
+async def test_settle_pool_grows_with_the_prefetch(broker_factory: BrokerFactory) -> None:
+    broker = await broker_factory(pool_size=2)
     await broker.publish(Envelope(name="x"))
     it = broker.consume("default", prefetch=12)
     await broker.ack(await next_delivery(it))

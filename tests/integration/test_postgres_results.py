@@ -6,38 +6,29 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import psycopg
 import pytest
 
-from stem_core import TaskState, WorkerHeartbeat, connect_backend
+from stem_core import TaskState, WorkerHeartbeat
 from stem_core.adapters.postgres import PostgresBackend
 from stem_core.adapters.postgres.connection import quote_ident, schema_name
 from stem_core.clock import monotonic, utcnow
 from stem_core.errors import BackendUnavailable
-from tests.specs import require_service
-from tests.specs.postgres import URL, drop_namespace
+from tests.specs import AdapterSpec, require_service
+from tests.specs.postgres import SPEC, URL
 
 BackendFactory = Callable[..., Awaitable[PostgresBackend]]
 DEADLINE_S = 10.0
 
 
 @pytest.fixture
-async def make_backend(namespace: str) -> AsyncIterator[BackendFactory]:
+def backend_spec() -> AdapterSpec:
+    """PostgreSQL only: ``backend_factory`` (tests/conftest.py) opens backends on the test's
+    namespace, closes them and removes the namespace afterwards."""
     require_service("postgres")
-    opened: list[PostgresBackend] = []
-
-    async def make(**options: object) -> PostgresBackend:
-        backend = await connect_backend(URL, namespace=namespace, **options)
-        assert isinstance(backend, PostgresBackend)
-        opened.append(backend)
-        return backend
-
-    yield make
-    for backend in opened:
-        await backend.close()
-    await drop_namespace(URL, namespace)
+    return SPEC
 
 
 async def poll(probe: Callable[[], Awaitable[object]], wanted: object) -> None:
@@ -47,8 +38,8 @@ async def poll(probe: Callable[[], Awaitable[object]], wanted: object) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_set_status_overwrites_and_keeps_created_at(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_set_status_overwrites_and_keeps_created_at(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     first = await backend.set_status("t1", "failed", error={"type": "E", "message": "m"}, meta={"queue": "q"})
     second = await backend.set_status("t1", TaskState.SUCCEEDED, payload={"ok": [1, 2]}, attempt=2)
     got = await backend.get_status("t1")
@@ -59,8 +50,8 @@ async def test_set_status_overwrites_and_keeps_created_at(make_backend: BackendF
     assert await backend.get_status("missing") is None
 
 
-async def test_ttl_expiry_and_cleanup(make_backend: BackendFactory, namespace: str) -> None:
-    backend = await make_backend()
+async def test_ttl_expiry_and_cleanup(backend_factory: BackendFactory, namespace: str) -> None:
+    backend = await backend_factory()
     await backend.set_status("short", "succeeded", ttl=0.2)
     await backend.set_status("long", "succeeded")
     await backend.set_status("renewed", "succeeded", ttl=0.2)
@@ -73,8 +64,8 @@ async def test_ttl_expiry_and_cleanup(make_backend: BackendFactory, namespace: s
         assert [r[0] for r in await cur.fetchall()] == ["long", "renewed"]
 
 
-async def test_list_statuses_filters_newest_first(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_list_statuses_filters_newest_first(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     for i in range(6):
         await backend.set_status(f"id{i}", "succeeded" if i % 2 else "failed",
                                  meta={"queue": f"q{i % 3}", "task": "a" if i < 3 else "b"})
@@ -85,8 +76,8 @@ async def test_list_statuses_filters_newest_first(make_backend: BackendFactory) 
     assert [s.id for s in await backend.list_statuses(limit=2, offset=1)] == ["id4", "id3"]
 
 
-async def test_list_statuses_is_served_by_an_index(make_backend: BackendFactory, namespace: str) -> None:
-    backend = await make_backend()
+async def test_list_statuses_is_served_by_an_index(backend_factory: BackendFactory, namespace: str) -> None:
+    backend = await backend_factory()
     schema = quote_ident(schema_name(namespace))
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
         # A realistic table size, so the planner's choice is the one production gets
@@ -104,8 +95,8 @@ async def test_list_statuses_is_served_by_an_index(make_backend: BackendFactory,
             assert "Index" in plan and "Seq Scan" not in plan, plan
 
 
-async def test_watch_sees_updates_from_another_process_in_order(make_backend: BackendFactory) -> None:
-    watcher_side, writer_side = await make_backend(), await make_backend()
+async def test_watch_sees_updates_from_another_process_in_order(backend_factory: BackendFactory) -> None:
+    watcher_side, writer_side = await backend_factory(), await backend_factory()
     await writer_side.set_status("w1", "queued")
     seen: list[str] = []
 
@@ -128,8 +119,8 @@ async def _len(items: list[str]) -> int:
     return len(items)
 
 
-async def test_watch_rereads_statuses_too_large_for_notify(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_watch_rereads_statuses_too_large_for_notify(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     big = "x" * 20_000
     it = backend.watch("big").__aiter__()
     waiting = asyncio.ensure_future(it.__anext__())
@@ -140,8 +131,8 @@ async def test_watch_rereads_statuses_too_large_for_notify(make_backend: Backend
     await it.aclose()
 
 
-async def test_closing_ends_a_watch(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_closing_ends_a_watch(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     it = backend.watch("never").__aiter__()
     waiting = asyncio.ensure_future(it.__anext__())
     await asyncio.sleep(0.2)
@@ -156,8 +147,8 @@ def _heartbeat(worker_id: str) -> WorkerHeartbeat:
                            paused_queues=[], version="0.1.0", timestamp=utcnow())
 
 
-async def test_heartbeats_expire(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_heartbeats_expire(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     await backend.set_heartbeat(_heartbeat("w-b"))
     await backend.set_heartbeat(_heartbeat("w-a"))
     await backend.set_heartbeat(_heartbeat("w-gone"), ttl=0.2)
@@ -166,8 +157,8 @@ async def test_heartbeats_expire(make_backend: BackendFactory) -> None:
     assert [hb.worker_id for hb in await backend.list_heartbeats()] == ["w-a", "w-b"]
 
 
-async def test_records_and_audit(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_records_and_audit(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     await backend.put_record("paused", "emails", {"reason": "maintenance"})
     await backend.put_record("paused", "temp", {"reason": "x"}, ttl=0.2)
     await backend.put_record("revoked", "t1", {"terminate": True})
@@ -182,16 +173,16 @@ async def test_records_and_audit(make_backend: BackendFactory) -> None:
     assert await backend.list_audit(limit=5, offset=2) == [{"n": 0}]
 
 
-async def test_bad_values_are_rejected(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_bad_values_are_rejected(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     with pytest.raises(ValueError):
         await backend.set_status("t", "succeeded", payload=float("nan"))
     with pytest.raises(ValueError):
         await backend.set_status("t", "nope")
 
 
-async def test_set_statuses_writes_a_batch_in_one_statement(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_set_statuses_writes_a_batch_in_one_statement(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     await backend.set_status("b1", "failed", error={"type": "E", "message": "m"})
     await backend.set_statuses([("b1", "queued", {"queue": "q"}), ("b2", "queued", None), ("b2", "queued", {"task": "t"})])
     b1, b2 = await backend.get_status("b1"), await backend.get_status("b2")

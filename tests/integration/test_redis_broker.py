@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from stem_core import Envelope, connect_broker
+from stem_core import Envelope
 from stem_core.clock import utcnow
 from stem_core.adapters.redis import RedisBroker
 from stem_core.adapters.redis import inspect as redis_inspect
@@ -24,8 +24,8 @@ from stem_core.adapters.redis.keys import channel_keys, queue_block
 from stem_core.envelope import Delivery
 from stem_core.errors import InvalidName
 from tests.contract.helpers import Consumer
-from tests.specs import require_service
-from tests.specs.redis import REDIS_TEST_URL, delete_namespace
+from tests.specs import AdapterSpec, require_service
+from tests.specs.redis import REDIS_TEST_URL, SPEC
 
 BrokerFactory = Callable[..., Awaitable[RedisBroker]]
 # Upper bound for waiting on an event; tests never assert on timings.
@@ -35,20 +35,11 @@ SILENT_BUT_KEPT_S = 60
 
 
 @pytest.fixture
-async def make_broker(namespace: str) -> AsyncIterator[BrokerFactory]:
+def broker_spec() -> AdapterSpec:
+    """Redis only: ``broker_factory`` (tests/conftest.py) opens brokers on the test's
+    namespace, closes them and removes the namespace afterwards."""
     require_service("redis")
-    opened: list[RedisBroker] = []
-
-    async def make(**options: object) -> RedisBroker:
-        broker = await connect_broker(REDIS_TEST_URL, namespace=namespace, **options)
-        assert isinstance(broker, RedisBroker)
-        opened.append(broker)
-        return broker
-
-    yield make
-    for broker in opened:
-        await broker.close()
-    await delete_namespace(REDIS_TEST_URL, namespace)
+    return SPEC
 
 
 @pytest.fixture
@@ -91,13 +82,13 @@ def keys_of(namespace: str, queue: str) -> dict[str, str]:
     return dict(zip(names, queue_block(namespace, queue)))
 
 
-async def test_a_queue_lives_in_one_cluster_slot_and_names_cannot_forge_keys(make_broker: BrokerFactory) -> None:
+async def test_a_queue_lives_in_one_cluster_slot_and_names_cannot_forge_keys(broker_factory: BrokerFactory) -> None:
     # Every key of a queue carries the same {queue} hash tag
     block = queue_block("stem", "emails")
     assert {key_slot(k.encode()) for k in block} == {key_slot(b"emails")}
     assert len(set(block)) == len(block)
     # A name that tries to close the tag (or open another) never reaches a key
-    broker = await make_broker()
+    broker = await broker_factory()
     for bad in ("a}:s0", "{x}", "q}"):
         with pytest.raises(InvalidName):
             await broker.publish(Envelope(name="t"), queue=bad)
@@ -106,9 +97,9 @@ async def test_a_queue_lives_in_one_cluster_slot_and_names_cannot_forge_keys(mak
     assert stream not in block and subs not in block
 
 
-async def test_settled_messages_leave_nothing_behind(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
+async def test_settled_messages_leave_nothing_behind(broker_factory: BrokerFactory, raw: Redis, namespace: str) -> None:
     # Given messages published, delayed, leased, acked, nacked and dead-lettered
-    broker = await make_broker()
+    broker = await broker_factory()
     k = keys_of(namespace, "flat")
     await broker.publish_many([Envelope(name="t", queue="flat", priority=i % 10) for i in range(60)])
     async with subscription(broker, ["flat"], prefetch=20) as it:
@@ -133,8 +124,8 @@ async def test_settled_messages_leave_nothing_behind(make_broker: BrokerFactory,
     assert (stats.pending, stats.inflight, stats.enqueued_total, stats.completed_total) == (0, 0, 60, 60)
 
 
-async def test_extend_lease_resets_idle_time_and_never_republishes(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
-    broker = await make_broker()
+async def test_extend_lease_resets_idle_time_and_never_republishes(broker_factory: BrokerFactory, raw: Redis, namespace: str) -> None:
+    broker = await broker_factory()
     k = keys_of(namespace, "long")
     await broker.publish(Envelope(name="t", queue="long"))
     async with subscription(broker, ["long"]) as it:
@@ -153,8 +144,8 @@ async def test_extend_lease_resets_idle_time_and_never_republishes(make_broker: 
         await broker.ack(delivery)
 
 
-async def test_consumers_never_accumulate_in_a_group(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
-    broker = await make_broker()
+async def test_consumers_never_accumulate_in_a_group(broker_factory: BrokerFactory, raw: Redis, namespace: str) -> None:
+    broker = await broker_factory()
     k = keys_of(namespace, "crowd")
     for name in ("worker-a", "worker-b", "worker-c"):
         await broker.publish(Envelope(name="t", queue="crowd"))
@@ -167,10 +158,10 @@ async def test_consumers_never_accumulate_in_a_group(make_broker: BrokerFactory,
     assert [c["name"] for c in await raw.xinfo_consumers(k["s0"], "stem")] == ["stem"]
 
 
-async def test_an_undecodable_entry_is_dead_lettered_and_does_not_block(make_broker: BrokerFactory, raw: Redis,
+async def test_an_undecodable_entry_is_dead_lettered_and_does_not_block(broker_factory: BrokerFactory, raw: Redis,
                                                                          namespace: str) -> None:
     # Given a foreign writer's broken entry ahead of a good message
-    broker = await make_broker()
+    broker = await broker_factory()
     await broker.publish(Envelope(name="t", queue="mixed"))  # registers the queue
     k = keys_of(namespace, "mixed")
     async with subscription(broker, ["mixed"]) as it:
@@ -187,9 +178,9 @@ async def test_an_undecodable_entry_is_dead_lettered_and_does_not_block(make_bro
     assert "{not json" in page.entries[0].envelope.meta["raw"]
 
 
-async def test_a_destroyed_group_is_recreated_without_losing_messages(make_broker: BrokerFactory, raw: Redis,
+async def test_a_destroyed_group_is_recreated_without_losing_messages(broker_factory: BrokerFactory, raw: Redis,
                                                                        namespace: str) -> None:
-    broker = await make_broker()
+    broker = await broker_factory()
     k = keys_of(namespace, "ops")
     sent = [Envelope(name="t", queue="ops") for _ in range(3)]
     await broker.publish_many(sent)
@@ -202,8 +193,8 @@ async def test_a_destroyed_group_is_recreated_without_losing_messages(make_broke
     assert got == {sent[1].id, sent[2].id}
 
 
-async def test_flushed_scripts_are_loaded_again(make_broker: BrokerFactory, raw: Redis) -> None:
-    broker = await make_broker()
+async def test_flushed_scripts_are_loaded_again(broker_factory: BrokerFactory, raw: Redis) -> None:
+    broker = await broker_factory()
     await broker.publish(Envelope(name="t", queue="s"))
     await raw.script_flush()
     await broker.publish(Envelope(name="t", queue="s"))
@@ -211,11 +202,11 @@ async def test_flushed_scripts_are_loaded_again(make_broker: BrokerFactory, raw:
     assert stats.pending == 2
 
 
-async def test_remove_and_purge_work_through_long_queues_in_chunks(make_broker: BrokerFactory,
+async def test_remove_and_purge_work_through_long_queues_in_chunks(broker_factory: BrokerFactory,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # Small chunks so a few dozen messages span many script calls
     monkeypatch.setattr(redis_inspect, "REPAIR_BATCH", 7)
-    broker = await make_broker()
+    broker = await broker_factory()
     sent = [Envelope(name="t", queue="long", priority=i % 3) for i in range(40)]
     await broker.publish_many(sent)
     doomed = {sent[0].id, sent[17].id, sent[39].id, "no-such-id"}
@@ -227,8 +218,8 @@ async def test_remove_and_purge_work_through_long_queues_in_chunks(make_broker: 
     assert stats.pending == 0
 
 
-async def test_broadcast_streams_keep_only_unread_copies(make_broker: BrokerFactory, raw: Redis, namespace: str) -> None:
-    broker = await make_broker()
+async def test_broadcast_streams_keep_only_unread_copies(broker_factory: BrokerFactory, raw: Redis, namespace: str) -> None:
+    broker = await broker_factory()
     stream, subs = channel_keys(namespace, "ctl")
     # Nobody listens: nothing is kept
     await broker.broadcast("ctl", Envelope(name="lost"))
@@ -245,9 +236,9 @@ async def test_broadcast_streams_keep_only_unread_copies(make_broker: BrokerFact
     assert await raw.xinfo_groups(stream) == [] and await raw.zcard(subs) == 0
 
 
-async def test_a_silent_subscriber_is_reaped_and_a_live_one_resubscribes(make_broker: BrokerFactory, raw: Redis,
+async def test_a_silent_subscriber_is_reaped_and_a_live_one_resubscribes(broker_factory: BrokerFactory, raw: Redis,
                                                                          namespace: str) -> None:
-    broker = await make_broker()
+    broker = await broker_factory()
     stream, subs = channel_keys(namespace, "ctl")
     async with listening(broker, raw, stream) as listener:
         await broker.broadcast("ctl", Envelope(name="first"))
@@ -272,11 +263,11 @@ async def test_a_silent_subscriber_is_reaped_and_a_live_one_resubscribes(make_br
         assert (await listener.expect()).envelope.name == "again"
 
 
-async def test_a_short_socket_timeout_never_breaks_an_idle_consumer(make_broker: BrokerFactory,
+async def test_a_short_socket_timeout_never_breaks_an_idle_consumer(broker_factory: BrokerFactory,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     # A blocking read must answer inside the socket timeout, whatever that is set to
     caplog.set_level(logging.WARNING, logger="stem.redis")
-    broker = await make_broker(socket_timeout=0.3)
+    broker = await broker_factory(socket_timeout=0.3)
     async with subscription(broker, ["idle"]) as it:
         waiter = asyncio.create_task(next_delivery(it))
         await asyncio.sleep(1.5)  # several blocking waits pass with nothing to read
@@ -286,9 +277,9 @@ async def test_a_short_socket_timeout_never_breaks_an_idle_consumer(make_broker:
     assert not [r for r in caplog.records if "lost Redis" in r.getMessage()]
 
 
-async def test_the_enqueued_total_counts_each_enqueue_once(make_broker: BrokerFactory) -> None:
+async def test_the_enqueued_total_counts_each_enqueue_once(broker_factory: BrokerFactory) -> None:
     # Given 3 ready and 2 delayed publishes
-    broker = await make_broker()
+    broker = await broker_factory()
     soon = utcnow() + timedelta(seconds=0.2)
     later = utcnow() + timedelta(hours=1)
     ready = [Envelope(name="t", queue="count") for _ in range(3)]

@@ -14,12 +14,12 @@ from typing import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
-from stem_core import TaskState, TaskStatus, connect_backend
+from stem_core import TaskState, TaskStatus
 from stem_core.adapters.redis import RedisBackend
 from stem_core.adapters.redis import results as redis_results
 from stem_core.adapters.redis.keys import results_prefix
-from tests.specs import require_service
-from tests.specs.redis import REDIS_TEST_URL, delete_namespace
+from tests.specs import AdapterSpec, require_service
+from tests.specs.redis import REDIS_TEST_URL, SPEC
 
 BackendFactory = Callable[..., Awaitable[RedisBackend]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,20 +29,11 @@ PROCESS_DEADLINE_S = 60.0
 
 
 @pytest.fixture
-async def make_backend(namespace: str) -> AsyncIterator[BackendFactory]:
+def backend_spec() -> AdapterSpec:
+    """Redis only: ``backend_factory`` (tests/conftest.py) opens backends on the test's
+    namespace, closes them and removes the namespace afterwards."""
     require_service("redis")
-    opened: list[RedisBackend] = []
-
-    async def make(**options: object) -> RedisBackend:
-        backend = await connect_backend(REDIS_TEST_URL, namespace=namespace, **options)
-        assert isinstance(backend, RedisBackend)
-        opened.append(backend)
-        return backend
-
-    yield make
-    for backend in opened:
-        await backend.close()
-    await delete_namespace(REDIS_TEST_URL, namespace)
+    return SPEC
 
 
 @pytest.fixture
@@ -59,8 +50,8 @@ async def collect(watch: AsyncIterator[TaskStatus], into: list[str]) -> None:
             return
 
 
-async def test_a_status_moving_between_queues_leaves_its_old_index(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_a_status_moving_between_queues_leaves_its_old_index(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     await backend.set_status("t1", "queued", meta={"queue": "a", "task": "x"})
     await backend.set_status("t2", "queued", meta={"queue": "a", "task": "x"})
     # When t1 is re-queued elsewhere under another task name
@@ -74,10 +65,10 @@ async def test_a_status_moving_between_queues_leaves_its_old_index(make_backend:
     assert [s.id for s in await backend.list_statuses()] == ["t1", "t2"]
 
 
-async def test_expired_statuses_are_pruned_from_every_index(make_backend: BackendFactory, raw: Redis,
+async def test_expired_statuses_are_pruned_from_every_index(backend_factory: BackendFactory, raw: Redis,
                                                             namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(redis_results, "PRUNE_INTERVAL_S", 0.0)
-    backend = await make_backend()
+    backend = await backend_factory()
     for i in range(5):
         await backend.set_status(f"old{i}", "succeeded", meta={"queue": "q", "task": "t"}, ttl=0.05)
     await asyncio.sleep(0.2)
@@ -91,8 +82,8 @@ async def test_expired_statuses_are_pruned_from_every_index(make_backend: Backen
     assert [s.id for s in await backend.list_statuses(queue="q")] == ["new"]
 
 
-async def test_watch_sees_every_update_written_by_another_process(make_backend: BackendFactory, namespace: str) -> None:
-    backend = await make_backend()
+async def test_watch_sees_every_update_written_by_another_process(backend_factory: BackendFactory, namespace: str) -> None:
+    backend = await backend_factory()
     await backend.set_status("job", "queued")
     seen: list[str] = []
     watcher = asyncio.create_task(collect(backend.watch("job"), seen))
@@ -113,9 +104,9 @@ async def test_watch_sees_every_update_written_by_another_process(make_backend: 
     assert seen == ["queued", "running", "retried", "running", "succeeded"]
 
 
-async def test_watch_recovers_when_its_pubsub_connection_is_killed(make_backend: BackendFactory, raw: Redis) -> None:
-    backend = await make_backend()
-    writer = await make_backend()
+async def test_watch_recovers_when_its_pubsub_connection_is_killed(backend_factory: BackendFactory, raw: Redis) -> None:
+    backend = await backend_factory()
+    writer = await backend_factory()
     await backend.set_status("job", "queued")
     seen: list[str] = []
     watcher = asyncio.create_task(collect(backend.watch("job"), seen))
@@ -131,8 +122,8 @@ async def test_watch_recovers_when_its_pubsub_connection_is_killed(make_backend:
     assert seen[0] == "queued" and seen[-1] == "succeeded"
 
 
-async def test_closing_the_backend_ends_open_watches(make_backend: BackendFactory) -> None:
-    backend = await make_backend()
+async def test_closing_the_backend_ends_open_watches(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory()
     seen: list[str] = []
     watcher = asyncio.create_task(collect(backend.watch("never"), seen))
     await asyncio.sleep(0.1)
@@ -142,8 +133,8 @@ async def test_closing_the_backend_ends_open_watches(make_backend: BackendFactor
     assert type(caught.value).__name__ == "BackendUnavailable"
 
 
-async def test_statuses_expire_on_the_server(make_backend: BackendFactory, raw: Redis, namespace: str) -> None:
-    backend = await make_backend(result_ttl=3600)
+async def test_statuses_expire_on_the_server(backend_factory: BackendFactory, raw: Redis, namespace: str) -> None:
+    backend = await backend_factory(result_ttl=3600)
     await backend.set_status("kept", TaskState.SUCCEEDED)
     ttl_ms = await raw.pttl(results_prefix(namespace) + "s:kept")
     assert 3_500_000 < ttl_ms <= 3_600_000
