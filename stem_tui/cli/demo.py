@@ -18,7 +18,6 @@ from typing import Annotated
 
 import typer
 
-from stem_core.adapters import connect_backend, connect_broker
 from stem_core.ops import STALE_AFTER_S
 from stem_core.settings import ENV_NAMESPACE, Settings, redact_url
 
@@ -33,26 +32,20 @@ MAX_WORKERS = 16
 WATCH_S = 0.25
 
 
-async def clear_demo_queues(settings: Settings) -> None:
-    """Empty the demo's queues (pending, delayed, dead) so each demo starts clean."""
+async def prepare(settings: Settings, *, fresh: bool) -> None:
+    """Fail fast (exit 3) before starting processes when the broker or backend is down (or
+    does not answer); with ``fresh``, empty the demo's queues (pending, delayed, dead) so
+    each demo starts clean."""
     from stem_tui.demo_app import QUEUES
 
-    broker = await connect_broker(settings.broker_url, namespace=settings.namespace)
-    try:
+    async with open_ops(settings) as ops:
+        if not fresh:
+            return
+        broker = ops.broker
         for queue in QUEUES:
             await broker.purge(queue)
             if broker.capabilities.dead_letters:
                 await broker.purge_dead_letters(queue)
-    finally:
-        await broker.close()
-
-
-async def check_reachable(settings: Settings) -> None:
-    """Fail fast (exit 3) before starting processes when the broker or backend is down."""
-    broker = await connect_broker(settings.broker_url, namespace=settings.namespace)
-    await broker.close()
-    backend = await connect_backend(settings.backend_url, namespace=settings.namespace)
-    await backend.close()
 
 
 def summary(settings: Settings) -> None:
@@ -83,9 +76,7 @@ def demo(
     if no_tui and seconds is None:
         fail("--no-tui needs --duration (e.g. --duration 30s)", EXIT_USAGE)
     settings = settings_from(broker, backend, namespace or os.environ.get(ENV_NAMESPACE) or DEMO_NAMESPACE)
-    run(lambda: check_reachable(settings))
-    if fresh:
-        run(lambda: clear_demo_queues(settings))
+    run(lambda: prepare(settings, fresh=fresh))
     from stem_tui.demo_fleet import running
 
     log_dir = Path(tempfile.mkdtemp(prefix="stem-demo-"))
