@@ -41,7 +41,6 @@ class LeaseKeeper:
         self._wake = asyncio.Event()
         self.enabled = broker.capabilities.lease_extension
         self.renewals = 0
-        self.last_lag = 0.0
 
     def track(self, held: Held) -> None:
         """A new delivery: make sure the keeper wakes in time for its first renewal."""
@@ -77,7 +76,6 @@ class LeaseKeeper:
                 pass
             lag = monotonic() - planned
             if lag > LOOP_LAG_WARN_S:
-                self.last_lag = lag
                 log.warning(
                     "the worker's event loop was blocked for %.1f s (an async task calling blocking code?); "
                     "leases and heartbeats could not be renewed meanwhile - make blocking tasks sync functions",

@@ -46,10 +46,6 @@ class ThreadBridge:
         self._loop_thread = threading.get_ident()
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    @property
     def busy(self) -> int:
         """Threads currently running a job (abandoned ones included)."""
         return self._busy
