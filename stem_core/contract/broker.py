@@ -64,7 +64,7 @@ from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, ClassVar, Iterable, Sequence
 
 from ..clock import to_iso, utcnow
-from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, validate_name
+from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, delay_to_not_before, validate_name
 from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
 from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, validate_namespace
 from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
@@ -385,6 +385,16 @@ class Broker(ABC):
     def lease_for(self, envelope: Envelope) -> float:
         """Lease length in seconds for this envelope."""
         return envelope.visibility_timeout or self.lease_seconds
+
+    @staticmethod
+    def requeued_envelope(envelope: Envelope, delay: float | None) -> Envelope:
+        """The envelope ``nack(requeue=True, delay=...)`` stores: ``attempt + 1``, and
+        ``not_before`` now + ``delay`` when a positive delay is given."""
+        changes: dict[str, Any] = {"attempt": envelope.attempt + 1}
+        not_before = delay_to_not_before(delay)
+        if not_before is not None:
+            changes["not_before"] = not_before
+        return envelope.replace(**changes)
 
     @staticmethod
     def replayed_envelope(envelope: Envelope, delay: float | None, *, now: datetime | None = None) -> Envelope:

@@ -173,7 +173,7 @@ class MemoryBroker(Broker):
         if not self._settle(delivery):
             return
         with self._store.lock:
-            queue = self._store.nack(delivery.receipt, requeue, delay)
+            queue = self._store.nack(delivery.receipt, self.requeued_envelope(delivery.envelope, delay) if requeue else None)
             subs = self._store.wake_queues({queue}) if queue else []
         self._wake(subs)
 

@@ -325,20 +325,17 @@ class BrokerStore:
             q.completed_total += 1
             self._delete(q, msg)
 
-    def nack(self, receipt: str, requeue: bool, delay: float | None) -> str | None:
-        """Give back (attempt + 1, after ``delay``) or drop; returns the queue to wake."""
+    def nack(self, receipt: str, requeued: Envelope | None) -> str | None:
+        """Give back as ``requeued`` (the attempt + 1 copy) or drop (None); returns the queue to wake."""
         msg = self.receipts.get(receipt)
         if msg is None:
             return None
         q = self.queue(msg.queue)
-        if not requeue:
+        if requeued is None:
             self._delete(q, msg)
             return None
         self._fence(msg)
-        changes: dict[str, Any] = {"attempt": msg.envelope.attempt + 1}
-        if delay is not None and delay > 0:
-            changes["not_before"] = utcnow() + timedelta(seconds=delay)
-        msg.envelope = msg.envelope.replace(**changes)
+        msg.envelope = requeued
         msg.lease_expires_at = None
         self._place(q, msg, monotonic())
         return q.name

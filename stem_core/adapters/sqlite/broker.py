@@ -21,7 +21,7 @@ import asyncio
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -269,12 +269,7 @@ class SQLiteBroker(Broker):
         parsed = self._receipt(delivery)
         if parsed is None:
             return
-        envelope = None
-        if requeue:
-            changes: dict[str, Any] = {"attempt": delivery.envelope.attempt + 1}
-            if delay is not None and delay > 0:
-                changes["not_before"] = utcnow() + timedelta(seconds=delay)
-            envelope = delivery.envelope.replace(**changes)
+        envelope = self.requeued_envelope(delivery.envelope, delay) if requeue else None
         if await self._db.run(jobs.nack, *parsed, envelope) and requeue:
             self._bell.ring()
 
