@@ -32,12 +32,8 @@ def process_spec(request: pytest.FixtureRequest) -> AdapterSpec:
 
 
 async def _cleanup(spec: AdapterSpec, url: str, namespace: str) -> None:
-    if spec.cleanup is not None:
+    if spec.cleanup is not None:  # the memory spec drops its store too
         await spec.cleanup(url, namespace)
-    if url.startswith("memory://"):
-        from stem_core.adapters.memory import drop_stores
-
-        drop_stores(url[len("memory://"):])
 
 
 @pytest.fixture
