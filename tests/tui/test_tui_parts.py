@@ -190,5 +190,32 @@ async def _pair(url: str, ns: str) -> tuple[Broker, ResultBackend]:
     return await connect_broker(url, namespace=ns), await connect_backend(url, namespace=ns)
 
 
-def test_want_defaults() -> None:
+async def test_a_poll_reads_only_what_the_view_wants(store, clock: FrozenClock) -> None:
+    # Given the seeded scene (leases in emails and reports, dead letters in billing)
+    url, ns = store
+    scene = await seed(url, ns, clock)
+    source = DataSource(lambda: _pair(url, ns), clock=clock, live=False)
+    # When the default view (Queues) polls, Then only the overview, workers and audit are read
     assert Want() == Want(view="queues", queue=None, state="pending", offset=0)
+    snap = await source.fetch()
+    assert snap.want == Want() and (snap.leases, snap.detail, snap.dead) == (None, None, None)
+    assert {q.queue for q in snap.overview.queues} >= {"emails", "billing"} and snap.workers
+    # When another view wants its extra part, Then that part alone is read
+    source.want = Want(view="leases")
+    snap = await source.fetch()
+    assert snap.leases is not None and {lease.queue for lease in snap.leases} == {"emails", "reports"}
+    assert (snap.detail, snap.dead) == (None, None)
+    source.want = Want(view="detail", queue="billing", state="dead")
+    snap = await source.fetch()
+    assert snap.detail is not None and snap.detail.queue == "billing" and len(snap.detail.messages) == 3
+    assert (snap.leases, snap.dead) == (None, None)
+    source.want = Want(view="dead")
+    snap = await source.fetch()
+    assert snap.dead is not None and {e["queue"] for e in snap.dead} == {"billing"} and len(snap.dead) == 3
+    assert (snap.leases, snap.detail) == (None, None)
+    # And a queue that vanished is a note, not a failed poll
+    source.want = Want(view="detail", queue="nope")
+    snap = await source.fetch()
+    assert snap.detail is None and "nope" in snap.notes["detail"]
+    await source.close()
+    await scene.close()
