@@ -16,6 +16,8 @@ from typing import Any, Awaitable, Callable, Sequence
 from stem_core.ops import ActionResult, Ops
 from stem_core.settings import DEFAULT_PAGE_LIMIT
 
+from ..cli.broadcast import DESTRUCTIVE_COMMANDS
+
 RunFn = Callable[[Ops, bool, "list[str] | None", "str | None"], Awaitable[ActionResult]]
 
 
@@ -154,17 +156,13 @@ def resume(queues: Sequence[str]) -> Plan:
                 destructive=False)
 
 
-# Control commands that change what workers do (confirm first); the rest only read.
-DESTRUCTIVE_COMMANDS = frozenset({"shutdown", "revoke"})
-
-
 def broadcast(command: str, arguments: dict[str, Any], targets: Sequence[str] | None, timeout: float) -> Plan:
     chosen = list(targets) if targets else None
     who = ", ".join(chosen) if chosen else "every live worker"
     return Plan(f"Broadcast {command} to {who}", "broadcast", "worker(s)",
                 (Step(lambda ops, dry, frozen, why: ops.broadcast(command, arguments, targets=chosen, timeout=timeout,
                                                                   dry_run=dry, reason=why)),),
-                destructive=command in DESTRUCTIVE_COMMANDS)
+                destructive=command in DESTRUCTIVE_COMMANDS)  # they ask first, as `stem broadcast` does
 
 
 def enqueue(name: str, args: dict[str, Any], queue: str | None, priority: int | None, delay: float | None) -> Plan:
@@ -175,7 +173,6 @@ def enqueue(name: str, args: dict[str, Any], queue: str | None, priority: int | 
 
 
 __all__ = [
-    "DESTRUCTIVE_COMMANDS",
     "Plan",
     "Preview",
     "Step",
