@@ -167,6 +167,13 @@ class Envelope:
         """A copy with ``changes`` applied (validated like a new envelope)."""
         return replace(self, **changes)
 
+    @property
+    def ready_at(self) -> datetime:
+        """When the message is (or becomes) ready: ``max(enqueued_at, not_before)``, the
+        age that orders a queue's messages of equal priority."""
+        nb = self.not_before
+        return nb if nb is not None and nb > self.enqueued_at else self.enqueued_at
+
     def is_due(self, now: datetime | None = None) -> bool:
         """True when ``not_before`` is unset or not in the future."""
         return self.not_before is None or self.not_before <= (now or utcnow())

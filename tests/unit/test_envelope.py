@@ -143,3 +143,12 @@ def test_is_due() -> None:
     assert Envelope(name="t").is_due()
     future = Envelope(name="t", not_before=datetime.now(timezone.utc) + timedelta(hours=1))
     assert not future.is_due()
+
+
+def test_ready_at_is_the_later_of_enqueued_at_and_not_before() -> None:
+    enqueued = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert Envelope(name="t", enqueued_at=enqueued).ready_at == enqueued
+    earlier = Envelope(name="t", enqueued_at=enqueued, not_before=enqueued - timedelta(seconds=5))
+    assert earlier.ready_at == enqueued
+    later = Envelope(name="t", enqueued_at=enqueued, not_before=enqueued + timedelta(seconds=5))
+    assert later.ready_at == enqueued + timedelta(seconds=5)

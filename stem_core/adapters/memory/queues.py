@@ -48,7 +48,7 @@ class Message:
     """One live message; ``token`` changes on every state change (heap entries fence on it)."""
 
     __slots__ = ("envelope", "queue", "seq", "state", "token", "receipt", "holder", "delivery_count",
-                 "ready_at", "due", "lease_deadline", "lease_expires_at")
+                 "due", "lease_deadline", "lease_expires_at")
 
     def __init__(self, envelope: Envelope, seq: int) -> None:
         self.envelope = envelope
@@ -59,7 +59,6 @@ class Message:
         self.receipt: str | None = None
         self.holder: str | None = None
         self.delivery_count = 0
-        self.ready_at = ready_time(envelope)
         self.due = 0.0
         self.lease_deadline = 0.0
         self.lease_expires_at: datetime | None = None
@@ -73,14 +72,6 @@ class Message:
             lease_expires_at=self.lease_expires_at if inflight else None,
             delivery_count=self.delivery_count,
         )
-
-
-def ready_time(envelope: Envelope) -> float:
-    """When the message became ready, as POSIX seconds: ``max(enqueued_at, not_before)``."""
-    ready = envelope.enqueued_at
-    if envelope.not_before is not None and envelope.not_before > ready:
-        ready = envelope.not_before
-    return to_epoch(ready)
 
 
 @dataclass
@@ -169,9 +160,9 @@ class BrokerStore:
             return
         q.counts[state] += 1
         if state == READY:
-            msg.ready_at = ready_time(msg.envelope)
-            heapq.heappush(q.ready, (-msg.envelope.priority, msg.ready_at, msg.seq, msg.token, msg))
-            heapq.heappush(q.by_age, (msg.ready_at, msg.seq, msg.token, msg))
+            ready_at = to_epoch(msg.envelope.ready_at)
+            heapq.heappush(q.ready, (-msg.envelope.priority, ready_at, msg.seq, msg.token, msg))
+            heapq.heappush(q.by_age, (ready_at, msg.seq, msg.token, msg))
             _compact(q.ready, q.counts[READY], READY)
             _compact(q.by_age, q.counts[READY], READY)
         elif state == DELAYED:

@@ -45,14 +45,6 @@ def moment(value: float | None) -> datetime | None:
     return _EPOCH + timedelta(microseconds=round(float(value) * 1_000_000))
 
 
-def ready_time(envelope: Envelope) -> float:
-    """When the message becomes (or became) ready: ``max(enqueued_at, not_before)``."""
-    ready = envelope.enqueued_at
-    if envelope.not_before is not None and envelope.not_before > ready:
-        ready = envelope.not_before
-    return to_epoch(ready)
-
-
 def job_params(ns: str, envelope: Envelope, now: float) -> dict[str, Any]:
     """Bind parameters of ``publish`` for one envelope."""
     vt = envelope.visibility_timeout
@@ -67,7 +59,7 @@ def job_params(ns: str, envelope: Envelope, now: float) -> dict[str, Any]:
         "priority": envelope.priority,
         "enqueued_at": to_epoch(envelope.enqueued_at),
         "not_before": to_epoch(envelope.not_before) if envelope.not_before is not None else None,
-        "ready_at": ready_time(envelope),
+        "ready_at": to_epoch(envelope.ready_at),
         "visibility_ms": vt_ms if vt_ms > 0 else None,
         "attempt": envelope.attempt,
         "envelope": envelope.to_json(),
@@ -141,5 +133,4 @@ __all__ = [
     "job_params",
     "moment",
     "placeholder",
-    "ready_time",
 ]
