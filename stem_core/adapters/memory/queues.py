@@ -305,10 +305,6 @@ class BrokerStore:
             touched.add(msg.queue)
         return touched
 
-    def holder_of(self, receipt: str) -> Message | None:
-        """The message ``receipt`` still settles, or None when it is stale."""
-        return self.receipts.get(receipt)
-
     def ack(self, receipt: str) -> None:
         msg = self.receipts.get(receipt)
         if msg is not None:

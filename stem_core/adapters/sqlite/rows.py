@@ -33,10 +33,6 @@ ID_MAX_LENGTH = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def epoch(value: datetime) -> float:
-    return to_epoch(value)
-
-
 def moment(value: float | None) -> datetime | None:
     """A stored POSIX time as an aware datetime (None stays None), exact to the
     microsecond (``fromtimestamp`` may land one microsecond low)."""
@@ -129,7 +125,6 @@ __all__ = [
     "decode_job",
     "decode_or_placeholder",
     "dumps",
-    "epoch",
     "job_params",
     "moment",
     "placeholder",
