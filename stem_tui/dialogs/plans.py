@@ -10,7 +10,7 @@ one audited ``Ops`` call, exactly what the CLI command runs.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 from stem_core.ops import ActionResult, Ops
@@ -50,11 +50,10 @@ class Preview:
 
     plan: Plan
     results: tuple[ActionResult, ...]
-    at: Any = None
-    count: int = field(init=False, default=0)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "count", sum(r.count for r in self.results))
+    @property
+    def count(self) -> int:
+        return sum(r.count for r in self.results)
 
     @property
     def sample(self) -> list[dict[str, Any]]:
