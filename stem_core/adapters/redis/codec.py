@@ -79,8 +79,13 @@ def parse_receipt(value: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
+def dumps(value: object) -> str:
+    """Compact JSON, non-ASCII kept as is (what every stored value is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def dead_letter_json(entry: DeadLetterEntry) -> str:
-    return json.dumps(entry.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    return dumps(entry.to_dict())
 
 
 def decode_dead_letter(raw: bytes | str, queue: str) -> DeadLetterEntry:
@@ -95,6 +100,6 @@ def decode_dead_letter(raw: bytes | str, queue: str) -> DeadLetterEntry:
 
 
 __all__ = [
-    "INVALID_NAME", "INVALID_REASON", "dead_letter_json", "decode", "decode_dead_letter", "due_us", "lease_ms",
+    "INVALID_NAME", "INVALID_REASON", "dead_letter_json", "decode", "decode_dead_letter", "due_us", "dumps", "lease_ms",
     "parse_receipt", "placeholder", "ready_us", "receipt", "text",
 ]

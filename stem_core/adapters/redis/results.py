@@ -23,7 +23,7 @@ from ...contract.backend import ResultBackend
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import StemError
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
-from .codec import text
+from .codec import dumps, text
 from .connection import Connection, RedisConfig, parse_url
 from .keys import results_prefix, to_us
 from .watch import CLOSED, RESYNC, WatchHub
@@ -95,7 +95,7 @@ class RedisBackend(ResultBackend):
         stamp = utcnow()
         status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
                             created_at=None, updated_at=stamp)
-        body = json.dumps(status.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        body = dumps(status.to_dict())
         queue, task = _label(meta.get("queue")), _label(meta.get("task"))
         p = self._p
         ttl_ms = max(1, int(ttl * 1000))
@@ -230,7 +230,7 @@ class RedisBackend(ResultBackend):
     async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
         ms = max(1, int(ttl * 1000))
         now = to_us(utcnow())
-        body = json.dumps(heartbeat.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        body = dumps(heartbeat.to_dict())
         with self._conn.guard:
             async with self._conn.client.pipeline(transaction=True) as pipe:
                 pipe.set(self._p + "hb:" + heartbeat.worker_id, body, px=ms)
@@ -258,7 +258,7 @@ class RedisBackend(ResultBackend):
 
     async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
         records, expiries = self._record_keys(kind)
-        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        body = dumps(value)
         now = to_us(utcnow())
         client = self._conn.client
         with self._conn.guard:
@@ -306,7 +306,7 @@ class RedisBackend(ResultBackend):
         return bool(deleted) and (expiry is None or expiry > to_us(utcnow()))
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        body = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        body = dumps(record)
         with self._conn.guard:
             async with self._conn.client.pipeline(transaction=True) as pipe:
                 pipe.lpush(self._audit, body)
