@@ -53,10 +53,10 @@ from .connection import (
     schema_name,
     translate,
 )
-from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _json, _Sub
+from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _Sub
 from .inspect import InspectMixin
 from .listener import Listener
-from .rows import parse_receipt, publish_many_params, publish_params, ready_at
+from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params, ready_at
 from .sql import Queries, migrate
 
 BROKER_OPTIONS = {"lease_seconds": positive_float, "pool_size": positive_int}
@@ -242,7 +242,7 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         db, row_id, lease = args
         await db.execute(self._q.dead_letter, {
             "id": row_id, "lease": lease, "msg_id": None, "name": None, "reason": reason,
-            "meta": _json(meta), "envelope": None,
+            "meta": dead_letter_meta(meta), "envelope": None,
         })
 
 

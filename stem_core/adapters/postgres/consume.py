@@ -11,7 +11,6 @@ due delayed rows and expired leases ready again.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -19,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ...clock import monotonic
-from ...contract.backend import check_json
 from ...contract.broker import Subscription, raise_if_cancelled
 from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable
 from .connection import QUEUE_CHANNEL_SUFFIX, Database, Pools
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import Listener
-from .rows import INVALID_REASON, decode, parse_receipt
+from .rows import INVALID_REASON, dead_letter_meta, decode, parse_receipt
 
 if TYPE_CHECKING:
     from .connection import PgConfig
@@ -311,7 +309,7 @@ class ConsumeMixin:
                     row_id, envelope.queue, envelope.meta.get("error"))
         await (await self._settle_pool()).execute(self._q.dead_letter, {
             "id": row_id, "lease": lease, "msg_id": envelope.id, "name": envelope.name, "reason": INVALID_REASON,
-            "meta": _json({"error": str(envelope.meta.get("error"))}), "envelope": envelope.to_json(),
+            "meta": dead_letter_meta({"error": str(envelope.meta.get("error"))}), "envelope": envelope.to_json(),
         })
 
     def _release_later(self, task: "asyncio.Future[list[Delivery]]") -> None:
@@ -348,10 +346,6 @@ class ConsumeMixin:
         if not await self._check_open().execute(self._q.touch_subscription, {"subscription": st.key}):
             # Forgotten as stale (this process stalled for minutes): subscribe again from now.
             await self._subscribe(st, consumer)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(check_json(value, "dead-letter meta"), separators=(",", ":"), ensure_ascii=False)
 
 
 __all__ = ["ConsumeMixin", "SUBSCRIBER_STALE_S"]

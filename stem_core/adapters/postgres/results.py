@@ -37,6 +37,7 @@ from .connection import (
 )
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import Listener
+from .rows import dumps
 from .sql import Queries, migrate
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ CLEANUP_BATCH_ROWS = 5000
 JANITOR_TABLES = ("statuses", "heartbeats", "records")
 _FILTERS = (("state", "AND state = %(state)s"), ("queue", "AND queue = %(queue)s"), ("task", "AND task = %(task)s"))
 _REREAD = object()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _status(row: tuple[Any, ...]) -> TaskStatus:
@@ -167,13 +164,14 @@ class PostgresBackend(ResultBackend):
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
         now = utcnow()
+        body = dumps(payload)
         db = self._check_open() if state.is_terminal else await self._fast()
         rows = await db.fetch(self._q.set_status, {
-            "id": task_id, "state": state.value, "payload": _dumps(payload),
-            "error": _dumps(error) if error is not None else None, "attempt": attempt, "meta": _dumps(meta),
+            "id": task_id, "state": state.value, "payload": body,
+            "error": dumps(error) if error is not None else None, "attempt": attempt, "meta": dumps(meta),
             "now": now, "ttl": ttl,
         })
-        return TaskStatus(id=task_id, state=state, payload=json.loads(_dumps(payload)), error=error, attempt=attempt,
+        return TaskStatus(id=task_id, state=state, payload=json.loads(body), error=error, attempt=attempt,
                           meta=meta, created_at=rows[0][0], updated_at=now)
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
@@ -182,7 +180,7 @@ class PostgresBackend(ResultBackend):
         db = self._check_open() if terminal else await self._fast()
         await db.fetch(self._q.set_statuses, {
             "ids": list(latest), "states": [state.value for state, _ in latest.values()],
-            "metas": [_dumps(meta) for _, meta in latest.values()], "now": utcnow(), "ttl": ttl,
+            "metas": [dumps(meta) for _, meta in latest.values()], "now": utcnow(), "ttl": ttl,
         })
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
@@ -263,7 +261,7 @@ class PostgresBackend(ResultBackend):
 
     async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
         await (await self._fast()).execute(self._q.set_heartbeat,
-                                         {"id": heartbeat.worker_id, "data": _dumps(heartbeat.to_dict()), "ttl": ttl})
+                                         {"id": heartbeat.worker_id, "data": dumps(heartbeat.to_dict()), "ttl": ttl})
 
     async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
         rows = await self._check_open().fetch(self._q.get_heartbeat, {"id": worker_id})
@@ -276,7 +274,7 @@ class PostgresBackend(ResultBackend):
     # -- records and audit ----------------------------------------------------------
 
     async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
-        await self._check_open().execute(self._q.put_record, {"kind": kind, "key": key, "value": _dumps(value), "ttl": ttl})
+        await self._check_open().execute(self._q.put_record, {"kind": kind, "key": key, "value": dumps(value), "ttl": ttl})
 
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
         rows = await self._check_open().fetch(self._q.get_record, {"kind": kind, "key": key})
@@ -291,7 +289,7 @@ class PostgresBackend(ResultBackend):
         return bool(rows and rows[0][0])
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        await self._check_open().execute(self._q.append_audit, {"record": _dumps(record)})
+        await self._check_open().execute(self._q.append_audit, {"record": dumps(record)})
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         if limit == 0:

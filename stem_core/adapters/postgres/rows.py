@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from ...contract.backend import check_json
 from ...envelope import Envelope
 from ...errors import InvalidEnvelope
 
@@ -18,6 +19,16 @@ INVALID_NAME = "<invalid>"
 INVALID_REASON = "invalid-envelope"
 # The raw text kept in a placeholder's meta is cut to this many characters.
 RAW_KEEP_CHARS = 4000
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, non-ASCII kept as is (a ``jsonb`` parameter)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def dead_letter_meta(value: Any) -> str:
+    """A dead letter's meta as JSON (``ValueError`` unless it is a JSON object)."""
+    return dumps(check_json(value, "dead-letter meta"))
 
 
 def ready_at(envelope: Envelope) -> datetime:
@@ -90,4 +101,7 @@ def parse_receipt(receipt: str) -> tuple[int, int] | None:
     return int(head), int(tail)
 
 
-__all__ = ["INVALID_NAME", "INVALID_REASON", "decode", "parse_receipt", "placeholder", "publish_many_params", "publish_params", "ready_at"]
+__all__ = [
+    "INVALID_NAME", "INVALID_REASON", "dead_letter_meta", "decode", "dumps", "parse_receipt", "placeholder",
+    "publish_many_params", "publish_params", "ready_at",
+]
