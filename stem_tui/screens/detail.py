@@ -129,7 +129,6 @@ class DetailView(ViewScreen):
         )
         self._table().sync(self.filtered(rows))
         self._label_tabs()
-        self.sync_chrome()
         self._show_selected()
 
     # -- selection and status -----------------------------------------------------------------
