@@ -20,13 +20,13 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any, AsyncIterator, Callable, ClassVar
 
+from ..._aio import make_waker
 from ...clock import monotonic, utcnow
 from ...contract.backend import ResultBackend
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable, ConfigurationError
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .registry import parse_memory_url, store_for
-from .waker import make_waker
 
 BACKEND_OPTIONS: dict[str, type] = {"result_ttl": float, "heartbeat_ttl": float}
 

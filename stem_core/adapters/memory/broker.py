@@ -18,6 +18,7 @@ import itertools
 from datetime import datetime
 from typing import Any, ClassVar
 
+from ..._aio import make_waker
 from ...clock import monotonic, to_epoch, utcnow
 from ...contract.broker import Broker, Subscription
 from ...contract.types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
@@ -26,7 +27,6 @@ from ...errors import BrokerUnavailable, ConfigurationError, LeaseLost
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from .queues import DELAYED, INFLIGHT, READY, BrokerStore, Subscriber
 from .registry import parse_memory_url, store_for
-from .waker import make_waker
 
 BROKER_OPTIONS: dict[str, type] = {"lease_seconds": float}
 

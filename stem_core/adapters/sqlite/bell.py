@@ -17,6 +17,8 @@ import os
 import threading
 from typing import Callable
 
+from ..._aio import make_waker, resolve
+
 
 class Doorbell:
     """Rings wake every current waiter, whatever loop it waits on."""
@@ -44,42 +46,20 @@ class Doorbell:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        wake = _waker(loop, fut)
+        wake = make_waker(fut)
         with self._lock:
             if self._rings != seen:
                 return
             self._waiters.add(wake)
         # A bare timer and future: this runs hundreds of times a second per idle
         # consumer, and asyncio.wait costs several times more.
-        timer = loop.call_later(timeout, _resolve, fut)
+        timer = loop.call_later(timeout, resolve, fut)
         try:
             await fut
         finally:
             timer.cancel()
             with self._lock:
                 self._waiters.discard(wake)
-
-
-def _resolve(fut: "asyncio.Future[None]") -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _waker(loop: asyncio.AbstractEventLoop, fut: "asyncio.Future[None]") -> Callable[[], None]:
-    def wake() -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            _resolve(fut)
-            return
-        try:
-            loop.call_soon_threadsafe(_resolve, fut)
-        except RuntimeError:
-            pass  # that loop is closed: nobody waits there any more
-
-    return wake
 
 
 _lock = threading.Lock()

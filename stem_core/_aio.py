@@ -1,4 +1,4 @@
-"""Waking an idle consumer or watcher from any thread or event loop."""
+"""Small asyncio helpers shared by the adapters."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ import asyncio
 from typing import Callable
 
 
+def resolve(fut: "asyncio.Future[None]") -> None:
+    """Set ``fut``'s result unless it is already done (a timer and a waker may race)."""
+    if not fut.done():
+        fut.set_result(None)
+
+
 def make_waker(fut: "asyncio.Future[None]") -> Callable[[], None]:
     """A callable that resolves ``fut`` (once) from any thread or event loop.
 
-    Stores are process-global, so the publisher may run on another loop than the waiting
-    consumer; a future may only be resolved from its own loop, hence the hop.
+    Adapter stores and doorbells are process-wide, so the publisher may run on another
+    loop than the waiting consumer; a future may only be resolved from its own loop,
+    hence the hop.
     """
     loop = fut.get_loop()
-
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
 
     def wake() -> None:
         try:
@@ -24,14 +27,14 @@ def make_waker(fut: "asyncio.Future[None]") -> Callable[[], None]:
         except RuntimeError:
             running = None
         if running is loop:
-            resolve()
+            resolve(fut)
             return
         try:
-            loop.call_soon_threadsafe(resolve)
+            loop.call_soon_threadsafe(resolve, fut)
         except RuntimeError:
             pass  # that loop is closed: nobody is waiting any more
 
     return wake
 
 
-__all__ = ["make_waker"]
+__all__ = ["make_waker", "resolve"]
