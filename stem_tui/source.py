@@ -273,11 +273,17 @@ class DataSource:
                         leases=leases, detail=detail, dead=dead, notes=notes, fetch_seconds=monotonic() - started)
 
     async def _dead_letters(self, ops: Ops, overview: Overview) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+        # The overview's counts say which queues fill the view (up to DEAD_VIEW_MAX rows),
+        # so their pages are read at once: one round trip, not one per queue.
+        queues: list[str] = []
+        expected = 0
         for q in overview.queues:
-            if q.dead > 0 and len(rows) < DEAD_VIEW_MAX:
-                page = await ops.dead_letters(q.queue, DEAD_PER_QUEUE)
-                rows += [{"queue": q.queue, **entry.to_dict(), "dead_at_time": entry.dead_at} for entry in page.entries]
+            if q.dead > 0 and expected < DEAD_VIEW_MAX:
+                queues.append(q.queue)
+                expected += min(q.dead, DEAD_PER_QUEUE)
+        pages = await asyncio.gather(*(ops.dead_letters(queue, DEAD_PER_QUEUE) for queue in queues))
+        rows = [{"queue": queue, **entry.to_dict(), "dead_at_time": entry.dead_at}
+                for queue, page in zip(queues, pages) for entry in page.entries]
         rows.sort(key=lambda r: r["dead_at_time"], reverse=True)
         return rows[:DEAD_VIEW_MAX]
 

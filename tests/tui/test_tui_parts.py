@@ -213,6 +213,14 @@ async def test_a_poll_reads_only_what_the_view_wants(store, clock: FrozenClock) 
     snap = await source.fetch()
     assert snap.dead is not None and {e["queue"] for e in snap.dead} == {"billing"} and len(snap.dead) == 3
     assert (snap.leases, snap.detail) == (None, None)
+    # and the dead letters of every queue that has some, newest first
+    from tests.tui.seed import claim
+
+    clock.advance(5)
+    [delivery] = await claim(scene.broker, "exports", "w-x", 1)
+    await scene.broker.dead_letter(delivery, reason="boom")
+    snap = await source.fetch()
+    assert snap.dead is not None and [e["queue"] for e in snap.dead] == ["exports"] + ["billing"] * 3
     # And a queue that vanished is a note, not a failed poll
     source.want = Want(view="detail", queue="nope")
     snap = await source.fetch()
