@@ -311,7 +311,7 @@ async def test_an_idle_subscription_sleeps_instead_of_spinning(
     broker: Broker, monkeypatch: pytest.MonkeyPatch, queues: list[str], channels: list[str]
 ) -> None:
     # Given an idle subscription whose sleeps are counted
-    poller = broker._poller  # type: ignore[attr-defined]
+    poller = broker._db.poller  # type: ignore[attr-defined]
     waits = 0
     real_wait = poller.wait
 

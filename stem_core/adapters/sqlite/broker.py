@@ -32,9 +32,8 @@ from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, LeaseLost, StemError
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from . import broadcasts, jobs, repair
-from .bell import doorbell_for
 from .db import Database
-from .poller import POLL_MIN_INTERVAL_S, ChangePoller
+from .poller import POLL_MIN_INTERVAL_S
 from .rows import moment
 from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
 
@@ -89,9 +88,8 @@ class SQLiteBroker(Broker):
     ) -> None:
         super().__init__(namespace=namespace, lease_seconds=lease_seconds)
         self.path = path
-        self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BrokerUnavailable, label="broker")
-        self._bell = doorbell_for(str(path))
-        self._poller = ChangePoller(self._db, self._bell, poll_interval)
+        self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BrokerUnavailable, label="broker",
+                            poll_interval=poll_interval)
         self._poll_interval = poll_interval
         self._next_sweep = 0.0
 
@@ -105,29 +103,23 @@ class SQLiteBroker(Broker):
         return self
 
     async def close(self) -> None:
-        await self._db.close()
-        self._poller.stop()
         # Waiting consumers wake, find the broker closed and raise BrokerUnavailable.
-        self._bell.ring()
-
-    def _check_open(self) -> None:
-        if self._db.closed:
-            raise BrokerUnavailable(f"sqlite broker on {self.path} is closed")
+        await self._db.close()
 
     # -- producing ------------------------------------------------------------------
 
     async def _publish(self, envelopes: list[Envelope]) -> None:
         await self._db.run(jobs.publish, self.namespace, envelopes)
-        self._bell.ring()
+        self._db.bell.ring()
 
     async def _broadcast(self, channel: str, envelope: Envelope) -> None:
         if await self._db.run(broadcasts.publish, self.namespace, channel, envelope.to_json()):
-            self._bell.ring()
+            self._db.bell.ring()
 
     # -- consuming ------------------------------------------------------------------
 
     async def _open_subscription(self, sub: Subscription) -> None:
-        self._check_open()
+        self._db.check_open()
         # A channel-only subscription claims nothing, so nothing of it ever falls due; with
         # due_at 0 its receive loop would spin on the event loop without ever sleeping.
         state = _SubState(subscription=uuid.uuid4().hex, due_at=0.0 if sub.queues else math.inf)
@@ -151,8 +143,8 @@ class SQLiteBroker(Broker):
         state: _SubState = sub.state
         deadline = monotonic() + timeout
         while True:
-            self._check_open()
-            rings = self._bell.rings
+            self._db.check_open()
+            rings = self._db.bell.rings
             version = self._db.data_version()
             now = monotonic()
             quiet = now < state.quiet_until
@@ -180,7 +172,7 @@ class SQLiteBroker(Broker):
             wake_at = min(deadline, state.due_at, state.touch_at)
             if claim_due or look_due:
                 wake_at = min(wake_at, state.quiet_until)  # a change is waiting out the quiet gap
-            await self._poller.wait(rings, version, wake_at - now)
+            await self._db.poller.wait(rings, version, wake_at - now)
 
     async def _round(self, sub: Subscription, state: _SubState, limit: int, version: int | None, touch: bool) -> list[Delivery]:
         """One trip to the database: claim (when ``limit``), read broadcasts, maybe touch."""
@@ -249,13 +241,13 @@ class SQLiteBroker(Broker):
         claimed = [parsed for d in deliveries if (parsed := self._receipt(d)) is not None]
         if claimed:
             await self._db.run(jobs.unlease, claimed)
-            self._bell.ring()
+            self._db.bell.ring()
 
     # -- settling -------------------------------------------------------------------
 
     def _receipt(self, delivery: Delivery) -> tuple[int, int] | None:
         """``(row id, token)`` of a queue delivery; None for broadcasts and foreign receipts."""
-        self._check_open()
+        self._db.check_open()
         if delivery.channel is not None:
             return None
         return jobs.parse_receipt(delivery.receipt)
@@ -271,7 +263,7 @@ class SQLiteBroker(Broker):
             return
         envelope = self.requeued_envelope(delivery.envelope, delay) if requeue else None
         if await self._db.run(jobs.nack, *parsed, envelope) and requeue:
-            self._bell.ring()
+            self._db.bell.ring()
 
     async def _extend_lease(self, delivery: Delivery, seconds: float) -> datetime:
         parsed = self._receipt(delivery)
@@ -290,43 +282,34 @@ class SQLiteBroker(Broker):
     # -- inspecting and repairing ---------------------------------------------------
 
     async def list_queues(self) -> list[str]:
-        self._check_open()
         return await self._db.run(repair.list_queues, self.namespace)
 
     async def _queue_stats(self, queues: list[str]) -> list[QueueStats]:
-        self._check_open()
         return await self._db.run(repair.queue_stats, self.namespace, queues)
 
     async def _peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:
-        self._check_open()
         return await self._db.run(repair.peek, self.namespace, queue, state, limit, offset)
 
     async def _requeue(self, queue: str, ids: set[str]) -> int:
-        self._check_open()
         count = await self._db.run(repair.requeue, self.namespace, queue, ids)
         if count:
-            self._bell.ring()
+            self._db.bell.ring()
         return count
 
     async def _remove(self, queue: str, ids: set[str]) -> int:
-        self._check_open()
         return await self._db.run(repair.remove, self.namespace, queue, ids)
 
     async def _purge(self, queue: str) -> int:
-        self._check_open()
         return await self._db.run(repair.purge, self.namespace, queue)
 
     async def _list_dead_letters(self, queue: str, limit: int, offset: int) -> DeadLetterPage:
-        self._check_open()
         return await self._db.run(repair.dead_page, self.namespace, queue, limit, offset)
 
     async def _get_dead_letter(self, queue: str, id: str) -> DeadLetterEntry | None:
-        self._check_open()
         return await self._db.run(repair.dead_get, self.namespace, queue, id)
 
     async def _replay_dead_letters(self, queue: str, *, limit: int, since: datetime | None, delay: float | None,
                                    dry_run: bool, ids: set[str] | None, task: str | None) -> ReplayResult:
-        self._check_open()
         now = utcnow()
         entries = await self._db.run(
             lambda conn: repair.replay(
@@ -336,11 +319,10 @@ class SQLiteBroker(Broker):
             )
         )
         if entries and not dry_run:
-            self._bell.ring()
+            self._db.bell.ring()
         return ReplayResult(entries=entries, dry_run=dry_run)
 
     async def _purge_dead_letters(self, queue: str, *, since: datetime | None, limit: int | None) -> int:
-        self._check_open()
         return await self._db.run(
             lambda conn: repair.purge_dead(
                 conn, self.namespace, queue, since=since, limit=limit,

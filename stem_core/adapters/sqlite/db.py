@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from ...errors import BrokerUnavailable, ConfigurationError, StemError
+from .bell import doorbell_for
+from .poller import ChangePoller
 from .schema import migrate
+from .url import POLL_INTERVAL_S
 
 T = TypeVar("T")
 
@@ -207,13 +210,18 @@ def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
 
 
 class Database:
-    """The connections to one database file, owned by one adapter instance."""
+    """The connections to one database file, owned by one adapter instance, with the
+    file's doorbell (``bell``: ring it after a commit a waiter may want) and the
+    adapter's ``poller`` (wait on it for commits by anyone)."""
 
-    def __init__(self, path: Path, *, busy_timeout_s: float, unavailable: type[BrokerUnavailable], label: str) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float, unavailable: type[BrokerUnavailable], label: str,
+                 poll_interval: float = POLL_INTERVAL_S) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         self.unavailable = unavailable
         self.label = label
+        self.bell = doorbell_for(str(path))
+        self.poller = ChangePoller(self, self.bell, poll_interval)
         self._conn: sqlite3.Connection | None = None
         self._watch: sqlite3.Connection | None = None
         self._thread: DatabaseThread | None = None
@@ -279,21 +287,28 @@ class Database:
                 time.sleep(WAL_SWITCH_RETRY_S)
 
     async def close(self) -> None:
-        """Close both connections on their thread. Idempotent."""
+        """Close both connections on their thread and stop the poller; waiters wake (the
+        doorbell rings), find it closed and raise. Idempotent."""
         self._closed = True
         self._forget_if_forked()
         conn, watch, thread = self._conn, self._watch, self._thread
         self._conn = self._watch = None
         self._thread = None
-        if thread is None:
-            return
-        if conn is not None:
-            await thread.submit(asyncio.get_running_loop(), _close_all, conn, watch)
-        thread.stop()
+        if thread is not None:
+            if conn is not None:
+                await thread.submit(asyncio.get_running_loop(), _close_all, conn, watch)
+            thread.stop()
+        self.poller.stop()
+        self.bell.ring()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def check_open(self) -> None:
+        """Raise the adapter's unavailable error once it was closed."""
+        if self._closed:
+            raise self.unavailable(f"sqlite {self.label} on {self.path} is closed")
 
     def _forget_if_forked(self) -> None:
         if os.getpid() == self._pid:
@@ -309,8 +324,7 @@ class Database:
         """Start ``fn(conn, *args)`` on the database thread; the future carries its result
         or a translated Stem error. Use ``run`` unless you need the future itself."""
         loop = asyncio.get_running_loop()
-        if self._closed:
-            raise self.unavailable(f"sqlite {self.label} on {self.path} is closed")
+        self.check_open()
         if self._thread is None or os.getpid() != self._pid:
             return loop.create_task(self._reopen_then(fn, args))  # type: ignore[return-value]
         return self._thread.submit(loop, fn, *args, grouped=True)

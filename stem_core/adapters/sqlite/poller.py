@@ -16,9 +16,12 @@ at ``poll_interval`` = 4 ms, most of it the timer wake-ups themselves.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from .bell import Doorbell
-from .db import Database
+
+if TYPE_CHECKING:
+    from .db import Database
 
 # After a change the next probe comes this soon; idle probes back off by POLL_BACKOFF.
 POLL_MIN_INTERVAL_S = 0.0005

@@ -22,9 +22,7 @@ from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from . import store
-from .bell import doorbell_for
 from .db import Database
-from .poller import ChangePoller
 from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
 
 BACKEND_OPTIONS = frozenset({"result_ttl", "heartbeat_ttl", "busy_timeout", "poll_interval"})
@@ -51,9 +49,8 @@ class SQLiteBackend(ResultBackend):
     ) -> None:
         super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
         self.path = path
-        self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable, label="backend")
-        self._bell = doorbell_for(str(path))
-        self._poller = ChangePoller(self._db, self._bell, poll_interval)
+        self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable, label="result backend",
+                            poll_interval=poll_interval)
         self._next_cleanup = 0.0
 
     @classmethod
@@ -66,14 +63,8 @@ class SQLiteBackend(ResultBackend):
         return self
 
     async def close(self) -> None:
-        await self._db.close()
-        self._poller.stop()
         # Open watches wake, find the backend closed and raise BackendUnavailable.
-        self._bell.ring()
-
-    def _check_open(self) -> None:
-        if self._db.closed:
-            raise BackendUnavailable(f"sqlite result backend on {self.path} is closed")
+        await self._db.close()
 
     def _cleanup_due(self) -> bool:
         now = monotonic()
@@ -86,26 +77,24 @@ class SQLiteBackend(ResultBackend):
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
-        self._check_open()
         status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta)
         stored = await self._db.run(store.set_status, self.namespace, status, ttl, self._cleanup_due())
-        self._bell.ring()
+        self._db.bell.ring()
         return stored
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
-        self._check_open()
         return await self._db.run(store.get_status, self.namespace, task_id)
 
     async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
-        self._check_open()
+        self._db.check_open()
         # Probe before the snapshot: anything committed after it changes the version.
         version = self._db.data_version()
         current, cursor = await self._db.run(store.watch_start, self.namespace, task_id)
         if current is not None:
             yield current
         while True:
-            self._check_open()
-            rings = self._bell.rings
+            self._db.check_open()
+            rings = self._db.bell.rings
             probe = self._db.data_version()
             if probe is None or probe != version:
                 version = probe
@@ -116,55 +105,44 @@ class SQLiteBackend(ResultBackend):
                     version = None  # more are waiting: read again at once
                 if probe is not None:
                     continue
-            await self._poller.wait(rings, version, WATCH_WAKE_S)
+            await self._db.poller.wait(rings, version, WATCH_WAKE_S)
 
     async def _list_statuses(self, state: TaskState | None, queue: str | None, task: str | None,
                              limit: int, offset: int) -> list[TaskStatus]:
-        self._check_open()
         return await self._db.run(store.list_statuses, self.namespace, state, queue, task, limit, offset)
 
     async def _expire(self, task_id: str, ttl: float) -> None:
-        self._check_open()
         await self._db.run(store.expire, self.namespace, task_id, ttl)
 
     # -- heartbeats -----------------------------------------------------------------
 
     async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
-        self._check_open()
         await self._db.run(store.put_heartbeat, self.namespace, heartbeat, ttl, self._cleanup_due())
 
     async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
-        self._check_open()
         return await self._db.run(store.get_heartbeat, self.namespace, worker_id)
 
     async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
-        self._check_open()
         return await self._db.run(store.list_heartbeats, self.namespace)
 
     # -- records and audit ----------------------------------------------------------
 
     async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
-        self._check_open()
         await self._db.run(store.put_record, self.namespace, kind, key, value, ttl)
 
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        self._check_open()
         return await self._db.run(store.get_record, self.namespace, kind, key)
 
     async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
-        self._check_open()
         return await self._db.run(store.list_records, self.namespace, kind)
 
     async def _delete_record(self, kind: str, key: str) -> bool:
-        self._check_open()
         return await self._db.run(store.delete_record, self.namespace, kind, key)
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        self._check_open()
         await self._db.run(store.append_audit, self.namespace, record)
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        self._check_open()
         return await self._db.run(store.list_audit, self.namespace, limit, offset)
 
 
