@@ -31,12 +31,11 @@ error boundary), ``sql.py`` with ``queries.sql`` and ``migrations/``.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar, Iterable
 
 import psycopg
 
-from ...clock import utcnow
 from ...contract.broker import Broker
 from ...contract.types import Capabilities
 from ...envelope import Delivery, Envelope
@@ -56,7 +55,7 @@ from .connection import (
 from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _Sub
 from .inspect import InspectMixin
 from .listener import Listener
-from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params, ready_at
+from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params
 from .sql import Queries, migrate
 
 BROKER_OPTIONS = {"lease_seconds": positive_float, "pool_size": positive_int}
@@ -216,12 +215,9 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         if not requeue:
             await db.execute(self._q.drop, {"id": row_id, "lease": lease})
             return
-        changes: dict[str, Any] = {"attempt": delivery.envelope.attempt + 1}
-        if delay is not None and delay > 0:
-            changes["not_before"] = utcnow() + timedelta(seconds=delay)
-        env = delivery.envelope.replace(**changes)
+        env = self.requeued_envelope(delivery.envelope, delay)
         await db.execute(self._q.nack, {
-            "id": row_id, "lease": lease, "not_before": env.not_before, "ready_at": ready_at(env),
+            "id": row_id, "lease": lease, "not_before": env.not_before, "ready_at": env.ready_at,
             "envelope": env.to_json(),
         })
 

@@ -8,7 +8,6 @@ placeholder the contract asks for, and the broker dead-letters it as ``invalid-e
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from ...contract.backend import check_json
@@ -31,12 +30,6 @@ def dead_letter_meta(value: Any) -> str:
     return dumps(check_json(value, "dead-letter meta"))
 
 
-def ready_at(envelope: Envelope) -> datetime:
-    """When the message is ready: ``max(enqueued_at, not_before)`` (the age order)."""
-    nb = envelope.not_before
-    return nb if nb is not None and nb > envelope.enqueued_at else envelope.enqueued_at
-
-
 def visibility_ms(envelope: Envelope) -> int | None:
     vt = envelope.visibility_timeout
     return max(1, int(round(vt * 1000))) if vt is not None else None
@@ -49,7 +42,7 @@ def publish_params(envelope: Envelope) -> dict[str, Any]:
         "name": envelope.name,
         "priority": envelope.priority,
         "not_before": envelope.not_before,
-        "ready_at": ready_at(envelope),
+        "ready_at": envelope.ready_at,
         "visibility_ms": visibility_ms(envelope),
         "envelope": envelope.to_json(),
     }
@@ -62,7 +55,7 @@ def publish_many_params(envelopes: list[Envelope]) -> dict[str, Any]:
         "names": [e.name for e in envelopes],
         "priorities": [e.priority for e in envelopes],
         "not_befores": [e.not_before for e in envelopes],
-        "ready_ats": [ready_at(e) for e in envelopes],
+        "ready_ats": [e.ready_at for e in envelopes],
         "visibility_ms": [visibility_ms(e) for e in envelopes],
         "envelopes": [e.to_json() for e in envelopes],
     }
@@ -103,5 +96,5 @@ def parse_receipt(receipt: str) -> tuple[int, int] | None:
 
 __all__ = [
     "INVALID_NAME", "INVALID_REASON", "dead_letter_meta", "decode", "dumps", "parse_receipt", "placeholder",
-    "publish_many_params", "publish_params", "ready_at",
+    "publish_many_params", "publish_params",
 ]

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar, Sequence
 
 from ...clock import monotonic, utcnow
@@ -298,10 +298,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         if not requeue:
             await self._run("nack", keys, [lid, token, 0, "", 0, 0, 0])
             return
-        changes: dict[str, Any] = {"attempt": delivery.envelope.attempt + 1}
-        if delay is not None and delay > 0:
-            changes["not_before"] = utcnow() + timedelta(seconds=delay)
-        env = delivery.envelope.replace(**changes)
+        env = self.requeued_envelope(delivery.envelope, delay)
         due = to_us(env.not_before) if delay is not None and delay > 0 and env.not_before is not None else 0
         await self._run("nack", keys, [lid, token, 1, env.to_json(), ready_us(env), due, lease_ms(env)])
 

@@ -29,11 +29,8 @@ def lease_ms(envelope: Envelope) -> int:
 
 
 def ready_us(envelope: Envelope) -> int:
-    """When the message is ready: ``max(enqueued_at, not_before)``, in POSIX us (the age order)."""
-    ready = to_us(envelope.enqueued_at)
-    if envelope.not_before is not None:
-        ready = max(ready, to_us(envelope.not_before))
-    return ready
+    """``Envelope.ready_at`` in POSIX us (the age order)."""
+    return to_us(envelope.ready_at)
 
 
 def due_us(envelope: Envelope) -> int:
