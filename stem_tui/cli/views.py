@@ -21,9 +21,10 @@ from .output import neutralise
 # Args and reasons are cut to this many characters in table cells; queue names to fewer.
 CELL_MAX_CHARS = 60
 QUEUE_MAX_CHARS = 32
+# Rich styles per verdict, shared with the TUI (ANSI colours, so low-colour modes keep them).
 VERDICT_STYLES = {
     "idle": "dim", "scheduled": "dim", "steady": "green", "draining": "green", "busy": "cyan",
-    "growing": "yellow", "paused": "yellow", "unknown": "white",
+    "growing": "yellow", "paused": "yellow", "unknown": "",
     "stalled": "bold red", "no-workers": "bold red",
 }
 

@@ -19,13 +19,9 @@ from ..widgets.filter import Facets
 from ..widgets.literal import age, literal, rate
 from ..widgets.spark import sparkline
 from ..widgets.table import Column, KeyedTable, Row
+from ..cli.views import VERDICT_STYLES
 from .base import ViewScreen, facets_text
 
-# Rich styles per verdict (ANSI colours, so the low-colour mode keeps them).
-VERDICT_STYLES = {
-    "stalled": "bold red", "no-workers": "bold red", "growing": "yellow", "paused": "yellow",
-    "draining": "green", "steady": "green", "idle": "dim", "scheduled": "dim", "unknown": "",
-}
 COLUMNS = (
     Column("queue", "QUEUE"), Column("verdict", "VERDICT"), Column("pending", "PEND"), Column("inflight", "FLIGHT"),
     Column("delayed", "DELAY"), Column("dead", "DEAD"), Column("oldest", "OLDEST"), Column("out", "OUT/s"),
