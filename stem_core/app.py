@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .adapters import connect_backend, connect_broker
 from .clock import UTC
-from .contract import Broker, ResultBackend, TaskState, TaskStatus
+from .contract import Broker, ResultBackend, TaskStatus
 from .envelope import DEFAULT_QUEUE, Envelope, delay_to_not_before, validate_name
 from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
 from .settings import ENV_BACKEND_URL, load_settings, validate_namespace
@@ -312,14 +312,13 @@ class Stem:
         task_id: str | None = None,
         max_retries: int | None = None,
     ) -> str:
-        """Publish one task; returns its id. Writes the ``queued`` status first, so a fast
-        worker's ``running`` can never be overwritten by it."""
+        """Publish one task; returns its id. Its ``queued`` status is written first, so a
+        fast worker's ``running`` can never be overwritten by it (``Broker.enqueue``)."""
         envelope = self.build_envelope(
             name, args, queue=queue, priority=priority, delay=delay, eta=eta, task_id=task_id, max_retries=max_retries
         )
         await self.connect()
-        await self._write_queued(envelope)
-        await self.broker.publish(envelope)
+        await self.broker.enqueue((envelope,), self.backend)
         return envelope.id
 
     async def enqueue_many(self, items: Iterable[tuple[Any, ...]]) -> list[str]:
@@ -345,12 +344,8 @@ class Stem:
         if not envelopes:
             return []
         await self.connect()
-        await self.backend.set_statuses([(e.id, TaskState.QUEUED, _queued_meta(e)) for e in envelopes])
-        await self.broker.publish_many(envelopes)
+        await self.broker.enqueue(envelopes, self.backend)
         return [e.id for e in envelopes]
-
-    async def _write_queued(self, envelope: Envelope) -> None:
-        await self.backend.set_status(envelope.id, TaskState.QUEUED, attempt=envelope.attempt, meta=_queued_meta(envelope))
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
         """The task's terminal status (succeeded, failed, cancelled), watched across processes.
@@ -381,10 +376,6 @@ class Stem:
 
 
 # -- validation helpers ---------------------------------------------------------------
-
-
-def _queued_meta(envelope: Envelope) -> dict[str, Any]:
-    return {"task": envelope.name, "queue": envelope.queue, "max_retries": envelope.max_retries}
 
 
 def _not_before(delay: float | timedelta | None, eta: datetime | None) -> datetime | None:

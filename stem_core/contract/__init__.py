@@ -1,6 +1,6 @@
 """Read this first: the contracts every adapter implements, and their value types."""
 
-from .backend import ResultBackend
+from .backend import ResultBackend, StatusWrite
 from .broker import Broker, Subscription
 from .types import (
     Capabilities,
@@ -23,6 +23,7 @@ __all__ = [
     "QueueStats",
     "ReplayResult",
     "ResultBackend",
+    "StatusWrite",
     "Subscription",
     "TaskState",
     "TaskStatus",

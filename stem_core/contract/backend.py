@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from datetime import timedelta
-from typing import Any, AsyncIterator, ClassVar, Sequence
+from typing import Any, AsyncIterator, ClassVar, NamedTuple, Sequence
 
 from ..errors import ConfigurationError
 from ..settings import DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS, validate_namespace
@@ -59,6 +59,20 @@ def normalize_error(error: Any) -> dict[str, Any] | None:
     out.setdefault("message", "")
     out.setdefault("traceback", None)
     return check_json(out, "error")
+
+
+class StatusWrite(NamedTuple):
+    """One validated status write (``ResultBackend.prepare_status``): what ``set_status``
+    stores, and what a broker sharing the backend's server writes in the same round trip
+    as its own step (``Broker.enqueue``, ``Broker.ack_with_status``)."""
+
+    task_id: str
+    state: TaskState
+    payload: Any
+    error: dict[str, Any] | None
+    attempt: int
+    meta: dict[str, Any]
+    ttl: float
 
 
 class ResultBackend(ABC):
@@ -114,15 +128,37 @@ class ResultBackend(ABC):
         ttl: float | timedelta | None = None,
     ) -> TaskStatus:
         """Overwrite the status of ``task_id``; returns what was stored."""
+        w = self.prepare_status(task_id, state, payload=payload, error=error, attempt=attempt, meta=meta, ttl=ttl)
+        return await self._set_status(
+            w.task_id, w.state, payload=w.payload, error=w.error, attempt=w.attempt, meta=w.meta, ttl=w.ttl
+        )
+
+    def prepare_status(
+        self,
+        task_id: str,
+        state: TaskState | str,
+        *,
+        payload: Any = None,
+        error: Any = None,
+        attempt: int = 0,
+        meta: dict[str, Any] | None = None,
+        ttl: float | timedelta | None = None,
+    ) -> StatusWrite:
+        """``set_status``'s checks (``ValueError`` for non-JSON payload or meta, bad ids,
+        attempts or TTLs) without writing: the validated write."""
         _check_id(task_id)
         state = TaskState(state)
         check_json(payload, "payload")
         meta = check_json(dict(meta or {}), "meta")
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
             raise ValueError(f"attempt must be an integer >= 0, got {attempt!r}")
-        seconds = _ttl(ttl, self.result_ttl)
+        return StatusWrite(task_id, state, payload, normalize_error(error), attempt, meta, _ttl(ttl, self.result_ttl))
+
+    async def write_status(self, write: StatusWrite) -> TaskStatus:
+        """Store a write ``prepare_status`` checked."""
         return await self._set_status(
-            task_id, state, payload=payload, error=normalize_error(error), attempt=attempt, meta=meta, ttl=seconds
+            write.task_id, write.state, payload=write.payload, error=write.error, attempt=write.attempt,
+            meta=write.meta, ttl=write.ttl,
         )
 
     async def set_statuses(
@@ -304,4 +340,4 @@ def _ttl(value: float | timedelta | None, default: float | None) -> Any:
     return float(seconds)
 
 
-__all__ = ["ResultBackend", "WATCH_POLL_SECONDS", "check_json", "normalize_error"]
+__all__ = ["ResultBackend", "StatusWrite", "WATCH_POLL_SECONDS", "check_json", "normalize_error"]

@@ -67,7 +67,8 @@ from ..clock import to_iso, utcnow
 from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, delay_to_not_before, validate_name
 from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
 from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, validate_namespace
-from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
+from .backend import ResultBackend, StatusWrite
+from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult, TaskState
 
 # One adapter ``_receive`` call blocks at most this long, so a closed iterator or a
 # cancelled consumer is noticed promptly.
@@ -178,6 +179,51 @@ class Broker(ABC):
         batch = [self.route(env) for env in envelopes]
         if batch:
             await self._publish(batch)
+
+    # -- with a result backend: the app's enqueue, the worker's settle ----------------
+
+    async def enqueue(self, envelopes: Iterable[Envelope], backend: ResultBackend) -> None:
+        """``Stem.enqueue``/``enqueue_many``: write each envelope's ``queued`` status to
+        ``backend``, then publish the envelopes.
+
+        The statuses go first, so a fast worker's ``running`` is never overwritten by a
+        late ``queued``. When ``backend`` lives on this broker's server, the adapter does
+        both in one round trip (``_enqueue_with``), statuses still first."""
+        batch = [self.route(env) for env in envelopes]
+        if not batch:
+            return
+        writes = [
+            backend.prepare_status(env.id, TaskState.QUEUED, attempt=env.attempt, meta=queued_meta(env)) for env in batch
+        ]
+        if await self._enqueue_with(backend, batch, writes):
+            return
+        if len(writes) == 1:
+            await backend.write_status(writes[0])
+        else:
+            await backend.set_statuses([(w.task_id, w.state, w.meta) for w in writes])
+        await self._publish(batch)
+
+    async def ack_with_status(
+        self,
+        delivery: Delivery,
+        backend: ResultBackend,
+        state: TaskState | str,
+        *,
+        payload: Any = None,
+        error: Any = None,
+        attempt: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """The worker's settle step: write the final status, then ack (see ``ack``).
+
+        ``ValueError`` (payload or meta not JSON) is raised before anything is written.
+        One round trip when ``backend`` shares this broker's server (``_ack_with``)."""
+        write = backend.prepare_status(delivery.envelope.id, state, payload=payload, error=error, attempt=attempt, meta=meta)
+        if delivery.channel is None and await self._ack_with(delivery, backend, write):
+            self._release(delivery)
+            return
+        await backend.write_status(write)
+        await self.ack(delivery)
 
     async def broadcast(self, channel: str, envelope: Envelope) -> None:
         """Fan out: every consumer subscribed to ``channel`` now gets its own copy."""
@@ -422,6 +468,19 @@ class Broker(ABC):
     @abstractmethod
     async def _publish(self, envelopes: list[Envelope]) -> None: ...
 
+    async def _enqueue_with(self, backend: ResultBackend, envelopes: list[Envelope], writes: list[StatusWrite]) -> bool:
+        """Write ``writes`` to ``backend``, then publish ``envelopes``, in one round trip
+        when the backend shares this broker's server; False (nothing done) otherwise.
+        Either everything is stored or nothing; a status write the adapter cannot do in
+        the same step returns False before anything is written."""
+        return False
+
+    async def _ack_with(self, delivery: Delivery, backend: ResultBackend, write: StatusWrite) -> bool:
+        """Write ``write`` to ``backend``, then ack ``delivery``, in one round trip when
+        the backend shares this broker's server; False (nothing done) otherwise. A stale
+        receipt still stores the status (as ``set_status`` then ``ack`` would)."""
+        return False
+
     async def _broadcast(self, channel: str, envelope: Envelope) -> None:
         raise Unsupported(f"the {self.scheme} broker does not support broadcast")
 
@@ -498,6 +557,11 @@ class Broker(ABC):
     async def _purge_dead_letters(self, queue: str, *, since: datetime | None, limit: int | None) -> int: ...
 
 
+def queued_meta(envelope: Envelope) -> dict[str, Any]:
+    """The ``meta`` of an enqueued task's ``queued`` status."""
+    return {"task": envelope.name, "queue": envelope.queue, "max_retries": envelope.max_retries}
+
+
 def _seconds(value: float | timedelta | None) -> float | None:
     if value is None:
         return None
@@ -528,5 +592,5 @@ def _ids(ids: Iterable[str] | str) -> set[str]:
 
 __all__ = [
     "Broker", "FULL_WAIT_SECONDS", "PEEK_STATES", "RECEIVE_WAIT_SECONDS", "Subscription", "default_consumer_name",
-    "raise_if_cancelled",
+    "queued_meta", "raise_if_cancelled",
 ]

@@ -1,8 +1,10 @@
 """One delivery from "slot acquired" to settled: statuses, the task body, retry, dead letter.
 
 Order is the guarantee: the final status is written *before* the broker is told (ack,
-nack, dead letter), so a crash in between re-runs the task and never loses a result. If
-the status cannot be written at all, the delivery is nacked so it runs again.
+nack, dead letter), so a crash in between re-runs the task and never loses a result
+(``Broker.ack_with_status`` does status and ack in one round trip when the backend shares
+the broker's server, in the same order). If the status cannot be written at all, the
+delivery is nacked so it runs again.
 """
 
 from __future__ import annotations
@@ -221,12 +223,13 @@ class Executor:
     async def _succeed(self, held: Held, result: Any) -> None:
         env = held.delivery.envelope
         try:
-            await self.backend.set_status(env.id, TaskState.SUCCEEDED, payload=result, attempt=env.attempt, meta=held.meta)
+            await self.broker.ack_with_status(
+                held.delivery, self.backend, TaskState.SUCCEEDED, payload=result, attempt=env.attempt, meta=held.meta
+            )
         except ValueError as exc:
             error = _problem("InvalidResult", f"the return value of {env.name} cannot be stored: {exc}")
             return await self._finish_failed(held, error, INVALID_RESULT)
         self.counters.succeeded += 1
-        await self.broker.ack(held.delivery)
 
     async def _fail(self, held: Held, task: "Task", exc: BaseException) -> None:
         env = held.delivery.envelope
@@ -259,9 +262,8 @@ class Executor:
         if record:
             held.meta["revoked_by"] = record.get("by")
             held.meta["revoke_reason"] = record.get("reason")
-        await self.backend.set_status(env.id, TaskState.CANCELLED, attempt=env.attempt, meta=held.meta)
+        await self.broker.ack_with_status(held.delivery, self.backend, TaskState.CANCELLED, attempt=env.attempt, meta=held.meta)
         self.counters.cancelled += 1
-        await self.broker.ack(held.delivery)
 
     async def _requeue_interrupted(self, held: Held) -> None:
         env = held.delivery.envelope
