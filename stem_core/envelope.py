@@ -132,6 +132,9 @@ class Envelope:
     visibility_timeout: float | None = None
     queue: str = DEFAULT_QUEUE
     meta: dict[str, Any] = field(default_factory=dict)
+    # to_json()'s text, kept after the first call (an envelope is encoded on its way
+    # through validation, the status write and the publish). Not a wire key.
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -200,10 +203,14 @@ class Envelope:
 
     def to_json(self) -> str:
         """Compact JSON with all 12 keys. Raises ``InvalidEnvelope`` if args/meta are not JSON."""
-        try:
-            return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidEnvelope(f"envelope {self.id} is not JSON-serialisable: {exc}") from None
+        text = self._json
+        if text is None:
+            try:
+                text = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidEnvelope(f"envelope {self.id} is not JSON-serialisable: {exc}") from None
+            object.__setattr__(self, "_json", text)
+        return text
 
     @classmethod
     def from_json(cls, data: str | bytes | bytearray) -> "Envelope":

@@ -32,11 +32,12 @@ BACKEND_OPTIONS: dict[str, type] = {"result_ttl": float, "heartbeat_ttl": float}
 
 
 class _Row:
-    __slots__ = ("text", "state", "queue", "task", "deadline", "version")
+    __slots__ = ("text", "state", "queue", "task", "created", "deadline", "version")
 
     def __init__(self, text: str, status: TaskStatus, deadline: float, version: int) -> None:
         self.text = text
         self.state = status.state
+        self.created = status.created_at
         self.queue = status.meta.get("queue")
         self.task = status.meta.get("task")
         self.deadline = deadline
@@ -140,7 +141,7 @@ class MemoryBackend(ResultBackend):
             store.prune(now)
             previous = store.live_row(task_id, now)
             stamp = utcnow()
-            created = _decode_status(previous.text).created_at if previous is not None else stamp
+            created = previous.created if previous is not None else stamp
             status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt,
                                 meta=meta, created_at=created, updated_at=stamp)
             text = json.dumps(status.to_dict(), separators=(",", ":"))
@@ -154,7 +155,7 @@ class MemoryBackend(ResultBackend):
                     wakers.append(watcher.wake)
         for wake in wakers:
             wake()
-        return _decode_status(text)
+        return status  # the stored row keeps only its text: the caller may keep this object
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
         self._check_open()
