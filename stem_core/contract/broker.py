@@ -103,13 +103,15 @@ def default_consumer_name() -> str:
 class Subscription:
     """One ``consume`` call's state. Adapters may keep their own data in ``state``."""
 
-    __slots__ = ("queues", "channels", "consumer", "prefetch", "outstanding", "slot_freed", "state")
+    __slots__ = ("queues", "channels", "consumer", "prefetch", "refill", "outstanding", "slot_freed", "state")
 
-    def __init__(self, queues: tuple[str, ...], channels: tuple[str, ...], consumer: str, prefetch: int) -> None:
+    def __init__(self, queues: tuple[str, ...], channels: tuple[str, ...], consumer: str, prefetch: int,
+                 refill: int = 1) -> None:
         self.queues = queues
         self.channels = channels
         self.consumer = consumer
         self.prefetch = prefetch
+        self.refill = refill
         self.outstanding: set[str] = set()
         self.slot_freed = asyncio.Event()
         self.state: Any = None
@@ -243,10 +245,15 @@ class Broker(ABC):
         prefetch: int = 1,
         consumer: str | None = None,
         channels: Sequence[str] = (),
+        refill: int = 1,
     ) -> AsyncIterator[Delivery]:
         """Deliveries from ``queues`` and broadcast ``channels``; see the module rules.
 
-        Arguments are checked now (``ValueError``), not on the first iteration.
+        ``refill``: while the subscription holds deliveries, claim again only once at
+        least this many prefetch slots are free (1..prefetch; a worker passes half its
+        prefetch so one claim round trip serves several tasks). With nothing held it
+        always claims. Arguments are checked now (``ValueError``), not on the first
+        iteration.
         """
         if isinstance(queues, str):
             queues = [queues]
@@ -260,10 +267,12 @@ class Broker(ABC):
             raise Unsupported(f"the {self.scheme} broker does not support broadcast channels")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        if isinstance(refill, bool) or not isinstance(refill, int) or not 1 <= refill <= prefetch:
+            raise ValueError(f"refill must be an integer 1..prefetch ({prefetch}), got {refill!r}")
         name = consumer or default_consumer_name()
         if len(name) > 200:
             raise ValueError("consumer name must be at most 200 characters")
-        return self._consume_loop(Subscription(qs, chs, name, prefetch))
+        return self._consume_loop(Subscription(qs, chs, name, prefetch, refill))
 
     async def _consume_loop(self, sub: Subscription) -> AsyncIterator[Delivery]:
         await self._open_subscription(sub)
@@ -274,12 +283,12 @@ class Broker(ABC):
         try:
             while True:
                 room = sub.prefetch - len(sub.outstanding) if sub.queues else 0
-                if room <= 0 and sub.queues:
+                if sub.queues and room < (sub.refill if sub.outstanding else 1):
                     if sub.channels:
                         for delivery in await self._receive(sub, 0, 0.0):
                             yield delivery
                     sub.slot_freed.clear()
-                    if len(sub.outstanding) >= sub.prefetch:
+                    if sub.prefetch - len(sub.outstanding) < (sub.refill if sub.outstanding else 1):
                         # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
                         # cancel that lands as the event fires, and the consumer never stops.
                         try:

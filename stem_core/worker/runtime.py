@@ -241,7 +241,10 @@ class Worker:
     async def _fetch(self, queues: list[str]) -> None:
         # Pull continuously (the broker enforces prefetch) so no claimed delivery waits
         # unrenewed inside the iterator.
-        async for delivery in self.broker.consume(queues, prefetch=self.prefetch, consumer=self.worker_id):
+        # Claim in batches: once the reserved buffer is used up rather than per freed
+        # slot (half the claim round trips; the running tasks cover the claim's latency).
+        refill = max(1, min(self.prefetch - self.concurrency, self.prefetch // 2))
+        async for delivery in self.broker.consume(queues, prefetch=self.prefetch, consumer=self.worker_id, refill=refill):
             self._accept(delivery)
 
     def _accept(self, delivery: Delivery) -> None:

@@ -67,9 +67,9 @@ class Consumer:
     """
 
     def __init__(self, broker: Broker, queues: Sequence[str] | str, *, prefetch: int = 1,
-                 consumer: str | None = None, channels: Sequence[str] = ()) -> None:
+                 consumer: str | None = None, channels: Sequence[str] = (), refill: int = 1) -> None:
         self.broker = broker
-        self.iterator = broker.consume(queues, prefetch=prefetch, consumer=consumer, channels=channels)
+        self.iterator = broker.consume(queues, prefetch=prefetch, consumer=consumer, channels=channels, refill=refill)
         self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self.received: list[Delivery] = []
         self.error: BaseException | None = None

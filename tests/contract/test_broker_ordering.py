@@ -95,6 +95,35 @@ async def test_delayed_high_priority_does_not_jump_ahead_of_its_time(broker: Bro
         assert await consumer.next(QUIET_S) is None
 
 
+async def test_refill_claims_again_only_once_that_many_slots_are_free(broker: Broker) -> None:
+    # Given a consumer with prefetch 4 and refill 2 holding 4 deliveries of 8
+    queue = qname()
+    await broker.publish_many([env(queue=queue) for _ in range(8)])
+    async with consuming(broker, queue, prefetch=4, refill=2) as consumer:
+        held = await consumer.take(4)
+        # When one is acked, then nothing more is claimed (one slot free, refill 2)
+        await broker.ack(held.pop(0))
+        assert await consumer.next(QUIET_S) is None
+        assert (await stats_of(broker, queue)).inflight == 3
+        # When a second is acked, then the freed slots fill again
+        await broker.ack(held.pop(0))
+        held += await consumer.take(2)
+        assert (await stats_of(broker, queue)).inflight == 4
+        # And a consumer holding nothing always claims, whatever its refill
+        for delivery in held:
+            await broker.ack(delivery)
+        held = await consumer.take(2)
+        assert await consumer.next(QUIET_S) is None
+        for delivery in held:
+            await broker.ack(delivery)
+
+
+@pytest.mark.parametrize("refill", [0, 5, True, "2"])
+async def test_refill_outside_one_to_prefetch_is_rejected(broker: Broker, refill: object) -> None:
+    with pytest.raises(ValueError, match="refill"):
+        broker.consume(qname(), prefetch=4, refill=refill)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("prefetch", [1, 3])
 async def test_prefetch_caps_unacknowledged_deliveries(broker: Broker, prefetch: int) -> None:
     # Given more messages than the consumer may hold
