@@ -34,6 +34,14 @@ Design (key layout and each script's KEYS/ARGV are in ``lua/``, lib.lua first):
   cross-queue order on one server. On Redis Cluster each queue is one slot, but a
   subscription spanning queues in different slots would need one claim per queue
   (not implemented: standalone and Sentinel setups only for multi-queue consumers).
+* With a ``RedisBackend`` on the same server and database (same connection settings),
+  ``Broker.enqueue`` and ``Broker.ack_with_status`` are one script each on the broker's
+  client (``enqueue_with.lua``: queued statuses then the messages; ``ack_with.lua``:
+  final status then the fenced ack), sharing the status code of ``results_lib.lua`` and
+  the publish/ack code of ``lib.lua``. Those scripts touch keys of two hash tags (the
+  queue's and the result namespace's), so like multi-queue claims they need a
+  standalone or Sentinel server, which is what Stem supports. A status that moves to
+  another queue/task index makes them do nothing, and the two steps run instead.
 
 Producers get ``BrokerUnavailable`` when Redis is down (after the client's retries);
 consumers keep retrying by themselves and resume when it is back.
@@ -47,6 +55,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Sequence
 
 from ...clock import monotonic, utcnow
+from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.broker import Broker, Subscription, raise_if_cancelled
 from ...contract.types import Capabilities, DeadLetterEntry
 from ...envelope import Delivery, Envelope
@@ -57,6 +66,7 @@ from .codec import INVALID_REASON, dead_letter_json, decode, due_us, lease_ms, p
 from .connection import Connection, RedisConfig, parse_url
 from .inspect import InspectMixin
 from .keys import BANDS, W_INDEX, KeyCache, from_us, registry_key, to_us
+from .results import RedisBackend
 
 log = logging.getLogger("stem.redis")
 
@@ -94,6 +104,8 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         self._closed = False
         self._outage = False
         self._background: set[asyncio.Future[Any]] = set()
+        # The last backend found on this server (enqueue_with/ack_with), checked by identity.
+        self._shared: RedisBackend | None = None
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "RedisBroker":
@@ -157,6 +169,55 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
                         await script(keys=self._keys(queue), args=[_records(chunk)], client=pipe)
                     await pipe.execute()
         self._known.update(new)
+
+    # -- with a result backend on this server: one script for both steps -------------
+
+    def _same_server(self, backend: ResultBackend) -> RedisBackend | None:
+        if backend is self._shared and backend.is_open:
+            return backend
+        if isinstance(backend, RedisBackend) and backend.shares_server(self._conn.config):
+            self._shared = backend
+            return backend
+        return None
+
+    async def _enqueue_with(self, backend: ResultBackend, envelopes: list[Envelope], writes: list[StatusWrite]) -> bool:
+        shared = self._same_server(backend)
+        if shared is None or len(envelopes) > PUBLISH_CHUNK:
+            return False
+        groups: dict[str, list[Envelope]] = {}
+        for env in envelopes:
+            groups.setdefault(env.queue, []).append(env)
+        keys: list[str | bytes] = [self._registry, *shared.status_keys]
+        publish: list[Any] = []
+        for queue, envs in groups.items():
+            keys += self._keys(queue)
+            publish += (queue, _records(envs))
+        batch = shared.status_batch(len(keys) + 1)
+        for write in writes:
+            batch.add_write(write)
+        keys += batch.keys
+        reply = await self._conn.call("enqueue_with", keys, [len(groups), *batch.args(), *publish])
+        if reply[0] != 1:
+            return False  # a status moves to another index: nothing was done
+        self._known.update(groups)
+        await shared.written()
+        return True
+
+    async def _ack_with(self, delivery: Delivery, backend: ResultBackend, write: StatusWrite) -> bool:
+        parsed = parse_receipt(delivery.receipt)
+        shared = self._same_server(backend) if parsed is not None else None
+        if shared is None:
+            return False
+        queue, lid, token = parsed
+        keys: list[str | bytes] = [*self._keys.of(queue).settle_for(lid)[:5], *shared.status_keys]
+        batch = shared.status_batch(len(keys) + 1)
+        batch.add_write(write)
+        keys += batch.keys
+        reply = await self._conn.call("ack_with", keys, [lid, token, *batch.args()])
+        if reply[0] != 1:
+            return False  # the status moves to another index: nothing was done
+        await shared.written()
+        return True
 
     # -- consuming ------------------------------------------------------------------
 

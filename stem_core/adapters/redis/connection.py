@@ -153,14 +153,24 @@ def _unknown(key: str, known: dict[str, Any], shown: str) -> str:
     return f"unknown Redis option {key!r} in {shown!r}; known: {names}"
 
 
+# The helper files prepended to a script: broker scripts get ``lib.lua``; result-backend
+# scripts (``results_*``) stand alone, except those writing statuses, which get
+# ``results_lib.lua``, as do the broker scripts writing statuses in the same step.
+LUA_LIBS: dict[str, tuple[str, ...]] = {
+    "results_set": ("results_lib",),
+    "results_set_many": ("results_lib",),
+    "enqueue_with": ("lib", "results_lib"),
+    "ack_with": ("lib", "results_lib"),
+}
+
+
 def load_lua(name: str) -> str:
-    """``lua/<name>.lua``; broker scripts get the shared helpers of ``lua/lib.lua`` in front
-    (result-backend scripts, named ``results_*``, stand alone)."""
+    """``lua/<name>.lua`` with its helper files (``LUA_LIBS``) in front."""
     folder = resources.files(__package__).joinpath("lua")
-    body = folder.joinpath(f"{name}.lua").read_text("utf-8")
-    if name.startswith("results_"):
-        return body
-    return folder.joinpath("lib.lua").read_text("utf-8") + "\n" + body
+    libs = LUA_LIBS.get(name, () if name.startswith("results_") else ("lib",))
+    parts = [folder.joinpath(f"{lib}.lua").read_text("utf-8") for lib in libs]
+    parts.append(folder.joinpath(f"{name}.lua").read_text("utf-8"))
+    return "\n".join(parts)
 
 
 class Guard:

@@ -1,6 +1,6 @@
 """``RedisBackend``: task statuses, heartbeats, records and the audit log in Redis.
 
-Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_set.lua`` draws them):
+Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_lib.lua`` draws them):
 
 * ``s:<id>`` a HASH per status with a TTL (``PEXPIRE``); ``ix``, ``all``, ``x:<state>``,
   ``q:<queue>``, ``t:<task>`` keep ``list_statuses`` an index walk, newest first, never
@@ -8,6 +8,11 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_set.lua`` draws t
   ``PRUNE_INTERVAL_S`` and ``PRUNE_BATCH`` ids, drop expired statuses from the indexes, so
   memory follows the result TTL.
 * ``watch`` is pub/sub (``watch.py``): the write and its message are one atomic step.
+* Every status write goes through ``results_lib.lua`` with records ``StatusBatch``
+  packs: ``set_status`` (``results_set.lua``), ``set_statuses`` (one
+  ``results_set_many.lua`` call per ``STATUS_CHUNK``), and a ``RedisBroker`` on the same
+  server and database, which writes the statuses in the same script as its own step
+  (``Broker.enqueue``, ``Broker.ack_with_status``; see ``shares_server``).
 * ``hb:<worker>`` expires by itself (``PX``); ``hbs`` (worker -> expiry) lists live ones.
 * ``rec:<kind>`` / ``recx:<kind>`` hold records and the expiry of those with a TTL;
   ``audit`` is a capped list, newest first.
@@ -16,10 +21,11 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_set.lua`` draws t
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, AsyncIterator, ClassVar
 
 from ...clock import monotonic, parse_iso, to_iso, utcnow
-from ...contract.backend import ResultBackend
+from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import StemError
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
@@ -38,6 +44,8 @@ PRUNE_BATCH = 200
 LIST_CHUNK = 200
 # results_set.lua asks again (with the old index keys) at most this many times.
 SET_ATTEMPTS = 3
+# Statuses per results_set_many.lua call (keeps one script call short).
+STATUS_CHUNK = 1000
 # The audit log keeps this many newest records.
 AUDIT_MAX_ENTRIES = 100_000
 
@@ -55,8 +63,8 @@ class RedisBackend(ResultBackend):
         p = self._p = results_prefix(self.namespace)
         self._ix, self._exp, self._all, self._ver = p + "ix", p + "exp", p + "all", p + "ver"
         self._state_keys = [p + "x:" + s.value for s in STATES]
-        # results_set.lua's KEYS[2..10], the same for every status.
-        self._static_keys = [self._ix, self._exp, self._all, *self._state_keys]
+        # results_lib.lua's status_keys, the same for every status write.
+        self.status_keys: tuple[str, ...] = (self._ix, self._exp, self._all, *self._state_keys, self._ver)
         self._watch_prefix = p + "w:"
         self._hbs = p + "hbs"
         self._audit = p + "audit"
@@ -90,34 +98,60 @@ class RedisBackend(ResultBackend):
 
     # -- statuses -------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        return self._conn.is_open
+
+    def shares_server(self, config: RedisConfig) -> bool:
+        """Whether a client made from ``config`` reaches this backend's server and
+        database (a ``RedisBroker`` then writes statuses in its own scripts)."""
+        return self._conn.is_open and config.client == self._conn.config.client
+
+    def status_batch(self, first_key: int) -> "StatusBatch":
+        """A ``StatusBatch`` whose keys start at KEYS position ``first_key`` of a script."""
+        return StatusBatch(self, first_key)
+
+    async def written(self) -> None:
+        """After statuses were written (here or by a broker's script): the throttled prune."""
+        if monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
+            self._last_prune = monotonic()
+            await self._prune()
+
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
-        stamp = utcnow()
-        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
-                            created_at=None, updated_at=stamp)
-        body = dumps(status.to_dict())
-        queue, task = _label(meta.get("queue")), _label(meta.get("task"))
-        p = self._p
-        ttl_ms = max(1, int(ttl * 1000))
-        updated = to_us(stamp)
-        keys = [p + "s:" + task_id, *self._static_keys,
-                p + "q:" + queue if queue else self._all, p + "t:" + task if task else self._all, self._ver]
-        args = [task_id, body, to_iso(stamp), updated, ttl_ms, STATES.index(state) + 1, queue, task, self._watch_prefix]
+        batch = self.status_batch(1 + len(self.status_keys))
+        batch.add(task_id, state, payload, error, attempt, meta, ttl)
+        keys = [*self.status_keys, *batch.keys]
+        args = batch.args()
         for _ in range(SET_ATTEMPTS):
             reply = await self._run("results_set", keys, args)
             if reply[0] == 1:
                 break
             # The status moves to another queue/task index: name the old keys and go again.
             old_q, old_t = text(reply[1]), text(reply[2])
-            keys[13:] = [p + "q:" + old_q if old_q else self._all, p + "t:" + old_t if old_t else self._all]
-            args[9:] = [old_q, old_t]
+            p = self._p
+            keys[len(self.status_keys) + len(batch.keys):] = [p + "q:" + old_q if old_q else self._all,
+                                                             p + "t:" + old_t if old_t else self._all]
+            args[4:] = [old_q, old_t]
         else:
             raise StemError(f"status {task_id!r} kept changing queue while being written; try again")
-        if monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
-            self._last_prune = monotonic()
-            await self._prune()
+        await self.written()
         return TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
-                          created_at=parse_iso(text(reply[1])), updated_at=stamp)
+                          created_at=parse_iso(text(reply[1])), updated_at=batch.stamp)
+
+    async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
+        for start in range(0, len(items), STATUS_CHUNK):
+            chunk = items[start:start + STATUS_CHUNK]
+            batch = self.status_batch(1 + len(self.status_keys))
+            for task_id, state, meta in chunk:
+                batch.add(task_id, state, None, None, 0, meta, ttl)
+            reply = await self._run("results_set_many", [*self.status_keys, *batch.keys], batch.args())
+            if reply[0] != 1:
+                # One of them moves to another queue/task index (nothing was written):
+                # one by one, each naming its old index keys when told them.
+                for task_id, state, meta in chunk:
+                    await self._set_status(task_id, state, payload=None, error=None, attempt=0, meta=meta, ttl=ttl)
+        await self.written()
 
     async def _prune(self) -> None:
         now = to_us(utcnow())
@@ -128,7 +162,7 @@ class RedisBackend(ResultBackend):
                 return
             marks = await client.hmget(self._ix, ids)
         p = self._p
-        keys = [self._ix, self._exp, self._all, *self._state_keys]
+        keys = [self._ix, self._exp, self._all, *self._state_keys]  # results_prune.lua's first nine
         args: list[Any] = [now]
         for raw_id, mark in zip(ids, marks):
             task_id = text(raw_id)
@@ -319,6 +353,54 @@ class RedisBackend(ResultBackend):
         with self._conn.guard:
             rows = await self._conn.client.lrange(self._audit, offset, offset + limit - 1)
         return [json.loads(r) for r in rows]
+
+
+class StatusBatch:
+    """Status writes for one script call, packed as results_lib.lua's records: the one
+    place a status is encoded for Redis (``set_status``, ``set_statuses`` and the
+    broker's ``enqueue_with.lua``/``ack_with.lua`` all use it).
+
+    ``keys`` are the keys the records name, numbered from KEYS position ``first_key``
+    (each key once); ``args()`` the records, the updated_at stamp (one per batch) and the
+    watch channel prefix, the arguments every status-writing script takes in that order.
+    """
+
+    __slots__ = ("stamp", "keys", "_backend", "_first", "_at", "_parts")
+
+    def __init__(self, backend: RedisBackend, first_key: int) -> None:
+        self.stamp: datetime = utcnow()
+        self.keys: list[str] = []
+        self._backend = backend
+        self._first = first_key
+        self._at: dict[str, int] = {}
+        self._parts: list[bytes] = []
+
+    def _key(self, key: str) -> int:
+        at = self._at.get(key)
+        if at is None:
+            at = self._at[key] = self._first + len(self.keys)
+            self.keys.append(key)
+        return at
+
+    def add(self, task_id: str, state: TaskState, payload: Any, error: dict[str, Any] | None, attempt: int,
+            meta: dict[str, Any], ttl: float) -> None:
+        p = self._backend._p
+        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
+                            created_at=None, updated_at=self.stamp)
+        body = dumps(status.to_dict()).encode()
+        ident = task_id.encode()
+        queue, task = _label(meta.get("queue")), _label(meta.get("task"))
+        q, t = queue.encode(), task.encode()
+        head = (f"{STATES.index(state) + 1},{self._key(p + 's:' + task_id)},{self._key(p + 'q:' + queue) if queue else 0},"
+                f"{self._key(p + 't:' + task) if task else 0},{max(1, int(ttl * 1000))},"
+                f"{len(ident)},{len(body)},{len(q)},{len(t)}:")
+        self._parts += (head.encode(), ident, body, q, t)
+
+    def add_write(self, write: StatusWrite) -> None:
+        self.add(write.task_id, write.state, write.payload, write.error, write.attempt, write.meta, write.ttl)
+
+    def args(self) -> list[Any]:
+        return [b"".join(self._parts), to_iso(self.stamp), to_us(self.stamp), self._backend._watch_prefix]
 
 
 def _label(value: Any) -> str:

@@ -1,4 +1,4 @@
--- ack.lua: settle a delivery for good.
+-- ack.lua: settle a delivery for good (lib.lua ack_entry).
 --
 -- KEYS: [1] the lid's stream, [2] leases, [3] lease, [4] idx, [5] stats (lib.lua settle_keys).
 -- ARGV: [1] lid, [2] token.
@@ -7,9 +7,4 @@
 -- messages and memory stays flat. Counts done.
 -- Reply: 1 settled, 0 stale.
 
-local K = settle_keys(ARGV[1])
-local rec = holding(K, ARGV[1], ARGV[2])
-if not rec then return 0 end
-drop_entry(K, ARGV[1], rec.i)
-redis.call('HINCRBY', K.stats, 'done', 1)
-return 1
+return ack_entry(settle_keys(ARGV[1]), ARGV[1], ARGV[2])

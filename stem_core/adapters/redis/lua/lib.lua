@@ -132,6 +132,31 @@ local function add_delayed(K, due, band, e, r, i, d, v)
   return mid
 end
 
+-- Append messages packed in one argument (publish.lua's ARGV[1]) to the queue of K: ready
+-- ones to their band stream, future ones (due after the server's clock) to P:delayed,
+-- counted in enq. Returns how many were stored.
+local function publish_records(K, blob)
+  local now = now_us()
+  local pos, n = 1, 0
+  while pos <= #blob do
+    local colon = string.find(blob, ':', pos, true)
+    local due, band, r, v, il, el = string.match(string.sub(blob, pos, colon - 1), '^(%d+),(%d),(%d+),(%d+),(%d+),(%d+)$')
+    il, el = tonumber(il), tonumber(el)
+    local i = string.sub(blob, colon + 1, colon + il)
+    local e = string.sub(blob, colon + il + 1, colon + il + el)
+    pos = colon + il + el + 1
+    band = tonumber(band)
+    if tonumber(due) > now then
+      add_delayed(K, tonumber(due), band, e, r, i, '0', v)
+      redis.call('HINCRBY', K.stats, 'enq', 1)
+    else
+      add_ready(K, band, e, r, v)
+    end
+    n = n + 1
+  end
+  return n
+end
+
 local function lease_get(K, lid)
   local raw = redis.call('HGET', K.lease, lid)
   if not raw then return nil end
@@ -163,6 +188,16 @@ local function drop_entry(K, lid, envid)
   redis.call('ZREM', K.leases, lid)
   redis.call('HDEL', K.lease, lid)
   idx_del(K, envid, 'l:' .. lid)
+end
+
+-- Settle `lid` for good when `token` still holds it (ack.lua): 1, else 0 (stale: a
+-- redelivered, requeued or removed message changes nothing). Counts done.
+local function ack_entry(K, lid, token)
+  local rec = holding(K, lid, token)
+  if not rec then return 0 end
+  drop_entry(K, lid, rec.i)
+  redis.call('HINCRBY', K.stats, 'done', 1)
+  return 1
 end
 
 -- The group's last-delivered-id (entries after it are undelivered), nil without a group.
