@@ -58,15 +58,14 @@ def _values(path: Path) -> list[int]:
 async def test_queued_calls_share_one_commit_and_fail_alone(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given the database thread held busy, with calls queued behind it (two of them failing)
     groups: list[int] = []
-    real_group = db._group
+    assert db._link is not None
+    real_group = db._link.thread._group
 
     def recording_group(calls: list[Any]) -> list[tuple[bool, Any]]:
         groups.append(len(calls))
         return real_group(calls)
 
-    monkeypatch.setattr(db, "_group", recording_group)
-    assert db._thread is not None
-    monkeypatch.setattr(db._thread, "_group", recording_group)
+    monkeypatch.setattr(db._link.thread, "_group", recording_group)
     started, gate = threading.Event(), threading.Event()
 
     def block(conn: sqlite3.Connection) -> bool:

@@ -11,6 +11,11 @@ another process commit (probing every 0.5 ms after activity, backing off to
 next delayed message or lease of the subscription's queues falls due (on the database's
 clock), and the consumer wakes for it then.
 
+With a SQLite result backend open on the same file in this process, the two share one
+connection (``db.Link``), so ``Broker.enqueue`` and ``Broker.ack_with_status`` write the
+statuses (``store.put_statuses``) and the jobs in one transaction (``jobs.enqueue``,
+``jobs.ack``); with a backend anywhere else they take the two separate steps.
+
 Everything else (tables, counters, fencing, broadcasts) is described where it lives:
 ``migrations/0001_broker.sql``, ``jobs.py``, ``repair.py``, ``broadcasts.py``.
 """
@@ -26,14 +31,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...clock import monotonic, utcnow
+from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.broker import Broker, Subscription
 from ...contract.types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
 from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, LeaseLost, StemError
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
-from . import broadcasts, jobs, repair
+from . import broadcasts, jobs, repair, store
 from .db import Database
 from .poller import POLL_MIN_INTERVAL_S
+from .results import SQLiteBackend
 from .rows import moment
 from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
 
@@ -111,6 +118,21 @@ class SQLiteBroker(Broker):
     async def _publish(self, envelopes: list[Envelope]) -> None:
         await self._db.run(jobs.publish, self.namespace, envelopes)
         self._db.bell.ring()
+
+    async def _enqueue_with(self, backend: ResultBackend, envelopes: list[Envelope], writes: list[StatusWrite]) -> bool:
+        statuses = self._fused(backend, writes)
+        if statuses is None:
+            return False
+        await self._db.run(jobs.enqueue, self.namespace, envelopes, statuses)
+        self._db.bell.ring()
+        return True
+
+    def _fused(self, backend: ResultBackend, writes: list[StatusWrite]) -> store.StatusWrites | None:
+        """``writes`` ready to ride in this broker's transaction when ``backend`` is a
+        SQLite backend on this broker's connection (same file, this process), else None."""
+        if not isinstance(backend, SQLiteBackend):
+            return None
+        return backend.fused_statuses(self._db, writes)
 
     async def _broadcast(self, channel: str, envelope: Envelope) -> None:
         if await self._db.run(broadcasts.publish, self.namespace, channel, envelope.to_json()):
@@ -256,6 +278,15 @@ class SQLiteBroker(Broker):
         parsed = self._receipt(delivery)
         if parsed is not None:
             await self._db.run(jobs.ack, *parsed)
+
+    async def _ack_with(self, delivery: Delivery, backend: ResultBackend, write: StatusWrite) -> bool:
+        statuses = self._fused(backend, [write])
+        parsed = jobs.parse_receipt(delivery.receipt) if statuses is not None else None
+        if statuses is None or parsed is None:
+            return False
+        await self._db.run(jobs.ack, *parsed, statuses)
+        self._db.bell.ring()  # for watchers of the status
+        return True
 
     async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float | None) -> None:
         parsed = self._receipt(delivery)

@@ -1,31 +1,36 @@
 """One SQLite database file: its connections, the thread they live on, and error translation.
 
-Every statement runs on one dedicated thread per ``Database`` (``DatabaseThread``), and
+Every statement runs on the dedicated thread of the file's ``Link`` (``thread.py``), and
 every transaction is *one* hop to it: ``await db.run(fn, ...)`` calls ``fn(conn, ...)``
 there, and ``fn`` wraps its writes in ``with immediate(conn):`` (``BEGIN IMMEDIATE`` ...
 ``COMMIT``). IMMEDIATE takes the write lock up front, so the busy handler waits for it
 instead of failing with SQLITE_BUSY_SNAPSHOT halfway through a read-then-write.
 
+One link per file and process: every adapter open on the file in this process (a broker
+and its result backend, typically) shares its connection and thread. They never wait on
+each other's write lock (SQLite's busy handler sleeps whole milliseconds at a time), and
+one transaction can write for both (``Broker.enqueue``, ``Broker.ack_with_status``).
+
 Group commit: when several calls are already queued for the thread (concurrent acks,
-publishes and claims), they run in one ``BEGIN IMMEDIATE`` ... ``COMMIT``, each inside its
-own SAVEPOINT (so one call's failure undoes only its own writes), and nobody's result is
-handed back before that COMMIT. One commit writes each touched page once instead of once
-per call; a lone call runs exactly as before.
+publishes, claims and status writes), they run in one ``BEGIN IMMEDIATE`` ... ``COMMIT``,
+each inside its own SAVEPOINT (so one call's failure undoes only its own writes), and
+nobody's result is handed back before that COMMIT. One commit writes each touched page
+once instead of once per call; a lone call runs exactly as before.
 
 A second, read-only connection answers ``PRAGMA data_version`` on the event loop itself
 (about 3 microseconds, no hop): the value changes whenever another connection - in this
 process or another one - commits, which is how idle consumers notice new work cheaply.
 
 Connections never cross ``fork``: a child that uses an inherited ``Database`` abandons the
-parent's connections (without closing them, which could disturb the parent's locks) and
-opens its own. ``sqlite3`` exceptions are translated here and nowhere else.
+parent's link (without closing its connections, which could disturb the parent's locks)
+and opens its own. ``sqlite3`` exceptions are translated here and nowhere else, as the
+error type of the adapter that made the call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -37,6 +42,7 @@ from ...errors import BrokerUnavailable, ConfigurationError, StemError
 from .bell import doorbell_for
 from .poller import ChangePoller
 from .schema import migrate
+from .thread import DatabaseThread
 from .url import POLL_INTERVAL_S
 
 T = TypeVar("T")
@@ -49,10 +55,8 @@ WATCH_BUSY_TIMEOUT_MS = 0
 WAL_SWITCH_DEADLINE_S = 10.0
 WAL_SWITCH_RETRY_S = 0.01
 STATEMENT_CACHE_SIZE = 256
-# At most this many queued calls share one group commit (bounds how long it holds the lock).
-GROUP_MAX_CALLS = 64
 
-# Connections inherited over fork: kept referenced (never closed or collected) in the child.
+# Links inherited over fork: kept referenced (never closed or collected) in the child.
 _abandoned: list[Any] = []
 
 
@@ -123,129 +127,29 @@ def translate(exc: BaseException, path: Path, unavailable: type[BrokerUnavailabl
     return unavailable(f"sqlite error on {path}: {text}")
 
 
-class DatabaseThread:
-    """One daemon thread running submitted calls in order; results come back to the
-    caller's event loop with ``call_soon_threadsafe``. Half the cost of a
-    ``ThreadPoolExecutor`` hop (measured: 43 vs 89 us), which matters at one hop per
-    transaction. A daemon, so a broker nobody closed cannot hold the interpreter open
-    (an interrupted transaction is simply rolled back by SQLite).
+class Link:
+    """The two connections to one file and the thread they live on, shared by every
+    ``Database`` of this process on that file with the same busy timeout (``link_for``;
+    see "One link per file and process" in the module docstring)."""
 
-    Calls submitted as ``grouped`` that are waiting together are handed to ``group`` as
-    one list (see "Group commit" in the module docstring)."""
-
-    def __init__(self, name: str, group: Callable[[list[tuple[Callable[..., Any], tuple[Any, ...]]]], list[tuple[bool, Any]]]) -> None:
-        self._group = group
-        self._jobs: "queue.SimpleQueue[tuple[Any, ...] | None]" = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any, grouped: bool = False) -> "asyncio.Future[T]":
-        fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((loop, fut, fn, args, grouped))
-        return fut
-
-    def stop(self) -> None:
-        """Finish what was submitted, then exit."""
-        self._jobs.put(None)
-
-    def _serve(self) -> None:
-        stopping = False
-        while not stopping:
-            job = self._jobs.get()
-            if job is None:
-                return
-            batch = [job]
-            while len(batch) < GROUP_MAX_CALLS:
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            try:
-                for jobs, outcomes in self._run(batch):
-                    _deliver(jobs, outcomes)
-            except BaseException as exc:  # a bug here must not leave callers waiting forever
-                _deliver(batch, [(False, exc)] * len(batch))
-
-    def _run(self, batch: list[tuple[Any, ...]]) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[bool, Any]]]]:
-        """Runs of consecutive grouped calls go to ``group``; other calls run alone."""
-        run: list[tuple[Any, ...]] = []
-        for job in batch + [None]:
-            if job is not None and job[4]:
-                run.append(job)
-                continue
-            if run:
-                yield run, self._group([(fn, args) for _, _, fn, args, _ in run])
-                run = []
-            if job is not None:
-                yield [job], [_outcome(job[2], job[3])]
-
-
-def _deliver(jobs: list[tuple[Any, ...]], outcomes: list[tuple[bool, Any]]) -> None:
-    for (loop, fut, *_), outcome in zip(jobs, outcomes):
-        try:
-            loop.call_soon_threadsafe(_settle, fut, outcome)
-        except RuntimeError:
-            pass  # that loop is closed: nobody is waiting any more
-
-
-def _settle(fut: "asyncio.Future[Any]", outcome: tuple[bool, Any]) -> None:
-    if fut.done():
-        return
-    ok, value = outcome
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
-
-
-def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-    try:
-        return True, fn(*args)
-    except BaseException as exc:  # handed to the awaiting coroutine
-        return False, exc
-
-
-class Database:
-    """The connections to one database file, owned by one adapter instance, with the
-    file's doorbell (``bell``: ring it after a commit a waiter may want) and the
-    adapter's ``poller`` (wait on it for commits by anyone)."""
-
-    def __init__(self, path: Path, *, busy_timeout_s: float, unavailable: type[BrokerUnavailable], label: str,
-                 poll_interval: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
-        self.unavailable = unavailable
-        self.label = label
-        self.bell = doorbell_for(str(path))
-        self.poller = ChangePoller(self, self.bell, poll_interval)
-        self._conn: sqlite3.Connection | None = None
-        self._watch: sqlite3.Connection | None = None
-        self._thread: DatabaseThread | None = None
-        self._pid = os.getpid()
-        self._closed = False
+        self.conn: sqlite3.Connection | None = None
+        self.watch: sqlite3.Connection | None = None
+        self.thread = DatabaseThread(f"stem-sqlite-{path.name}", self._group)
+        self.refs = 0
 
-    # -- lifecycle ------------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Create the file (and its folder), set the pragmas and migrate. Idempotent."""
-        self._closed = False
-        self._forget_if_forked()
-        if self._conn is not None:
+    def open_sync(self, owner: "Database") -> None:
+        """Create the file (and its folder), set the pragmas and migrate; on the thread.
+        Idempotent: the second adapter to open finds the connections there."""
+        if self.conn is not None:
             return
-        if self._thread is None:
-            self._thread = DatabaseThread(f"stem-sqlite-{self.label}", self._group)
-        await self._thread.submit(asyncio.get_running_loop(), self._open_sync)
-
-    def _open_sync(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect(self.busy_timeout_s)
             try:
-                self._use_wal(conn)
+                _use_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 migrate(conn)
@@ -255,8 +159,8 @@ class Database:
                 conn.close()
                 raise
         except (sqlite3.Error, OSError) as exc:
-            raise translate(exc, self.path, self.unavailable, self.busy_timeout_s) from None
-        self._conn, self._watch = conn, watch
+            raise owner.translate(exc) from None
+        self.conn, self.watch = conn, watch
 
     def _connect(self, timeout_s: float) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -269,35 +173,167 @@ class Database:
         conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
         return conn
 
-    @staticmethod
-    def _use_wal(conn: sqlite3.Connection) -> None:
-        """WAL is persistent: set it once, when the file is new. Several processes opening a
-        fresh file at once race for it, and the losers see "database is locked" (without
-        the busy handler), so they retry until someone has switched it."""
-        deadline = time.monotonic() + WAL_SWITCH_DEADLINE_S
-        while True:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() == "wal":
-                return
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(WAL_SWITCH_RETRY_S)
+    def close_sync(self) -> None:
+        conns, self.conn, self.watch = (self.conn, self.watch), None, None
+        for conn in conns:
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+
+    def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], "Database"]]) -> list[tuple[bool, Any]]:
+        """Run ``fn(conn, *args)`` for each call (on the database thread); several calls
+        share one transaction, each in its own SAVEPOINT. Errors are translated for the
+        adapter that made the call."""
+        conn = self.conn
+        if conn is None:
+            return [(False, owner.unavailable(f"sqlite {owner.label} on {self.path} is closed")) for _, _, owner in calls]
+        if conn.in_transaction:
+            # Never expected; but a leaked transaction would silently swallow every later
+            # call's writes into savepoints that are never committed.
+            conn.execute("ROLLBACK")
+        if len(calls) == 1:
+            return [_one(conn, *calls[0])]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [(False, owner.translate(exc)) for _, _, owner in calls]
+        outcomes: list[tuple[bool, Any]] = []
+        for index, (fn, args, owner) in enumerate(calls):
+            outcome = _one(conn, fn, args, owner, savepoint=True)
+            if not conn.in_transaction:
+                # The error ended the shared transaction: whatever ran in it is undone.
+                failed = outcome[1] if not outcome[0] else owner.unavailable(f"sqlite transaction on {self.path} was lost")
+                outcomes = [(False, failed) for _ in range(index + 1)]
+                return outcomes + [_one(conn, *call) for call in calls[index + 1 :]]
+            outcomes.append(outcome)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return [(False, owner.translate(exc)) for _, _, owner in calls]
+        return outcomes
+
+
+def _one(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...], owner: "Database", *,
+         savepoint: bool = False) -> tuple[bool, Any]:
+    try:
+        if not savepoint:
+            return True, fn(conn, *args)
+        with _savepoint(conn, "stem_call"):
+            return True, fn(conn, *args)
+    except sqlite3.Error as exc:
+        return False, owner.translate(exc)
+    except BaseException as exc:  # handed to the awaiting coroutine
+        return False, exc
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """WAL is persistent: set it once, when the file is new. Several processes opening a
+    fresh file at once race for it, and the losers see "database is locked" (without
+    the busy handler), so they retry until someone has switched it."""
+    deadline = time.monotonic() + WAL_SWITCH_DEADLINE_S
+    while True:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() == "wal":
+            return
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_SWITCH_RETRY_S)
+
+
+_links_lock = threading.Lock()
+_links: dict[tuple[str, float], Link] = {}
+
+
+def link_for(path: Path, busy_timeout_s: float) -> Link:
+    """This process's link to ``path``, with one more reference (``unlink`` drops it)."""
+    key = (str(path), busy_timeout_s)
+    with _links_lock:
+        link = _links.get(key)
+        if link is None:
+            link = _links[key] = Link(path, busy_timeout_s)
+        link.refs += 1
+        return link
+
+
+def unlink(link: Link) -> bool:
+    """Drop one reference; True when it was the last (the caller then closes the link)."""
+    with _links_lock:
+        link.refs -= 1
+        if link.refs > 0:
+            return False
+        key = (str(link.path), link.busy_timeout_s)
+        if _links.get(key) is link:
+            del _links[key]
+        return True
+
+
+def _reset_after_fork() -> None:
+    # The parent's links are the parent's (their threads do not even exist here): a
+    # child opens its own. A lock held by another thread at fork time would stay held.
+    global _links_lock
+    _links_lock = threading.Lock()
+    _abandoned.extend(_links.values())
+    _links.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class Database:
+    """One adapter instance's handle on a database file: its error type and label, its
+    open/closed state, the file's doorbell (``bell``: ring it after a commit a waiter may
+    want) and the adapter's ``poller`` (wait on it for commits by anyone). Connections
+    and thread are the process's ``Link`` to the file, shared with the other adapters
+    open on it."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float, unavailable: type[BrokerUnavailable], label: str,
+                 poll_interval: float = POLL_INTERVAL_S) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self.unavailable = unavailable
+        self.label = label
+        self.bell = doorbell_for(str(path))
+        self.poller = ChangePoller(self, self.bell, poll_interval)
+        self._link: Link | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the file (and its folder), set the pragmas and migrate. Idempotent."""
+        self._closed = False
+        self._forget_if_forked()
+        if self._link is None:
+            self._link = link_for(self.path, self.busy_timeout_s)
+        link = self._link
+        if link.conn is not None:
+            return
+        try:
+            await link.thread.submit(asyncio.get_running_loop(), link.open_sync, self)
+        except BaseException:
+            if self._link is link:
+                self._link = None
+                await _release(link)
+            raise
 
     async def close(self) -> None:
-        """Close both connections on their thread and stop the poller; waiters wake (the
-        doorbell rings), find it closed and raise. Idempotent."""
+        """Let go of the link (its connections close with the last adapter using them)
+        and stop the poller; waiters wake (the doorbell rings), find it closed and raise.
+        Idempotent."""
         self._closed = True
         self._forget_if_forked()
-        conn, watch, thread = self._conn, self._watch, self._thread
-        self._conn = self._watch = None
-        self._thread = None
-        if thread is not None:
-            if conn is not None:
-                await thread.submit(asyncio.get_running_loop(), _close_all, conn, watch)
-            thread.stop()
+        link, self._link = self._link, None
+        if link is not None:
+            await _release(link)
         self.poller.stop()
         self.bell.ring()
 
@@ -310,12 +346,16 @@ class Database:
         if self._closed:
             raise self.unavailable(f"sqlite {self.label} on {self.path} is closed")
 
+    def shares_link(self, other: "Database") -> bool:
+        """Both open on one link (one connection, one thread): one transaction can write
+        for both adapters."""
+        link = self._link
+        return link is not None and link is other._link and not self._closed and not other._closed
+
     def _forget_if_forked(self) -> None:
         if os.getpid() == self._pid:
             return
-        _abandoned.extend(x for x in (self._conn, self._watch, self._thread) if x is not None)
-        self._conn = self._watch = None
-        self._thread = None
+        self._link = None  # the parent's; _reset_after_fork keeps it referenced
         self._pid = os.getpid()
 
     # -- running work ---------------------------------------------------------------
@@ -325,70 +365,29 @@ class Database:
         or a translated Stem error. Use ``run`` unless you need the future itself."""
         loop = asyncio.get_running_loop()
         self.check_open()
-        if self._thread is None or os.getpid() != self._pid:
+        link = self._link
+        if link is None or os.getpid() != self._pid:
             return loop.create_task(self._reopen_then(fn, args))  # type: ignore[return-value]
-        return self._thread.submit(loop, fn, *args, grouped=True)
+        return link.thread.submit(loop, fn, *args, grouped=True, owner=self)
 
     async def _reopen_then(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         await self.open()
-        assert self._thread is not None
-        return await self._thread.submit(asyncio.get_running_loop(), fn, *args, grouped=True)
+        assert self._link is not None
+        return await self._link.thread.submit(asyncio.get_running_loop(), fn, *args, grouped=True, owner=self)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, *args)`` on the database thread: one hop, one transaction."""
         return await self.submit(fn, *args)
 
-    def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
-        """Run ``fn(conn, *args)`` for each call (on the database thread); several calls
-        share one transaction, each in its own SAVEPOINT."""
-        conn = self._conn
-        if conn is None:
-            return [(False, self.unavailable(f"sqlite {self.label} on {self.path} is closed")) for _ in calls]
-        if conn.in_transaction:
-            # Never expected; but a leaked transaction would silently swallow every later
-            # call's writes into savepoints that are never committed.
-            conn.execute("ROLLBACK")
-        if len(calls) == 1:
-            return [self._one(conn, *calls[0])]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [(False, self._translate(exc)) for _ in calls]
-        outcomes: list[tuple[bool, Any]] = []
-        for index, (fn, args) in enumerate(calls):
-            outcome = self._one(conn, fn, args, savepoint=True)
-            if not conn.in_transaction:
-                # The error ended the shared transaction: whatever ran in it is undone.
-                failed = outcome[1] if not outcome[0] else self.unavailable(f"sqlite transaction on {self.path} was lost")
-                outcomes = [(False, failed) for _ in range(index + 1)]
-                return outcomes + [self._one(conn, fn2, args2) for fn2, args2 in calls[index + 1 :]]
-            outcomes.append(outcome)
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return [(False, self._translate(exc)) for _ in calls]
-        return outcomes
-
-    def _one(self, conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...], *, savepoint: bool = False) -> tuple[bool, Any]:
-        try:
-            if not savepoint:
-                return True, fn(conn, *args)
-            with _savepoint(conn, "stem_call"):
-                return True, fn(conn, *args)
-        except sqlite3.Error as exc:
-            return False, self._translate(exc)
-        except BaseException as exc:  # handed to the awaiting coroutine
-            return False, exc
-
-    def _translate(self, exc: BaseException) -> StemError:
+    def translate(self, exc: BaseException) -> StemError:
+        """This adapter's Stem error for a driver (or file system) error."""
         return translate(exc, self.path, self.unavailable, self.busy_timeout_s)
 
     def data_version(self) -> int | None:
         """``PRAGMA data_version`` on the loop thread; None when it cannot be read right now
         (callers then assume something changed)."""
-        watch = self._watch
+        link = self._link
+        watch = link.watch if link is not None else None
         if watch is None or os.getpid() != self._pid:
             return None
         try:
@@ -397,13 +396,10 @@ class Database:
             return None
 
 
-def _close_all(*conns: sqlite3.Connection | None) -> None:
-    for conn in conns:
-        if conn is not None:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
+async def _release(link: Link) -> None:
+    if unlink(link):
+        await link.thread.submit(asyncio.get_running_loop(), link.close_sync)
+        link.thread.stop()
 
 
-__all__ = ["Database", "NOW_SQL", "db_now", "immediate", "snapshot", "translate"]
+__all__ = ["Database", "Link", "NOW_SQL", "db_now", "immediate", "link_for", "snapshot", "translate"]

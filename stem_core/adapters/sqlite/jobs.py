@@ -14,6 +14,7 @@ from typing import Any
 
 from ...envelope import Envelope
 from ...errors import InvalidEnvelope
+from . import store
 from .broadcasts import read_broadcasts, sweep, touch
 from .db import db_now, immediate, snapshot
 from .rows import INVALID_REASON, decode_or_placeholder, dumps, job_params
@@ -81,9 +82,17 @@ def parse_receipt(receipt: str) -> tuple[int, int] | None:
 
 def publish(conn: Any, ns: str, envelopes: list[Envelope]) -> None:
     """All envelopes in one transaction (all or nothing)."""
+    enqueue(conn, ns, envelopes, None)
+
+
+def enqueue(conn: Any, ns: str, envelopes: list[Envelope], statuses: store.StatusWrites | None) -> None:
+    """``statuses`` (``(backend namespace, writes, clean)``, see ``store.put_statuses``),
+    then the envelopes, in one transaction (all or nothing)."""
     encoded = [job_params(ns, env, 0.0) for env in envelopes]
     with immediate(conn):
         now = db_now(conn)
+        if statuses is not None:
+            store.put_statuses(conn, *statuses, now)
         for params in encoded:
             params["now"] = now
         conn.executemany(Q.publish, encoded)
@@ -99,7 +108,8 @@ def receive_step(conn: Any, req: StepRequest) -> StepResult:
         result = StepResult()
         result.broadcasts, result.cursors, result.more = read_broadcasts(conn, req.ns, req.cursors)
         return result
-    if req.precheck and not req.touch and not conn.in_transaction:
+    if req.precheck and not req.touch:
+        # Inside a group commit too: the look is cheaper than promote/reap/claim statements.
         with snapshot(conn):
             now = db_now(conn)
             if not _claimable(conn, req, now):
@@ -178,8 +188,13 @@ def unlease(conn: Any, claimed: list[tuple[int, int]]) -> None:
 # -- settling ----------------------------------------------------------------------
 
 
-def ack(conn: Any, row_id: int, token: int) -> bool:
+def ack(conn: Any, row_id: int, token: int, statuses: store.StatusWrites | None = None) -> bool:
+    """Delete the row this receipt holds; False when it no longer holds it (fenced).
+    ``statuses`` (as for ``enqueue``) are written first in the same transaction, fenced
+    or not: a stale holder's final status is still stored, as set_status-then-ack does."""
     with immediate(conn):
+        if statuses is not None:
+            store.put_statuses(conn, *statuses, db_now(conn))
         row = conn.execute(Q.ack, {"id": row_id, "token": token}).fetchone()
         if row is None:
             return False
@@ -250,6 +265,7 @@ __all__ = [
     "ack",
     "bury",
     "dead_letter",
+    "enqueue",
     "extend",
     "nack",
     "parse_receipt",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar
 
 from ...clock import monotonic
-from ...contract.backend import ResultBackend
+from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
@@ -77,10 +77,23 @@ class SQLiteBackend(ResultBackend):
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
-        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta)
-        stored = await self._db.run(store.set_status, self.namespace, status, ttl, self._cleanup_due())
+        write = StatusWrite(task_id, state, payload, error, attempt, meta, ttl)
+        stored = await self._db.run(store.set_status, self.namespace, write, self._cleanup_due())
         self._db.bell.ring()
         return stored
+
+    async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
+        writes = [StatusWrite(task_id, state, None, None, 0, meta, ttl) for task_id, state, meta in items]
+        await self._db.run(store.set_statuses, self.namespace, writes, self._cleanup_due())
+        self._db.bell.ring()
+
+    def fused_statuses(self, db: Database, writes: list[StatusWrite]) -> store.StatusWrites | None:
+        """For a broker about to write ``writes`` in its own transaction on ``db``: the
+        arguments of ``store.put_statuses`` (namespace, writes, clean) when ``db`` shares
+        this backend's connection, else None (write them through the backend)."""
+        if not self._db.shares_link(db):
+            return None
+        return self.namespace, writes, self._cleanup_due()
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
         return await self._db.run(store.get_status, self.namespace, task_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ...contract.backend import StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from .db import db_now, immediate, snapshot
 from .rows import dumps, moment
@@ -26,6 +27,10 @@ _LIST_BASE = "SELECT body FROM statuses WHERE ns = :ns AND expires_at > :now"
 _LIST_FILTERS = (("state", " AND state = :state"), ("queue", " AND queue = :queue"), ("task", " AND task = :task"))
 _LIST_ORDER = " ORDER BY seq DESC LIMIT :limit OFFSET :offset"
 
+# Status writes riding along in a broker transaction (``put_statuses``'s arguments):
+# (the backend's namespace, the writes, whether to clean up expired rows too).
+StatusWrites = tuple[str, list[StatusWrite], bool]
+
 
 def _column(value: Any) -> str | None:
     return value if isinstance(value, str) else None
@@ -35,42 +40,65 @@ def decode_status(body: str) -> TaskStatus:
     return TaskStatus.from_dict(json.loads(body))
 
 
-def set_status(conn: Any, ns: str, status: TaskStatus, ttl: float, clean: bool) -> TaskStatus:
-    """Store ``status`` (its times are set here: the first ``created_at`` is kept)."""
+def set_status(conn: Any, ns: str, write: StatusWrite, clean: bool) -> TaskStatus:
+    """Store one status in its own transaction; returns it as stored."""
     with immediate(conn):
         now = db_now(conn)
-        previous = conn.execute(Q.status_created, {"ns": ns, "task_id": status.id, "now": now}).fetchone()
-        created = float(previous[0]) if previous is not None else now
-        stored = TaskStatus(
-            id=status.id,
-            state=status.state,
-            payload=status.payload,
-            error=status.error,
-            attempt=status.attempt,
-            meta=status.meta,
-            created_at=moment(created),
-            updated_at=moment(now),
-        )
-        body = dumps(stored.to_dict())
-        seq = conn.execute(Q.status_event, {"ns": ns, "task_id": status.id, "body": body, "now": now}).lastrowid
-        conn.execute(
-            Q.status_upsert,
-            {
-                "ns": ns,
-                "task_id": status.id,
-                "state": status.state.value,
-                "queue": _column(status.meta.get("queue")),
-                "task": _column(status.meta.get("task")),
-                "body": body,
-                "seq": seq,
-                "created_at": created,
-                "now": now,
-                "ttl": ttl,
-            },
-        )
+        body = put_status(conn, ns, write, now)
         if clean:
             cleanup(conn, now)
     return decode_status(body)
+
+
+def set_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: bool) -> None:
+    """Store many statuses in one transaction (all or nothing)."""
+    with immediate(conn):
+        put_statuses(conn, ns, writes, clean, db_now(conn))
+
+
+def put_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: bool, now: float) -> None:
+    """``put_status`` for each write (and ``cleanup`` when ``clean``), inside the caller's
+    transaction: the status half of the broker's ``enqueue`` and ``ack_with`` too."""
+    for write in writes:
+        put_status(conn, ns, write, now)
+    if clean:
+        cleanup(conn, now)
+
+
+def put_status(conn: Any, ns: str, write: StatusWrite, now: float) -> str:
+    """Store one status inside the caller's transaction, at ``now`` on the database clock
+    (a live status's ``created_at`` is kept), and log it for watchers; returns the stored
+    JSON body. The one place a status is encoded and written."""
+    previous = conn.execute(Q.status_created, {"ns": ns, "task_id": write.task_id, "now": now}).fetchone()
+    created = float(previous[0]) if previous is not None else now
+    stored = TaskStatus(
+        id=write.task_id,
+        state=write.state,
+        payload=write.payload,
+        error=write.error,
+        attempt=write.attempt,
+        meta=write.meta,
+        created_at=moment(created),
+        updated_at=moment(now),
+    )
+    body = dumps(stored.to_dict())
+    seq = conn.execute(Q.status_event, {"ns": ns, "task_id": write.task_id, "body": body, "now": now}).lastrowid
+    conn.execute(
+        Q.status_upsert,
+        {
+            "ns": ns,
+            "task_id": write.task_id,
+            "state": write.state.value,
+            "queue": _column(write.meta.get("queue")),
+            "task": _column(write.meta.get("task")),
+            "body": body,
+            "seq": seq,
+            "created_at": created,
+            "now": now,
+            "ttl": write.ttl,
+        },
+    )
+    return body
 
 
 def get_status(conn: Any, ns: str, task_id: str) -> TaskStatus | None:
@@ -177,6 +205,7 @@ def list_audit(conn: Any, ns: str, limit: int, offset: int) -> list[dict[str, An
 
 __all__ = [
     "EVENT_RETENTION_S",
+    "StatusWrites",
     "append_audit",
     "cleanup",
     "decode_status",
@@ -192,6 +221,9 @@ __all__ = [
     "list_statuses",
     "put_heartbeat",
     "put_record",
+    "put_status",
+    "put_statuses",
     "set_status",
+    "set_statuses",
     "watch_start",
 ]
