@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from stem_core import connect_backend, connect_broker
+from stem_core.adapters.postgres.broker import _Fused
 from stem_core.adapters.postgres.connection import quote_ident, schema_name
 from stem_core.adapters.postgres.sql import LATEST_VERSION, Queries, migrate, migrations
 from tests.specs import require_service
@@ -50,9 +51,13 @@ async def test_migrations_build_the_schema(conn: psycopg.AsyncConnection, namesp
     assert EXPECTED_INDEXES <= indexes
     triggers = await _names(conn, "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = %s", schema)
     assert triggers == EXPECTED_TRIGGERS
-    # Every named query plans against the migrated schema (catches a column renamed on one side only)
-    for name, text in vars(Queries(schema)).items():
-        if name == "schema":
+    # Every named query, and each fused broker+status statement, plans against the migrated
+    # schema (catches a column renamed on one side only)
+    queries = Queries(schema)
+    fused = _Fused(queries, queries)
+    statements = {**vars(queries), **{name: getattr(fused, name) for name in _Fused.__slots__}}
+    for name, text in statements.items():
+        if name in ("schema", "fragments"):
             continue
         if "{filters}" in text:
             text = text.replace("{filters}", "")

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Iterable
 
 import psycopg
 
+from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.broker import Broker
 from ...contract.types import Capabilities
 from ...envelope import Delivery, Envelope
@@ -55,10 +56,31 @@ from .connection import (
 from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _Sub
 from .inspect import InspectMixin
 from .listener import Listener
+from .results import PostgresBackend, status_params, statuses_params
 from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params
 from .sql import Queries, migrate
 
 BROKER_OPTIONS = {"lease_seconds": positive_float, "pool_size": positive_int}
+
+
+class _Fused:
+    """The statements that write a co-located backend's statuses and do a broker step in
+    one round trip: the backend's ``status_upsert`` CTE, the broker's own statement as a
+    second CTE, then the backend's ``status_notify`` (queries.sql). One statement is one
+    transaction: the status and the step commit together or not at all, and nothing is
+    visible to anyone before both are."""
+
+    __slots__ = ("enqueue_one", "enqueue_many", "ack")
+
+    def __init__(self, statuses: Queries, jobs: Queries) -> None:
+        parts = statuses.fragments
+
+        def fuse(upsert: str, step: str) -> str:
+            return f"WITH {parts[upsert]}, job AS ({step}), {parts['status_notify']}"
+
+        self.enqueue_one = fuse("status_upsert", jobs.publish_one)
+        self.enqueue_many = fuse("statuses_upsert", jobs.publish_many)
+        self.ack = fuse("status_upsert", jobs.ack)
 
 
 class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
@@ -85,6 +107,7 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         self._default_ms = int(round(self.lease_seconds * 1000))
         self._background: set[asyncio.Task[Any]] = set()
         self._janitor: asyncio.Task[None] | None = None
+        self._fused: dict[str, _Fused] = {}
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "PostgresBroker":
@@ -170,6 +193,49 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         query, params = self._publish_statement(envelopes)
         with translate(self._config):
             await connection.execute(query, params)
+
+    # -- with a co-located result backend: one statement each -------------------------
+
+    def _fused_with(self, backend: ResultBackend) -> _Fused | None:
+        """The fused statements for ``backend``, or None when it is not an open
+        ``PostgresBackend`` on this broker's database (any namespace: schemas are named)."""
+        if not isinstance(backend, PostgresBackend) or not backend.colocated(self._config):
+            return None
+        fused = self._fused.get(backend.schema)
+        if fused is None:
+            fused = self._fused[backend.schema] = _Fused(backend._q, self._q)
+        return fused
+
+    async def _enqueue_with(self, backend: ResultBackend, envelopes: list[Envelope], writes: list[StatusWrite]) -> bool:
+        fused = self._fused_with(backend)
+        if fused is None:
+            return False
+        db = self._check_open()
+        # The same writes as the two-step path: one full status (write_status), or the
+        # batch of fresh ones set_statuses stores; then publish_one / publish_many.
+        if len(envelopes) == 1:
+            query, params = fused.enqueue_one, {**status_params(writes[0]), **publish_params(envelopes[0])}
+        else:
+            fresh = statuses_params([(w.task_id, w.state, w.meta) for w in writes], writes[0].ttl)
+            query, params = fused.enqueue_many, {**fresh, **publish_many_params(envelopes)}
+        # Publishes commit durably (main pool); the statuses ride in the same commit.
+        await db.execute(query, params)
+        return True
+
+    async def _ack_with(self, delivery: Delivery, backend: ResultBackend, write: StatusWrite) -> bool:
+        fused = self._fused_with(backend)
+        if fused is None:
+            return False
+        args = await self._settle_args(delivery)
+        if args is None:
+            return False
+        db, row_id, lease = args
+        # Status upsert and fenced DELETE in one statement on the settle pool
+        # (synchronous_commit=off): a server crash loses both or neither, so the worst
+        # case is the task running again, never an acked task without its status. A
+        # stale receipt deletes nothing; the status is stored all the same.
+        await db.execute(fused.ack, {**status_params(write), "id": row_id, "lease": lease})
+        return True
 
     async def _broadcast(self, channel: str, envelope: Envelope) -> None:
         db = self._check_open()

@@ -125,6 +125,20 @@ def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any]
     return PgConfig(conninfo=conninfo, shown_url=shown, password=parts.password, options=parsed)
 
 
+# What makes two conninfos the same database as the same role: a broker and a result
+# backend agreeing on these can write to each other's tables in one statement.
+_DATABASE_KEYS = ("host", "hostaddr", "port", "dbname", "user", "service")
+
+
+def same_database(a: PgConfig, b: PgConfig) -> bool:
+    """True when ``a`` and ``b`` reach the same database as the same user (other libpq
+    parameters, such as ``application_name`` or ``sslmode``, may differ)."""
+    if a.conninfo == b.conninfo:
+        return True
+    da, db = conninfo_to_dict(a.conninfo), conninfo_to_dict(b.conninfo)
+    return all(da.get(key) == db.get(key) for key in _DATABASE_KEYS)
+
+
 def _redact_text(text: str, password: str | None) -> str:
     return text.replace(password, "***") if password else text
 
@@ -325,6 +339,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "quote_ident",
+    "same_database",
     "schema_name",
     "translate",
 ]

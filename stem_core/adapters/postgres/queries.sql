@@ -3,6 +3,8 @@
 -- Each block starts with "-- name: <name>" and is rendered once per namespace: {schema}
 -- becomes the quoted schema, {queue_channel}/{result_channel} the NOTIFY channels. Values
 -- are always bind parameters (%(name)s); a literal percent sign is written %%.
+-- A "-- fragment: <name>" block is not a statement: statements include it as {@name},
+-- and broker.py composes the fused enqueue/settle statements from fragments.
 -- Counters (queue_counts) and queue wake-ups are kept by the triggers of
 -- migrations/0001_broker.sql, so no statement here maintains them by hand; an ack only
 -- marks its deletions as completions (stem.completing).
@@ -279,33 +281,26 @@ UPDATE {schema}.jobs AS j
 
 -- ===================================================================== result backend
 
--- name: set_status
--- Upsert the whole status (created_at survives unless the old row had expired) and
--- NOTIFY watchers in every process: payload "<task id>\n<status JSON>", or
--- "<task id>\n" alone when the JSON would not fit a NOTIFY (watchers then re-read).
-WITH up AS (
+-- fragment: status_upsert
+-- One status write, as the first CTE ("up") of a statement: upsert the whole status
+-- (created_at survives unless the old row had expired). Shared by set_status and the
+-- broker's fused enqueue/settle (broker.py), which put their own CTE between this one
+-- and status_notify; hence %(task_id)s, not %(id)s (the broker's row id).
+up AS (
     INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
-    VALUES (%(id)s, %(state)s, %(payload)s::jsonb, %(error)s::jsonb, %(attempt)s, %(meta)s::jsonb,
+    VALUES (%(task_id)s, %(state)s, %(payload)s::jsonb, %(error)s::jsonb, %(attempt)s, %(meta)s::jsonb,
             %(now)s, %(now)s, now() + %(ttl)s * interval '1 second')
         ON CONFLICT (task_id) DO UPDATE
        SET state = excluded.state, payload = excluded.payload, error = excluded.error, attempt = excluded.attempt,
            meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
            created_at = CASE WHEN s.expires_at > now() THEN s.created_at ELSE excluded.created_at END
     RETURNING task_id, state, payload, error, attempt, meta, created_at, updated_at
-), doc AS (
-    SELECT created_at,
-           json_build_object('id', task_id, 'state', state, 'payload', payload, 'error', error, 'attempt', attempt,
-                             'meta', meta, 'created_at', created_at, 'updated_at', updated_at)::text AS body
-      FROM up
 )
-SELECT created_at,
-       pg_notify('{result_channel}', %(id)s || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END)
-  FROM doc;
 
--- name: set_statuses
--- A batch of fresh statuses (no payload or error, attempt 0) in one statement; same
--- upsert and NOTIFY as set_status. Ids are unique within a batch (results.py dedupes).
-WITH up AS (
+-- fragment: statuses_upsert
+-- A batch of fresh statuses (no payload or error, attempt 0) as the "up" CTE; same upsert
+-- as status_upsert. Ids are unique within a batch (results.py dedupes).
+up AS (
     INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
     SELECT t.id, t.state, 'null'::jsonb, NULL, 0, t.meta, %(now)s, %(now)s, now() + %(ttl)s * interval '1 second'
       FROM unnest(%(ids)s::text[], %(states)s::text[], %(metas)s::jsonb[]) AS t(id, state, meta)
@@ -314,14 +309,28 @@ WITH up AS (
            meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
            created_at = CASE WHEN s.expires_at > now() THEN s.created_at ELSE excluded.created_at END
     RETURNING task_id, state, payload, error, attempt, meta, created_at, updated_at
-), doc AS (
-    SELECT task_id,
+)
+
+-- fragment: status_notify
+-- The rest of every status write, after "up": NOTIFY watchers in every process (in the
+-- same statement as the write, so in commit order), payload "<task id>\n<status JSON>",
+-- or "<task id>\n" alone when the JSON would not fit a NOTIFY (watchers then re-read).
+-- Returns the created_at (of a single write) and how many were written.
+doc AS (
+    SELECT task_id, created_at,
            json_build_object('id', task_id, 'state', state, 'payload', payload, 'error', error, 'attempt', attempt,
                              'meta', meta, 'created_at', created_at, 'updated_at', updated_at)::text AS body
       FROM up
 )
-SELECT count(pg_notify('{result_channel}', task_id || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END))
-  FROM doc;
+SELECT min(created_at),
+       count(pg_notify('{result_channel}', task_id || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END))
+  FROM doc
+
+-- name: set_status
+WITH {@status_upsert}, {@status_notify}
+
+-- name: set_statuses
+WITH {@statuses_upsert}, {@status_notify}
 
 -- name: get_status
 SELECT task_id, state, payload, error, attempt, meta, created_at, updated_at FROM {schema}.statuses

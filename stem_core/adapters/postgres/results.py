@@ -18,10 +18,10 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, ClassVar, Iterable
 
 from ...clock import utcnow
-from ...contract.backend import ResultBackend
+from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
@@ -33,6 +33,7 @@ from .connection import (
     parse_url,
     positive_float,
     positive_int,
+    same_database,
     schema_name,
 )
 from .janitor import VACUUM_CHECK_S, janitor_pass
@@ -163,25 +164,22 @@ class PostgresBackend(ResultBackend):
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
-        now = utcnow()
-        body = dumps(payload)
+        params = status_params(StatusWrite(task_id, state, payload, error, attempt, meta, ttl))
         db = self._check_open() if state.is_terminal else await self._fast()
-        rows = await db.fetch(self._q.set_status, {
-            "id": task_id, "state": state.value, "payload": body,
-            "error": dumps(error) if error is not None else None, "attempt": attempt, "meta": dumps(meta),
-            "now": now, "ttl": ttl,
-        })
-        return TaskStatus(id=task_id, state=state, payload=json.loads(body), error=error, attempt=attempt,
-                          meta=meta, created_at=rows[0][0], updated_at=now)
+        rows = await db.fetch(self._q.set_status, params)
+        return TaskStatus(id=task_id, state=state, payload=json.loads(params["payload"]), error=error, attempt=attempt,
+                          meta=meta, created_at=rows[0][0], updated_at=params["now"])
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
-        latest = {task_id: (state, meta) for task_id, state, meta in items}  # one row per id in a statement
-        terminal = any(state.is_terminal for state, _ in latest.values())
+        params = statuses_params(items, ttl)
+        terminal = any(TaskState(state).is_terminal for state in params["states"])
         db = self._check_open() if terminal else await self._fast()
-        await db.fetch(self._q.set_statuses, {
-            "ids": list(latest), "states": [state.value for state, _ in latest.values()],
-            "metas": [dumps(meta) for _, meta in latest.values()], "now": utcnow(), "ttl": ttl,
-        })
+        await db.fetch(self._q.set_statuses, params)
+
+    def colocated(self, config: PgConfig) -> bool:
+        """True when this backend is open on the database ``config`` points at, so a broker
+        there can write our statuses in its own statements (``PostgresBroker``)."""
+        return not self._closed and self._pools.main is not None and same_database(self._config, config)
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
         rows = await self._check_open().fetch(self._q.get_status, {"id": task_id})
@@ -298,6 +296,25 @@ class PostgresBackend(ResultBackend):
         return [row[0] for row in rows]
 
 
+def status_params(write: StatusWrite) -> dict[str, Any]:
+    """The bind parameters of ``status_upsert`` (queries.sql) for one write."""
+    return {
+        "task_id": write.task_id, "state": write.state.value, "payload": dumps(write.payload),
+        "error": dumps(write.error) if write.error is not None else None, "attempt": write.attempt,
+        "meta": dumps(write.meta), "now": utcnow(), "ttl": write.ttl,
+    }
+
+
+def statuses_params(items: Iterable[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> dict[str, Any]:
+    """The bind parameters of ``statuses_upsert`` for fresh statuses ``(task_id, state, meta)``;
+    a repeated id keeps its last write (one row per id in a statement)."""
+    latest = {task_id: (state, meta) for task_id, state, meta in items}
+    return {
+        "ids": list(latest), "states": [state.value for state, _ in latest.values()],
+        "metas": [dumps(meta) for _, meta in latest.values()], "now": utcnow(), "ttl": ttl,
+    }
+
+
 def _is_newer(status: TaskStatus, last: TaskStatus | None) -> bool:
     """Skip what the watcher already yielded (a NOTIFY may repeat the initial read)."""
     if last is None:
@@ -307,4 +324,4 @@ def _is_newer(status: TaskStatus, last: TaskStatus | None) -> bool:
     return status.to_dict() != last.to_dict()
 
 
-__all__ = ["PostgresBackend"]
+__all__ = ["PostgresBackend", "status_params", "statuses_params"]

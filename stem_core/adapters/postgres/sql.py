@@ -3,7 +3,8 @@
 Both are templates with three placeholders, filled once per namespace: ``{schema}`` (the
 quoted schema), ``{queue_channel}`` and ``{result_channel}`` (NOTIFY channel names). Our
 schema names are checked identifiers, so plain substitution cannot inject anything; user
-values always travel as bind parameters.
+values always travel as bind parameters. A ``-- fragment:`` block is SQL written once
+and included by several statements as ``{@name}`` (one level), or composed in Python.
 
 Migrations run in one transaction under a transaction-level advisory lock keyed by the
 schema, so concurrent first starts (several workers booting at once) apply each file
@@ -20,7 +21,8 @@ import psycopg
 
 from .connection import QUEUE_CHANNEL_SUFFIX, RESULT_CHANNEL_SUFFIX, quote_ident
 
-_NAME_RE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_NAME_RE = re.compile(r"^--\s*(name|fragment):\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_INCLUDE_RE = re.compile(r"\{@([a-z_][a-z0-9_]*)\}")
 _MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 MIGRATION_LOCK_PREFIX = "stem-migrations:"
 
@@ -34,26 +36,36 @@ def render(text: str, schema: str) -> str:
 
 
 @functools.cache
-def _query_templates() -> dict[str, str]:
+def _query_templates() -> tuple[dict[str, str], dict[str, str]]:
+    """``(statements, fragments)`` of ``queries.sql``, includes expanded."""
     text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
     blocks: dict[str, str] = {}
+    fragments: set[str] = set()
     matches = list(_NAME_RE.finditer(text))
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
         body = text[match.end() : end].strip()
         # Keep only SQL: the comment lines documenting a block stay in the file.
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        blocks[match.group(1)] = "\n".join(lines).strip().rstrip(";")
-    return blocks
+        blocks[match.group(2)] = "\n".join(lines).strip().rstrip(";")
+        if match.group(1) == "fragment":
+            fragments.add(match.group(2))
+    # "{@name}" includes fragment ``name`` (written once, used by several statements).
+    expanded = {name: _INCLUDE_RE.sub(lambda m: blocks[m.group(1)], body) for name, body in blocks.items()}
+    return ({k: v for k, v in expanded.items() if k not in fragments},
+            {k: v for k, v in expanded.items() if k in fragments})
 
 
 class Queries:
-    """Attribute access to the named queries of one schema: ``q.claim``."""
+    """Attribute access to the named queries of one schema: ``q.claim``; the rendered
+    fragments are in ``q.fragments``."""
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
-        for name, template in _query_templates().items():
+        statements, fragments = _query_templates()
+        for name, template in statements.items():
             setattr(self, name, render(template, schema))
+        self.fragments = {name: render(template, schema) for name, template in fragments.items()}
 
     def __getattr__(self, name: str) -> str:
         raise AttributeError(f"queries.sql has no block named {name!r}")
