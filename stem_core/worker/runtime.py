@@ -187,8 +187,9 @@ class Worker:
             await self._refresh_records()
             await self._write_heartbeat()
             log.info(
-                "worker %s ready: queues=%s concurrency=%d prefetch=%d%s",
-                self.worker_id, ",".join(self.queues), self.concurrency, self.prefetch, " burst" if self.burst else "",
+                "worker %s ready: queues=%s concurrency=%d prefetch=%d loop=%s%s",
+                self.worker_id, ",".join(self.queues), self.concurrency, self.prefetch,
+                type(asyncio.get_running_loop()).__module__.split(".")[0], " burst" if self.burst else "",
             )
             background.append(asyncio.create_task(self.leases.run()))
             background.append(asyncio.create_task(self._heartbeat_loop()))

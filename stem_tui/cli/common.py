@@ -165,15 +165,37 @@ async def open_ops(settings: Settings, *, stale_after: str | None = None) -> Asy
         await broker.close()
 
 
-def run(main: Callable[[], Awaitable[T]], *, interrupt_ok: bool = False) -> T:
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop for ``--loop``: ``uvloop`` (exit 2 when not installed), ``asyncio``
+    (the standard loop: None), or ``auto``, uvloop when it is installed (as uvicorn does)."""
+    if name not in EVENT_LOOPS:
+        fail(f"--loop must be one of {', '.join(EVENT_LOOPS)}, got {name!r}", EXIT_USAGE)
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            fail("--loop uvloop: uvloop is not installed (pip install 'stem-queue[fast]')", EXIT_USAGE)
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Callable[[], Awaitable[T]], *, interrupt_ok: bool = False,
+        loop: Callable[[], asyncio.AbstractEventLoop] | None = None) -> T:
     """Run one command's coroutine; expected failures become one line and an exit code.
 
     ``BrokerUnavailable`` -> 3; ``ValueError`` family (bad input, bad URL) -> 2; any other
     ``StemError`` -> 1; anything else is a bug: one line too, the traceback only with
     ``STEM_DEBUG=1``. Ctrl-C exits 1, or 0 with ``interrupt_ok`` (the way out of --watch).
+    ``loop`` makes the event loop (``loop_factory``); None is asyncio's own.
     """
     try:
-        return asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop) as runner:
+            return runner.run(main())
     except typer.Exit:
         raise
     except KeyboardInterrupt:

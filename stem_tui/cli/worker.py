@@ -21,7 +21,7 @@ from stem_core.envelope import validate_name
 from stem_core.errors import InvalidName
 from stem_core.worker import Worker
 
-from .common import BackendOpt, BrokerOpt, NamespaceOpt, parse_duration, run
+from .common import BackendOpt, BrokerOpt, NamespaceOpt, loop_factory, parse_duration, run
 from .output import EXIT_USAGE, fail
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -82,6 +82,7 @@ def worker(
     heartbeat_interval: Annotated[str, typer.Option("--heartbeat-interval", help="Heartbeat period, e.g. 10s.")] = "10s",
     shutdown_grace: Annotated[str, typer.Option("--shutdown-grace", help="Soft shutdown grace period, e.g. 30s.")] = "30s",
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="STEM_LOGLEVEL", help="debug, info, warning, error.")] = "info",
+    loop: Annotated[str, typer.Option("--loop", envvar="STEM_LOOP", help="Event loop: auto (uvloop when installed), asyncio, uvloop.", show_envvar=True)] = "auto",
     broker: BrokerOpt = None,
     backend: BackendOpt = None,
     namespace: NamespaceOpt = None,
@@ -92,6 +93,7 @@ def worker(
     queue_names = parse_queues(queues)
     heartbeat = parse_duration(heartbeat_interval, option="--heartbeat-interval")
     grace = parse_duration(shutdown_grace, option="--shutdown-grace")
+    event_loop = loop_factory(loop)
 
     async def main() -> int:
         stem_app.configure(broker=broker, backend=backend, namespace=namespace)
@@ -112,7 +114,7 @@ def worker(
             await stem_app.close()
         return runner.exit_code
 
-    raise typer.Exit(run(main))
+    raise typer.Exit(run(main, loop=event_loop))
 
 
 def register(app: typer.Typer) -> None:

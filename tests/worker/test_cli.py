@@ -43,6 +43,7 @@ def test_bad_app_paths_exit_2_with_one_line(app_path: str, message: str) -> None
         (["-q", "bad queue"], "invalid queue name"),
         (["--heartbeat-interval", "soon"], "invalid --heartbeat-interval"),
         (["--loglevel", "chatty"], "--loglevel must be one of"),
+        (["--loop", "trio"], "--loop must be one of auto, asyncio, uvloop"),
     ],
 )
 def test_bad_options_exit_2(args: list[str], message: str) -> None:
@@ -61,3 +62,12 @@ def test_burst_worker_on_an_empty_memory_broker_exits_0() -> None:
     result = _stem("--app", "tests.worker.apps.tasks:app", "--broker", "memory://cli-empty", "--burst", "--loglevel", "info")
     assert result.returncode == 0, result.stderr
     assert "queues drained" in result.stderr
+
+
+@pytest.mark.parametrize(("loop", "shown"), [("asyncio", "loop=asyncio"), ("uvloop", "loop=uvloop"), ("auto", "loop=uvloop")])
+def test_loop_option_picks_the_event_loop(tmp_path, loop: str, shown: str) -> None:
+    # uvloop is in the [test] extra (via [fast]), so auto picks it here
+    url = "sqlite://" + str(tmp_path / "loop.db")
+    result = _stem("--app", "tests.worker.apps.tasks:app", "--broker", url, "--burst", "--loop", loop, "--loglevel", "info")
+    assert result.returncode == 0, result.stderr
+    assert shown in result.stderr and "queues drained" in result.stderr
