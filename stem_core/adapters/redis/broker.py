@@ -63,10 +63,10 @@ from ...errors import BrokerUnavailable, LeaseLost
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from .broadcast import BroadcastMixin
 from .codec import INVALID_REASON, dead_letter_json, decode, due_us, lease_ms, parse_receipt, ready_us, receipt, text
-from .connection import Connection, RedisConfig, parse_url
+from .connection import Connection, RedisConfig, parse_url, resp
 from .inspect import InspectMixin
-from .keys import BANDS, W_INDEX, KeyCache, from_us, registry_key, to_us
-from .results import RedisBackend
+from .keys import ACK_KEYS, BANDS, BLOCK_SIZE, W_INDEX, KeyCache, from_us, registry_key, to_us
+from .results import STATUS_ARGS, RedisBackend
 
 log = logging.getLogger("stem.redis")
 
@@ -146,8 +146,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
                 stream = self._keys.of(env.queue).block[env.priority]
                 lease = lease_ms(env)
                 extra = ("v", lease) if lease else ()
-                with self._conn.guard:
-                    await self._conn.client.execute_command("XADD", stream, "*", "e", env.to_json(), "r", ready_us(env), *extra)
+                await self._conn.command(b"*%d\r\n%s" % (7 + len(extra), resp("XADD", stream, "*", "e", env.to_json(), "r", ready_us(env), *extra)))
                 return
         groups: dict[str, list[Envelope]] = {}
         for env in envelopes:
@@ -187,16 +186,18 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         groups: dict[str, list[Envelope]] = {}
         for env in envelopes:
             groups.setdefault(env.queue, []).append(env)
-        keys: list[str | bytes] = [self._registry, *shared.status_keys]
+        packed = [resp(self._registry), shared.packed_status_keys]
         publish: list[Any] = []
         for queue, envs in groups.items():
-            keys += self._keys(queue)
+            packed.append(self._keys.of(queue).packed_block)
             publish += (queue, _records(envs))
-        batch = shared.status_batch(len(keys) + 1)
+        nkeys = 1 + len(shared.status_keys) + BLOCK_SIZE * len(groups)
+        batch = shared.status_batch(nkeys + 1)
         for write in writes:
             batch.add_write(write)
-        keys += batch.keys
-        reply = await self._conn.call("enqueue_with", keys, [len(groups), *batch.args(), *publish])
+        args = [len(groups), *batch.args(), *publish]
+        packed += (resp(*batch.keys), resp(*args))
+        reply = await self._conn.evalsha("enqueue_with", nkeys + len(batch.keys), len(args), b"".join(packed))
         if reply[0] != 1:
             return False  # a status moves to another index: nothing was done
         self._known.update(groups)
@@ -209,11 +210,12 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         if shared is None:
             return False
         queue, lid, token = parsed
-        keys: list[str | bytes] = [*self._keys.of(queue).settle_for(lid)[:5], *shared.status_keys]
-        batch = shared.status_batch(len(keys) + 1)
+        nkeys = ACK_KEYS + len(shared.status_keys)
+        batch = shared.status_batch(nkeys + 1)
         batch.add_write(write)
-        keys += batch.keys
-        reply = await self._conn.call("ack_with", keys, [lid, token, *batch.args()])
+        packed = b"".join((self._keys.of(queue).packed_ack[lid[:2]], shared.packed_status_keys, resp(*batch.keys),
+                           resp(lid, token, *batch.args())))
+        reply = await self._conn.evalsha("ack_with", nkeys + len(batch.keys), 2 + STATUS_ARGS, packed)
         if reply[0] != 1:
             return False  # the status moves to another index: nothing was done
         await shared.written()
@@ -281,8 +283,8 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
             raise
 
     async def _claim(self, sub: Subscription, state: "_SubState", limit: int) -> tuple[list[Delivery], list[bytes], float]:
-        args = [sub.consumer, limit, self._default_ms, CLAIM_SCAN, len(sub.queues)]
-        reply = await self._run("claim", state.keys, args)
+        args = resp(sub.consumer, limit, self._default_ms, CLAIM_SCAN, len(sub.queues))
+        reply = await self._conn.evalsha("claim", len(state.keys), 5, state.packed + args)
         now, next_due, count = reply[0], reply[1], reply[2]
         if count == 0:
             wait = (next_due - now) / 1e6 if next_due >= 0 else float("inf")
@@ -348,7 +350,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         parsed = _settle_target(delivery)
         if parsed is not None:
             queue, lid, token = parsed
-            await self._conn.call("ack", self._keys.of(queue).settle_for(lid)[:5], (lid, token))
+            await self._conn.evalsha("ack", ACK_KEYS, 2, self._keys.of(queue).packed_ack[lid[:2]] + resp(lid, token))
 
     async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float | None) -> None:
         parsed = _settle_target(delivery)
@@ -386,10 +388,11 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
 class _SubState:
     """Keys a subscription's scripts need, built once per ``consume`` call."""
 
-    __slots__ = ("keys", "streams", "channels", "touched")
+    __slots__ = ("keys", "packed", "streams", "channels", "touched")
 
     def __init__(self, queues: tuple[str, ...], blocks: KeyCache) -> None:
         self.keys: list[bytes] = [key for queue in queues for key in blocks(queue)]
+        self.packed = resp(*self.keys)  # claim.lua's keys, sent with every claim
         # What an idle consumer blocks on: each queue's band streams and its wake stream
         # (claim.lua returns the cursors in this order).
         self.streams: list[bytes] = [key for queue in queues for key in (*blocks(queue)[:BANDS], blocks(queue)[W_INDEX])]

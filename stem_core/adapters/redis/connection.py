@@ -17,7 +17,12 @@ wraps every socket write in ``asyncio.wait_for`` (a task per command on Python 3
 ~15 us on this machine). A write of a small command into a socket whose kernel buffer
 has room cannot block, so ``_QuickWrite`` arms that timeout only when data is left
 unsent; every read keeps its ``socket_timeout``. The blocking pool's condition
-variable costs as much again, so the pool is the plain bounded one.
+variable costs as much again, so the pool is the plain bounded one. The per-message
+script calls go further (``Connection.evalsha``/``command``): their key lists are
+packed into the wire format once (``resp``) and sent on connections the ``Connection``
+keeps checked out of the pool (redis-py's per-command pool lock, socket probe and
+argument encoding cost more than the round trip on a busy host), with the same retry
+policy and error mapping as every other command.
 
 URL query parameters: Stem options (``lease_seconds`` ... see ``from_url`` of each
 adapter), client tuning (``socket_timeout``, ``socket_connect_timeout``,
@@ -173,6 +178,19 @@ def load_lua(name: str) -> str:
     return "\n".join(parts)
 
 
+def resp(*values: bytes | str | int) -> bytes:
+    """``values`` in the Redis wire format (RESP bulk strings, no array header): pack a
+    fixed run of keys once, then send it with every call (``Connection.evalsha``)."""
+    out = []
+    for value in values:
+        if isinstance(value, str):
+            value = value.encode()
+        elif isinstance(value, int):
+            value = b"%d" % value
+        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+    return b"".join(out)
+
+
 class Guard:
     """``with conn.guard:`` turns any redis-py error into the Stem error of this role."""
 
@@ -200,6 +218,11 @@ class Connection:
         self.guard = Guard(self)
         self._client: Redis | None = None
         self._scripts: dict[str, Any] = {}
+        # Connections checked out of the pool for ``command`` (a fresh list per open, so a
+        # call still running when the client closes never returns one to the next pool).
+        self._idle: list[Any] = []
+        # name -> the packed ``EVALSHA <sha>`` prefix of ``evalsha``.
+        self._heads: dict[str, bytes] = {}
 
     @property
     def shown_url(self) -> str:
@@ -267,6 +290,8 @@ class Connection:
     async def close(self) -> None:
         client, self._client = self._client, None
         self._scripts.clear()
+        self._heads.clear()
+        self._idle = []
         if client is not None:
             try:
                 await client.aclose()
@@ -276,14 +301,36 @@ class Connection:
 
     async def call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         """Run ``lua/<name>.lua`` (EVALSHA; loaded again after a server restart or flush)."""
-        script = self.script(name)
-        client = self.client
+        return await self.evalsha(name, len(keys), len(args), resp(*keys, *args))
+
+    async def evalsha(self, name: str, nkeys: int, nargs: int, packed: bytes) -> Any:
+        """``call`` with the keys and then the arguments already packed (``resp``):
+        ``nkeys`` keys and ``nargs`` arguments."""
+        head = self._heads.get(name)
+        if head is None:
+            head = self._heads[name] = resp("EVALSHA", self.script(name).sha)
+        command = b"*%d\r\n%s%s%s" % (3 + nkeys + nargs, head, resp(nkeys), packed)
         with self.guard:
             try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self._send(command)
             except rex.NoScriptError:
-                await client.script_load(script.script)
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                await self.client.script_load(self.script(name).script)
+                return await self._send(command)
+
+    async def command(self, command: bytes) -> Any:
+        """Send one packed command and read its reply (connection errors retried like
+        any other command, redis-py errors mapped by ``guard``)."""
+        with self.guard:
+            return await self._send(command)
+
+    async def _send(self, command: bytes) -> Any:
+        client = self.client
+        idle = self._idle
+        conn = idle.pop() if idle else await client.connection_pool.get_connection()
+        try:
+            return await conn.retry.call_with_retry(lambda: _exchange(conn, command), lambda _: conn.disconnect())
+        finally:
+            idle.append(conn)
 
     def script(self, name: str) -> Any:
         """The registered ``lua/<name>.lua`` (redis-py reloads it after NOSCRIPT)."""
@@ -317,6 +364,11 @@ class Connection:
         if aof == "no" and not save.strip():
             log.warning("Redis at %s persists nothing (appendonly no, no save points): a restart loses every "
                         "queued task; enable appendonly yes for durable queues", key)
+
+
+async def _exchange(conn: Any, command: bytes) -> Any:
+    await conn.send_packed_command(command)
+    return await conn.read_response()
 
 
 class _QuickWrite:
@@ -363,4 +415,4 @@ def _config_value(reply: dict[Any, Any], name: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-__all__ = ["Connection", "Guard", "RedisConfig", "load_lua", "parse_url"]
+__all__ = ["Connection", "Guard", "RedisConfig", "load_lua", "parse_url", "resp"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from ...clock import UTC
+from .connection import resp
 
 BANDS = 10  # one stream per priority 0..9
 QUEUE_SUFFIXES = tuple(f"s{band}" for band in range(BANDS)) + (
@@ -24,6 +25,7 @@ P_INDEX = QUEUE_SUFFIXES.index("p")
 W_INDEX = QUEUE_SUFFIXES.index("w")
 # lib.lua settle_keys order after the lid's stream.
 SETTLE_SUFFIXES = ("leases", "lease", "idx", "stats", "delayed", "dly", "dead", "deadbody", "w")
+ACK_KEYS = 5  # ack.lua (and ack_with.lua) take the first five settle keys
 # Bounded so a process that touches many queue names does not grow without end.
 KEY_CACHE_LIMIT = 4096
 
@@ -63,9 +65,10 @@ def from_us(value: int | float) -> datetime:
 
 class QueueKeys:
     """Every key list the scripts of one queue take, built once (as bytes: redis-py sends
-    bytes as they are, which matters on the per-message paths)."""
+    bytes as they are, which matters on the per-message paths); the per-message ones also
+    packed for the wire (``connection.resp``)."""
 
-    __slots__ = ("block", "settle")
+    __slots__ = ("block", "settle", "packed_block", "packed_ack")
 
     def __init__(self, namespace: str, queue: str) -> None:
         self.block = tuple(key.encode() for key in queue_block(namespace, queue))
@@ -73,6 +76,9 @@ class QueueKeys:
         # The ten settle keys of lib.lua for each lid prefix: "<band>s" (band stream) or "<band>p" (P:p).
         self.settle = {f"{band}s": (self.block[band],) + rest for band in range(BANDS)}
         self.settle.update({f"{band}p": (self.block[P_INDEX],) + rest for band in range(BANDS)})
+        self.packed_block = resp(*self.block)
+        # ack.lua's five settle keys, packed, by lid prefix.
+        self.packed_ack = {prefix: resp(*keys[:ACK_KEYS]) for prefix, keys in self.settle.items()}
 
     def settle_for(self, lid: str) -> tuple[bytes, ...]:
         return self.settle[lid[:2]]

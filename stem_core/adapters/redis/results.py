@@ -30,7 +30,7 @@ from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import StemError
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .codec import dumps, text
-from .connection import Connection, RedisConfig, parse_url
+from .connection import Connection, RedisConfig, parse_url, resp
 from .keys import results_prefix, to_us
 from .watch import CLOSED, RESYNC, WatchHub
 
@@ -46,6 +46,9 @@ LIST_CHUNK = 200
 SET_ATTEMPTS = 3
 # Statuses per results_set_many.lua call (keeps one script call short).
 STATUS_CHUNK = 1000
+# StatusBatch.args(): records, updated ISO, updated us, watch channel prefix.
+STATUS_ARGS = 4
+STATE_INDEX = {state: k + 1 for k, state in enumerate(STATES)}  # results_lib.lua's state index
 # The audit log keeps this many newest records.
 AUDIT_MAX_ENTRIES = 100_000
 
@@ -65,6 +68,7 @@ class RedisBackend(ResultBackend):
         self._state_keys = [p + "x:" + s.value for s in STATES]
         # results_lib.lua's status_keys, the same for every status write.
         self.status_keys: tuple[str, ...] = (self._ix, self._exp, self._all, *self._state_keys, self._ver)
+        self.packed_status_keys = resp(*self.status_keys)
         self._watch_prefix = p + "w:"
         self._hbs = p + "hbs"
         self._audit = p + "audit"
@@ -93,8 +97,7 @@ class RedisBackend(ResultBackend):
             await self._conn.client.ping()
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        with self._conn.guard:
-            return await self._conn.script(name)(keys=keys, args=args)
+        return await self._conn.call(name, keys, args)
 
     # -- statuses -------------------------------------------------------------------
 
@@ -121,20 +124,22 @@ class RedisBackend(ResultBackend):
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
         batch = self.status_batch(1 + len(self.status_keys))
         batch.add(task_id, state, payload, error, attempt, meta, ttl)
-        keys = [*self.status_keys, *batch.keys]
         args = batch.args()
-        for _ in range(SET_ATTEMPTS):
-            reply = await self._run("results_set", keys, args)
-            if reply[0] == 1:
-                break
+        reply = await self._conn.evalsha("results_set", len(self.status_keys) + len(batch.keys), STATUS_ARGS,
+                                         b"".join((self.packed_status_keys, resp(*batch.keys), resp(*args))))
+        keys = [*self.status_keys, *batch.keys]
+        attempts = 1
+        while reply[0] != 1:
+            if attempts >= SET_ATTEMPTS:
+                raise StemError(f"status {task_id!r} kept changing queue while being written; try again")
             # The status moves to another queue/task index: name the old keys and go again.
             old_q, old_t = text(reply[1]), text(reply[2])
             p = self._p
             keys[len(self.status_keys) + len(batch.keys):] = [p + "q:" + old_q if old_q else self._all,
                                                              p + "t:" + old_t if old_t else self._all]
-            args[4:] = [old_q, old_t]
-        else:
-            raise StemError(f"status {task_id!r} kept changing queue while being written; try again")
+            args[STATUS_ARGS:] = [old_q, old_t]
+            reply = await self._run("results_set", keys, args)
+            attempts += 1
         await self.written()
         return TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
                           created_at=parse_iso(text(reply[1])), updated_at=batch.stamp)
@@ -391,7 +396,7 @@ class StatusBatch:
         ident = task_id.encode()
         queue, task = _label(meta.get("queue")), _label(meta.get("task"))
         q, t = queue.encode(), task.encode()
-        head = (f"{STATES.index(state) + 1},{self._key(p + 's:' + task_id)},{self._key(p + 'q:' + queue) if queue else 0},"
+        head = (f"{STATE_INDEX[state]},{self._key(p + 's:' + task_id)},{self._key(p + 'q:' + queue) if queue else 0},"
                 f"{self._key(p + 't:' + task) if task else 0},{max(1, int(ttl * 1000))},"
                 f"{len(ident)},{len(body)},{len(q)},{len(t)}:")
         self._parts += (head.encode(), ident, body, q, t)
