@@ -20,7 +20,8 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .adapters import connect_backend, connect_broker
 from .clock import UTC
@@ -279,7 +280,7 @@ class Stem:
             raise ValueError("task name must be a non-empty string")
         if args is None:
             args = {}
-        if not isinstance(args, Mapping):
+        if type(args) is not dict and not isinstance(args, Mapping):
             raise InvalidEnvelope(f"task args must be a JSON object (a dict), got {type(args).__name__}")
         task = self.registry.get(name)
         fields: dict[str, Any] = {

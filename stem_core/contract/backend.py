@@ -148,7 +148,8 @@ class ResultBackend(ABC):
         attempts or TTLs) without writing: the validated write."""
         _check_id(task_id)
         state = TaskState(state)
-        check_json(payload, "payload")
+        if payload is not None:
+            check_json(payload, "payload")
         meta = check_json(dict(meta or {}), "meta")
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
             raise ValueError(f"attempt must be an integer >= 0, got {attempt!r}")

@@ -194,9 +194,10 @@ class Broker(ABC):
         batch = [self.route(env) for env in envelopes]
         if not batch:
             return
-        writes = [
-            backend.prepare_status(env.id, TaskState.QUEUED, attempt=env.attempt, meta=queued_meta(env)) for env in batch
-        ]
+        # Built directly, not through prepare_status: every value comes from a validated
+        # envelope (JSON-safe by construction), and this runs once per enqueued task.
+        ttl = backend.result_ttl
+        writes = [StatusWrite(env.id, TaskState.QUEUED, None, None, env.attempt, queued_meta(env), ttl) for env in batch]
         if await self._enqueue_with(backend, batch, writes):
             return
         if len(writes) == 1:
