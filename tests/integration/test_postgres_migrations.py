@@ -68,7 +68,7 @@ async def test_migrations_build_the_schema(conn: psycopg.AsyncConnection, namesp
 
 
 def _positional(text: str) -> str:
-    """``%(name)s`` placeholders to ``$n`` so PREPARE can plan the statement untyped."""
+    """``%(name)s`` and ``%(name)b`` placeholders to ``$n`` so PREPARE can plan the statement untyped."""
     import re
 
     names: dict[str, int] = {}
@@ -76,7 +76,7 @@ def _positional(text: str) -> str:
     def sub(match: re.Match[str]) -> str:
         return f"${names.setdefault(match.group(1), len(names) + 1)}"
 
-    return re.sub(r"%\((\w+)\)s", sub, text).replace("%%", "%")
+    return re.sub(r"%\((\w+)\)[sb]", sub, text).replace("%%", "%")
 
 
 async def test_concurrent_first_starts_apply_each_migration_once(conn: psycopg.AsyncConnection, namespace: str) -> None:

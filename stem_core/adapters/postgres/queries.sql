@@ -16,12 +16,14 @@ VALUES (%(msg_id)s, %(queue)s, %(name)s, %(priority)s,
         %(ready_at)s, %(visibility_ms)s, %(envelope)s::jsonb);
 
 -- name: publish_many
--- One statement for a whole batch: arrays in, one row per element.
+-- One statement for a whole batch: arrays in, one row per element. The arrays travel in
+-- binary (%(name)b): the text form escapes every quote of every envelope, which cost
+-- more than the whole statement.
 INSERT INTO {schema}.jobs (msg_id, queue, name, priority, state, ready_at, visibility_ms, envelope)
 SELECT m, q, n, p, CASE WHEN nb > now() THEN 'delayed' ELSE 'ready' END, r, v, e
-  FROM unnest(%(msg_ids)s::text[], %(queues)s::text[], %(names)s::text[], %(priorities)s::smallint[],
-              %(not_befores)s::timestamptz[], %(ready_ats)s::timestamptz[], %(visibility_ms)s::integer[],
-              %(envelopes)s::jsonb[]) AS t(m, q, n, p, nb, r, v, e);
+  FROM unnest(%(msg_ids)b::text[], %(queues)b::text[], %(names)b::text[], %(priorities)b::smallint[],
+              %(not_befores)b::timestamptz[], %(ready_ats)b::timestamptz[], %(visibility_ms)b::integer[],
+              %(envelopes)b::jsonb[]) AS t(m, q, n, p, nb, r, v, e);
 
 -- name: claim
 -- Best rows first across the subscription's queues: per queue an ordered index scan of
@@ -299,11 +301,12 @@ up AS (
 
 -- fragment: statuses_upsert
 -- A batch of fresh statuses (no payload or error, attempt 0) as the "up" CTE; same upsert
--- as status_upsert. Ids are unique within a batch (results.py dedupes).
+-- as status_upsert. Ids are unique within a batch (results.py dedupes). Arrays in binary
+-- (see publish_many).
 up AS (
     INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
     SELECT t.id, t.state, 'null'::jsonb, NULL, 0, t.meta, %(now)s, %(now)s, now() + %(ttl)s * interval '1 second'
-      FROM unnest(%(ids)s::text[], %(states)s::text[], %(metas)s::jsonb[]) AS t(id, state, meta)
+      FROM unnest(%(ids)b::text[], %(states)b::text[], %(metas)b::jsonb[]) AS t(id, state, meta)
         ON CONFLICT (task_id) DO UPDATE
        SET state = excluded.state, payload = excluded.payload, error = excluded.error, attempt = excluded.attempt,
            meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
