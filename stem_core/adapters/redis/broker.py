@@ -190,7 +190,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         publish: list[Any] = []
         for queue, envs in groups.items():
             packed.append(self._keys.of(queue).packed_block)
-            publish += (queue, _records(envs))
+            publish += ("" if queue in self._known else queue, _records(envs))
         nkeys = 1 + len(shared.status_keys) + BLOCK_SIZE * len(groups)
         batch = shared.status_batch(nkeys + 1)
         for write in writes:
@@ -341,8 +341,9 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         # socket timeout so the reply is never mistaken for a dead connection.
         ceiling = max(MIN_BLOCK_MS, int(self._conn.socket_timeout * 1000 * BLOCK_SHARE_OF_TIMEOUT))
         block = min(ceiling, max(MIN_BLOCK_MS, int(seconds * 1000)))
-        with self._conn.guard:
-            await self._conn.client.xread(streams, count=1, block=block)
+        # Only the wake matters, not the entry (the claim takes it): the reply is not parsed.
+        await self._conn.command(b"*%d\r\n%s" % (6 + 2 * len(streams), resp(
+            "XREAD", "COUNT", 1, "BLOCK", block, "STREAMS", *streams.keys(), *streams.values())))
 
     # -- settling -------------------------------------------------------------------
 

@@ -183,11 +183,14 @@ def resp(*values: bytes | str | int) -> bytes:
     fixed run of keys once, then send it with every call (``Connection.evalsha``)."""
     out = []
     for value in values:
-        if isinstance(value, str):
-            value = value.encode()
-        elif isinstance(value, int):
+        kind = value.__class__
+        if kind is str:
+            value = value.encode()  # type: ignore[union-attr]
+        elif kind is float:
+            value = repr(value).encode()
+        elif kind is not bytes:
             value = b"%d" % value
-        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+        out += (b"$", str(len(value)).encode(), b"\r\n", value, b"\r\n")  # type: ignore[arg-type]
     return b"".join(out)
 
 

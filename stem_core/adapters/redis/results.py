@@ -370,10 +370,11 @@ class StatusBatch:
     watch channel prefix, the arguments every status-writing script takes in that order.
     """
 
-    __slots__ = ("stamp", "keys", "_backend", "_first", "_at", "_parts")
+    __slots__ = ("stamp", "iso", "keys", "_backend", "_first", "_at", "_parts")
 
     def __init__(self, backend: RedisBackend, first_key: int) -> None:
         self.stamp: datetime = utcnow()
+        self.iso = to_iso(self.stamp)
         self.keys: list[str] = []
         self._backend = backend
         self._first = first_key
@@ -390,9 +391,10 @@ class StatusBatch:
     def add(self, task_id: str, state: TaskState, payload: Any, error: dict[str, Any] | None, attempt: int,
             meta: dict[str, Any], ttl: float) -> None:
         p = self._backend._p
-        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
-                            created_at=None, updated_at=self.stamp)
-        body = dumps(status.to_dict()).encode()
+        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta)
+        fields = status.to_dict()
+        fields["updated_at"] = self.iso  # formatted once per batch
+        body = dumps(fields).encode()
         ident = task_id.encode()
         queue, task = _label(meta.get("queue")), _label(meta.get("task"))
         q, t = queue.encode(), task.encode()
@@ -405,7 +407,7 @@ class StatusBatch:
         self.add(write.task_id, write.state, write.payload, write.error, write.attempt, write.meta, write.ttl)
 
     def args(self) -> list[Any]:
-        return [b"".join(self._parts), to_iso(self.stamp), to_us(self.stamp), self._backend._watch_prefix]
+        return [b"".join(self._parts), self.iso, to_us(self.stamp), self._backend._watch_prefix]
 
 
 def _label(value: Any) -> str:

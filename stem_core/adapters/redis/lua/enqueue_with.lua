@@ -5,7 +5,8 @@
 -- KEYS: [1] the namespace's queue registry, [2..11] the backend's status_keys, then one
 --       20-key block per queue (lib.lua), then the keys the status records name.
 -- ARGV: [1] number of queues, [2] status records, [3] updated ISO, [4] updated us,
---       [5] watch channel prefix, then per queue its name and its publish.lua records.
+--       [5] watch channel prefix, then per queue its name ('' when the caller knows it
+--       is registered already) and its publish.lua records.
 -- The two key sets carry different hash tags (queue and result namespace): standalone
 -- and Sentinel servers only, like multi-queue claims (broker.py).
 -- Reply: {1, messages stored}, or {0, old queue, old task} with nothing done when a
@@ -17,7 +18,7 @@ local blocked = status_write_all(R, status_records(ARGV[2]), { iso = ARGV[3], us
 if blocked then return blocked end
 local n = 0
 for q = 0, nq - 1 do
-  redis.call('SADD', KEYS[1], ARGV[6 + 2 * q])
+  if ARGV[6 + 2 * q] ~= '' then redis.call('SADD', KEYS[1], ARGV[6 + 2 * q]) end
   n = n + publish_records(block(11 + q * BLOCK), ARGV[7 + 2 * q])
 end
 return { 1, n }

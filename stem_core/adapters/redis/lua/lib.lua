@@ -134,9 +134,9 @@ end
 
 -- Append messages packed in one argument (publish.lua's ARGV[1]) to the queue of K: ready
 -- ones to their band stream, future ones (due after the server's clock) to P:delayed,
--- counted in enq. Returns how many were stored.
+-- counted in enq. Returns how many were stored. (Due 0, the usual case, needs no clock.)
 local function publish_records(K, blob)
-  local now = now_us()
+  local now = nil
   local pos, n = 1, 0
   while pos <= #blob do
     local colon = string.find(blob, ':', pos, true)
@@ -146,8 +146,10 @@ local function publish_records(K, blob)
     local e = string.sub(blob, colon + il + 1, colon + il + el)
     pos = colon + il + el + 1
     band = tonumber(band)
-    if tonumber(due) > now then
-      add_delayed(K, tonumber(due), band, e, r, i, '0', v)
+    due = tonumber(due)
+    if due > 0 and not now then now = now_us() end
+    if due > 0 and due > now then
+      add_delayed(K, due, band, e, r, i, '0', v)
       redis.call('HINCRBY', K.stats, 'enq', 1)
     else
       add_ready(K, band, e, r, v)
