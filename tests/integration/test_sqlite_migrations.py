@@ -21,7 +21,7 @@ EXPECTED_TABLES = {
 EXPECTED_INDEXES = {
     "jobs_ready", "jobs_delayed", "jobs_leased", "jobs_msg_id", "dead_letters_age", "broadcasts_channel",
     "subscribers_channel", "statuses_seq", "statuses_state", "statuses_queue", "statuses_task", "statuses_expiry",
-    "status_events_task", "status_events_age", "heartbeats_expiry", "records_expiry", "audit_ns",
+    "status_events_task", "heartbeats_expiry", "records_expiry", "audit_ns",
 }
 EXPECTED_TRIGGERS = {
     "jobs_count_insert", "jobs_count_state", "jobs_count_move", "jobs_count_delete",
@@ -78,6 +78,34 @@ def test_migrations_build_the_schema(tmp_path: Path) -> None:
             pytest.fail(f"query {name} does not compile: {exc}")
     # And migrating again changes nothing
     assert migrate(conn) == []
+
+
+def _migrate_to(conn: sqlite3.Connection, version: int) -> None:
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL)")
+    for number, name, statements in migrations():
+        if number <= version:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", (number, name))
+
+
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_the_change_log_keeps_its_events_and_ids_across_0003(tmp_path: Path, trimmed: bool) -> None:
+    # Given a version 2 file whose change log handed out ids 1..5 (all trimmed since, or not)
+    conn = sqlite3.connect(tmp_path / "v2.db", isolation_level=None)
+    _migrate_to(conn, 2)
+    for n in range(5):
+        conn.execute("INSERT INTO status_events (ns, task_id, body, created_at) VALUES ('n', 't', ?, ?)", (f"b{n}", n))
+    if trimmed:
+        conn.execute("DELETE FROM status_events")
+    # When it is migrated
+    assert migrate(conn) == [v for v, _, _ in migrations() if v > 2]
+    # Then the events are kept, and the next event's id follows the last one handed out
+    kept = conn.execute("SELECT id, body FROM status_events WHERE ns = 'n' ORDER BY id").fetchall()
+    assert kept == ([] if trimmed else [(n + 1, f"b{n}") for n in range(5)])
+    cursor = conn.execute("INSERT INTO status_events (ns, task_id, body, created_at) VALUES ('n', 't', 'new', 9)")
+    assert cursor.lastrowid == 6
+    assert conn.execute("SELECT count(*) FROM sqlite_sequence WHERE name = 'status_events'").fetchone()[0] == 0
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

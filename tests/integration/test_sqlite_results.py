@@ -89,3 +89,27 @@ async def test_the_change_log_is_trimmed_by_age(backend: ResultBackend, db_path:
     # Then only events newer than the retention are kept (the one just written)
     assert count(db_path, "status_events") == 1
     assert (await backend.get_status("t")).state.value == "succeeded"  # type: ignore[union-attr]
+
+
+async def test_trimming_the_whole_change_log_keeps_ids_growing(backend: ResultBackend, db_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given events that are all older than the retention
+    for state in ("queued", "running"):
+        await backend.set_status("t", state)
+    last = _max_event_id(db_path)
+    monkeypatch.setattr(store, "EVENT_RETENTION_S", -60.0)  # "older than a minute from now": all of them
+    # When the sweep runs (riding on a write) and another event follows
+    backend._next_cleanup = 0.0  # type: ignore[attr-defined]
+    await backend.set_status("t", "succeeded")
+    await backend.set_status("t", "failed")
+    # Then the newest row survived each sweep, so ids never went back (watch cursors stay valid)
+    assert count(db_path, "status_events") >= 1
+    assert _max_event_id(db_path) == last + 2
+
+
+def _max_event_id(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT max(id) FROM status_events").fetchone()[0])
+    finally:
+        conn.close()

@@ -262,7 +262,12 @@ SELECT id, body FROM status_events WHERE ns = :ns AND task_id = :task_id AND id 
 DELETE FROM statuses WHERE expires_at <= :now;
 
 -- name: status_events_old
-DELETE FROM status_events WHERE created_at < :before;
+-- Rows older than :before, walking from the oldest id (no index on created_at; see
+-- migrations/0003): everything before the first row young enough, and never the newest
+-- row, whose id the next event's id is counted from.
+DELETE FROM status_events
+ WHERE id < coalesce((SELECT id FROM status_events WHERE created_at >= :before ORDER BY id LIMIT 1),
+                     (SELECT max(id) FROM status_events));
 
 -- ------------------------------------------------------------------ results: heartbeats, records, audit
 

@@ -1,4 +1,4 @@
-"""The result backend's transactions (see migrations/0002_results.sql for the tables).
+"""The result backend's transactions (tables: migrations/0002_results.sql, 0003_status_events_cheaper.sql).
 
 Functions take the connection first and run on the database thread. Values are stored
 as JSON text; expiry is compared with the database's clock, so expired rows are invisible
