@@ -6,12 +6,16 @@ Figures (one JSON line each, median of ``--runs`` where it is a rate):
 * ``enqueue``: ``publish`` one envelope at a time, each awaited;
 * ``bulk``: ``publish_many`` in batches of 100;
 * ``drain prefetch P``: one subscription consuming and acking every message;
+* ``enqueue+status`` / ``bulk+status``: ``Broker.enqueue`` with a result backend on the
+  same file (queued status and message in one transaction), one at a time / by 100;
+* ``drain+status prefetch 10``: consuming with ``ack_with_status`` (final status and ack
+  in one transaction), the broker's share of a worker's per-task cost;
 * ``latency``: a consumer in another process, 500 messages published here 20 ms apart,
   publish -> delivery p50/p99 (both sides read the same machine clock);
 * ``idle cpu``: CPU seconds used by an idle consumer process over ``--idle`` seconds;
 * ``queue_stats``: median time of one call with 10 and with 1,000,000 pending rows.
 
-Usage: ``python bench/sqlite_broker.py [--n 20000] [--runs 3] [--idle 10] [--big 1000000]``.
+Usage: ``python bench/sqlite_broker.py [--n 20000] [--runs 3] [--idle 10] [--big 1000000] [--rates-only]``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
-from stem_core import Envelope, connect_broker
+from stem_core import Envelope, TaskState, connect_backend, connect_broker
 
 BATCH_SIZE = 100
 LATENCY_MESSAGES = 500
@@ -98,6 +102,40 @@ async def drain(url: str, n: int, prefetch: int) -> float:
     elapsed = time.perf_counter() - start
     await deliveries.aclose()  # type: ignore[attr-defined]
     await broker.close()
+    return elapsed
+
+
+async def enqueue_status(url: str, n: int, batch: int) -> float:
+    broker = await connect_broker(url, namespace="bench")
+    backend = await connect_backend(url, namespace="bench")
+    envelopes = _envelopes(n)
+    start = time.perf_counter()
+    for i in range(0, n, batch):
+        await broker.enqueue(envelopes[i : i + batch], backend)
+    elapsed = time.perf_counter() - start
+    await broker.close()
+    await backend.close()
+    return elapsed
+
+
+async def drain_status(url: str, n: int, prefetch: int) -> float:
+    broker = await connect_broker(url, namespace="bench")
+    backend = await connect_backend(url, namespace="bench")
+    envelopes = _envelopes(n)
+    for i in range(0, n, BATCH_SIZE):
+        await broker.enqueue(envelopes[i : i + BATCH_SIZE], backend)
+    start = time.perf_counter()
+    done = 0
+    deliveries = broker.consume(["default"], prefetch=prefetch)
+    async for delivery in deliveries:
+        await broker.ack_with_status(delivery, backend, TaskState.SUCCEEDED, payload=None)
+        done += 1
+        if done == n:
+            break
+    elapsed = time.perf_counter() - start
+    await deliveries.aclose()  # type: ignore[attr-defined]
+    await broker.close()
+    await backend.close()
     return elapsed
 
 
@@ -177,6 +215,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--big", type=int, default=1_000_000)
+    parser.add_argument("--rates-only", action="store_true", help="skip latency, idle cpu and queue_stats")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="stem-sqlite-bench-"))
 
@@ -190,6 +229,13 @@ def main() -> None:
         for prefetch in (1, 10):
             seconds = statistics.median(asyncio.run(drain(url(), args.n, prefetch)) for _ in range(args.runs))
             emit(mode=f"drain prefetch {prefetch}", n=args.n, seconds=round(seconds, 4), rate=round(args.n / seconds, 1))
+        for mode, batch in (("enqueue+status", 1), ("bulk+status", BATCH_SIZE)):
+            seconds = statistics.median(asyncio.run(enqueue_status(url(), args.n, batch)) for _ in range(args.runs))
+            emit(mode=mode, n=args.n, seconds=round(seconds, 4), rate=round(args.n / seconds, 1))
+        seconds = statistics.median(asyncio.run(drain_status(url(), args.n, 10)) for _ in range(args.runs))
+        emit(mode="drain+status prefetch 10", n=args.n, seconds=round(seconds, 4), rate=round(args.n / seconds, 1))
+        if args.rates_only:
+            return
         p50, p99 = asyncio.run(latency(url()))
         emit(mode="latency", n=LATENCY_MESSAGES, p50_ms=round(p50, 3), p99_ms=round(p99, 3))
         used = asyncio.run(idle_cpu(url(), args.idle))
