@@ -49,9 +49,6 @@ SUBSCRIBER_STALE_S = 300.0
 # (raising BrokerUnavailable) after CONSUME_OUTAGE_GRACE_S without a successful query.
 OUTAGE_RETRY_S = 0.25
 CONSUME_OUTAGE_GRACE_S = 30.0
-# A busy subscription (still holding half its prefetch or more) waits this long for more
-# slots to free before it claims, so refills are batches rather than one row at a time.
-REFILL_WAIT_S = 0.005
 NEVER = float("inf")
 JANITOR_TABLES = ("jobs", "queue_counts", "broadcasts", "subscribers")
 
@@ -189,7 +186,6 @@ class ConsumeMixin:
     async def _receive(self, sub: Subscription, limit: int, timeout: float) -> list[Delivery]:
         st: _Sub = sub.state
         deadline = monotonic() + timeout
-        limit = await self._refill_room(sub, limit)
         while True:
             raise_if_cancelled()
             self._check_open()
@@ -222,29 +218,6 @@ class ConsumeMixin:
                     await st.wake.wait()
             except TimeoutError:
                 st.dirty = True
-
-    async def _refill_room(self, sub: Subscription, limit: int) -> int:
-        """Batch the refills of a busy subscription.
-
-        The base loop asks for more as soon as one slot frees, which would make a claim
-        round trip per message. While the subscription still holds at least half its
-        prefetch (work is buffered), wait up to ``REFILL_WAIT_S`` for more slots to free,
-        then claim them together. An idle or nearly empty subscription claims at once.
-        """
-        if limit <= 0 or limit * 2 > sub.prefetch or not sub.outstanding:
-            return limit
-        ends = monotonic() + REFILL_WAIT_S
-        while (sub.prefetch - len(sub.outstanding)) * 2 <= sub.prefetch and sub.outstanding:
-            left = ends - monotonic()
-            if left <= 0:
-                break
-            sub.slot_freed.clear()
-            try:
-                async with asyncio.timeout(left):
-                    await sub.slot_freed.wait()
-            except TimeoutError:
-                break
-        return sub.prefetch - len(sub.outstanding)  # only grew: nothing is handed out meanwhile
 
     async def _fetch(self, sub: Subscription, st: _Sub, limit: int) -> list[Delivery]:
         out: list[Delivery] = []
