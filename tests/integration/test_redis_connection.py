@@ -8,6 +8,7 @@ free port, so killing it never touches the shared server on 6379.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import subprocess
@@ -270,3 +271,73 @@ async def test_cleanup_helper_only_touches_its_namespace(namespace: str) -> None
     finally:
         await client.delete(f"{namespace}x:other")
         await client.aclose()
+
+
+class FreezingProxy:
+    """A TCP proxy to the test server that can stop forwarding requests: the server then
+    looks alive (connected) but never answers, the case only a read timeout catches."""
+
+    def __init__(self) -> None:
+        self.frozen = False
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> "FreezingProxy":
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        for pipe in (self._pump(reader, up_writer, requests=True), self._pump(up_reader, writer, requests=False)):
+            task = asyncio.create_task(pipe)
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, requests: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not (requests and self.frozen):
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_a_server_that_stops_answering_is_a_timeout_and_the_client_recovers(namespace: str) -> None:
+    require_service("redis")
+    proxy = await FreezingProxy().start()
+    url = f"redis://127.0.0.1:{proxy.port}/9?socket_timeout=0.5&retry_attempts=0"
+    broker = await connect_broker(url, namespace=namespace)
+    backend = await connect_backend(url, namespace=namespace)
+    try:
+        await broker.publish(Envelope(name="t.before"))
+        await backend.set_status("t1", "queued")
+        # When the server stops answering, the per-message script calls time out
+        proxy.frozen = True
+        with pytest.raises(BrokerUnavailable, match="Timeout"):
+            await broker.publish(Envelope(name="t.frozen"))
+        with pytest.raises(BackendUnavailable, match="Timeout"):
+            await backend.set_status("t1", "running")
+        # Then, once it answers again, the same clients work on fresh connections
+        proxy.frozen = False
+        await broker.publish(Envelope(name="t.after"))
+        status = await backend.set_status("t1", "running")
+        assert status.state.value == "running"
+        assert (await broker.queue_stats(["default"]))[0].pending >= 2
+    finally:
+        await broker.close()
+        await backend.close()
+        await proxy.stop()
+        await delete_namespace(REDIS_TEST_URL, namespace)

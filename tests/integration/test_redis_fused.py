@@ -33,10 +33,12 @@ class Wire:
     def __init__(self) -> None:
         self.trips = 0
         self.scripts: list[str] = []
+        self.log: list[bytes] = []
 
     def reset(self) -> None:
         self.trips = 0
         self.scripts.clear()
+        self.log.clear()
 
 
 @pytest.fixture
@@ -46,6 +48,7 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
 
     async def counted_send(self: Any, command: Any, check_health: bool = True) -> None:
         seen.trips += 1
+        seen.log.append(bytes(command if isinstance(command, bytes) else b"".join(command))[:60])
         await send(self, command, check_health)
 
     async def named(self: Connection, name: str, nkeys: int, nargs: int, packed: bytes) -> Any:
@@ -114,7 +117,7 @@ async def test_ack_with_status_is_one_script_call_and_a_stale_receipt_acks_nothi
     wire.reset()
     await broker.ack_with_status(stale, backend, TaskState.SUCCEEDED, payload={"by": "stale"},
                                  meta={"queue": queue, "task": "t.ack"})
-    assert wire.trips == 1 and wire.scripts == ["ack_with"]
+    assert wire.trips == 1 and wire.scripts == ["ack_with"], (wire.trips, wire.scripts, wire.log)
     status = await backend.get_status(sent.id)
     assert status is not None and status.state == TaskState.SUCCEEDED and status.payload == {"by": "stale"}
     assert (await stats_of(broker, queue)).inflight == 1  # the new holder still holds it

@@ -146,7 +146,8 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
                 stream = self._keys.of(env.queue).block[env.priority]
                 lease = lease_ms(env)
                 extra = ("v", lease) if lease else ()
-                await self._conn.command(b"*%d\r\n%s" % (7 + len(extra), resp("XADD", stream, "*", "e", env.to_json(), "r", ready_us(env), *extra)))
+                xadd = resp("XADD", stream, "*", "e", env.to_json(), "r", ready_us(env), *extra)
+                await self._conn.command(b"*%d\r\n%s" % (7 + len(extra), xadd))
                 return
         groups: dict[str, list[Envelope]] = {}
         for env in envelopes:

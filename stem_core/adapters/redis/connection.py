@@ -370,8 +370,40 @@ class Connection:
 
 
 async def _exchange(conn: Any, command: bytes) -> Any:
+    """Send ``command`` and read its reply (RESP2), bounded by the socket timeout.
+
+    redis-py's ``read_response`` arms an ``asyncio.timeout`` per reply (a task-cancelling
+    timer with its bookkeeping); here a plain timer aborts the socket instead when the
+    reply is late, which ends the read, and the error says it timed out. As in redis-py,
+    any failure while reading leaves the connection disconnected, never half-read.
+    """
     await conn.send_packed_command(command)
-    return await conn.read_response()
+    loop = asyncio.get_running_loop()
+    late: list[bool] = []
+    timer = loop.call_later(conn.socket_timeout, _abort, conn, late)
+    try:
+        response = await conn._parser.read_response(disable_decoding=False)
+    except BaseException as exc:
+        await conn.disconnect(nowait=True)
+        if late:
+            raise rex.TimeoutError(f"Timeout reading from {conn._host_error()}") from None
+        if isinstance(exc, OSError):
+            raise rex.ConnectionError(f"Error while reading from {conn._host_error()}: {exc}") from exc
+        raise
+    finally:
+        timer.cancel()
+    if conn.health_check_interval:
+        conn.next_health_check = loop.time() + conn.health_check_interval
+    if isinstance(response, rex.ResponseError):
+        raise response from None
+    return response
+
+
+def _abort(conn: Any, late: list[bool]) -> None:
+    late.append(True)
+    writer = conn._writer
+    if writer is not None:
+        writer.transport.abort()
 
 
 class _QuickWrite:
