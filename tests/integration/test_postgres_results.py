@@ -13,7 +13,7 @@ import pytest
 
 from stem_core import TaskState, WorkerHeartbeat
 from stem_core.adapters.postgres import PostgresBackend
-from stem_core.adapters.postgres.connection import quote_ident, schema_name
+from stem_core.adapters.postgres.connection import Database, quote_ident, schema_name
 from stem_core.clock import monotonic, utcnow
 from stem_core.errors import BackendUnavailable
 from tests.specs import AdapterSpec, require_service
@@ -189,3 +189,54 @@ async def test_set_statuses_writes_a_batch_in_one_statement(backend_factory: Bac
     assert b1.state is TaskState.QUEUED and b1.error is None and b1.meta == {"queue": "q"}
     assert b2.meta == {"task": "t"} and b2.payload is None and b2.attempt == 0
     assert [s.id for s in await backend.list_statuses(state="queued", queue="q")] == ["b1"]
+
+
+async def test_status_writes_of_one_turn_go_out_as_one_statement(
+    backend_factory: BackendFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given writes started in the same event-loop turn (a worker's claimed batch starting)
+    backend = await backend_factory()
+    first = await backend.set_status("c1", "queued", meta={"queue": "q"})
+    statements: list[str] = []
+    real = Database.fetch
+
+    async def counted(self: Database, query: str, params: object = None) -> list[tuple]:
+        statements.append(query)
+        return await real(self, query, params)
+
+    monkeypatch.setattr(Database, "fetch", counted)
+    writes = [
+        backend.set_status("c1", "running", attempt=1, meta={"worker": "w"}),
+        backend.set_status("c2", "running", meta={"worker": "w"}),
+        backend.set_status("c3", "succeeded", payload=[3]),
+    ]
+    c1, c2, c3 = await asyncio.gather(*writes)
+    # Then they cost one statement, and each caller gets its own stored status
+    assert len(statements) == 1
+    assert (c1.state, c1.attempt, c1.created_at) == (TaskState.RUNNING, 1, first.created_at)
+    assert c2.state is TaskState.RUNNING and c3.payload == [3]
+    for got, wanted in zip([await backend.get_status(i) for i in ("c1", "c2", "c3")], (c1, c2, c3)):
+        assert got is not None and got.to_dict() == wanted.to_dict()
+
+
+async def test_a_task_written_twice_in_one_turn_keeps_the_later_write(
+    backend_factory: BackendFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = await backend_factory()
+    early, late = await asyncio.gather(
+        backend.set_status("d1", "running", meta={"progress": 1}),
+        backend.set_status("d1", "running", meta={"progress": 2}),
+    )
+    got = await backend.get_status("d1")
+    assert got is not None and got.meta == {"progress": 2} and got.updated_at == late.updated_at
+    assert early.created_at == late.created_at
+
+
+async def test_every_write_of_a_failed_batch_raises(backend_factory: BackendFactory, namespace: str) -> None:
+    backend = await backend_factory()
+    await backend.set_status("e0", "queued")
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        await conn.execute(f"DROP TABLE {quote_ident(schema_name(namespace))}.statuses CASCADE")
+    results = await asyncio.gather(backend.set_status("e1", "running"), backend.set_status("e2", "running"),
+                                   return_exceptions=True)
+    assert all(isinstance(r, BackendUnavailable) for r in results), results

@@ -56,7 +56,7 @@ from .connection import (
 from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _Sub
 from .inspect import InspectMixin
 from .listener import Listener
-from .results import PostgresBackend, status_params, statuses_params
+from .results import PostgresBackend, fresh_statuses, statuses_params
 from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params
 from .sql import Queries, migrate
 
@@ -65,7 +65,7 @@ BROKER_OPTIONS = {"lease_seconds": positive_float, "pool_size": positive_int}
 
 class _Fused:
     """The statements that write a co-located backend's statuses and do a broker step in
-    one round trip: the backend's ``status_upsert`` CTE, the broker's own statement as a
+    one round trip: the backend's ``statuses_upsert`` CTE, the broker's own statement as a
     second CTE, then the backend's ``status_notify`` (queries.sql). One statement is one
     transaction: the status and the step commit together or not at all, and nothing is
     visible to anyone before both are."""
@@ -73,14 +73,14 @@ class _Fused:
     __slots__ = ("enqueue_one", "enqueue_many", "ack")
 
     def __init__(self, statuses: Queries, jobs: Queries) -> None:
-        parts = statuses.fragments
+        upsert, notify = statuses.fragments["statuses_upsert"], statuses.fragments["status_notify"]
 
-        def fuse(upsert: str, step: str) -> str:
-            return f"WITH {parts[upsert]}, job AS ({step}), {parts['status_notify']}"
+        def fuse(step: str) -> str:
+            return f"WITH {upsert}, job AS ({step}), {notify}"
 
-        self.enqueue_one = fuse("status_upsert", jobs.publish_one)
-        self.enqueue_many = fuse("statuses_upsert", jobs.publish_many)
-        self.ack = fuse("status_upsert", jobs.ack)
+        self.enqueue_one = fuse(jobs.publish_one)
+        self.enqueue_many = fuse(jobs.publish_many)
+        self.ack = fuse(jobs.ack)
 
 
 class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
@@ -214,10 +214,10 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         # The same writes as the two-step path: one full status (write_status), or the
         # batch of fresh ones set_statuses stores; then publish_one / publish_many.
         if len(envelopes) == 1:
-            query, params = fused.enqueue_one, {**status_params(writes[0]), **publish_params(envelopes[0])}
+            query, params = fused.enqueue_one, {**statuses_params(writes), **publish_params(envelopes[0])}
         else:
-            fresh = statuses_params([(w.task_id, w.state, w.meta) for w in writes], writes[0].ttl)
-            query, params = fused.enqueue_many, {**fresh, **publish_many_params(envelopes)}
+            fresh = fresh_statuses([(w.task_id, w.state, w.meta) for w in writes], writes[0].ttl)
+            query, params = fused.enqueue_many, {**statuses_params(fresh), **publish_many_params(envelopes)}
         # Publishes commit durably (main pool); the statuses ride in the same commit.
         await db.execute(query, params)
         return True
@@ -234,7 +234,7 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         # (synchronous_commit=off): a server crash loses both or neither, so the worst
         # case is the task running again, never an acked task without its status. A
         # stale receipt deletes nothing; the status is stored all the same.
-        await db.execute(fused.ack, {**status_params(write), "id": row_id, "lease": lease})
+        await db.execute(fused.ack, {**statuses_params([write]), "id": row_id, "lease": lease})
         return True
 
     async def _broadcast(self, channel: str, envelope: Envelope) -> None:

@@ -283,30 +283,19 @@ UPDATE {schema}.jobs AS j
 
 -- ===================================================================== result backend
 
--- fragment: status_upsert
--- One status write, as the first CTE ("up") of a statement: upsert the whole status
--- (created_at survives unless the old row had expired). Shared by set_status and the
--- broker's fused enqueue/settle (broker.py), which put their own CTE between this one
--- and status_notify; hence %(task_id)s, not %(id)s (the broker's row id).
-up AS (
-    INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
-    VALUES (%(task_id)s, %(state)s, %(payload)s::jsonb, %(error)s::jsonb, %(attempt)s, %(meta)s::jsonb,
-            %(now)s, %(now)s, now() + %(ttl)s * interval '1 second')
-        ON CONFLICT (task_id) DO UPDATE
-       SET state = excluded.state, payload = excluded.payload, error = excluded.error, attempt = excluded.attempt,
-           meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
-           created_at = CASE WHEN s.expires_at > now() THEN s.created_at ELSE excluded.created_at END
-    RETURNING task_id, state, payload, error, attempt, meta, created_at, updated_at
-)
-
 -- fragment: statuses_upsert
--- A batch of fresh statuses (no payload or error, attempt 0) as the "up" CTE; same upsert
--- as status_upsert. Ids are unique within a batch (results.py dedupes). Arrays in binary
--- (see publish_many).
+-- Status writes as the first CTE ("up") of a statement: one row per element of the
+-- arrays (binary, see publish_many), each upserting the whole status (created_at
+-- survives unless the old row had expired). Every status write goes through this one
+-- fragment: set_statuses, and the broker's fused enqueue/settle (broker.py), which put
+-- their own CTE between this one and status_notify. Ids are unique within a statement
+-- (results.py splits batches that repeat one).
 up AS (
     INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
-    SELECT t.id, t.state, 'null'::jsonb, NULL, 0, t.meta, %(now)s, %(now)s, now() + %(ttl)s * interval '1 second'
-      FROM unnest(%(ids)b::text[], %(states)b::text[], %(metas)b::jsonb[]) AS t(id, state, meta)
+    SELECT t.id, t.state, t.payload, t.error, t.attempt, t.meta, t.at, t.at, now() + t.ttl * interval '1 second'
+      FROM unnest(%(ids)b::text[], %(states)b::text[], %(payloads)b::jsonb[], %(errors)b::jsonb[],
+                  %(attempts)b::integer[], %(metas)b::jsonb[], %(ats)b::timestamptz[], %(ttls)b::float8[])
+           AS t(id, state, payload, error, attempt, meta, at, ttl)
         ON CONFLICT (task_id) DO UPDATE
        SET state = excluded.state, payload = excluded.payload, error = excluded.error, attempt = excluded.attempt,
            meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
@@ -318,19 +307,16 @@ up AS (
 -- The rest of every status write, after "up": NOTIFY watchers in every process (in the
 -- same statement as the write, so in commit order), payload "<task id>\n<status JSON>",
 -- or "<task id>\n" alone when the JSON would not fit a NOTIFY (watchers then re-read).
--- Returns the created_at (of a single write) and how many were written.
+-- Returns (task_id, created_at) of each status written.
 doc AS (
     SELECT task_id, created_at,
            json_build_object('id', task_id, 'state', state, 'payload', payload, 'error', error, 'attempt', attempt,
                              'meta', meta, 'created_at', created_at, 'updated_at', updated_at)::text AS body
       FROM up
 )
-SELECT min(created_at),
-       count(pg_notify('{result_channel}', task_id || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END))
+SELECT task_id, created_at,
+       pg_notify('{result_channel}', task_id || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END)
   FROM doc
-
--- name: set_status
-WITH {@status_upsert}, {@status_notify}
 
 -- name: set_statuses
 WITH {@statuses_upsert}, {@status_notify}

@@ -87,6 +87,9 @@ class PostgresBackend(ResultBackend):
         self._cleaner: asyncio.Task[None] | None = None
         self._closed = False
         self._list_queries: dict[tuple[bool, ...], str] = {}
+        # Status writes of the current event-loop turn, and the batches being written.
+        self._soon: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._writing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "PostgresBackend":
@@ -116,6 +119,9 @@ class PostgresBackend(ResultBackend):
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
+        await asyncio.sleep(0)  # writes of this turn: their batch starts (and fails: closed)
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
         await self._pools.close()
 
     async def _fast(self) -> Database:
@@ -164,17 +170,57 @@ class PostgresBackend(ResultBackend):
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
-        params = status_params(StatusWrite(task_id, state, payload, error, attempt, meta, ttl))
-        db = self._check_open() if state.is_terminal else await self._fast()
-        rows = await db.fetch(self._q.set_status, params)
-        return TaskStatus(id=task_id, state=state, payload=json.loads(params["payload"]), error=error, attempt=attempt,
-                          meta=meta, created_at=rows[0][0], updated_at=params["now"])
+        row = status_row(StatusWrite(task_id, state, payload, error, attempt, meta, ttl))
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._soon.append((row, done))
+        if len(self._soon) == 1:
+            loop.call_soon(self._flush_soon)
+        created_at = await done
+        return TaskStatus(id=task_id, state=state, payload=json.loads(row[2]), error=error, attempt=attempt,
+                          meta=meta, created_at=created_at, updated_at=row[6])
+
+    def _flush_soon(self) -> None:
+        """Send the status writes made during one event-loop turn together: the running
+        statuses of a worker's claimed batch start in the same turn, so they cost one
+        statement instead of one each. A lone write goes out alone, no later."""
+        batch, self._soon = self._soon, []
+        task = asyncio.ensure_future(self._write_batch(batch))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def _write_batch(self, batch: list[tuple[tuple[Any, ...], "asyncio.Future[Any]"]]) -> None:
+        try:
+            # One row per id in a statement: a batch that repeats an id goes as several
+            # statements, in call order (a later write of a task still wins).
+            groups: list[list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = [[]]
+            seen: set[str] = set()
+            for item in batch:
+                if item[0][0] in seen:
+                    groups.append([])
+                    seen.clear()
+                seen.add(item[0][0])
+                groups[-1].append(item)
+            for group in groups:
+                terminal = any(TaskState(row[1]).is_terminal for row, _ in group)
+                db = self._check_open() if terminal else await self._fast()
+                rows = await db.fetch(self._q.set_statuses, status_rows_params([row for row, _ in group]))
+                created = {task_id: at for task_id, at, _ in rows}
+                for row, done in group:
+                    if not done.done():
+                        done.set_result(created[row[0]])
+        except BaseException as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
-        params = statuses_params(items, ttl)
-        terminal = any(TaskState(state).is_terminal for state in params["states"])
-        db = self._check_open() if terminal else await self._fast()
-        await db.fetch(self._q.set_statuses, params)
+        fresh = fresh_statuses(items, ttl)
+        db = self._check_open() if any(w.state.is_terminal for w in fresh) else await self._fast()
+        await db.fetch(self._q.set_statuses, statuses_params(fresh))
 
     def colocated(self, config: PgConfig) -> bool:
         """True when this backend is open on the database ``config`` points at, so a broker
@@ -296,23 +342,32 @@ class PostgresBackend(ResultBackend):
         return [row[0] for row in rows]
 
 
-def status_params(write: StatusWrite) -> dict[str, Any]:
-    """The bind parameters of ``status_upsert`` (queries.sql) for one write."""
-    return {
-        "task_id": write.task_id, "state": write.state.value, "payload": dumps(write.payload),
-        "error": dumps(write.error) if write.error is not None else None, "attempt": write.attempt,
-        "meta": dumps(write.meta), "now": utcnow(), "ttl": write.ttl,
-    }
+def status_row(write: StatusWrite) -> tuple[Any, ...]:
+    """One write as a row of ``statuses_upsert`` (queries.sql): ``(task_id, state, payload
+    JSON, error JSON, attempt, meta JSON, written at, ttl)``."""
+    error = dumps(write.error) if write.error is not None else None
+    return (write.task_id, write.state.value, dumps(write.payload), error, write.attempt, dumps(write.meta),
+            utcnow(), float(write.ttl))
 
 
-def statuses_params(items: Iterable[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> dict[str, Any]:
-    """The bind parameters of ``statuses_upsert`` for fresh statuses ``(task_id, state, meta)``;
-    a repeated id keeps its last write (one row per id in a statement)."""
+_ROW_PARAMS = ("ids", "states", "payloads", "errors", "attempts", "metas", "ats", "ttls")
+
+
+def status_rows_params(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """The bind parameters of ``statuses_upsert`` for ``status_row`` rows (ids unique)."""
+    return {name: list(column) for name, column in zip(_ROW_PARAMS, zip(*rows))}
+
+
+def statuses_params(writes: Iterable[StatusWrite]) -> dict[str, Any]:
+    """The bind parameters of ``statuses_upsert`` for ``writes`` (ids unique)."""
+    return status_rows_params([status_row(w) for w in writes])
+
+
+def fresh_statuses(items: Iterable[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> list[StatusWrite]:
+    """``set_statuses`` items as writes (no payload or error, attempt 0); a repeated id
+    keeps its last write (one row per id in a statement)."""
     latest = {task_id: (state, meta) for task_id, state, meta in items}
-    return {
-        "ids": list(latest), "states": [state.value for state, _ in latest.values()],
-        "metas": [dumps(meta) for _, meta in latest.values()], "now": utcnow(), "ttl": ttl,
-    }
+    return [StatusWrite(task_id, state, None, None, 0, meta, ttl) for task_id, (state, meta) in latest.items()]
 
 
 def _is_newer(status: TaskStatus, last: TaskStatus | None) -> bool:
@@ -324,4 +379,4 @@ def _is_newer(status: TaskStatus, last: TaskStatus | None) -> bool:
     return status.to_dict() != last.to_dict()
 
 
-__all__ = ["PostgresBackend", "status_params", "statuses_params"]
+__all__ = ["PostgresBackend", "fresh_statuses", "status_row", "status_rows_params", "statuses_params"]
