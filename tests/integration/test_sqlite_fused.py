@@ -73,6 +73,23 @@ async def test_a_broker_and_backend_on_one_file_share_a_connection(broker: Broke
     assert broker._db._link.conn is backend._db._link.conn  # type: ignore[attr-defined]
 
 
+async def test_each_broker_pairs_up_with_one_backend(db_path: Path, namespace: str) -> None:
+    # Given two apps' adapters opened on one file, each app's broker then its backend
+    url = f"sqlite://{db_path}"
+    opened = [
+        await connect_broker(url, namespace=namespace), await connect_backend(url, namespace=namespace),
+        await connect_broker(url, namespace=namespace), await connect_backend(url, namespace=namespace),
+    ]
+    try:
+        broker_a, backend_a, broker_b, backend_b = (x._db for x in opened)  # type: ignore[attr-defined]
+        # Then each broker shares a connection with one backend, and no more
+        assert broker_a.shares_link(backend_a) and broker_b.shares_link(backend_b)
+        assert not broker_a.shares_link(broker_b) and not broker_a.shares_link(backend_b)
+    finally:
+        for adapter in opened:
+            await adapter.close()
+
+
 async def test_enqueue_is_one_hop_when_the_backend_shares_the_file(
     broker: Broker, backend: ResultBackend, hops: list[str], db_path: Path
 ) -> None:
@@ -161,7 +178,7 @@ async def test_the_link_closes_with_the_last_adapter(db_path: Path, namespace: s
     await backend.set_status("a", TaskState.QUEUED)
     assert link.conn is not None
     await backend.close()
-    assert link.conn is None and link.refs == 0
+    assert link.conn is None and not link.roles
     # And a broker opened afterwards gets a fresh link
     again = await connect_broker(url, namespace=namespace)
     try:

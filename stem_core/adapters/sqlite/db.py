@@ -6,10 +6,13 @@ there, and ``fn`` wraps its writes in ``with immediate(conn):`` (``BEGIN IMMEDIA
 ``COMMIT``). IMMEDIATE takes the write lock up front, so the busy handler waits for it
 instead of failing with SQLITE_BUSY_SNAPSHOT halfway through a read-then-write.
 
-One link per file and process: every adapter open on the file in this process (a broker
-and its result backend, typically) shares its connection and thread. They never wait on
-each other's write lock (SQLite's busy handler sleeps whole milliseconds at a time), and
-one transaction can write for both (``Broker.enqueue``, ``Broker.ack_with_status``).
+A broker and its result backend share a link: a broker and a result backend open on the
+same file in this process pair up on one connection and thread (``link_for``). They never
+wait on each other's write lock (SQLite's busy handler sleeps whole milliseconds at a
+time), and one transaction can write for both (``Broker.enqueue``,
+``Broker.ack_with_status``). More adapters on the file get links of their own: one thread
+serving every app of a process would queue, say, one worker's lease renewals behind all
+the others' writes.
 
 Group commit: when several calls are already queued for the thread (concurrent acks,
 publishes, claims and status writes), they run in one ``BEGIN IMMEDIATE`` ... ``COMMIT``,
@@ -128,9 +131,10 @@ def translate(exc: BaseException, path: Path, unavailable: type[BrokerUnavailabl
 
 
 class Link:
-    """The two connections to one file and the thread they live on, shared by every
-    ``Database`` of this process on that file with the same busy timeout (``link_for``;
-    see "One link per file and process" in the module docstring)."""
+    """The two connections to one file and the thread they live on, shared by a broker
+    and a result backend of this process on that file with the same busy timeout
+    (``link_for``; see "A broker and its result backend share a link" in the module
+    docstring)."""
 
     def __init__(self, path: Path, busy_timeout_s: float) -> None:
         self.path = path
@@ -138,7 +142,8 @@ class Link:
         self.conn: sqlite3.Connection | None = None
         self.watch: sqlite3.Connection | None = None
         self.thread = DatabaseThread(f"stem-sqlite-{path.name}", self._group)
-        self.refs = 0
+        # The kinds of adapter using it, at most one of each (see link_for).
+        self.roles: set[str] = set()
 
     def open_sync(self, owner: "Database") -> None:
         """Create the file (and its folder), set the pragmas and migrate; on the thread.
@@ -248,29 +253,36 @@ def _use_wal(conn: sqlite3.Connection) -> None:
 
 
 _links_lock = threading.Lock()
-_links: dict[tuple[str, float], Link] = {}
+_links: dict[tuple[str, float], list[Link]] = {}
 
 
-def link_for(path: Path, busy_timeout_s: float) -> Link:
-    """This process's link to ``path``, with one more reference (``unlink`` drops it)."""
+def link_for(path: Path, busy_timeout_s: float, role: str) -> Link:
+    """A link to ``path`` for one adapter of kind ``role`` ("broker", "result backend"):
+    one that has no ``role`` yet, else a new one. So each broker pairs up with one result
+    backend (an app's two adapters, opened one after the other), and no more adapters
+    than a pair queue their calls on one thread (``unlink`` gives the role back)."""
     key = (str(path), busy_timeout_s)
     with _links_lock:
-        link = _links.get(key)
-        if link is None:
-            link = _links[key] = Link(path, busy_timeout_s)
-        link.refs += 1
+        links = _links.setdefault(key, [])
+        for link in links:
+            if role not in link.roles:
+                break
+        else:
+            link = Link(path, busy_timeout_s)
+            links.append(link)
+        link.roles.add(role)
         return link
 
 
-def unlink(link: Link) -> bool:
-    """Drop one reference; True when it was the last (the caller then closes the link)."""
+def unlink(link: Link, role: str) -> bool:
+    """Give ``role`` back; True when the link is now unused (the caller then closes it)."""
     with _links_lock:
-        link.refs -= 1
-        if link.refs > 0:
+        link.roles.discard(role)
+        if link.roles:
             return False
-        key = (str(link.path), link.busy_timeout_s)
-        if _links.get(key) is link:
-            del _links[key]
+        links = _links.get((str(link.path), link.busy_timeout_s), [])
+        if link in links:
+            links.remove(link)
         return True
 
 
@@ -313,7 +325,7 @@ class Database:
         self._closed = False
         self._forget_if_forked()
         if self._link is None:
-            self._link = link_for(self.path, self.busy_timeout_s)
+            self._link = link_for(self.path, self.busy_timeout_s, self.label)
         link = self._link
         if link.conn is not None:
             return
@@ -322,7 +334,7 @@ class Database:
         except BaseException:
             if self._link is link:
                 self._link = None
-                await _release(link)
+                await _release(link, self.label)
             raise
 
     async def close(self) -> None:
@@ -333,7 +345,7 @@ class Database:
         self._forget_if_forked()
         link, self._link = self._link, None
         if link is not None:
-            await _release(link)
+            await _release(link, self.label)
         self.poller.stop()
         self.bell.ring()
 
@@ -396,8 +408,8 @@ class Database:
             return None
 
 
-async def _release(link: Link) -> None:
-    if unlink(link):
+async def _release(link: Link, role: str) -> None:
+    if unlink(link, role):
         await link.thread.submit(asyncio.get_running_loop(), link.close_sync)
         link.thread.stop()
 
