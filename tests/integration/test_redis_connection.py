@@ -341,3 +341,19 @@ async def test_a_server_that_stops_answering_is_a_timeout_and_the_client_recover
         await backend.close()
         await proxy.stop()
         await delete_namespace(REDIS_TEST_URL, namespace)
+
+
+async def test_connections_of_a_burst_go_back_to_the_pool(namespace: str) -> None:
+    require_service("redis")
+    limit = connection.KEPT_CONNECTIONS + 2
+    broker = await connect_broker(f"{REDIS_TEST_URL}?max_connections={limit}", namespace=namespace)
+    try:
+        await broker.publish(Envelope(name="t.first"))  # the queue is known: publishing is one packed XADD
+        # When as many publishes as the pool allows run at once (each on its own connection)
+        await asyncio.gather(*[broker.publish(Envelope(name="t.burst")) for _ in range(limit)])
+        # Then all but the kept ones are back in the pool, for its other users at once
+        stats = await asyncio.gather(*[broker.queue_stats(["default"]) for _ in range(limit - connection.KEPT_CONNECTIONS)])
+        assert [s.pending for (s,) in stats] == [limit + 1] * len(stats)
+    finally:
+        await broker.close()
+        await delete_namespace(REDIS_TEST_URL, namespace)

@@ -65,6 +65,9 @@ RETRY_BACKOFF_CAP_S = 1.0
 # Each idle consumer holds one connection while it blocks; producers share the rest.
 POOL_MAX_CONNECTIONS = 128
 HEALTH_CHECK_INTERVAL_S = 30
+# Connections a client keeps checked out for its packed calls (``Connection.command``);
+# more are taken from the pool during a burst of concurrent calls and given back after.
+KEPT_CONNECTIONS = 8
 
 # Client tuning accepted in the URL query or as keyword options, with converters.
 CLIENT_OPTIONS: dict[str, Callable[[Any], Any]] = {
@@ -333,7 +336,10 @@ class Connection:
         try:
             return await conn.retry.call_with_retry(lambda: _exchange(conn, command), lambda _: conn.disconnect())
         finally:
-            idle.append(conn)
+            if len(idle) < KEPT_CONNECTIONS:
+                idle.append(conn)
+            else:  # after a burst of concurrent calls: the pool's other users need them
+                await client.connection_pool.release(conn)
 
     def script(self, name: str) -> Any:
         """The registered ``lua/<name>.lua`` (redis-py reloads it after NOSCRIPT)."""
