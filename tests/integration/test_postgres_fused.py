@@ -6,6 +6,7 @@ counted at ``Database.run``, the one place every statement of both adapters goes
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, AsyncIterator
 
@@ -14,7 +15,7 @@ import pytest
 
 from stem_core import Envelope, TaskState, connect_backend, connect_broker
 from stem_core.adapters.postgres.connection import Database, quote_ident, schema_name
-from stem_core.errors import BackendUnavailable
+from stem_core.errors import BackendUnavailable, StemError
 from tests.specs import require_service
 from tests.specs.postgres import URL
 
@@ -132,3 +133,52 @@ async def test_a_closed_backend_is_not_written_through_the_broker(namespaces: li
             await broker.enqueue([Envelope(name="t", queue="q")], backend)
         (stats,) = await broker.queue_stats(["q"])
         assert stats.pending == 0
+
+
+async def test_settles_of_one_turn_are_one_statement_and_keep_fencing(
+    trips: RoundTrips, namespaces: list[tuple[str, str]],
+) -> None:
+    # Given three held deliveries and one stale receipt (taken back and handed out again)
+    ns = fresh(namespaces)
+    async with await connect_broker(URL, namespace=ns) as broker, \
+            await connect_backend(URL, namespace=ns) as backend:
+        sent = [Envelope(name="t", queue="q") for _ in range(4)]
+        await broker.enqueue(sent, backend)
+        it = broker.consume("q", prefetch=4)
+        held = [await it.__anext__() for _ in range(4)]
+        stale = held[3]
+        assert await broker.requeue("q", [stale.envelope.id]) == 1
+        fresh_holder = await received(broker, "q")
+        assert fresh_holder.envelope.id == stale.envelope.id
+        # When all four settle in the same event-loop turn
+        trips.count = 0
+        await asyncio.gather(*(
+            broker.ack_with_status(d, backend, TaskState.SUCCEEDED, payload=i) for i, d in enumerate(held)
+        ))
+        # Then it took one statement; every status is stored, the stale one acked nothing
+        assert trips.count == 1
+        for i, d in enumerate(held):
+            status = await backend.get_status(d.envelope.id)
+            assert status is not None and status.state == TaskState.SUCCEEDED and status.payload == i
+        (stats,) = await broker.queue_stats(["q"])
+        assert (stats.pending, stats.inflight, stats.completed_total) == (0, 1, 3)
+        await broker.ack(fresh_holder)
+        await it.aclose()
+
+
+async def test_a_failed_settle_batch_raises_in_every_caller(namespaces: list[tuple[str, str]]) -> None:
+    ns = fresh(namespaces)
+    async with await connect_broker(URL, namespace=ns) as broker, \
+            await connect_backend(URL, namespace=ns) as backend:
+        await broker.enqueue([Envelope(name="t", queue="q") for _ in range(2)], backend)
+        it = broker.consume("q", prefetch=2)
+        held = [await it.__anext__() for _ in range(2)]
+        async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+            await conn.execute(f"DROP TABLE {quote_ident(schema_name(ns))}.statuses CASCADE")
+        results = await asyncio.gather(
+            *(broker.ack_with_status(d, backend, TaskState.SUCCEEDED) for d in held), return_exceptions=True,
+        )
+        assert all(isinstance(r, StemError) for r in results), results
+        (stats,) = await broker.queue_stats(["q"])
+        assert stats.inflight == 2  # nothing was acked
+        await it.aclose()

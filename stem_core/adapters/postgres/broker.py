@@ -56,8 +56,8 @@ from .connection import (
 from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _Sub
 from .inspect import InspectMixin
 from .listener import Listener
-from .results import PostgresBackend, fresh_statuses, statuses_params
-from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params
+from .results import PostgresBackend, fresh_statuses, status_row, status_rows_params, statuses_params
+from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params, unique_runs
 from .sql import Queries, migrate
 
 BROKER_OPTIONS = {"lease_seconds": positive_float, "pool_size": positive_int}
@@ -80,7 +80,7 @@ class _Fused:
 
         self.enqueue_one = fuse(jobs.publish_one)
         self.enqueue_many = fuse(jobs.publish_many)
-        self.ack = fuse(jobs.ack)
+        self.ack = fuse(jobs.ack_many)
 
 
 class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
@@ -108,6 +108,7 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         self._background: set[asyncio.Task[Any]] = set()
         self._janitor: asyncio.Task[None] | None = None
         self._fused: dict[str, _Fused] = {}
+        self._settling: list[tuple[_Fused, tuple[Any, ...], int, int, asyncio.Future[None]]] = []  # this turn's
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "PostgresBroker":
@@ -229,13 +230,48 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         args = await self._settle_args(delivery)
         if args is None:
             return False
-        db, row_id, lease = args
-        # Status upsert and fenced DELETE in one statement on the settle pool
-        # (synchronous_commit=off): a server crash loses both or neither, so the worst
-        # case is the task running again, never an acked task without its status. A
-        # stale receipt deletes nothing; the status is stored all the same.
-        await db.execute(fused.ack, {**statuses_params([write]), "id": row_id, "lease": lease})
+        _, row_id, lease = args
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._settling.append((fused, status_row(write), row_id, lease, done))
+        if len(self._settling) == 1:
+            loop.call_soon(self._flush_settling)
+        await done
         return True
+
+    def _flush_settling(self) -> None:
+        """Settle together what was settled during one event-loop turn (tasks of one
+        claimed batch tend to finish together): one statement instead of one each."""
+        batch, self._settling = self._settling, []
+        task = asyncio.ensure_future(self._settle_batch(batch))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _settle_batch(self, batch: list[tuple[_Fused, tuple[Any, ...], int, int, "asyncio.Future[None]"]]) -> None:
+        # Status upserts and fenced DELETEs in one statement on the settle pool
+        # (synchronous_commit=off): a server crash loses both or neither, so the worst
+        # case is a task running again, never an acked task without its status. A stale
+        # receipt deletes nothing; its status is stored all the same.
+        try:
+            db = await self._settle_pool()
+            by_backend: dict[int, list[Any]] = {}
+            for item in batch:
+                by_backend.setdefault(id(item[0]), []).append(item)
+            for items in by_backend.values():
+                for run in unique_runs(items, lambda item: item[1][0]):  # one status per task a statement
+                    params = status_rows_params([item[1] for item in run])
+                    params["row_ids"] = [item[2] for item in run]
+                    params["leases"] = [item[3] for item in run]
+                    await db.execute(run[0][0].ack, params)
+                    for item in run:
+                        if not item[4].done():
+                            item[4].set_result(None)
+        except BaseException as exc:
+            for item in batch:
+                if not item[4].done():
+                    item[4].set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def _broadcast(self, channel: str, envelope: Envelope) -> None:
         db = self._check_open()

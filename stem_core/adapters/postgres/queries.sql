@@ -102,7 +102,7 @@ DELETE FROM {schema}.jobs
 -- name: ack_many
 -- The same for a batch of concurrent acks (one round trip, one commit).
 DELETE FROM {schema}.jobs AS j
- USING unnest(%(ids)s::bigint[], %(leases)s::bigint[]) AS r(id, lease)
+ USING unnest(%(row_ids)b::bigint[], %(leases)b::bigint[]) AS r(id, lease)
  WHERE j.id = r.id AND j.lease = r.lease AND set_config('stem.completing', 'on', true) = 'on';
 
 -- name: drop

@@ -38,7 +38,7 @@ from .connection import (
 )
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import Listener
-from .rows import dumps
+from .rows import dumps, unique_runs
 from .sql import Queries, migrate
 
 log = logging.getLogger(__name__)
@@ -194,14 +194,7 @@ class PostgresBackend(ResultBackend):
         try:
             # One row per id in a statement: a batch that repeats an id goes as several
             # statements, in call order (a later write of a task still wins).
-            groups: list[list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = [[]]
-            seen: set[str] = set()
-            for item in batch:
-                if item[0][0] in seen:
-                    groups.append([])
-                    seen.clear()
-                seen.add(item[0][0])
-                groups[-1].append(item)
+            groups = unique_runs(batch, lambda item: item[0][0])
             for group in groups:
                 terminal = any(TaskState(row[1]).is_terminal for row, _ in group)
                 db = self._check_open() if terminal else await self._fast()

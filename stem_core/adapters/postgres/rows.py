@@ -8,11 +8,13 @@ placeholder the contract asks for, and the broker dead-letters it as ``invalid-e
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ...contract.backend import check_json
 from ...envelope import Envelope
 from ...errors import InvalidEnvelope
+
+T = TypeVar("T")
 
 INVALID_NAME = "<invalid>"
 INVALID_REASON = "invalid-envelope"
@@ -86,6 +88,21 @@ def placeholder(raw: Any, row_id: int, queue: str, error: str) -> Envelope:
         return Envelope(name=INVALID_NAME, id=str(row_id), meta={**meta, "queue": queue})
 
 
+def unique_runs(items: list[T], key: Callable[[T], Any]) -> list[list[T]]:
+    """``items`` cut, in order, into runs in which no key repeats: the batches one statement
+    each can write when a row may be touched once per statement (ON CONFLICT, unnest)."""
+    runs: list[list[T]] = [[]]
+    seen: set[Any] = set()
+    for item in items:
+        k = key(item)
+        if k in seen:
+            runs.append([])
+            seen.clear()
+        seen.add(k)
+        runs[-1].append(item)
+    return runs
+
+
 def parse_receipt(receipt: str) -> tuple[int, int] | None:
     """``(row id, lease)`` from ``"<id>:<lease>"``; None for anything else (a stale no-op)."""
     head, sep, tail = receipt.partition(":")
@@ -96,5 +113,5 @@ def parse_receipt(receipt: str) -> tuple[int, int] | None:
 
 __all__ = [
     "INVALID_NAME", "INVALID_REASON", "dead_letter_meta", "decode", "dumps", "parse_receipt", "placeholder",
-    "publish_many_params", "publish_params",
+    "publish_many_params", "publish_params", "unique_runs",
 ]
