@@ -22,6 +22,10 @@ Transactional enqueue: ``publish(..., connection=conn)`` / ``publish_many(...,
 connection=conn)`` insert on the caller's ``psycopg.AsyncConnection`` inside the caller's
 transaction, so the job commits or rolls back with the application's own rows.
 
+With a ``PostgresBackend`` on the same database (any namespace), ``Broker.enqueue`` is
+one statement (status upsert + publish, durable) and ``ack_with_status`` too (status
+upsert + fenced delete, on the settle pool; settles of one event-loop turn share it).
+
 Modules: this file (lifecycle, producing, settling), ``consume.py`` (subscriptions,
 claims, broadcasts), ``inspect.py`` (operator reads and repairs), ``janitor.py`` (VACUUM
 when dead rows pile up), ``listener.py`` (LISTEN), ``connection.py`` (URL, pools, the

@@ -4,7 +4,14 @@ Tables are in the namespace schema (``migrations/0002_results.sql``). Reads neve
 rows past ``expires_at``; a background loop deletes them in bounded batches every
 ``CLEANUP_INTERVAL_S``. ```list_statuses`` is an index range scan per filter combination. Terminal statuses
 commit durably; non-terminal ones and heartbeats use ``synchronous_commit=off``
-(see ``_fast``).
+(see ``_fast``), and so do terminal ones a co-located broker writes in its ack
+statement: status and ack are then lost together in a crash or not at all, and the
+task runs again.
+
+Status writes made in one event-loop turn (the running statuses of a worker's claimed
+batch) go out as one statement; every write uses the ``statuses_upsert`` fragment of
+``queries.sql``, which ``PostgresBroker`` also puts in its own statements when this
+backend is on its database (``Broker.enqueue``/``ack_with_status`` in one round trip).
 
 ``watch`` works across processes: ``set_status`` sends the new status in a NOTIFY (in
 the same statement as the write, so in commit order); each backend listens on one
