@@ -222,9 +222,15 @@ class Broker(ABC):
         ``ValueError`` (payload or meta not JSON) is raised before anything is written.
         One round trip when ``backend`` shares this broker's server (``_ack_with``)."""
         write = backend.prepare_status(delivery.envelope.id, state, payload=payload, error=error, attempt=attempt, meta=meta)
-        if delivery.channel is None and await self._ack_with(delivery, backend, write):
-            self._release(delivery)
-            return
+        if delivery.channel is None:
+            try:
+                done = await self._ack_with(delivery, backend, write)
+            except BaseException:
+                self._release(delivery)  # as ack does: the slot is never leaked
+                raise
+            if done:
+                self._release(delivery)
+                return
         await backend.write_status(write)
         await self.ack(delivery)
 
