@@ -366,11 +366,11 @@ class StatusBatch:
     broker's ``enqueue_with.lua``/``ack_with.lua`` all use it).
 
     ``keys`` are the keys the records name, numbered from KEYS position ``first_key``
-    (each key once); ``args()`` the records, the updated_at stamp (one per batch) and the
+    (each queue/task index key once); ``args()`` the records, the updated_at stamp (one per batch) and the
     watch channel prefix, the arguments every status-writing script takes in that order.
     """
 
-    __slots__ = ("stamp", "iso", "keys", "_backend", "_first", "_at", "_parts")
+    __slots__ = ("stamp", "iso", "keys", "_backend", "_first", "_labels", "_parts")
 
     def __init__(self, backend: RedisBackend, first_key: int) -> None:
         self.stamp: datetime = utcnow()
@@ -378,15 +378,14 @@ class StatusBatch:
         self.keys: list[str] = []
         self._backend = backend
         self._first = first_key
-        self._at: dict[str, int] = {}
+        # (queue, task) -> the records' "<q>,<t>," key positions and the labels, encoded
+        # (a batch's statuses mostly share them; each index key is passed once).
+        self._labels: dict[tuple[str, str], tuple[str, bytes, bytes]] = {}
         self._parts: list[bytes] = []
 
     def _key(self, key: str) -> int:
-        at = self._at.get(key)
-        if at is None:
-            at = self._at[key] = self._first + len(self.keys)
-            self.keys.append(key)
-        return at
+        self.keys.append(key)
+        return self._first + len(self.keys) - 1
 
     def add(self, task_id: str, state: TaskState, payload: Any, error: dict[str, Any] | None, attempt: int,
             meta: dict[str, Any], ttl: float) -> None:
@@ -396,10 +395,14 @@ class StatusBatch:
         fields["updated_at"] = self.iso  # formatted once per batch
         body = dumps(fields).encode()
         ident = task_id.encode()
-        queue, task = _label(meta.get("queue")), _label(meta.get("task"))
-        q, t = queue.encode(), task.encode()
-        head = (f"{STATE_INDEX[state]},{self._key(p + 's:' + task_id)},{self._key(p + 'q:' + queue) if queue else 0},"
-                f"{self._key(p + 't:' + task) if task else 0},{max(1, int(ttl * 1000))},"
+        labels = (_label(meta.get("queue")), _label(meta.get("task")))
+        known = self._labels.get(labels)
+        if known is None:
+            queue, task = labels
+            at = f"{self._key(p + 'q:' + queue) if queue else 0},{self._key(p + 't:' + task) if task else 0},"
+            known = self._labels[labels] = (at, queue.encode(), task.encode())
+        at, q, t = known
+        head = (f"{STATE_INDEX[state]},{self._key(p + 's:' + task_id)},{at}{max(1, int(ttl * 1000))},"
                 f"{len(ident)},{len(body)},{len(q)},{len(t)}:")
         self._parts += (head.encode(), ident, body, q, t)
 
