@@ -60,7 +60,7 @@ from .connection import (
 from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _Sub
 from .inspect import InspectMixin
 from .listener import Listener
-from .results import PostgresBackend, fresh_statuses, status_row, status_rows_params, statuses_params
+from .results import PostgresBackend, fresh_statuses, status_params, status_row, status_rows_params, statuses_params
 from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params, unique_runs
 from .sql import Queries, migrate
 
@@ -69,22 +69,23 @@ BROKER_OPTIONS = {"lease_seconds": positive_float, "pool_size": positive_int}
 
 class _Fused:
     """The statements that write a co-located backend's statuses and do a broker step in
-    one round trip: the backend's ``statuses_upsert`` CTE, the broker's own statement as a
+    one round trip: the backend's ``status_upsert``/``statuses_upsert`` CTE, the broker's own statement as a
     second CTE, then the backend's ``status_notify`` (queries.sql). One statement is one
     transaction: the status and the step commit together or not at all, and nothing is
     visible to anyone before both are."""
 
-    __slots__ = ("enqueue_one", "enqueue_many", "ack")
+    __slots__ = ("enqueue_one", "enqueue_many", "ack_one", "ack_many")
 
     def __init__(self, statuses: Queries, jobs: Queries) -> None:
-        upsert, notify = statuses.fragments["statuses_upsert"], statuses.fragments["status_notify"]
+        parts = statuses.fragments
 
-        def fuse(step: str) -> str:
-            return f"WITH {upsert}, job AS ({step}), {notify}"
+        def fuse(upsert: str, step: str) -> str:
+            return f"WITH {parts[upsert]}, job AS ({step}), {parts['status_notify']}"
 
-        self.enqueue_one = fuse(jobs.publish_one)
-        self.enqueue_many = fuse(jobs.publish_many)
-        self.ack = fuse(jobs.ack_many)
+        self.enqueue_one = fuse("status_upsert", jobs.publish_one)
+        self.enqueue_many = fuse("statuses_upsert", jobs.publish_many)
+        self.ack_one = fuse("status_upsert", jobs.ack)
+        self.ack_many = fuse("statuses_upsert", jobs.ack_many)
 
 
 class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
@@ -219,7 +220,7 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         # The same writes as the two-step path: one full status (write_status), or the
         # batch of fresh ones set_statuses stores; then publish_one / publish_many.
         if len(envelopes) == 1:
-            query, params = fused.enqueue_one, {**statuses_params(writes), **publish_params(envelopes[0])}
+            query, params = fused.enqueue_one, {**status_params(status_row(writes[0])), **publish_params(envelopes[0])}
         else:
             fresh = fresh_statuses([(w.task_id, w.state, w.meta) for w in writes], writes[0].ttl)
             query, params = fused.enqueue_many, {**statuses_params(fresh), **publish_many_params(envelopes)}
@@ -263,10 +264,15 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
                 by_backend.setdefault(id(item[0]), []).append(item)
             for items in by_backend.values():
                 for run in unique_runs(items, lambda item: item[1][0]):  # one status per task a statement
-                    params = status_rows_params([item[1] for item in run])
-                    params["row_ids"] = [item[2] for item in run]
-                    params["leases"] = [item[3] for item in run]
-                    await db.execute(run[0][0].ack, params)
+                    fused = run[0][0]
+                    if len(run) == 1:
+                        _, row, row_id, lease, _ = run[0]
+                        query, params = fused.ack_one, {**status_params(row), "id": row_id, "lease": lease}
+                    else:
+                        query, params = fused.ack_many, status_rows_params([item[1] for item in run])
+                        params["row_ids"] = [item[2] for item in run]
+                        params["leases"] = [item[3] for item in run]
+                    await db.execute(query, params)
                     for item in run:
                         if not item[4].done():
                             item[4].set_result(None)

@@ -283,24 +283,40 @@ UPDATE {schema}.jobs AS j
 
 -- ===================================================================== result backend
 
--- fragment: statuses_upsert
--- Status writes as the first CTE ("up") of a statement: one row per element of the
--- arrays (binary, see publish_many), each upserting the whole status (created_at
--- survives unless the old row had expired). Every status write goes through this one
--- fragment: set_statuses, and the broker's fused enqueue/settle (broker.py), which put
--- their own CTE between this one and status_notify. Ids are unique within a statement
--- (results.py splits batches that repeat one).
+-- fragment: status_insert
+-- Status writes: the head and tail of the "up" CTE that upserts whole statuses
+-- (created_at survives unless the old row had expired) from rows t(id, state, payload,
+-- error, attempt, meta, at, ttl). Every status write is status_upsert (one, scalar
+-- parameters) or statuses_upsert (many, binary arrays: one-element arrays cost the
+-- client more than the statement), then status_notify; broker.py puts its own CTE
+-- between the two in its fused enqueue/settle statements. Ids are unique within a
+-- statement (results.py splits batches that repeat one).
+INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
+SELECT t.id, t.state, t.payload, t.error, t.attempt, t.meta, t.at, t.at, now() + t.ttl * interval '1 second'
+
+-- fragment: status_conflict
+    ON CONFLICT (task_id) DO UPDATE
+   SET state = excluded.state, payload = excluded.payload, error = excluded.error, attempt = excluded.attempt,
+       meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+       created_at = CASE WHEN s.expires_at > now() THEN s.created_at ELSE excluded.created_at END
+RETURNING task_id, state, payload, error, attempt, meta, created_at, updated_at
+
+-- fragment: status_upsert
 up AS (
-    INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)
-    SELECT t.id, t.state, t.payload, t.error, t.attempt, t.meta, t.at, t.at, now() + t.ttl * interval '1 second'
-      FROM unnest(%(ids)b::text[], %(states)b::text[], %(payloads)b::jsonb[], %(errors)b::jsonb[],
-                  %(attempts)b::integer[], %(metas)b::jsonb[], %(ats)b::timestamptz[], %(ttls)b::float8[])
-           AS t(id, state, payload, error, attempt, meta, at, ttl)
-        ON CONFLICT (task_id) DO UPDATE
-       SET state = excluded.state, payload = excluded.payload, error = excluded.error, attempt = excluded.attempt,
-           meta = excluded.meta, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
-           created_at = CASE WHEN s.expires_at > now() THEN s.created_at ELSE excluded.created_at END
-    RETURNING task_id, state, payload, error, attempt, meta, created_at, updated_at
+{@status_insert}
+  FROM (VALUES (%(task_id)s::text, %(state)s::text, %(payload)s::jsonb, %(error)s::jsonb, %(attempt)s::integer,
+                %(meta)s::jsonb, %(at)s::timestamptz, %(ttl)s::float8))
+       AS t(id, state, payload, error, attempt, meta, at, ttl)
+{@status_conflict}
+)
+
+-- fragment: statuses_upsert
+up AS (
+{@status_insert}
+  FROM unnest(%(ids)b::text[], %(states)b::text[], %(payloads)b::jsonb[], %(errors)b::jsonb[],
+              %(attempts)b::integer[], %(metas)b::jsonb[], %(ats)b::timestamptz[], %(ttls)b::float8[])
+       AS t(id, state, payload, error, attempt, meta, at, ttl)
+{@status_conflict}
 )
 
 -- fragment: status_notify
@@ -317,6 +333,9 @@ doc AS (
 SELECT task_id, created_at,
        pg_notify('{result_channel}', task_id || E'\n' || CASE WHEN octet_length(body) < 7000 THEN body ELSE '' END)
   FROM doc
+
+-- name: set_status
+WITH {@status_upsert}, {@status_notify}
 
 -- name: set_statuses
 WITH {@statuses_upsert}, {@status_notify}

@@ -205,7 +205,10 @@ class PostgresBackend(ResultBackend):
             for group in groups:
                 terminal = any(TaskState(row[1]).is_terminal for row, _ in group)
                 db = self._check_open() if terminal else await self._fast()
-                rows = await db.fetch(self._q.set_statuses, status_rows_params([row for row, _ in group]))
+                if len(group) == 1:
+                    rows = await db.fetch(self._q.set_status, status_params(group[0][0]))
+                else:
+                    rows = await db.fetch(self._q.set_statuses, status_rows_params([row for row, _ in group]))
                 created = {task_id: at for task_id, at, _ in rows}
                 for row, done in group:
                     if not done.done():
@@ -343,7 +346,7 @@ class PostgresBackend(ResultBackend):
 
 
 def status_row(write: StatusWrite) -> tuple[Any, ...]:
-    """One write as a row of ``statuses_upsert`` (queries.sql): ``(task_id, state, payload
+    """One write as a row of ``status_upsert``/``statuses_upsert`` (queries.sql): ``(task_id, state, payload
     JSON, error JSON, attempt, meta JSON, written at, ttl)``."""
     error = dumps(write.error) if write.error is not None else None
     return (write.task_id, write.state.value, dumps(write.payload), error, write.attempt, dumps(write.meta),
@@ -351,6 +354,12 @@ def status_row(write: StatusWrite) -> tuple[Any, ...]:
 
 
 _ROW_PARAMS = ("ids", "states", "payloads", "errors", "attempts", "metas", "ats", "ttls")
+_ONE_PARAMS = ("task_id", "state", "payload", "error", "attempt", "meta", "at", "ttl")
+
+
+def status_params(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The bind parameters of ``status_upsert`` for one ``status_row``."""
+    return dict(zip(_ONE_PARAMS, row))
 
 
 def status_rows_params(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
@@ -379,4 +388,4 @@ def _is_newer(status: TaskStatus, last: TaskStatus | None) -> bool:
     return status.to_dict() != last.to_dict()
 
 
-__all__ = ["PostgresBackend", "fresh_statuses", "status_row", "status_rows_params", "statuses_params"]
+__all__ = ["PostgresBackend", "fresh_statuses", "status_params", "status_row", "status_rows_params", "statuses_params"]

@@ -4,7 +4,7 @@ Both are templates with three placeholders, filled once per namespace: ``{schema
 quoted schema), ``{queue_channel}`` and ``{result_channel}`` (NOTIFY channel names). Our
 schema names are checked identifiers, so plain substitution cannot inject anything; user
 values always travel as bind parameters. A ``-- fragment:`` block is SQL written once
-and included by several statements as ``{@name}`` (one level), or composed in Python.
+and included by statements (and fragments) as ``{@name}``, or composed in Python.
 
 Migrations run in one transaction under a transaction-level advisory lock keyed by the
 schema, so concurrent first starts (several workers booting at once) apply each file
@@ -50,8 +50,14 @@ def _query_templates() -> tuple[dict[str, str], dict[str, str]]:
         blocks[match.group(2)] = "\n".join(lines).strip().rstrip(";")
         if match.group(1) == "fragment":
             fragments.add(match.group(2))
-    # "{@name}" includes fragment ``name`` (written once, used by several statements).
-    expanded = {name: _INCLUDE_RE.sub(lambda m: blocks[m.group(1)], body) for name, body in blocks.items()}
+    # "{@name}" includes fragment ``name`` (written once, used by several statements);
+    # fragments may include fragments.
+    def expand(body: str, depth: int = 0) -> str:
+        if depth > 5:
+            raise ValueError("queries.sql: fragments include each other in a cycle")
+        return _INCLUDE_RE.sub(lambda m: expand(blocks[m.group(1)], depth + 1), body)
+
+    expanded = {name: expand(body) for name, body in blocks.items()}
     return ({k: v for k, v in expanded.items() if k not in fragments},
             {k: v for k, v in expanded.items() if k in fragments})
 
