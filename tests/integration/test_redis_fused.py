@@ -27,7 +27,7 @@ from tests.specs.redis import REDIS_TEST_URL, delete_namespace
 # The same server, another database: reachable, but not in the broker's scripts.
 OTHER_DB_URL = REDIS_TEST_URL.rsplit("/", 1)[0] + "/10"
 # What redis-py sends while (re)connecting or checking health: not work round trips (nor
-# the SCRIPT LOAD and repeated call after a NOSCRIPT).
+# the SCRIPT LOAD / FUNCTION LOAD and repeated call after a NOSCRIPT / missing function).
 CONNECTION_SETUP = {b"CLIENT", b"PING", b"SELECT", b"HELLO", b"AUTH"}
 
 
@@ -53,7 +53,7 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
     async def counted_send(self: Any, command: Any, check_health: bool = True) -> None:
         raw = bytes(command if isinstance(command, bytes) else b"".join(command))
         name = raw.split(b"\r\n")[2].upper()
-        if name == b"SCRIPT":  # NOSCRIPT: another test flushed the shared server's scripts
+        if name in (b"SCRIPT", b"FUNCTION"):  # another test flushed the shared server's scripts or functions
             seen.trips -= 1  # the reload replaces the call that failed, sent again after it
         elif name not in CONNECTION_SETUP:  # a connection dropped earlier (a cancelled read) reconnects first
             seen.trips += 1

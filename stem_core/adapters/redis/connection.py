@@ -24,6 +24,20 @@ keeps checked out of the pool (redis-py's per-command pool lock, socket probe an
 argument encoding cost more than the round trip on a busy host), with the same retry
 policy and error mapping as every other command.
 
+Scripts (``lua/<name>.lua``, each headed by its KEYS/ARGV, with the helper files of
+``LUA_LIBS`` in front) run as Redis Functions on Redis >= 7: ``function_library`` makes
+one library of all of them, loaded once per server (``FUNCTION LOAD REPLACE``), and each
+call is an ``FCALL`` that no longer re-runs the ~18 KB of helper definitions an
+``EVALSHA`` of the prepended script executes every time. The library and function names
+carry a hash of the text (``stem_<hash>``), so processes of different Stem versions on
+one server each keep their own and loading is idempotent (concurrent loads of the same
+text are harmless). A library gone (restart without persistence, ``FUNCTION FLUSH``) is
+loaded again and the call repeated once, like a ``NOSCRIPT`` script. Older servers
+(detected at connect from ``INFO server``), and servers refusing ``FUNCTION LOAD``
+(ACL, renamed command), get the ``EVALSHA`` path. Scripts sent inside redis-py
+pipelines (``Connection.script``: multi-queue publish transactions, the operator's
+``live``/``stats`` scans, record pruning) stay ``EVALSHA`` on every server.
+
 URL query parameters: Stem options (``lease_seconds`` ... see ``from_url`` of each
 adapter), client tuning (``socket_timeout``, ``socket_connect_timeout``,
 ``max_connections``, ``retry_attempts``, ``health_check_interval``, ``client_name``) and
@@ -36,8 +50,10 @@ the standard TLS options of ``rediss://`` (``ssl_cert_reqs``, ``ssl_ca_certs``,
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -172,13 +188,46 @@ LUA_LIBS: dict[str, tuple[str, ...]] = {
 }
 
 
+HELPER_FILES = ("lib", "results_lib")
+# Functions that only read: flagged so the server runs them like any read command (on a
+# replica, under maxmemory) rather than refusing them up front as possible writers.
+READ_ONLY_SCRIPTS = frozenset({"live", "stats", "peek"})
+# Servers from this version on run the scripts as one function library.
+FUNCTIONS_SINCE = (7, 0)
+# The server's reply to an FCALL of a function it does not have (redis-py drops "ERR ").
+FUNCTION_MISSING = "Function not found"
+
+
+def _lua_text(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
 def load_lua(name: str) -> str:
     """``lua/<name>.lua`` with its helper files (``LUA_LIBS``) in front."""
-    folder = resources.files(__package__).joinpath("lua")
     libs = LUA_LIBS.get(name, () if name.startswith("results_") else ("lib",))
-    parts = [folder.joinpath(f"{lib}.lua").read_text("utf-8") for lib in libs]
-    parts.append(folder.joinpath(f"{name}.lua").read_text("utf-8"))
-    return "\n".join(parts)
+    return "\n".join([*(_lua_text(lib) for lib in libs), _lua_text(name)])
+
+
+@lru_cache(maxsize=None)
+def function_library() -> tuple[str, str]:
+    """``(prefix, code)``: every script of ``lua/`` as one Redis Functions library.
+
+    The code is the helper files once (their ``KEYS``/``ARGV`` are library-level locals
+    that each function points at its call's before running), then every script's text
+    as the body of function ``<prefix>_<name>``. ``prefix`` is the library name:
+    ``stem_`` and a hash of the text, so a new Stem version loads a library of its own
+    beside the old one instead of replacing functions older processes still call.
+    """
+    folder = resources.files(__package__).joinpath("lua")
+    names = sorted(f.name[:-4] for f in folder.iterdir() if f.name.endswith(".lua") and f.name[:-4] not in HELPER_FILES)
+    parts = ["local KEYS, ARGV", *(_lua_text(lib) for lib in HELPER_FILES)]
+    for name in names:
+        flags = "{ 'no-writes' }" if name in READ_ONLY_SCRIPTS else "{}"
+        parts.append(f"redis.register_function{{ function_name = '@@_{name}', flags = {flags},\n"
+                     f"  callback = function(keys, args)\n  KEYS, ARGV = keys, args\n{_lua_text(name)}\nend }}")
+    body = "\n".join(parts)
+    prefix = "stem_" + hashlib.sha1(body.encode()).hexdigest()[:16]
+    return prefix, f"#!lua name={prefix}\n" + body.replace("'@@_", f"'{prefix}_")
 
 
 def resp(*values: bytes | str | int) -> bytes:
@@ -227,8 +276,10 @@ class Connection:
         # Connections checked out of the pool for ``command`` (a fresh list per open, so a
         # call still running when the client closes never returns one to the next pool).
         self._idle: list[Any] = []
-        # name -> the packed ``EVALSHA <sha>`` prefix of ``evalsha``.
+        # name -> the packed ``FCALL <function>`` / ``EVALSHA <sha>`` prefix of ``evalsha``.
         self._heads: dict[str, bytes] = {}
+        # Whether scripts run as functions (Redis >= 7, see the module docstring).
+        self.functions = False
 
     @property
     def shown_url(self) -> str:
@@ -285,13 +336,30 @@ class Connection:
         try:
             with self.guard:
                 await client.ping()
+            self.functions = await self._functions_supported(client)
         except BaseException:
             await client.aclose()
             await pool.disconnect()
             raise
+        self._heads.clear()
         self._client = client
         await self._warn_once(client)
         return client
+
+    async def _functions_supported(self, client: Redis) -> bool:
+        """Whether the server runs Redis Functions (``INFO server``: version >= 7.0).
+        A server hiding INFO is assumed to; ``evalsha`` falls back if it does not."""
+        try:
+            with self.guard:
+                version = str((await client.info("server")).get("redis_version", ""))
+        except StemError as exc:
+            if isinstance(exc, self.unavailable):
+                raise
+            return True
+        try:
+            return tuple(int(part) for part in version.split(".")[:2]) >= FUNCTIONS_SINCE
+        except ValueError:
+            return True
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -314,14 +382,41 @@ class Connection:
         ``nkeys`` keys and ``nargs`` arguments."""
         head = self._heads.get(name)
         if head is None:
-            head = self._heads[name] = resp("EVALSHA", self.script(name).sha)
-        command = b"*%d\r\n%s%s%s" % (3 + nkeys + nargs, head, resp(nkeys), packed)
+            if self.functions:
+                head = resp("FCALL", f"{function_library()[0]}_{name}")
+            else:
+                head = resp("EVALSHA", self.script(name).sha)
+            self._heads[name] = head
+        tail = b"%s%s" % (resp(nkeys), packed)
+        command = b"*%d\r\n%s%s" % (3 + nkeys + nargs, head, tail)
         with self.guard:
             try:
                 return await self._send(command)
             except rex.NoScriptError:
                 await self.client.script_load(self.script(name).script)
                 return await self._send(command)
+            except rex.ResponseError as exc:
+                if not head.startswith(b"$5\r\nFCALL") or not _function_trouble(exc):
+                    raise
+            # The library is not on the server (restart, FUNCTION FLUSH) or FCALL is not known.
+            if await self._load_functions():
+                return await self._send(command)
+        return await self.evalsha(name, nkeys, nargs, packed)  # this server gets EVALSHA from now on
+
+    async def _load_functions(self) -> bool:
+        """Load the library (any number of processes may do so at once: same name, same
+        text). False, and the ``EVALSHA`` path from now on, when the server refuses."""
+        try:
+            await self.client.function_load(function_library()[1], replace=True)
+            return True
+        except rex.ResponseError as exc:
+            if self.translate(exc).__class__ is self.unavailable:
+                raise
+            log.warning("Redis at %s refused FUNCTION LOAD (%s); Stem's scripts run through EVALSHA",
+                        self.config.shown_url, self.config.redact(str(exc)))
+            self.functions = False
+            self._heads.clear()
+            return False
 
     async def command(self, command: bytes) -> Any:
         """Send one packed command and read its reply (connection errors retried like
@@ -405,6 +500,12 @@ async def _exchange(conn: Any, command: bytes) -> Any:
     return response
 
 
+def _function_trouble(exc: rex.ResponseError) -> bool:
+    """An FCALL reply meaning "load the library" (or "this server has no functions")."""
+    text = str(exc)
+    return text.startswith(FUNCTION_MISSING) or text.lower().startswith("unknown command")
+
+
 def _abort(conn: Any, late: list[bool]) -> None:
     late.append(True)
     writer = conn._writer
@@ -456,4 +557,4 @@ def _config_value(reply: dict[Any, Any], name: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-__all__ = ["Connection", "Guard", "RedisConfig", "load_lua", "parse_url", "resp"]
+__all__ = ["Connection", "Guard", "RedisConfig", "function_library", "load_lua", "parse_url", "resp"]
