@@ -318,9 +318,7 @@ class Stem:
         envelope = self.build_envelope(
             name, args, queue=queue, priority=priority, delay=delay, eta=eta, task_id=task_id, max_retries=max_retries
         )
-        await self.connect()
-        await self.broker.enqueue((envelope,), self.backend)
-        return envelope.id
+        return (await self.enqueue_envelopes((envelope,)))[0]
 
     async def enqueue_many(self, items: Iterable[tuple[Any, ...]]) -> list[str]:
         """Publish many tasks through one ``publish_many``; ids in order.
@@ -342,11 +340,17 @@ class Stem:
                 envelopes.append(self.build_envelope(item[0], item[1], **options))
             except ValueError as exc:
                 raise type(exc)(f"item {index}: {exc}") from None
-        if not envelopes:
+        return await self.enqueue_envelopes(envelopes)
+
+    async def enqueue_envelopes(self, envelopes: Iterable[Envelope]) -> list[str]:
+        """Publish envelopes made by ``build_envelope`` (queued statuses first, one
+        ``Broker.enqueue``); ids in order. For callers that validate a whole batch first."""
+        batch = list(envelopes)
+        if not batch:
             return []
         await self.connect()
-        await self.broker.enqueue(envelopes, self.backend)
-        return [e.id for e in envelopes]
+        await self.broker.enqueue(batch, self.backend)
+        return [e.id for e in batch]
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
         """The task's terminal status (succeeded, failed, cancelled), watched across processes.

@@ -1,6 +1,6 @@
 """The sending half of ``Ops``: pause and resume queues, control commands and raw
 broadcasts to workers, and enqueue. Each takes ``dry_run`` and is audited like the
-repairs in ``actions.py``; enqueue goes through ``Stem.enqueue``/``enqueue_many``, the one
+repairs in ``actions.py``; enqueue goes through ``Stem.build_envelope``/``enqueue_envelopes``, the one
 place enqueue logic lives.
 """
 
@@ -165,7 +165,7 @@ class DispatchMixin(ActionMixin):
         async def work() -> ActionResult:
             if dry_run:
                 return ActionResult("enqueue", True, 1, [envelope.to_dict()], arguments, {})
-            task = await self._stem().enqueue(name, args, **options)
+            [task] = await self._stem().enqueue_envelopes([envelope])
             sample = [{"id": task, "name": name, "queue": envelope.queue}]
             return ActionResult("enqueue", False, 1, sample, arguments, {"ids": [task]})
 
@@ -198,8 +198,8 @@ class DispatchMixin(ActionMixin):
                 return ActionResult("enqueue", True, len(envelopes), [e.to_dict() for e in envelopes[:SAMPLE_SIZE]],
                                     arguments, {})
             ids: list[str] = []
-            for start in range(0, len(items), batch_size):
-                ids += await app.enqueue_many(items[start:start + batch_size])
+            for start in range(0, len(envelopes), batch_size):
+                ids += await app.enqueue_envelopes(envelopes[start:start + batch_size])
                 if on_progress is not None:
                     on_progress(len(ids), len(items))
             sample = [{"id": i, "name": e.name, "queue": e.queue} for i, e in zip(ids[:SAMPLE_SIZE], envelopes)]

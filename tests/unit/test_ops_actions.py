@@ -255,6 +255,25 @@ async def test_enqueue_many_validates_everything_first_and_reports_progress(env:
     assert record["arguments"] == {"count": 7, "tasks": {"t.a": 7}}
 
 
+async def test_enqueue_builds_each_envelope_once(env: tuple[Ops, Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The validated envelopes are the ones published: ids match, nothing is built twice
+    ops, broker, backend = env
+    built: list[str] = []
+    stem = ops._stem()
+    original = stem.build_envelope
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        envelope = original(*args, **kwargs)
+        built.append(envelope.id)
+        return envelope
+
+    monkeypatch.setattr(stem, "build_envelope", counting)
+    many = await ops.enqueue_many([("t.a", {"i": i}) for i in range(5)], batch_size=2)
+    one = await ops.enqueue("t.b", {"x": 1}, queue="q")
+    assert built == many.detail["ids"] + one.detail["ids"]
+    assert (await broker.queue_stats(["default"]))[0].pending == 5
+
+
 async def test_a_failed_action_is_audited_with_its_error(env: tuple[Ops, Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     ops, broker, backend = env
     await enqueue_n(ops, 1)
