@@ -70,21 +70,26 @@ end
 -- Overwrite status W (a record) whose R:ix entry was (ox, oq, ot); oqk/otk are the old
 -- index keys when a label moves. T: iso (updated_at), us (updated_at), prefix (watch
 -- channels). Returns created_at, version.
+-- Only what changes is written: no R:ix entry means no R:s:<id> either (results_prune.lua
+-- drops the entry only once the key is gone), so a first write has no created_at to
+-- keep; a status staying in its state set is only re-scored there; an unchanged R:ix
+-- entry is not rewritten.
 local function status_write(R, W, T, ox, oq, ot, oqk, otk)
   local id = W.id
-  if ox then redis.call('ZREM', R.x[ox], id) end
+  if ox and ox ~= W.x then redis.call('ZREM', R.x[ox], id) end
   if oq ~= '' and oq ~= W.q then redis.call('ZREM', oqk, id) end
   if ot ~= '' and ot ~= W.t then redis.call('ZREM', otk, id) end
   redis.call('ZADD', R.all, T.us, id)
   redis.call('ZADD', R.x[W.x], T.us, id)
   if W.q ~= '' then redis.call('ZADD', W.qk, T.us, id) end
   if W.t ~= '' then redis.call('ZADD', W.tk, T.us, id) end
-  local created = redis.call('HGET', W.s, 'c') or T.iso
+  local created = T.iso
+  if ox then created = redis.call('HGET', W.s, 'c') or T.iso end
   local version = redis.call('INCR', R.ver)
   redis.call('HSET', W.s, 'j', W.body, 'c', created, 'v', version)
   redis.call('PEXPIRE', W.s, W.ttl)
   redis.call('ZADD', R.exp, tonumber(T.us) + tonumber(W.ttl) * 1000, id)
-  redis.call('HSET', R.ix, id, cjson.encode({ W.x, W.q, W.t }))
+  if ox ~= W.x or oq ~= W.q or ot ~= W.t then redis.call('HSET', R.ix, id, cjson.encode({ W.x, W.q, W.t })) end
   redis.call('PUBLISH', T.prefix .. id, version .. '\n' .. created .. '\n' .. W.body)
   return created, version
 end
