@@ -1,7 +1,8 @@
 """Redis: ``Broker.enqueue`` and ``Broker.ack_with_status`` are one script call when the
 result backend is on the broker's server and database, and fall back to the two steps
 when it is not (another database, another adapter) or when a status moves to another
-queue/task index (the fused scripts then do nothing). ``set_statuses`` is one script call.
+queue/task index (the fused scripts then do nothing). ``set_statuses`` is one script call,
+and so are the ``set_status`` calls, and the ``ack_with_status`` calls, of one event-loop turn.
 
 Real server, database 9 (the other-database backend uses 10). Round trips are counted
 where every command of both adapters is written to a socket
@@ -12,6 +13,7 @@ at ``Connection.evalsha``, the one place every Stem script goes through.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, AsyncIterator
 
@@ -20,7 +22,9 @@ import pytest
 from stem_core import Envelope, TaskState, connect_backend, connect_broker
 from stem_core.adapters.redis import results as redis_results
 from stem_core.adapters.redis.connection import Connection, StemConnection
+from stem_core.errors import BackendUnavailable, BrokerUnavailable
 from tests.contract.helpers import assert_nothing, receive_one, stats_of
+from tests.integration.test_redis_connection import FreezingProxy
 from tests.specs import require_service
 from tests.specs.redis import REDIS_TEST_URL, delete_namespace
 
@@ -201,3 +205,195 @@ async def test_set_statuses_is_one_script_call_and_falls_back_when_one_moves(mad
     assert "new" not in {s.id for s in await backend.list_statuses(queue="a", limit=100)}
     status = await backend.get_status("s1")
     assert status is not None and status.state == TaskState.RUNNING and status.meta == {"queue": "b"}
+
+
+# -- per event-loop turn: status writes and settles of one turn are one script call ---------
+
+
+async def test_status_writes_of_one_turn_are_one_script_call_and_a_lone_write_is_one(made: list[Any], wire: Wire) -> None:
+    _, backend = await open_pair(made)
+    first = await backend.set_status("a", TaskState.QUEUED, meta={"queue": "q", "task": "t"})
+    wire.reset()
+    # A lone write: results_set, one call
+    lone = await backend.set_status("b", TaskState.QUEUED, meta={"queue": "q", "task": "t"})
+    assert wire.trips == 1 and wire.scripts == ["results_set"], (wire.scripts, wire.log)
+    wire.reset()
+    # Two writes made in one turn (a worker's claimed batch starting): one call
+    a, b = await asyncio.gather(
+        backend.set_status("a", TaskState.RUNNING, attempt=1, meta={"queue": "q", "task": "t", "n": 1}),
+        backend.set_status("b", TaskState.RUNNING, payload=[1], meta={"queue": "q", "task": "t"}),
+    )
+    assert wire.trips == 1 and wire.scripts == ["results_set_many"], (wire.scripts, wire.log)
+    # Each caller gets what was stored: its own fields, created_at kept, one updated_at
+    assert (a.id, a.state, a.attempt, a.meta, a.created_at) == ("a", TaskState.RUNNING, 1, {"queue": "q", "task": "t", "n": 1},
+                                                                 first.created_at)
+    assert (b.id, b.payload, b.created_at) == ("b", [1], lone.created_at)
+    assert a.updated_at == b.updated_at and a.updated_at > lone.updated_at
+    for status in (a, b):
+        stored = await backend.get_status(status.id)
+        assert stored is not None and stored.to_dict() == status.to_dict()
+    assert {s.id for s in await backend.list_statuses(state=TaskState.RUNNING)} == {"a", "b"}
+    assert await backend.list_statuses(state=TaskState.QUEUED) == []
+
+
+async def test_a_turn_repeating_a_task_id_writes_in_call_order(made: list[Any], wire: Wire) -> None:
+    _, backend = await open_pair(made)
+    namespace = backend.namespace
+    watcher = await connect_backend(REDIS_TEST_URL, namespace=namespace)  # another connection
+    made.append(watcher)
+    await backend.set_status("x", TaskState.QUEUED, meta={"queue": "q"})
+    seen: list[TaskState] = []
+
+    async def watch() -> None:
+        async for status in watcher.watch("x"):
+            seen.append(status.state)
+            if status.state.is_terminal:
+                return
+
+    watching = asyncio.ensure_future(watch())
+    while not seen:
+        await asyncio.sleep(0.01)
+    wire.reset()
+    running, done, other = await asyncio.gather(
+        backend.set_status("x", TaskState.RUNNING, meta={"queue": "q"}),
+        backend.set_status("x", TaskState.SUCCEEDED, payload="ok", meta={"queue": "q"}),
+        backend.set_status("y", TaskState.RUNNING, meta={"queue": "q"}),
+    )
+    # One call: the script writes its records in call order, so the id needs no split
+    assert wire.scripts == ["results_set_many"]
+    await asyncio.wait_for(watching, 5)
+    assert seen == [TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED]
+    stored = await backend.get_status("x")
+    assert stored is not None and stored.state == TaskState.SUCCEEDED and stored.payload == "ok"
+    assert running.created_at == done.created_at == stored.created_at and other.state == TaskState.RUNNING
+    assert [s.id for s in await backend.list_statuses(state=TaskState.RUNNING)] == ["y"]
+    assert [s.id for s in await backend.list_statuses(state=TaskState.SUCCEEDED)] == ["x"]
+
+
+async def test_a_turn_whose_status_moves_index_falls_back_to_one_by_one(made: list[Any], wire: Wire) -> None:
+    _, backend = await open_pair(made)
+    await backend.set_status("m", TaskState.QUEUED, meta={"queue": "old"})
+    wire.reset()
+    moved, kept = await asyncio.gather(
+        backend.set_status("m", TaskState.RUNNING, meta={"queue": "new"}),
+        backend.set_status("k", TaskState.RUNNING, meta={"queue": "new"}),
+    )
+    # The batch did nothing, then each write went alone (m asking again with the old keys)
+    assert wire.scripts[0] == "results_set_many" and wire.scripts[1:] == ["results_set", "results_set", "results_set"]
+    assert (moved.state, kept.state) == (TaskState.RUNNING, TaskState.RUNNING)
+    assert {s.id for s in await backend.list_statuses(queue="new")} == {"m", "k"}
+    assert await backend.list_statuses(queue="old") == []
+
+
+async def test_settles_of_one_turn_are_one_script_call_with_a_stale_receipt_inside(made: list[Any], wire: Wire) -> None:
+    broker, backend = await open_pair(made)
+    queue = qname()
+    short = Envelope(name="t.s", queue=queue, visibility_timeout=0.3)
+    await broker.enqueue([short], backend)
+    stale = await receive_one(broker, queue)
+    assert stale is not None
+    fresh = await receive_one(broker, queue, timeout=10.0)  # redelivered once the short lease ended
+    assert fresh is not None and fresh.envelope.id == short.id
+    others = [Envelope(name="t.s", queue=queue) for _ in range(2)]
+    await broker.enqueue(others, backend)
+    held = [await receive_one(broker, queue) for _ in others]
+    assert all(d is not None for d in held)
+    wire.reset()
+    await asyncio.gather(
+        broker.ack_with_status(held[0], backend, TaskState.SUCCEEDED, payload=0, meta={"queue": queue, "task": "t.s"}),
+        broker.ack_with_status(stale, backend, TaskState.CANCELLED, meta={"queue": queue, "task": "t.s"}),
+        broker.ack_with_status(held[1], backend, TaskState.SUCCEEDED, payload=1, meta={"queue": queue, "task": "t.s"}),
+    )
+    assert wire.trips == 1 and wire.scripts == ["ack_with"], (wire.scripts, wire.log)
+    # Every status is stored; the stale receipt acked nothing: the new holder keeps it
+    for k, d in enumerate(held):
+        status = await backend.get_status(d.envelope.id)  # type: ignore[union-attr]
+        assert status is not None and status.state == TaskState.SUCCEEDED and status.payload == k
+    status = await backend.get_status(short.id)
+    assert status is not None and status.state == TaskState.CANCELLED
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (0, 1)
+    wire.reset()
+    await broker.ack_with_status(fresh, backend, TaskState.SUCCEEDED, payload="fresh", meta={"queue": queue, "task": "t.s"})
+    assert wire.scripts == ["ack_with"]  # a lone settle: one call
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight) == (0, 0)
+    status = await backend.get_status(short.id)
+    assert status is not None and status.payload == "fresh" and status.created_at is not None
+
+
+async def test_a_settle_turn_whose_status_moves_index_takes_the_two_steps(made: list[Any], wire: Wire) -> None:
+    broker, backend = await open_pair(made)
+    queue = qname()
+    sent = [Envelope(name="t.m", queue=queue) for _ in range(2)]
+    await broker.enqueue(sent, backend)
+    held = [await receive_one(broker, queue) for _ in sent]
+    wire.reset()
+    await asyncio.gather(
+        broker.ack_with_status(held[0], backend, TaskState.SUCCEEDED, meta={"queue": "elsewhere", "task": "t.m"}),  # type: ignore[arg-type]
+        broker.ack_with_status(held[1], backend, TaskState.SUCCEEDED, meta={"queue": queue, "task": "t.m"}),  # type: ignore[arg-type]
+    )
+    assert wire.scripts[0] == "ack_with" and wire.scripts.count("ack") == 2, wire.scripts
+    assert [s.id for s in await backend.list_statuses(queue="elsewhere")] == [sent[0].id]
+    assert [s.id for s in await backend.list_statuses(queue=queue)] == [sent[1].id]
+    stats = await stats_of(broker, queue)
+    assert (stats.pending, stats.inflight, stats.completed_total) == (0, 0, 2)
+
+
+async def test_a_failed_turn_raises_in_every_caller_and_does_nothing(namespace: str, wire: Wire) -> None:
+    require_service("redis")
+    proxy = await FreezingProxy().start()
+    url = f"redis://127.0.0.1:{proxy.port}/9?socket_timeout=0.5&retry_attempts=0"
+    broker = await connect_broker(url, namespace=namespace)
+    backend = await connect_backend(url, namespace=namespace)
+    try:
+        queue = qname()
+        await broker.enqueue([Envelope(name="t.f", queue=queue) for _ in range(2)], backend)
+        held = [await receive_one(broker, queue) for _ in range(2)]
+        wire.reset()
+        proxy.frozen = True
+        settles = await asyncio.wait_for(asyncio.gather(
+            *(broker.ack_with_status(d, backend, TaskState.SUCCEEDED, meta={"queue": queue, "task": "t.f"}) for d in held),  # type: ignore[arg-type]
+            return_exceptions=True,
+        ), 10)
+        assert all(isinstance(r, BrokerUnavailable) for r in settles), settles
+        writes = await asyncio.wait_for(asyncio.gather(
+            *(backend.set_status(d.envelope.id, TaskState.RUNNING) for d in held),  # type: ignore[union-attr]
+            return_exceptions=True,
+        ), 10)
+        assert wire.scripts == ["ack_with", "results_set_many"]  # one call each, failed
+        assert all(isinstance(r, BackendUnavailable) for r in writes), writes
+        proxy.frozen = False
+        # Nothing was written or acked
+        for d in held:
+            status = await backend.get_status(d.envelope.id)  # type: ignore[union-attr]
+            assert status is not None and status.state == TaskState.QUEUED
+        stats = await stats_of(broker, queue)
+        assert (stats.pending, stats.inflight) == (0, 2)
+    finally:
+        await broker.close()
+        await backend.close()
+        await proxy.stop()
+        await delete_namespace(REDIS_TEST_URL, namespace)
+
+
+async def test_close_waits_for_the_writes_and_settles_of_its_turn(made: list[Any]) -> None:
+    broker, backend = await open_pair(made)
+    queue = qname()
+    sent = Envelope(name="t.c", queue=queue)
+    await broker.enqueue([sent], backend)
+    delivery = await receive_one(broker, queue)
+    assert delivery is not None
+    settle = asyncio.ensure_future(broker.ack_with_status(delivery, backend, TaskState.SUCCEEDED, payload=2,
+                                                         meta={"queue": queue, "task": "t.c"}))
+    write = asyncio.ensure_future(backend.set_status("c2", TaskState.QUEUED))
+    await asyncio.sleep(0)  # both made their call in this turn
+    await broker.close()
+    await backend.close()
+    await settle
+    assert (await write).state == TaskState.QUEUED
+    reader = await connect_backend(REDIS_TEST_URL, namespace=backend.namespace)
+    made.append(reader)
+    status = await reader.get_status(sent.id)
+    assert status is not None and status.payload == 2
+    assert await reader.get_status("c2") is not None

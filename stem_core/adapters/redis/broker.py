@@ -41,7 +41,11 @@ Design (key layout and each script's KEYS/ARGV are in ``lua/``, lib.lua first):
   the publish/ack code of ``lib.lua``. Those scripts touch keys of two hash tags (the
   queue's and the result namespace's), so like multi-queue claims they need a
   standalone or Sentinel server, which is what Stem supports. A status that moves to
-  another queue/task index makes them do nothing, and the two steps run instead.
+  another queue/task index makes them do nothing, and the two steps run instead. The
+  ``ack_with_status`` calls of one event-loop turn (tasks of a claimed batch finishing
+  together) are one ``ack_with.lua`` call: the statuses in call order, then each fenced
+  ack; a failed call raises ``BrokerUnavailable`` in every caller; ``close`` waits for
+  the settles in flight.
 
 Producers get ``BrokerUnavailable`` when Redis is down (after the client's retries);
 consumers keep retrying by themselves and resume when it is back.
@@ -66,7 +70,7 @@ from .codec import INVALID_REASON, dead_letter_json, decode, due_us, lease_ms, p
 from .connection import Connection, RedisConfig, parse_url, resp
 from .inspect import InspectMixin
 from .keys import ACK_KEYS, BANDS, BLOCK_SIZE, W_INDEX, KeyCache, from_us, registry_key, to_us
-from .results import STATUS_ARGS, RedisBackend
+from .results import RedisBackend
 
 log = logging.getLogger("stem.redis")
 
@@ -82,6 +86,12 @@ RECONNECT_WAIT_S = 0.5
 MIN_BLOCK_MS = 1
 # A blocking read blocks at most this share of the socket timeout.
 BLOCK_SHARE_OF_TIMEOUT = 0.5
+# Settles per ack_with.lua call (keeps one script call short).
+SETTLE_CHUNK = 1000
+
+# One ack_with_status waiting for its turn's ack_with.lua call: the backend, the parsed
+# receipt (queue, lid, token), the status write, and what the caller awaits (True: done).
+_Settle = tuple[RedisBackend, tuple[str, str, str], StatusWrite, "asyncio.Future[bool]"]
 
 
 class RedisBroker(InspectMixin, BroadcastMixin, Broker):
@@ -106,6 +116,9 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         self._background: set[asyncio.Future[Any]] = set()
         # The last backend found on this server (enqueue_with/ack_with), checked by identity.
         self._shared: RedisBackend | None = None
+        # ack_with_status calls of the current event-loop turn, and the batches in flight.
+        self._settling: list[_Settle] = []
+        self._settles: set[asyncio.Future[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "RedisBroker":
@@ -122,6 +135,9 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         return self
 
     async def close(self) -> None:
+        await asyncio.sleep(0)  # settles of this turn: their batch starts
+        if self._settles:
+            await asyncio.gather(*self._settles, return_exceptions=True)
         self._closed = True
         pending = list(self._background)
         for task in pending:
@@ -210,17 +226,67 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         shared = self._same_server(backend) if parsed is not None else None
         if shared is None:
             return False
-        queue, lid, token = parsed
-        nkeys = ACK_KEYS + len(shared.status_keys)
-        batch = shared.status_batch(nkeys + 1)
-        batch.add_write(write)
-        packed = b"".join((self._keys.of(queue).packed_ack[lid[:2]], shared.packed_status_keys, resp(*batch.keys),
-                           resp(lid, token, *batch.args())))
-        reply = await self._conn.evalsha("ack_with", nkeys + len(batch.keys), 2 + STATUS_ARGS, packed)
-        if reply[0] != 1:
-            return False  # the status moves to another index: nothing was done
-        await shared.written()
-        return True
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._settling.append((shared, parsed, write, done))
+        if len(self._settling) == 1:
+            loop.call_soon(self._flush_settling)
+        return await done
+
+    def _flush_settling(self) -> None:
+        """Settle together what was settled during one event-loop turn (tasks of one
+        claimed batch tend to finish together): one ack_with.lua call instead of one each."""
+        batch, self._settling = self._settling, []
+        task = asyncio.ensure_future(self._settle_batch(batch))
+        self._settles.add(task)
+        task.add_done_callback(self._settles.discard)
+
+    async def _settle_batch(self, batch: list[_Settle]) -> None:
+        try:
+            by_backend: dict[int, list[_Settle]] = {}
+            for item in batch:
+                by_backend.setdefault(id(item[0]), []).append(item)
+            for items in by_backend.values():
+                for start in range(0, len(items), SETTLE_CHUNK):
+                    await self._settle_run(items[start:start + SETTLE_CHUNK])
+        except BaseException as exc:
+            for item in batch:
+                if not item[3].done():
+                    item[3].set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    async def _settle_run(self, items: list[_Settle]) -> None:
+        """One ack_with.lua call: every status of ``items`` in call order, then each fenced
+        ack. A stale receipt stores its status and acks nothing, as set_status then ack
+        would; a status moving to another index makes the script do nothing, and every
+        caller then takes the two steps (``_ack_with`` answers False)."""
+        shared = items[0][0]
+        # The five settle keys of each (queue, lid prefix) once: a batch mostly shares one.
+        blocks: dict[tuple[str, str], int] = {}
+        packed = [shared.packed_status_keys]
+        nkeys = len(shared.status_keys)
+        acks: list[Any] = []
+        for _, (queue, lid, token), _, _ in items:
+            at = blocks.get((queue, lid[:2]))
+            if at is None:
+                at = blocks[(queue, lid[:2])] = nkeys
+                packed.append(self._keys.of(queue).packed_ack[lid[:2]])
+                nkeys += ACK_KEYS
+            acks += (at, lid, token)
+        statuses = shared.status_batch(nkeys + 1)
+        for item in items:
+            statuses.add_write(item[2])
+        args = [*statuses.args(), *acks]
+        packed += (resp(*statuses.keys), resp(*args))
+        reply = await self._conn.evalsha("ack_with", nkeys + len(statuses.keys), len(args), b"".join(packed))
+        fused = reply[0] == 1
+        for item in items:
+            if not item[3].done():
+                item[3].set_result(fused)
+        if fused:
+            await shared.written()
 
     # -- consuming ------------------------------------------------------------------
 

@@ -13,6 +13,12 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_lib.lua`` draws t
   ``results_set_many.lua`` call per ``STATUS_CHUNK``), and a ``RedisBroker`` on the same
   server and database, which writes the statuses in the same script as its own step
   (``Broker.enqueue``, ``Broker.ack_with_status``; see ``shares_server``).
+* ``set_status`` calls made in one event-loop turn (the running statuses of a worker's
+  claimed batch) are one ``results_set_many.lua`` call, records in call order (a
+  repeated id is written twice, in order, like two calls); a lone one is
+  ``results_set.lua``. A failed call raises in every caller; a status moving to another
+  queue/task index makes the batch do nothing, and each write goes alone. ``close``
+  waits for the batches in flight.
 * ``hb:<worker>`` expires by itself (``PX``); ``hbs`` (worker -> expiry) lists live ones.
 * ``rec:<kind>`` / ``recx:<kind>`` hold records and the expiry of those with a TTL;
   ``audit`` is a capped list, newest first.
@@ -20,6 +26,7 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_lib.lua`` draws t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Any, AsyncIterator, ClassVar
@@ -73,6 +80,9 @@ class RedisBackend(ResultBackend):
         self._hbs = p + "hbs"
         self._audit = p + "audit"
         self._last_prune = 0.0
+        # Status writes of the current event-loop turn, and the batches being written.
+        self._soon: list[tuple[StatusWrite, asyncio.Future[TaskStatus]]] = []
+        self._writing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "RedisBackend":
@@ -89,6 +99,9 @@ class RedisBackend(ResultBackend):
         return self
 
     async def close(self) -> None:
+        await asyncio.sleep(0)  # writes of this turn: their batch starts
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
         await self._hub.close()
         await self._conn.close()
 
@@ -122,8 +135,74 @@ class RedisBackend(ResultBackend):
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
+        if not self._conn.is_open:
+            raise self._conn.unavailable(f"the Redis backend for {self._conn.shown_url} is closed")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[TaskStatus] = loop.create_future()
+        self._soon.append((StatusWrite(task_id, state, payload, error, attempt, meta, ttl), done))
+        if len(self._soon) == 1:
+            loop.call_soon(self._flush_soon)
+        return await done
+
+    def _flush_soon(self) -> None:
+        """Send the status writes made during one event-loop turn together: the running
+        statuses of a worker's claimed batch start in the same turn, so they cost one
+        script call instead of one each. A lone write goes out alone, no later."""
+        batch, self._soon = self._soon, []
+        task = asyncio.ensure_future(self._write_batch(batch))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def _write_batch(self, batch: list[tuple[StatusWrite, "asyncio.Future[TaskStatus]"]]) -> None:
+        try:
+            if len(batch) == 1:
+                write, done = batch[0]
+                status = await self._set_one(write)
+                if not done.done():
+                    done.set_result(status)
+                await self.written()
+                return
+            # results_set_many.lua writes the records in call order within one script, so
+            # a batch repeating a task id needs no split: the later write wins, and keeps
+            # the earlier one's created_at, exactly as one call after the other.
+            for start in range(0, len(batch), STATUS_CHUNK):
+                chunk = batch[start:start + STATUS_CHUNK]
+                statuses = self.status_batch(1 + len(self.status_keys))
+                for write, _ in chunk:
+                    statuses.add_write(write)
+                reply = await self._run("results_set_many", [*self.status_keys, *statuses.keys], statuses.args())
+                if reply[0] == 1:
+                    for (write, done), created in zip(chunk, reply[1:]):
+                        if not done.done():
+                            done.set_result(_stored(write, parse_iso(text(created)), statuses.stamp))
+                    continue
+                # One of them moves to another queue/task index (nothing was written): one
+                # by one, in call order, each naming its old index keys when told them.
+                for write, done in chunk:
+                    try:
+                        status = await self._set_one(write)
+                    except StemError as exc:
+                        if isinstance(exc, self._conn.unavailable):
+                            raise  # every caller left gets it
+                        if not done.done():
+                            done.set_exception(exc)
+                        continue
+                    if not done.done():
+                        done.set_result(status)
+            await self.written()
+        except BaseException as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    async def _set_one(self, write: StatusWrite) -> TaskStatus:
+        """One status through ``results_set.lua`` (asking again with the old index keys
+        while the status moves to another queue/task index)."""
+        task_id = write.task_id
         batch = self.status_batch(1 + len(self.status_keys))
-        batch.add(task_id, state, payload, error, attempt, meta, ttl)
+        batch.add_write(write)
         args = batch.args()
         reply = await self._conn.evalsha("results_set", len(self.status_keys) + len(batch.keys), STATUS_ARGS,
                                          b"".join((self.packed_status_keys, resp(*batch.keys), resp(*args))))
@@ -140,9 +219,7 @@ class RedisBackend(ResultBackend):
             args[STATUS_ARGS:] = [old_q, old_t]
             reply = await self._run("results_set", keys, args)
             attempts += 1
-        await self.written()
-        return TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta,
-                          created_at=parse_iso(text(reply[1])), updated_at=batch.stamp)
+        return _stored(write, parse_iso(text(reply[1])), batch.stamp)
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
         for start in range(0, len(items), STATUS_CHUNK):
@@ -155,7 +232,7 @@ class RedisBackend(ResultBackend):
                 # One of them moves to another queue/task index (nothing was written):
                 # one by one, each naming its old index keys when told them.
                 for task_id, state, meta in chunk:
-                    await self._set_status(task_id, state, payload=None, error=None, attempt=0, meta=meta, ttl=ttl)
+                    await self._set_one(StatusWrite(task_id, state, None, None, 0, meta, ttl))
         await self.written()
 
     async def _prune(self) -> None:
@@ -411,6 +488,12 @@ class StatusBatch:
 
     def args(self) -> list[Any]:
         return [b"".join(self._parts), self.iso, to_us(self.stamp), self._backend._watch_prefix]
+
+
+def _stored(write: StatusWrite, created_at: datetime, updated_at: datetime) -> TaskStatus:
+    """What ``set_status`` returns for ``write``, stored with these timestamps."""
+    return TaskStatus(id=write.task_id, state=write.state, payload=write.payload, error=write.error,
+                      attempt=write.attempt, meta=write.meta, created_at=created_at, updated_at=updated_at)
 
 
 def _label(value: Any) -> str:

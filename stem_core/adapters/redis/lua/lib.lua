@@ -274,11 +274,13 @@ end
 -- Settle scripts take a short key list (only what they touch), in this order:
 -- [1] the stream of the delivery's lid, [2] leases, [3] lease, [4] idx, [5] stats,
 -- [6] delayed, [7] dly, [8] dead, [9] deadbody, [10] w; a script may pass a prefix.
-local function settle_keys(lid)
+-- They start at KEYS[base + 1] (base 0 unless a script passes several lids' keys).
+local function settle_keys(lid, base)
+  base = base or 0
   local band, lane = lid_parts(lid)
   local K = { s = {} }
-  if lane == 'p' then K.p = KEYS[1] else K.s[band] = KEYS[1] end
-  K.leases, K.lease, K.idx, K.stats = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-  K.delayed, K.dly, K.dead, K.deadbody, K.w = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+  if lane == 'p' then K.p = KEYS[base + 1] else K.s[band] = KEYS[base + 1] end
+  K.leases, K.lease, K.idx, K.stats = KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
+  K.delayed, K.dly, K.dead, K.deadbody, K.w = KEYS[base + 6], KEYS[base + 7], KEYS[base + 8], KEYS[base + 9], KEYS[base + 10]
   return K
 end

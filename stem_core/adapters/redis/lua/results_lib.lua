@@ -94,10 +94,10 @@ local function status_write(R, W, T, ox, oq, ot, oqk, otk)
   return created, version
 end
 
--- Every status of `ws` in order, or none: nil when all were written, {0, old queue, old
--- task} (nothing written) when one moves to another index (the caller then writes them
--- one by one through results_set.lua). A status repeated in `ws` moves from its earlier
--- record's labels.
+-- Every status of `ws` in order, or none: nil and the created_at of each (in order) when
+-- all were written, {0, old queue, old task} (nothing written) when one moves to another
+-- index (the caller then writes them one by one through results_set.lua). A status
+-- repeated in `ws` moves from its earlier record's labels and keeps its created_at.
 local function status_write_all(R, ws, T)
   local olds, now = {}, {}
   for k, W in ipairs(ws) do
@@ -107,9 +107,10 @@ local function status_write_all(R, ws, T)
     olds[k] = o
     now[W.id] = { W.x, W.q, W.t }
   end
+  local created = {}
   for k, W in ipairs(ws) do
     local o = olds[k]
-    status_write(R, W, T, o[1], o[2], o[3], nil, nil)
+    created[k] = status_write(R, W, T, o[1], o[2], o[3], nil, nil)
   end
-  return nil
+  return nil, created
 end
