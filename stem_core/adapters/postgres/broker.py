@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Iterable
 
 import psycopg
 
+from ..._aio import UNSENT, TurnBatch
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.broker import Broker
 from ...contract.types import Capabilities
@@ -113,7 +114,8 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         self._background: set[asyncio.Task[Any]] = set()
         self._janitor: asyncio.Task[None] | None = None
         self._fused: dict[str, _Fused] = {}
-        self._settling: list[tuple[_Fused, tuple[Any, ...], int, int, asyncio.Future[None]]] = []  # this turn's
+        # ack_with_status calls made in one event-loop turn settle together.
+        self._settles: TurnBatch[tuple[_Fused, tuple[Any, ...], int, int]] = TurnBatch(self._settle_rows)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "PostgresBroker":
@@ -141,6 +143,7 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         for subs in (*self._by_queue.values(), *self._by_channel.values()):
             for st in subs:
                 st.wake.set()
+        await self._settles.drain()
         for task in list(self._background):
             await asyncio.gather(task, return_exceptions=True)
         listener, self._listener = self._listener, None
@@ -236,52 +239,40 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         if args is None:
             return False
         _, row_id, lease = args
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._settling.append((fused, status_row(write), row_id, lease, done))
-        if len(self._settling) == 1:
-            loop.call_soon(self._flush_settling)
-        await done
+        await self._settles.add((fused, status_row(write), row_id, lease))
         return True
 
-    def _flush_settling(self) -> None:
+    async def _settle_rows(self, batch: list[tuple[_Fused, tuple[Any, ...], int, int]]) -> list[Any]:
         """Settle together what was settled during one event-loop turn (tasks of one
-        claimed batch tend to finish together): one statement instead of one each."""
-        batch, self._settling = self._settling, []
-        task = asyncio.ensure_future(self._settle_batch(batch))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        claimed batch tend to finish together): one statement instead of one each.
 
-    async def _settle_batch(self, batch: list[tuple[_Fused, tuple[Any, ...], int, int, "asyncio.Future[None]"]]) -> None:
-        # Status upserts and fenced DELETEs in one statement on the settle pool
-        # (synchronous_commit=off): a server crash loses both or neither, so the worst
-        # case is a task running again, never an acked task without its status. A stale
-        # receipt deletes nothing; its status is stored all the same.
+        Status upserts and fenced DELETEs in one statement on the settle pool
+        (synchronous_commit=off): a server crash loses both or neither, so the worst case
+        is a task running again, never an acked task without its status. A stale receipt
+        deletes nothing; its status is stored all the same. Outcomes: None per settle, or
+        the error of its statement (and of every later one: they are not sent)."""
+        outcomes: list[Any] = [UNSENT] * len(batch)
         try:
             db = await self._settle_pool()
-            by_backend: dict[int, list[Any]] = {}
-            for item in batch:
-                by_backend.setdefault(id(item[0]), []).append(item)
+            by_backend: dict[int, list[tuple[int, Any]]] = {}
+            for k, item in enumerate(batch):
+                by_backend.setdefault(id(item[0]), []).append((k, item))
             for items in by_backend.values():
-                for run in unique_runs(items, lambda item: item[1][0]):  # one status per task a statement
-                    fused = run[0][0]
+                for run in unique_runs(items, lambda entry: entry[1][1][0]):  # one status per task a statement
+                    fused = run[0][1][0]
                     if len(run) == 1:
-                        _, row, row_id, lease, _ = run[0]
+                        _, row, row_id, lease = run[0][1]
                         query, params = fused.ack_one, {**status_params(row), "id": row_id, "lease": lease}
                     else:
-                        query, params = fused.ack_many, status_rows_params([item[1] for item in run])
-                        params["row_ids"] = [item[2] for item in run]
-                        params["leases"] = [item[3] for item in run]
+                        query, params = fused.ack_many, status_rows_params([item[1] for _, item in run])
+                        params["row_ids"] = [item[2] for _, item in run]
+                        params["leases"] = [item[3] for _, item in run]
                     await db.execute(query, params)
-                    for item in run:
-                        if not item[4].done():
-                            item[4].set_result(None)
-        except BaseException as exc:
-            for item in batch:
-                if not item[4].done():
-                    item[4].set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+                    for k, _ in run:
+                        outcomes[k] = None
+        except Exception as exc:  # noqa: BLE001 - the settles not yet sent fail with it
+            outcomes = [exc if outcome is UNSENT else outcome for outcome in outcomes]
+        return outcomes
 
     async def _broadcast(self, channel: str, envelope: Envelope) -> None:
         db = self._check_open()

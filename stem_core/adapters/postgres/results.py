@@ -45,6 +45,7 @@ from .connection import (
 )
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import Listener
+from ..._aio import UNSENT, TurnBatch
 from .rows import dumps, unique_runs
 from .sql import Queries, migrate
 
@@ -94,9 +95,8 @@ class PostgresBackend(ResultBackend):
         self._cleaner: asyncio.Task[None] | None = None
         self._closed = False
         self._list_queries: dict[tuple[bool, ...], str] = {}
-        # Status writes of the current event-loop turn, and the batches being written.
-        self._soon: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._writing: set[asyncio.Task[None]] = set()
+        # Status writes made in one event-loop turn go out together.
+        self._writes: TurnBatch[tuple[Any, ...]] = TurnBatch(self._write_rows)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "PostgresBackend":
@@ -126,9 +126,7 @@ class PostgresBackend(ResultBackend):
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
-        await asyncio.sleep(0)  # writes of this turn: their batch starts (and fails: closed)
-        if self._writing:
-            await asyncio.gather(*self._writing, return_exceptions=True)
+        await self._writes.drain()  # writes of this turn start (and fail: closed)
         await self._pools.close()
 
     async def _fast(self) -> Database:
@@ -179,46 +177,32 @@ class PostgresBackend(ResultBackend):
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
         row = status_row(StatusWrite(task_id, state, payload, error, attempt, meta, ttl))
         self._check_open()
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-        self._soon.append((row, done))
-        if len(self._soon) == 1:
-            loop.call_soon(self._flush_soon)
-        created_at = await done
+        created_at = await self._writes.add(row)
         return TaskStatus(id=task_id, state=state, payload=json.loads(row[2]), error=error, attempt=attempt,
                           meta=meta, created_at=created_at, updated_at=row[6])
 
-    def _flush_soon(self) -> None:
+    async def _write_rows(self, batch: list[tuple[Any, ...]]) -> list[Any]:
         """Send the status writes made during one event-loop turn together: the running
         statuses of a worker's claimed batch start in the same turn, so they cost one
-        statement instead of one each. A lone write goes out alone, no later."""
-        batch, self._soon = self._soon, []
-        task = asyncio.ensure_future(self._write_batch(batch))
-        self._writing.add(task)
-        task.add_done_callback(self._writing.discard)
-
-    async def _write_batch(self, batch: list[tuple[tuple[Any, ...], "asyncio.Future[Any]"]]) -> None:
+        statement instead of one each. Outcomes: each write's created_at, or the error of
+        its statement (and of every later one: they are not sent)."""
+        outcomes: list[Any] = [UNSENT] * len(batch)
         try:
             # One row per id in a statement: a batch that repeats an id goes as several
             # statements, in call order (a later write of a task still wins).
-            groups = unique_runs(batch, lambda item: item[0][0])
-            for group in groups:
-                terminal = any(TaskState(row[1]).is_terminal for row, _ in group)
+            for group in unique_runs(list(enumerate(batch)), lambda item: item[1][0]):
+                terminal = any(TaskState(row[1]).is_terminal for _, row in group)
                 db = self._check_open() if terminal else await self._fast()
                 if len(group) == 1:
-                    rows = await db.fetch(self._q.set_status, status_params(group[0][0]))
+                    rows = await db.fetch(self._q.set_status, status_params(group[0][1]))
                 else:
-                    rows = await db.fetch(self._q.set_statuses, status_rows_params([row for row, _ in group]))
+                    rows = await db.fetch(self._q.set_statuses, status_rows_params([row for _, row in group]))
                 created = {task_id: at for task_id, at, _ in rows}
-                for row, done in group:
-                    if not done.done():
-                        done.set_result(created[row[0]])
-        except BaseException as exc:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+                for k, row in group:
+                    outcomes[k] = created[row[0]]
+        except Exception as exc:  # noqa: BLE001 - the writes not yet stored fail with it
+            outcomes = [exc if outcome is UNSENT else outcome for outcome in outcomes]
+        return outcomes
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
         fresh = fresh_statuses(items, ttl)
