@@ -79,6 +79,8 @@ class TurnBatch(Generic[T]):
     async def _run(self, items: list[T], waiters: list["asyncio.Future[Any]"]) -> None:
         try:
             outcomes = await self._send(items)
+            if len(outcomes) != len(waiters):
+                raise RuntimeError(f"a batch of {len(waiters)} got {len(outcomes)} outcomes")
         except BaseException as exc:
             for done in waiters:
                 if not done.done():
@@ -86,7 +88,7 @@ class TurnBatch(Generic[T]):
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for done, outcome in zip(waiters, outcomes, strict=True):
+        for done, outcome in zip(waiters, outcomes):
             if done.done():
                 continue
             if isinstance(outcome, BaseException):

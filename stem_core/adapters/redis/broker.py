@@ -58,12 +58,13 @@ import logging
 from datetime import datetime
 from typing import Any, ClassVar, Sequence
 
+from ..._aio import UNSENT, TurnBatch
 from ...clock import monotonic, utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.broker import Broker, Subscription, raise_if_cancelled
 from ...contract.types import Capabilities, DeadLetterEntry
 from ...envelope import Delivery, Envelope
-from ...errors import BrokerUnavailable, LeaseLost
+from ...errors import BrokerUnavailable, LeaseLost, StemError
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from .broadcast import BroadcastMixin
 from .codec import INVALID_REASON, dead_letter_json, decode, due_us, lease_ms, parse_receipt, ready_us, receipt, text
@@ -90,8 +91,8 @@ BLOCK_SHARE_OF_TIMEOUT = 0.5
 SETTLE_CHUNK = 1000
 
 # One ack_with_status waiting for its turn's ack_with.lua call: the backend, the parsed
-# receipt (queue, lid, token), the status write, and what the caller awaits (True: done).
-_Settle = tuple[RedisBackend, tuple[str, str, str], StatusWrite, "asyncio.Future[bool]"]
+# receipt (queue, lid, token) and the status write.
+_Settle = tuple[RedisBackend, tuple[str, str, str], StatusWrite]
 
 
 class RedisBroker(InspectMixin, BroadcastMixin, Broker):
@@ -116,9 +117,8 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         self._background: set[asyncio.Future[Any]] = set()
         # The last backend found on this server (enqueue_with/ack_with), checked by identity.
         self._shared: RedisBackend | None = None
-        # ack_with_status calls of the current event-loop turn, and the batches in flight.
-        self._settling: list[_Settle] = []
-        self._settles: set[asyncio.Future[None]] = set()
+        # ack_with_status calls made in one event-loop turn settle together.
+        self._settles: TurnBatch[_Settle] = TurnBatch(self._settle_batch)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "RedisBroker":
@@ -135,9 +135,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         return self
 
     async def close(self) -> None:
-        await asyncio.sleep(0)  # settles of this turn: their batch starts
-        if self._settles:
-            await asyncio.gather(*self._settles, return_exceptions=True)
+        await self._settles.drain()  # settles of this turn start, those in flight end
         self._closed = True
         pending = list(self._background)
         for task in pending:
@@ -227,37 +225,29 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         if shared is None:
             return False
         self._check_open()
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        self._settling.append((shared, parsed, write, done))
-        if len(self._settling) == 1:
-            loop.call_soon(self._flush_settling)
-        return await done
+        return await self._settles.add((shared, parsed, write))
 
-    def _flush_settling(self) -> None:
+    async def _settle_batch(self, batch: list[_Settle]) -> list[Any]:
         """Settle together what was settled during one event-loop turn (tasks of one
-        claimed batch tend to finish together): one ack_with.lua call instead of one each."""
-        batch, self._settling = self._settling, []
-        task = asyncio.ensure_future(self._settle_batch(batch))
-        self._settles.add(task)
-        task.add_done_callback(self._settles.discard)
-
-    async def _settle_batch(self, batch: list[_Settle]) -> None:
+        claimed batch tend to finish together): one ack_with.lua call instead of one each.
+        Outcomes: True (fused) or False (take the two steps) per call, or the error of
+        its script call (and of every later one: they are not sent)."""
+        outcomes: list[Any] = [UNSENT] * len(batch)
+        by_backend: dict[int, list[int]] = {}
+        for k, item in enumerate(batch):
+            by_backend.setdefault(id(item[0]), []).append(k)
         try:
-            by_backend: dict[int, list[_Settle]] = {}
-            for item in batch:
-                by_backend.setdefault(id(item[0]), []).append(item)
-            for items in by_backend.values():
-                for start in range(0, len(items), SETTLE_CHUNK):
-                    await self._settle_run(items[start:start + SETTLE_CHUNK])
-        except BaseException as exc:
-            for item in batch:
-                if not item[3].done():
-                    item[3].set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            for positions in by_backend.values():
+                for start in range(0, len(positions), SETTLE_CHUNK):
+                    run = positions[start:start + SETTLE_CHUNK]
+                    fused = await self._settle_run([batch[k] for k in run])
+                    for k in run:
+                        outcomes[k] = fused
+        except StemError as exc:
+            return [exc if outcome is UNSENT else outcome for outcome in outcomes]
+        return outcomes
 
-    async def _settle_run(self, items: list[_Settle]) -> None:
+    async def _settle_run(self, items: list[_Settle]) -> bool:
         """One ack_with.lua call: every status of ``items`` in call order, then each fenced
         ack. A stale receipt stores its status and acks nothing, as set_status then ack
         would; a status moving to another index makes the script do nothing, and every
@@ -268,7 +258,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         packed = [shared.packed_status_keys]
         nkeys = len(shared.status_keys)
         acks: list[Any] = []
-        for _, (queue, lid, token), _, _ in items:
+        for _, (queue, lid, token), _ in items:
             at = blocks.get((queue, lid[:2]))
             if at is None:
                 at = blocks[(queue, lid[:2])] = nkeys
@@ -282,11 +272,12 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         packed += (resp(*statuses.keys), resp(*args))
         reply = await self._conn.evalsha("ack_with", nkeys + len(statuses.keys), len(args), b"".join(packed))
         fused = reply[0] == 1
-        for item in items:
-            if not item[3].done():
-                item[3].set_result(fused)
         if fused:
-            await shared.written()
+            try:
+                await shared.written()
+            except StemError as exc:  # the settles are stored; the prune runs again later
+                log.debug("status prune failed: %s", exc)
+        return fused
 
     # -- consuming ------------------------------------------------------------------
 

@@ -26,11 +26,12 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_lib.lua`` draws t
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import json
 from datetime import datetime
 from typing import Any, AsyncIterator, ClassVar
 
+from ..._aio import UNSENT, TurnBatch
 from ...clock import monotonic, parse_iso, to_iso, utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
@@ -40,6 +41,8 @@ from .codec import dumps, text
 from .connection import Connection, RedisConfig, parse_url, resp
 from .keys import results_prefix, to_us
 from .watch import CLOSED, RESYNC, WatchHub
+
+log = logging.getLogger("stem.redis")
 
 BACKEND_OPTIONS = {"result_ttl": float, "heartbeat_ttl": float}
 STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRIED,
@@ -80,9 +83,8 @@ class RedisBackend(ResultBackend):
         self._hbs = p + "hbs"
         self._audit = p + "audit"
         self._last_prune = 0.0
-        # Status writes of the current event-loop turn, and the batches being written.
-        self._soon: list[tuple[StatusWrite, asyncio.Future[TaskStatus]]] = []
-        self._writing: set[asyncio.Task[None]] = set()
+        # Status writes made in one event-loop turn go out together.
+        self._writes: TurnBatch[StatusWrite] = TurnBatch(self._write_batch)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "RedisBackend":
@@ -99,9 +101,7 @@ class RedisBackend(ResultBackend):
         return self
 
     async def close(self) -> None:
-        await asyncio.sleep(0)  # writes of this turn: their batch starts
-        if self._writing:
-            await asyncio.gather(*self._writing, return_exceptions=True)
+        await self._writes.drain()  # writes of this turn start, those in flight end
         await self._hub.close()
         await self._conn.close()
 
@@ -137,65 +137,47 @@ class RedisBackend(ResultBackend):
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
         if not self._conn.is_open:
             raise self._conn.unavailable(f"the Redis backend for {self._conn.shown_url} is closed")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[TaskStatus] = loop.create_future()
-        self._soon.append((StatusWrite(task_id, state, payload, error, attempt, meta, ttl), done))
-        if len(self._soon) == 1:
-            loop.call_soon(self._flush_soon)
-        return await done
+        return await self._writes.add(StatusWrite(task_id, state, payload, error, attempt, meta, ttl))
 
-    def _flush_soon(self) -> None:
+    async def _write_batch(self, batch: list[StatusWrite]) -> list[Any]:
         """Send the status writes made during one event-loop turn together: the running
         statuses of a worker's claimed batch start in the same turn, so they cost one
-        script call instead of one each. A lone write goes out alone, no later."""
-        batch, self._soon = self._soon, []
-        task = asyncio.ensure_future(self._write_batch(batch))
-        self._writing.add(task)
-        task.add_done_callback(self._writing.discard)
-
-    async def _write_batch(self, batch: list[tuple[StatusWrite, "asyncio.Future[TaskStatus]"]]) -> None:
+        script call instead of one each. A lone write goes out alone, no later.
+        Outcomes: each stored TaskStatus, or the error of that write (the server being
+        unreachable fails every write not yet stored)."""
+        outcomes: list[Any] = [UNSENT] * len(batch)
         try:
             if len(batch) == 1:
-                write, done = batch[0]
-                status = await self._set_one(write)
-                if not done.done():
-                    done.set_result(status)
-                await self.written()
-                return
+                outcomes[0] = await self._set_one(batch[0])
             # results_set_many.lua writes the records in call order within one script, so
             # a batch repeating a task id needs no split: the later write wins, and keeps
             # the earlier one's created_at, exactly as one call after the other.
-            for start in range(0, len(batch), STATUS_CHUNK):
+            for start in range(0, len(batch) if len(batch) > 1 else 0, STATUS_CHUNK):
                 chunk = batch[start:start + STATUS_CHUNK]
                 statuses = self.status_batch(1 + len(self.status_keys))
-                for write, _ in chunk:
+                for write in chunk:
                     statuses.add_write(write)
                 reply = await self._run("results_set_many", [*self.status_keys, *statuses.keys], statuses.args())
                 if reply[0] == 1:
-                    for (write, done), created in zip(chunk, reply[1:]):
-                        if not done.done():
-                            done.set_result(_stored(write, parse_iso(text(created)), statuses.stamp))
+                    for k, (write, created) in enumerate(zip(chunk, reply[1:]), start):
+                        outcomes[k] = _stored(write, parse_iso(text(created)), statuses.stamp)
                     continue
                 # One of them moves to another queue/task index (nothing was written): one
                 # by one, in call order, each naming its old index keys when told them.
-                for write, done in chunk:
+                for k, write in enumerate(chunk, start):
                     try:
-                        status = await self._set_one(write)
+                        outcomes[k] = await self._set_one(write)
                     except StemError as exc:
                         if isinstance(exc, self._conn.unavailable):
-                            raise  # every caller left gets it
-                        if not done.done():
-                            done.set_exception(exc)
-                        continue
-                    if not done.done():
-                        done.set_result(status)
+                            raise
+                        outcomes[k] = exc
+        except StemError as exc:
+            return [exc if outcome is UNSENT else outcome for outcome in outcomes]
+        try:
             await self.written()
-        except BaseException as exc:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except StemError as exc:  # the writes are stored; the prune runs again later
+            log.debug("status prune failed: %s", exc)
+        return outcomes
 
     async def _set_one(self, write: StatusWrite) -> TaskStatus:
         """One status through ``results_set.lua`` (asking again with the old index keys
