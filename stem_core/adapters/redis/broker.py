@@ -273,10 +273,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
         reply = await self._conn.evalsha("ack_with", nkeys + len(statuses.keys), len(args), b"".join(packed))
         fused = reply[0] == 1
         if fused:
-            try:
-                await shared.written()
-            except StemError as exc:  # the settles are stored; the prune runs again later
-                log.debug("status prune failed: %s", exc)
+            await shared.written()
         return fused
 
     # -- consuming ------------------------------------------------------------------

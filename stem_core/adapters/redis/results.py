@@ -128,10 +128,14 @@ class RedisBackend(ResultBackend):
         return StatusBatch(self, first_key)
 
     async def written(self) -> None:
-        """After statuses were written (here or by a broker's script): the throttled prune."""
+        """After statuses were written (here or by a broker's script): the throttled prune.
+        Never fails the writer: the statuses are stored, and a failed prune runs again."""
         if monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
             self._last_prune = monotonic()
-            await self._prune()
+            try:
+                await self._prune()
+            except StemError as exc:
+                log.debug("status prune failed (it runs again later): %s", exc)
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
@@ -173,10 +177,7 @@ class RedisBackend(ResultBackend):
                         outcomes[k] = exc
         except StemError as exc:
             return [exc if outcome is UNSENT else outcome for outcome in outcomes]
-        try:
-            await self.written()
-        except StemError as exc:  # the writes are stored; the prune runs again later
-            log.debug("status prune failed: %s", exc)
+        await self.written()
         return outcomes
 
     async def _set_one(self, write: StatusWrite) -> TaskStatus:
