@@ -200,10 +200,11 @@ class Broker(ABC):
         writes = [StatusWrite(env.id, TaskState.QUEUED, None, None, env.attempt, queued_meta(env), ttl) for env in batch]
         if await self._enqueue_with(backend, batch, writes):
             return
-        if len(writes) == 1:
-            await backend.write_status(writes[0])
+        if len(writes) > 1 and all(w.attempt == 0 for w in writes):
+            await backend.set_statuses([(w.task_id, w.state, w.meta) for w in writes])  # the batch form: attempt 0
         else:
-            await backend.set_statuses([(w.task_id, w.state, w.meta) for w in writes])
+            for write in writes:
+                await backend.write_status(write)
         await self._publish(batch)
 
     async def ack_with_status(

@@ -173,3 +173,16 @@ async def test_enqueue_many_keeps_the_last_of_a_repeated_id(pair: Pair) -> None:
     status = await eventually(lambda: backend.get_status(first.id))
     assert status.meta == queued_meta(second)
     assert (await stats_of(broker, queue)).pending + (await stats_of(broker, other_queue)).pending == 2
+
+
+async def test_enqueue_keeps_each_envelopes_attempt_in_its_queued_status(pair: Pair) -> None:
+    # A re-enqueued envelope (attempt 2) is queued at attempt 2, alone or in a batch
+    broker, backend = pair.broker, pair.backend
+    queue = qname()
+    again = env(queue=queue, attempt=2)
+    await broker.enqueue([again], backend)
+    batch = [env(queue=queue, attempt=3), env(queue=queue)]
+    await broker.enqueue(batch, backend)
+    for envelope in (again, *batch):
+        status = await backend.get_status(envelope.id)
+        assert status is not None and status.state == TaskState.QUEUED and status.attempt == envelope.attempt

@@ -61,7 +61,7 @@ from .connection import (
 from .consume import SUBSCRIBER_STALE_S, ConsumeMixin, _Sub
 from .inspect import InspectMixin
 from .listener import Listener
-from .results import PostgresBackend, fresh_statuses, status_params, status_row, status_rows_params, statuses_params
+from .results import PostgresBackend, status_params, status_row, status_rows_params, statuses_params
 from .rows import dead_letter_meta, parse_receipt, publish_many_params, publish_params, unique_runs
 from .sql import Queries, migrate
 
@@ -220,13 +220,13 @@ class PostgresBroker(ConsumeMixin, InspectMixin, Broker):
         if fused is None:
             return False
         db = self._check_open()
-        # The same writes as the two-step path: one full status (write_status), or the
-        # batch of fresh ones set_statuses stores; then publish_one / publish_many.
+        # The same writes as the two-step path (each status as write_status stores it),
+        # then publish_one / publish_many.
         if len(envelopes) == 1:
             query, params = fused.enqueue_one, {**status_params(status_row(writes[0])), **publish_params(envelopes[0])}
         else:
-            fresh = fresh_statuses([(w.task_id, w.state, w.meta) for w in writes], writes[0].ttl)
-            query, params = fused.enqueue_many, {**statuses_params(fresh), **publish_many_params(envelopes)}
+            latest = {w.task_id: w for w in writes}  # one row per id in a statement: the last write wins
+            query, params = fused.enqueue_many, {**statuses_params(latest.values()), **publish_many_params(envelopes)}
         # Publishes commit durably (main pool); the statuses ride in the same commit.
         await db.execute(query, params)
         return True
