@@ -128,9 +128,8 @@ class ResultBackend(ABC):
         ttl: float | timedelta | None = None,
     ) -> TaskStatus:
         """Overwrite the status of ``task_id``; returns what was stored."""
-        w = self.prepare_status(task_id, state, payload=payload, error=error, attempt=attempt, meta=meta, ttl=ttl)
-        return await self._set_status(
-            w.task_id, w.state, payload=w.payload, error=w.error, attempt=w.attempt, meta=w.meta, ttl=w.ttl
+        return await self.write_status(
+            self.prepare_status(task_id, state, payload=payload, error=error, attempt=attempt, meta=meta, ttl=ttl)
         )
 
     def prepare_status(
