@@ -30,6 +30,7 @@ from pathlib import Path
 
 from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.ops import Ops
+from workload import drop_namespace  # bench/workload.py: one way to drop a run's keys
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 QUEUE = "ops-bench"
@@ -82,18 +83,6 @@ def cli_cost(url: str, namespace: str, runs: int) -> float:
     return statistics.median(times)
 
 
-async def drop_redis_namespace(url: str, namespace: str) -> None:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url)
-    try:
-        batch = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
-        for start in range(0, len(batch), 1000):
-            await client.unlink(*batch[start:start + 1000])
-    finally:
-        await client.aclose()
-
-
 def run_broker(kind: str, big: int, calls: int, cli_runs: int) -> None:
     """Two namespaces (10 and ``big`` pending), measured alternately so that load from
     other work on the machine hits both sizes alike."""
@@ -127,7 +116,7 @@ def run_broker(kind: str, big: int, calls: int, cli_runs: int) -> None:
     finally:
         if kind == "redis":
             for url, namespace in sizes.values():
-                asyncio.run(drop_redis_namespace(url, namespace))
+                asyncio.run(drop_namespace(url, namespace))
         shutil.rmtree(folder, ignore_errors=True)
 
 
