@@ -250,7 +250,9 @@ async def test_prefetch_bounds_held_deliveries(app_factory: Callable[[], Stem]) 
     worker = Worker(app, concurrency=1, prefetch=3)
     async with running(worker):
         # When it has filled up
-        await wait_until(lambda: len(worker.held) == 3, message="three held deliveries")
+        # (held as soon as claimed; the first becomes active when its handler next runs)
+        await wait_until(lambda: len(worker.held) == 3 and any(h.state == "active" for h in worker.held),
+                         message="three held deliveries, one of them running")
         # Then the broker shows three in flight, one active and two reserved
         stats = (await app.broker.queue_stats(["default"]))[0]
         assert stats.inflight == 3 and stats.pending == 7
