@@ -2,7 +2,9 @@
 
 Renewal never runs inside a task: a sync task blocking its thread (sleep, CPU loop)
 cannot stop it. Reserved deliveries are renewed too, so a delivery waiting behind slow
-tasks is not redelivered to another worker. Each delivery is renewed at half its lease.
+tasks is not redelivered to another worker. Each delivery is renewed at half its lease,
+in a renewal of its own: one renewal that is slow or hangs (a database lock held
+elsewhere, a broker that stopped answering) does not hold back the others.
 
 The keeper wakes at least every ``LEASE_TICK_MAX_S``; when it wakes much later than
 planned, something blocked the event loop (an async task calling blocking code) and it
@@ -41,6 +43,7 @@ class LeaseKeeper:
         self._wake = asyncio.Event()
         self.enabled = broker.capabilities.lease_extension
         self.renewals = 0
+        self._renewing: dict[Held, asyncio.Task[None]] = {}
 
     def track(self, held: Held) -> None:
         """A new delivery: make sure the keeper wakes in time for its first renewal."""
@@ -58,12 +61,23 @@ class LeaseKeeper:
         if not self.enabled:
             log.warning("the %s broker cannot extend leases: long tasks may be redelivered", self._broker.scheme)
             return
+        try:
+            await self._schedule()
+        finally:
+            renewing = list(self._renewing.values())
+            for task in renewing:
+                task.cancel()
+            await asyncio.gather(*renewing, return_exceptions=True)
+
+    async def _schedule(self) -> None:
         while self.enabled:
             now = monotonic()
             for held in self._held:
-                if held.renew_at <= now and held.state != SETTLED and not held.lease_lost:
-                    await self._renew(held)
-            upcoming = [h.renew_at for h in self._held if not h.lease_lost and h.state != SETTLED]
+                if self._due(held) and held.renew_at <= now:
+                    task = asyncio.create_task(self._renew(held))
+                    self._renewing[held] = task
+                    task.add_done_callback(lambda t, h=held: self._renewed(h, t))
+            upcoming = [h.renew_at for h in self._held if self._due(h)]
             delay = min(upcoming, default=now + LEASE_TICK_MAX_S) - monotonic()
             delay = min(LEASE_TICK_MAX_S, max(LEASE_TICK_MIN_S, delay))
             self._wake.clear()
@@ -81,6 +95,16 @@ class LeaseKeeper:
                     "leases and heartbeats could not be renewed meanwhile - make blocking tasks sync functions",
                     lag,
                 )
+
+    def _due(self, held: Held) -> bool:
+        """Whether ``held`` needs renewals and has none under way."""
+        return held.state != SETTLED and not held.lease_lost and held not in self._renewing
+
+    def _renewed(self, held: Held, task: "asyncio.Task[None]") -> None:
+        self._renewing.pop(held, None)
+        self._wake.set()  # plan the next renewal of this delivery
+        if not task.cancelled() and task.exception() is not None:
+            log.error("lease renewal of task %s failed", held.id, exc_info=task.exception())
 
     async def _renew(self, held: Held) -> None:
         try:

@@ -1,0 +1,58 @@
+"""The lease keeper: one renewal that hangs must not stall the renewals of other deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import datetime
+
+from stem_core import Delivery, Stem, Worker
+from stem_core.adapters.memory import MemoryBroker, drop_stores
+
+from stem_core.worker import TaskContext
+from tests.worker.helpers import running, wait_until
+
+
+class HangingRenewals(MemoryBroker):
+    """The memory broker, except that renewing a ``hangs`` task waits until ``release`` is set
+    (a database lock held elsewhere, a broker that stopped answering)."""
+
+    release: asyncio.Event
+    renewed: Counter[str]
+
+    async def _extend_lease(self, delivery: Delivery, seconds: float) -> datetime:
+        if delivery.envelope.name == "hangs":
+            await self.release.wait()
+        else:
+            self.renewed[delivery.envelope.id] += 1
+        return await super()._extend_lease(delivery, seconds)
+
+
+async def test_a_hanging_renewal_does_not_stall_the_others(namespace: str) -> None:
+    # Given a worker holding two deliveries with short leases, whose renewals fall due together,
+    # and a broker on which renewing one of them hangs
+    name = uuid.uuid4().hex
+    broker = HangingRenewals.from_url(f"memory://{name}", namespace=namespace)
+    broker.release, broker.renewed = asyncio.Event(), Counter()
+    app = Stem(broker=broker, backend=f"memory://{name}", namespace=namespace)
+    finish = asyncio.Event()
+
+    for task_name in ("hangs", "healthy"):
+        @app.task(name=task_name, visibility_timeout=0.3)
+        async def body(ctx: TaskContext) -> None:
+            await finish.wait()
+
+    await app.enqueue("hangs")
+    healthy = await app.enqueue("healthy")
+    try:
+        async with running(Worker(app, concurrency=2, prefetch=2)):
+            # Then the healthy delivery keeps being renewed while the other renewal hangs
+            await wait_until(lambda: broker.renewed[healthy] >= 3, message="healthy lease renewed 3 times")
+            broker.release.set()
+            finish.set()
+    finally:
+        broker.release.set()
+        finish.set()
+        await app.close()
+        drop_stores(name)
