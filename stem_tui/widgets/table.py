@@ -10,7 +10,7 @@ too, keyed like the rows, so a refresh never moves them to another message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict  # pinned textual 8.2: see _resort
@@ -60,6 +60,7 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
         self.marks: set[str] = set()
         self._plain: dict[str, tuple[str, ...]] = {}
         self._order: dict[str, tuple[object, ...]] = {}
+        self._measured_widths: list[int] = []
 
     def on_mount(self) -> None:
         if self.markable:
@@ -111,6 +112,20 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
         # One row, not one cell: measured, a row costs fewer bytes than its changed cells
         # refreshed one by one (each region repeats cursor moves and style resets).
         self.refresh_row(self.get_row_index(key))
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        """DataTable measures new and changed cells on idle, but its line caches are keyed
+        by ``_update_count``, which measuring does not bump: lines painted in between (a
+        screen refresh before the idle) at the old column widths were served again until
+        something else bumped it, e.g. a table of fixed size showing label-wide, cut
+        columns until the cursor moved. Bump it when a width changed. (Private
+        DataTable state, like ``_resort``: textual is pinned.)"""
+        super()._update_dimensions(new_rows)
+        widths = [column.content_width for column in self.ordered_columns]
+        if widths != self._measured_widths:  # also catches cells re-measured just before
+            self._measured_widths = widths
+            self._update_count += 1
+            self.refresh()
 
     def _wider(self, column_key: str, cell: Text) -> bool:
         """Does ``cell`` need a wider column? Only then is the width recomputed, because

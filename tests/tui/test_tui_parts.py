@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from textual.app import App, ComposeResult
+from textual.widgets.data_table import ColumnKey
 
 from stem_core import Broker, ResultBackend, connect_backend, connect_broker
 from stem_tui.app import StemTui
@@ -81,6 +82,10 @@ class TableApp(App[None]):
         yield KeyedTable((Column("name", "NAME"), Column("n", "N")), markable=True)
 
 
+class FixedTableApp(TableApp):
+    CSS = "KeyedTable { height: 6; width: 60; }"
+
+
 def rows(values: dict[str, int]) -> list[Row]:
     return [Row(key=k, cells=(literal(k), literal(v)), order=(k,)) for k, v in values.items()]
 
@@ -108,6 +113,23 @@ async def test_keyed_table_updates_only_changed_cells() -> None:
         table.sync(rows({"c": 3, "0": 9}))
         await pilot.pause()
         assert [str(k.value) for k in table._ordered_keys()] == ["0", "c"] and table.current_key == "c"
+
+
+async def test_lines_painted_before_the_table_measured_its_rows_are_not_shown_again() -> None:
+    # Given a table of fixed size (so measuring its rows does not resize it), painted (a screen
+    # refresh) after rows arrived but before it measured them on idle
+    app = FixedTableApp()
+    async with app.run_test(size=(80, 10)) as pilot:
+        table = app.query_one(KeyedTable)
+        await pilot.pause()
+        table.sync(rows({"a-long-row-name": 123456}))
+        narrow = table.render_line(1).text  # the row, cut to the label-wide columns
+        assert "a-long-row-name" not in narrow
+        # When it measures them
+        await pilot.pause()
+        assert table.columns[ColumnKey("name")].content_width == len("a-long-row-name")
+        # Then the row is painted again at the new widths, not served from the stale line cache
+        assert "a-long-row-name" in table.render_line(1).text and "123456" in table.render_line(1).text
 
 
 async def test_marks_follow_rows_not_positions() -> None:
