@@ -39,7 +39,7 @@ async def test_a_hanging_renewal_does_not_stall_the_others(namespace: str) -> No
     finish = asyncio.Event()
 
     for task_name in ("hangs", "healthy"):
-        @app.task(name=task_name, visibility_timeout=0.3)
+        @app.task(name=task_name, visibility_timeout=1.0)
         async def body(ctx: TaskContext) -> None:
             await finish.wait()
 
@@ -48,7 +48,7 @@ async def test_a_hanging_renewal_does_not_stall_the_others(namespace: str) -> No
     try:
         async with running(Worker(app, concurrency=2, prefetch=2)):
             # Then the healthy delivery keeps being renewed while the other renewal hangs
-            await wait_until(lambda: broker.renewed[healthy] >= 3, message="healthy lease renewed 3 times")
+            await wait_until(lambda: broker.renewed[healthy] >= 2, message="healthy lease renewed twice")
             broker.release.set()
             finish.set()
     finally:
