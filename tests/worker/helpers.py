@@ -41,6 +41,14 @@ async def statuses(app: Stem, ids: list[str]) -> dict[str, TaskStatus | None]:
     return {task_id: await app.backend.get_status(task_id) for task_id in ids}
 
 
+def one_active_two_reserved(worker: Worker) -> bool:
+    """A concurrency-1, prefetch-3 worker has filled up: three deliveries held, the first
+    one running. A delivery is held as soon as it is claimed but becomes active only when
+    its handler next runs; a stop or pause in between would find nothing active."""
+    states = [h.state for h in worker.held]
+    return len(states) == 3 and states.count("active") == 1
+
+
 async def all_in_state(app: Stem, ids: list[str], *states: TaskState) -> bool:
     for task_id in ids:
         status = await app.backend.get_status(task_id)

@@ -18,7 +18,7 @@ from stem_core.control.liveness import STALE_AFTER_S
 from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
 from stem_core.worker.heartbeat import build_heartbeat
-from tests.worker.helpers import running, wait_until
+from tests.worker.helpers import one_active_two_reserved, running, wait_until
 
 
 def _client(app: Stem) -> ControlClient:
@@ -57,7 +57,7 @@ async def test_stats_and_inspect_describe_active_and_reserved_work(app_factory: 
     ids = [await app.enqueue("held") for _ in range(3)]
     worker = Worker(app, worker_id="w-insp", concurrency=1, prefetch=3)
     async with running(worker):
-        await wait_until(lambda: len(worker.held) == 3, message="held deliveries")
+        await wait_until(lambda: one_active_two_reserved(worker), message="one active, two reserved")
         await _client(app).send("revoke", {"task_ids": ["some-other-id"]}, timeout=5)
         result = await _client(app).send("inspect", timeout=10)
         report = result.replies["w-insp"]
@@ -165,7 +165,7 @@ async def test_pause_hands_back_reserved_deliveries(app_factory: Callable[[], St
     ids = [await app.enqueue("gated") for _ in range(3)]
     worker = Worker(app, worker_id="w-g", concurrency=1, prefetch=3)
     async with running(worker):
-        await wait_until(lambda: len(worker.held) == 3, message="held deliveries")
+        await wait_until(lambda: one_active_two_reserved(worker), message="one active, two reserved")
         await _client(app).send("pause", {"queues": ["qg"]}, timeout=10)
         # The two reserved ones go back to the queue with their attempt unchanged
         await wait_until(lambda: len(worker.held) == 1, message="reserved handed back")

@@ -11,7 +11,7 @@ import pytest
 
 from stem_core import Stem, TaskState, Worker
 from stem_core.worker import Reject, Retry, TaskContext
-from tests.worker.helpers import all_in_state, running, wait_until
+from tests.worker.helpers import all_in_state, one_active_two_reserved, running, wait_until
 
 FAST = {"retry_backoff": 0.01, "retry_backoff_max": 0.05}
 
@@ -250,9 +250,7 @@ async def test_prefetch_bounds_held_deliveries(app_factory: Callable[[], Stem]) 
     worker = Worker(app, concurrency=1, prefetch=3)
     async with running(worker):
         # When it has filled up
-        # (held as soon as claimed; the first becomes active when its handler next runs)
-        await wait_until(lambda: len(worker.held) == 3 and any(h.state == "active" for h in worker.held),
-                         message="three held deliveries, one of them running")
+        await wait_until(lambda: one_active_two_reserved(worker), message="three held deliveries, one of them running")
         # Then the broker shows three in flight, one active and two reserved
         stats = (await app.broker.queue_stats(["default"]))[0]
         assert stats.inflight == 3 and stats.pending == 7

@@ -10,7 +10,7 @@ import pytest
 
 from stem_core import Stem, TaskState, Worker
 from stem_core.worker import TaskContext
-from tests.worker.helpers import wait_until
+from tests.worker.helpers import one_active_two_reserved, wait_until
 
 
 async def _start(worker: Worker) -> asyncio.Task[None]:
@@ -32,7 +32,7 @@ async def test_warm_shutdown_finishes_active_and_hands_back_reserved(app_factory
     ids = [await app.enqueue("gated") for _ in range(3)]
     worker = Worker(app, concurrency=1, prefetch=3)
     runner = await _start(worker)
-    await wait_until(lambda: len(worker.held) == 3, message="three held")
+    await wait_until(lambda: one_active_two_reserved(worker), message="one active, two reserved")
     # When a warm stop is requested
     worker.request_stop("warm")
     await wait_until(lambda: len(worker.held) == 1, message="reserved handed back")
