@@ -76,7 +76,7 @@ class LeaseKeeper:
                 if self._due(held) and held.renew_at <= now:
                     task = asyncio.create_task(self._renew(held))
                     self._renewing[held] = task
-                    task.add_done_callback(lambda t, h=held: self._renewed(h, t))
+                    task.add_done_callback(lambda _, h=held: self._renewed(h))
             upcoming = [h.renew_at for h in self._held if self._due(h)]
             delay = min(upcoming, default=now + LEASE_TICK_MAX_S) - monotonic()
             delay = min(LEASE_TICK_MAX_S, max(LEASE_TICK_MIN_S, delay))
@@ -100,11 +100,9 @@ class LeaseKeeper:
         """Whether ``held`` needs renewals and has none under way."""
         return held.state != SETTLED and not held.lease_lost and held not in self._renewing
 
-    def _renewed(self, held: Held, task: "asyncio.Task[None]") -> None:
+    def _renewed(self, held: Held) -> None:
         self._renewing.pop(held, None)
         self._wake.set()  # plan the next renewal of this delivery
-        if not task.cancelled() and task.exception() is not None:
-            log.error("lease renewal of task %s failed", held.id, exc_info=task.exception())
 
     async def _renew(self, held: Held) -> None:
         try:
@@ -118,8 +116,11 @@ class LeaseKeeper:
             self.enabled = False
             log.warning("the %s broker refused a lease extension: renewals stop", self._broker.scheme)
             return
-        except StemError as exc:
-            log.warning("could not renew the lease of task %s: %s", held.id, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop renewals, nor spin
+            if isinstance(exc, StemError):
+                log.warning("could not renew the lease of task %s: %s", held.id, exc)
+            else:
+                log.exception("unexpected error renewing the lease of task %s", held.id)
             held.renew_at = monotonic() + min(RENEW_RETRY_S, held.lease_seconds / 4.0)
             return
         self.renewals += 1

@@ -56,3 +56,40 @@ async def test_a_hanging_renewal_does_not_stall_the_others(namespace: str) -> No
         finish.set()
         await app.close()
         drop_stores(name)
+
+
+class FailingOnce(MemoryBroker):
+    """The memory broker, except that the first renewal fails with a bug (not a Stem error)."""
+
+    calls: Counter[str]
+
+    async def _extend_lease(self, delivery: Delivery, seconds: float) -> datetime:
+        self.calls["all"] += 1
+        if self.calls["all"] == 1:
+            raise RuntimeError("a bug in an adapter")
+        self.calls["renewed"] += 1
+        return await super()._extend_lease(delivery, seconds)
+
+
+async def test_renewals_go_on_after_an_unexpected_error(namespace: str) -> None:
+    # Given a worker holding one delivery, whose first renewal fails with an unexpected error
+    name = uuid.uuid4().hex
+    broker = FailingOnce.from_url(f"memory://{name}", namespace=namespace)
+    broker.calls = Counter()
+    app = Stem(broker=broker, backend=f"memory://{name}", namespace=namespace)
+    finish = asyncio.Event()
+
+    @app.task(name="long", visibility_timeout=2.0)
+    async def long(ctx: TaskContext) -> None:
+        await finish.wait()
+
+    await app.enqueue("long")
+    try:
+        async with running(Worker(app, concurrency=1, prefetch=1)):
+            # Then the keeper logs it and renews again, instead of dying with it
+            await wait_until(lambda: broker.calls["renewed"] >= 2, message="two renewals after the error")
+            finish.set()
+    finally:
+        finish.set()
+        await app.close()
+        drop_stores(name)
