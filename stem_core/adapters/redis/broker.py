@@ -207,9 +207,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
             packed.append(self._keys.of(queue).packed_block)
             publish += ("" if queue in self._known else queue, _records(envs))
         nkeys = 1 + len(shared.status_keys) + BLOCK_SIZE * len(groups)
-        batch = shared.status_batch(nkeys + 1)
-        for write in writes:
-            batch.add_write(write)
+        batch = shared.status_batch(nkeys + 1, writes)
         args = [len(groups), *batch.args(), *publish]
         packed += (resp(*batch.keys), resp(*args))
         reply = await self._conn.evalsha("enqueue_with", nkeys + len(batch.keys), len(args), b"".join(packed))
@@ -265,9 +263,7 @@ class RedisBroker(InspectMixin, BroadcastMixin, Broker):
                 packed.append(self._keys.of(queue).packed_ack[lid[:2]])
                 nkeys += ACK_KEYS
             acks += (at, lid, token)
-        statuses = shared.status_batch(nkeys + 1)
-        for item in items:
-            statuses.add_write(item[2])
+        statuses = shared.status_batch(nkeys + 1, [item[2] for item in items])
         args = [*statuses.args(), *acks]
         packed += (resp(*statuses.keys), resp(*args))
         reply = await self._conn.evalsha("ack_with", nkeys + len(statuses.keys), len(args), b"".join(packed))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import json
 from datetime import datetime
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, ClassVar, Iterable
 
 from ..._aio import UNSENT, TurnBatch
 from ...clock import monotonic, parse_iso, to_iso, utcnow
@@ -123,9 +123,13 @@ class RedisBackend(ResultBackend):
         database (a ``RedisBroker`` then writes statuses in its own scripts)."""
         return self._conn.is_open and config.client == self._conn.config.client
 
-    def status_batch(self, first_key: int) -> "StatusBatch":
-        """A ``StatusBatch`` whose keys start at KEYS position ``first_key`` of a script."""
-        return StatusBatch(self, first_key)
+    def status_batch(self, first_key: int, writes: Iterable[StatusWrite]) -> "StatusBatch":
+        """A ``StatusBatch`` of ``writes`` (in order) whose keys start at KEYS position
+        ``first_key`` of a script."""
+        batch = StatusBatch(self, first_key)
+        for write in writes:
+            batch.add(write)
+        return batch
 
     async def written(self) -> None:
         """After statuses were written (here or by a broker's script): the throttled prune.
@@ -156,18 +160,13 @@ class RedisBackend(ResultBackend):
             # results_set_many.lua writes the records in call order within one script, so
             # a batch repeating a task id needs no split: the later write wins, and keeps
             # the earlier one's created_at, exactly as one call after the other.
-            for start in range(0, len(batch) if len(batch) > 1 else 0, STATUS_CHUNK):
+            for start in range(0, len(batch), STATUS_CHUNK) if len(batch) > 1 else ():
                 chunk = batch[start:start + STATUS_CHUNK]
-                statuses = self.status_batch(1 + len(self.status_keys))
-                for write in chunk:
-                    statuses.add_write(write)
-                reply = await self._run("results_set_many", [*self.status_keys, *statuses.keys], statuses.args())
-                if reply[0] == 1:
-                    for k, (write, created) in enumerate(zip(chunk, reply[1:]), start):
-                        outcomes[k] = _stored(write, parse_iso(text(created)), statuses.stamp)
+                written = await self._set_many(chunk)
+                if written is not None:
+                    created, stamp = written
+                    outcomes[start:start + len(chunk)] = [_stored(w, parse_iso(text(c)), stamp) for w, c in zip(chunk, created)]
                     continue
-                # One of them moves to another queue/task index (nothing was written): one
-                # by one, in call order, each naming its old index keys when told them.
                 for k, write in enumerate(chunk, start):
                     try:
                         outcomes[k] = await self._set_one(write)
@@ -180,12 +179,21 @@ class RedisBackend(ResultBackend):
         await self.written()
         return outcomes
 
+    async def _set_many(self, writes: list[StatusWrite]) -> tuple[list[Any], datetime] | None:
+        """Up to ``STATUS_CHUNK`` statuses in one results_set_many.lua call, in order: the
+        created_at of each as the server sent it, and updated_at. None when one of them
+        moves to another queue/task index: nothing was written, and the caller writes
+        them one by one (``_set_one``, in call order), each naming its old index keys
+        when told them."""
+        statuses = self.status_batch(1 + len(self.status_keys), writes)
+        reply = await self._run("results_set_many", [*self.status_keys, *statuses.keys], statuses.args())
+        return (reply[1:], statuses.stamp) if reply[0] == 1 else None
+
     async def _set_one(self, write: StatusWrite) -> TaskStatus:
         """One status through ``results_set.lua`` (asking again with the old index keys
         while the status moves to another queue/task index)."""
         task_id = write.task_id
-        batch = self.status_batch(1 + len(self.status_keys))
-        batch.add_write(write)
+        batch = self.status_batch(1 + len(self.status_keys), [write])
         args = batch.args()
         reply = await self._conn.evalsha("results_set", len(self.status_keys) + len(batch.keys), STATUS_ARGS,
                                          b"".join((self.packed_status_keys, resp(*batch.keys), resp(*args))))
@@ -205,17 +213,12 @@ class RedisBackend(ResultBackend):
         return _stored(write, parse_iso(text(reply[1])), batch.stamp)
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
-        for start in range(0, len(items), STATUS_CHUNK):
-            chunk = items[start:start + STATUS_CHUNK]
-            batch = self.status_batch(1 + len(self.status_keys))
-            for task_id, state, meta in chunk:
-                batch.add(task_id, state, None, None, 0, meta, ttl)
-            reply = await self._run("results_set_many", [*self.status_keys, *batch.keys], batch.args())
-            if reply[0] != 1:
-                # One of them moves to another queue/task index (nothing was written):
-                # one by one, each naming its old index keys when told them.
-                for task_id, state, meta in chunk:
-                    await self._set_one(StatusWrite(task_id, state, None, None, 0, meta, ttl))
+        writes = [StatusWrite(task_id, state, None, None, 0, meta, ttl) for task_id, state, meta in items]
+        for start in range(0, len(writes), STATUS_CHUNK):
+            chunk = writes[start:start + STATUS_CHUNK]
+            if await self._set_many(chunk) is None:
+                for write in chunk:
+                    await self._set_one(write)
         await self.written()
 
     async def _prune(self) -> None:
@@ -447,10 +450,11 @@ class StatusBatch:
         self.keys.append(key)
         return self._first + len(self.keys) - 1
 
-    def add(self, task_id: str, state: TaskState, payload: Any, error: dict[str, Any] | None, attempt: int,
-            meta: dict[str, Any], ttl: float) -> None:
+    def add(self, write: StatusWrite) -> None:
         p = self._backend._p
-        status = TaskStatus(id=task_id, state=state, payload=payload, error=error, attempt=attempt, meta=meta)
+        task_id, state, meta = write.task_id, write.state, write.meta
+        status = TaskStatus(id=task_id, state=state, payload=write.payload, error=write.error, attempt=write.attempt,
+                            meta=meta)
         fields = status.to_dict()
         fields["updated_at"] = self.iso  # formatted once per batch
         body = dumps(fields).encode()
@@ -462,12 +466,9 @@ class StatusBatch:
             at = f"{self._key(p + 'q:' + queue) if queue else 0},{self._key(p + 't:' + task) if task else 0},"
             known = self._labels[labels] = (at, queue.encode(), task.encode())
         at, q, t = known
-        head = (f"{STATE_INDEX[state]},{self._key(p + 's:' + task_id)},{at}{max(1, int(ttl * 1000))},"
+        head = (f"{STATE_INDEX[state]},{self._key(p + 's:' + task_id)},{at}{max(1, int(write.ttl * 1000))},"
                 f"{len(ident)},{len(body)},{len(q)},{len(t)}:")
         self._parts += (head.encode(), ident, body, q, t)
-
-    def add_write(self, write: StatusWrite) -> None:
-        self.add(write.task_id, write.state, write.payload, write.error, write.attempt, write.meta, write.ttl)
 
     def args(self) -> list[Any]:
         return [b"".join(self._parts), self.iso, to_us(self.stamp), self._backend._watch_prefix]
