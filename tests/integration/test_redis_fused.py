@@ -100,6 +100,18 @@ def qname() -> str:
     return "q-" + uuid.uuid4().hex[:8]
 
 
+async def stale_and_fresh(broker: Any, backend: Any, queue: str, name: str) -> tuple[Envelope, Any, Any]:
+    """One task enqueued with a short lease, received twice: the first receipt is stale
+    once the lease ended and the task was redelivered with a fresh one."""
+    sent = Envelope(name=name, queue=queue, visibility_timeout=0.3)
+    await broker.enqueue([sent], backend)
+    stale = await receive_one(broker, queue)
+    assert stale is not None
+    fresh = await receive_one(broker, queue, timeout=10.0)  # redelivered once the short lease ended
+    assert fresh is not None and fresh.envelope.id == sent.id
+    return sent, stale, fresh
+
+
 async def test_enqueue_is_one_script_call_when_the_backend_shares_the_database(made: list[Any], wire: Wire) -> None:
     broker, backend = await open_pair(made)
     queue = qname()
@@ -121,12 +133,7 @@ async def test_enqueue_is_one_script_call_when_the_backend_shares_the_database(m
 async def test_ack_with_status_is_one_script_call_and_a_stale_receipt_acks_nothing(made: list[Any], wire: Wire) -> None:
     broker, backend = await open_pair(made)
     queue = qname()
-    sent = Envelope(name="t.ack", queue=queue, visibility_timeout=0.3)
-    await broker.enqueue([sent], backend)
-    stale = await receive_one(broker, queue)
-    assert stale is not None
-    fresh = await receive_one(broker, queue, timeout=10.0)  # redelivered once the short lease ended
-    assert fresh is not None and fresh.envelope.id == sent.id
+    sent, stale, fresh = await stale_and_fresh(broker, backend, queue, "t.ack")
     wire.reset()
     await broker.ack_with_status(stale, backend, TaskState.SUCCEEDED, payload={"by": "stale"},
                                  meta={"queue": queue, "task": "t.ack"})
@@ -288,12 +295,7 @@ async def test_a_turn_whose_status_moves_index_falls_back_to_one_by_one(made: li
 async def test_settles_of_one_turn_are_one_script_call_with_a_stale_receipt_inside(made: list[Any], wire: Wire) -> None:
     broker, backend = await open_pair(made)
     queue = qname()
-    short = Envelope(name="t.s", queue=queue, visibility_timeout=0.3)
-    await broker.enqueue([short], backend)
-    stale = await receive_one(broker, queue)
-    assert stale is not None
-    fresh = await receive_one(broker, queue, timeout=10.0)  # redelivered once the short lease ended
-    assert fresh is not None and fresh.envelope.id == short.id
+    short, stale, fresh = await stale_and_fresh(broker, backend, queue, "t.s")
     others = [Envelope(name="t.s", queue=queue) for _ in range(2)]
     await broker.enqueue(others, backend)
     held = [await receive_one(broker, queue) for _ in others]
