@@ -385,6 +385,7 @@ class Worker:
         if not queues:
             return True
         horizon = utcnow().timestamp() + BURST_DELAYED_HORIZON_S
+        with_delayed: list[str] = []
         for stats in await self.broker.queue_stats(queues):
             if stats.pending or stats.inflight:
                 return False
@@ -394,6 +395,14 @@ class Worker:
                 except Unsupported:
                     return False
                 if any(m.envelope.not_before is None or m.envelope.not_before.timestamp() <= horizon for m in waiting):
+                    return False
+                with_delayed.append(stats.queue)
+        # A delayed task that fell due between the count and the peek is no longer in the
+        # peek (a broker may even move it to ready while peeking): count again, so it is
+        # seen as pending rather than missed.
+        if with_delayed:
+            for stats in await self.broker.queue_stats(with_delayed):
+                if stats.pending or stats.inflight:
                     return False
         return True
 

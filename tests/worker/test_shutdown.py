@@ -134,6 +134,27 @@ async def test_burst_waits_for_retries_that_are_due_soon(app_factory: Callable[[
     assert status is not None and status.state is TaskState.SUCCEEDED
 
 
+async def test_burst_sees_a_delayed_task_that_falls_due_while_it_checks(
+    app_factory: Callable[[], Stem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a delayed task that falls due just after the queue was counted (CI saw this as
+    # a burst worker stopping before a retry, with the retry's peek finding nothing delayed)
+    app = app_factory()
+    await app.enqueue("soon", delay=0.2)
+    counted = app.broker.queue_stats
+
+    async def count_then_fall_due(queues: list[str]) -> object:
+        stats = await counted(queues)
+        await asyncio.sleep(0.4)
+        return stats
+
+    monkeypatch.setattr(app.broker, "queue_stats", count_then_fall_due)
+    worker = Worker(app, burst=True, queues=["default"])
+    worker.broker = app.broker  # what run() sets before the burst loop starts
+    # Then the queue is not drained
+    assert await worker._drained() is False
+
+
 async def test_burst_does_not_wait_for_far_future_tasks(app_factory: Callable[[], Stem]) -> None:
     app = app_factory()
     await app.enqueue("later", delay=3600)
