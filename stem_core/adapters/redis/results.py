@@ -157,23 +157,25 @@ class RedisBackend(ResultBackend):
         try:
             if len(batch) == 1:
                 outcomes[0] = await self._set_one(batch[0])
-            # results_set_many.lua writes the records in call order within one script, so
-            # a batch repeating a task id needs no split: the later write wins, and keeps
-            # the earlier one's created_at, exactly as one call after the other.
-            for start in range(0, len(batch), STATUS_CHUNK) if len(batch) > 1 else ():
-                chunk = batch[start:start + STATUS_CHUNK]
-                written = await self._set_many(chunk)
-                if written is not None:
-                    created, stamp = written
-                    outcomes[start:start + len(chunk)] = [_stored(w, parse_iso(text(c)), stamp) for w, c in zip(chunk, created)]
-                    continue
-                for k, write in enumerate(chunk, start):
-                    try:
-                        outcomes[k] = await self._set_one(write)
-                    except StemError as exc:
-                        if isinstance(exc, self._conn.unavailable):
-                            raise
-                        outcomes[k] = exc
+            else:
+                # results_set_many.lua writes the records in call order within one script, so
+                # a batch repeating a task id needs no split: the later write wins, and keeps
+                # the earlier one's created_at, exactly as one call after the other.
+                for start in range(0, len(batch), STATUS_CHUNK):
+                    chunk = batch[start:start + STATUS_CHUNK]
+                    written = await self._set_many(chunk)
+                    if written is not None:
+                        created, stamp = written
+                        stored = [_stored(w, parse_iso(text(c)), stamp) for w, c in zip(chunk, created)]
+                        outcomes[start:start + len(chunk)] = stored
+                        continue
+                    for k, write in enumerate(chunk, start):
+                        try:
+                            outcomes[k] = await self._set_one(write)
+                        except StemError as exc:
+                            if isinstance(exc, self._conn.unavailable):
+                                raise
+                            outcomes[k] = exc
         except StemError as exc:
             return [exc if outcome is UNSENT else outcome for outcome in outcomes]
         await self.written()
