@@ -365,7 +365,7 @@ async def test_janitor_vacuums_a_table_full_of_dead_rows(broker_factory: BrokerF
     while await dead() < VACUUM_MIN_DEAD_ROWS:  # statistics reach the server asynchronously
         assert monotonic() < deadline
         await asyncio.sleep(0.1)
-    assert await vacuum_if_needed(broker._check_open(), schema_name(namespace), ("jobs", "queue_counts")) == ["jobs"]
+    assert await vacuum_if_needed(broker._connection.durable(), schema_name(namespace), ("jobs", "queue_counts")) == ["jobs"]
     assert await dead() < VACUUM_MIN_DEAD_ROWS
 
 
@@ -374,6 +374,6 @@ async def test_settle_pool_grows_with_the_prefetch(broker_factory: BrokerFactory
     await broker.publish(Envelope(name="x"))
     it = broker.consume("default", prefetch=12)
     await broker.ack(await next_delivery(it))
-    settle = await broker._settle_pool()
+    settle = await broker._connection.fast()
     assert settle.pool.max_size >= 13  # room for every unsettled delivery to settle at once
     await it.aclose()

@@ -13,7 +13,7 @@ import pytest
 
 from stem_core import TaskState, WorkerHeartbeat
 from stem_core.adapters.postgres import PostgresBackend
-from stem_core.adapters.postgres.connection import Database, quote_ident, schema_name
+from stem_core.adapters.postgres.connection import PostgresDatabase, quote_ident, schema_name
 from stem_core.clock import monotonic, utcnow
 from stem_core.errors import BackendUnavailable
 from tests.specs import AdapterSpec, require_service
@@ -198,13 +198,13 @@ async def test_status_writes_of_one_turn_go_out_as_one_statement(
     backend = await backend_factory()
     first = await backend.set_status("c1", "queued", meta={"queue": "q"})
     statements: list[str] = []
-    real = Database.fetch
+    real = PostgresDatabase.fetch
 
-    async def counted(self: Database, query: str, params: object = None) -> list[tuple]:
+    async def counted(self: PostgresDatabase, query: str, params: object = None) -> list[tuple]:
         statements.append(query)
         return await real(self, query, params)
 
-    monkeypatch.setattr(Database, "fetch", counted)
+    monkeypatch.setattr(PostgresDatabase, "fetch", counted)
     writes = [
         backend.set_status("c1", "running", attempt=1, meta={"worker": "w"}),
         backend.set_status("c2", "running", meta={"worker": "w"}),
