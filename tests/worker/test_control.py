@@ -17,7 +17,6 @@ from stem_core.control import CONTROL_COMMANDS, Command, ControlClient, ControlR
 from stem_core.control.liveness import STALE_AFTER_S
 from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
-from stem_core.worker.heartbeat import build_heartbeat
 from tests.worker.helpers import one_active_two_reserved, running, wait_until
 
 
@@ -30,7 +29,7 @@ async def test_ping_reaches_every_worker_and_names_the_missing(app_factory: Call
     app = app_factory()
     await app.connect()
     async with running(Worker(app, worker_id="w1")), running(Worker(app_factory(), worker_id="w2")):
-        dead = build_heartbeat(Worker(app, worker_id="w-dead"))
+        dead = Worker(app, worker_id="w-dead").heartbeat()
         await app.backend.set_heartbeat(replace(dead, timestamp=utcnow() - timedelta(seconds=STALE_AFTER_S + 1)))
         # When pinged without targets
         result = await _client(app).send("ping", timeout=10)
