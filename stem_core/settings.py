@@ -29,6 +29,14 @@ CONTROL_TIMEOUT_SECONDS = 5.0
 CONTROL_MAX_AGE_SECONDS = 30.0
 DEFAULT_PAGE_LIMIT = 50
 
+# Retry policy defaults of ``@app.task`` (the worker's backoff reads them through the task):
+# no retry unless asked; the n-th retry waits min(base * 2**n, max) seconds, shortened by
+# up to the jitter fraction so the retries of a burst spread out.
+DEFAULT_MAX_RETRIES = 0
+RETRY_BASE_SECONDS = 2.0
+RETRY_MAX_SECONDS = 300.0
+RETRY_JITTER_FRACTION = 0.25
+
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
@@ -136,6 +144,7 @@ __all__ = [
     "CONTROL_MAX_AGE_SECONDS",
     "CONTROL_TIMEOUT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_RETRIES",
     "DEFAULT_NAMESPACE",
     "DEFAULT_PAGE_LIMIT",
     "ENV_BACKEND_URL",
@@ -144,6 +153,9 @@ __all__ = [
     "HEARTBEAT_INTERVAL_SECONDS",
     "HEARTBEAT_TTL_SECONDS",
     "RESULT_TTL_SECONDS",
+    "RETRY_BASE_SECONDS",
+    "RETRY_JITTER_FRACTION",
+    "RETRY_MAX_SECONDS",
     "Settings",
     "data_home",
     "default_sqlite_url",

@@ -10,8 +10,9 @@ import pytest
 from stem_core import Broker, Envelope
 from stem_core.clock import utcnow
 from stem_core.contract.broker import REPLAY_COUNT_META, REPLAYED_AT_META
+from tests.support import eventually
 
-from .helpers import QUIET_S, assert_nothing, consuming, env, eventually, qname, receive_one, stats_of
+from .helpers import DELIVERY_DEADLINE_S, QUIET_S, assert_nothing, consuming, env, qname, receive_one, stats_of
 
 
 @pytest.fixture(autouse=True)
@@ -213,7 +214,7 @@ async def test_dead_letter_then_replay_is_visible_to_an_idle_consumer(broker: Br
         delivery = await consumer.expect()
         assert delivery.envelope.id == sent.id
         await broker.ack(delivery)
-    await eventually(lambda: _all_clear(broker, queue), message="an empty queue")
+    await eventually(lambda: _all_clear(broker, queue), timeout=DELIVERY_DEADLINE_S, message="an empty queue")
 
 
 async def _all_clear(broker: Broker, queue: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from stem_core import Broker
 from stem_core.clock import utcnow
 from stem_core.errors import LeaseLost
+from tests.support import eventually
 
 from .helpers import (
     DELIVERY_DEADLINE_S,
@@ -20,7 +21,6 @@ from .helpers import (
     consuming,
     delayed_env,
     env,
-    eventually,
     qname,
     receive_one,
     stats_of,
@@ -235,7 +235,7 @@ async def test_stopping_mid_batch_hands_back_the_deliveries_never_handed_out(bro
     await iterator.aclose()  # type: ignore[attr-defined]
     # Then the other two are ready again at once (not after their leases), no attempt counted,
     # while the one handed out keeps its lease
-    stats = await eventually(lambda: _stats_if(broker, queue, pending=2, inflight=1),
+    stats = await eventually(lambda: _stats_if(broker, queue, pending=2, inflight=1), timeout=DELIVERY_DEADLINE_S,
                              message="the two unhanded deliveries to be pending again")
     assert stats.delayed == 0
     async with consuming(broker, queue, prefetch=2) as consumer:

@@ -8,14 +8,15 @@ from datetime import timedelta
 
 from stem_core import Broker
 from stem_core.clock import utcnow
+from tests.support import eventually
 
 from .helpers import (
+    DELIVERY_DEADLINE_S,
     QUIET_S,
     assert_nothing,
     consuming,
     delayed_env,
     env,
-    eventually,
     qname,
     receive_one,
     stats_of,
@@ -116,9 +117,11 @@ async def test_nack_without_requeue_drops_the_job(broker: Broker) -> None:
 
 async def test_concurrent_subscriptions_do_not_block_publish(broker: Broker) -> None:
     queue_a, queue_b = qname("a"), qname("b")
-    async with consuming(broker, queue_a) as on_a, consuming(broker, queue_b) as on_b:
-        await asyncio.sleep(QUIET_S)  # both consumers are idle and waiting
+    # Given two consumers whose subscriptions are open and, their markers taken, idle
+    async with consuming(broker, queue_a, ready=True) as on_a, consuming(broker, queue_b, ready=True) as on_b:
+        # When a message is published to one of them
         sent = env(queue=queue_b)
+        # Then the waiting consumers do not hold the publish up, and only its consumer gets it
         await asyncio.wait_for(broker.publish(sent), 10)
         delivery = await on_b.expect()
         assert delivery.envelope.id == sent.id
@@ -165,7 +168,7 @@ async def test_delayed_job_becomes_pending_in_stats(broker: Broker) -> None:
     queue = qname()
     await broker.publish(delayed_env(0.5, queue=queue))
     stats = await eventually(
-        lambda: _pending_now(broker, queue), message="the delayed message to become pending"
+        lambda: _pending_now(broker, queue), timeout=DELIVERY_DEADLINE_S, message="the delayed message to become pending"
     )
     assert stats.delayed == 0 and stats.oldest_pending_age is not None and stats.oldest_pending_age >= 0
 

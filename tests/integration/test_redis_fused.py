@@ -27,6 +27,7 @@ from tests.contract.helpers import assert_nothing, receive_one, stats_of
 from tests.integration.test_redis_connection import FreezingProxy
 from tests.specs import require_service
 from tests.specs.redis import REDIS_TEST_URL, delete_namespace
+from tests.support import eventually
 
 # The same server, another database: reachable, but not in the broker's scripts.
 OTHER_DB_URL = REDIS_TEST_URL.rsplit("/", 1)[0] + "/10"
@@ -258,8 +259,7 @@ async def test_a_turn_repeating_a_task_id_writes_in_call_order(made: list[Any], 
                 return
 
     watching = asyncio.ensure_future(watch())
-    while not seen:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: seen)
     wire.reset()
     running, done, other = await asyncio.gather(
         backend.set_status("x", TaskState.RUNNING, meta={"queue": "q"}),

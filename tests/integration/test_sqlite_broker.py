@@ -18,6 +18,7 @@ from stem_core import Broker, Envelope, connect_backend, connect_broker
 from stem_core.adapters.sqlite import broadcasts, jobs
 from stem_core.adapters.sqlite.schema import Q
 from stem_core.clock import utcnow
+from tests.support import eventually
 
 DEADLINE_S = 10.0
 
@@ -72,6 +73,18 @@ async def test_two_namespaces_share_a_file_without_seeing_each_other(db_path: Pa
     assert (await backend_a.get_status("t")) is not None
     for closable in (a, b, backend_a, backend_b):
         await closable.close()
+
+
+async def pending(broker: Broker, queue: str) -> int:
+    return (await broker.queue_stats([queue]))[0].pending
+
+
+def subscribers(path: Path, namespace: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def real_counts(path: Path, namespace: str, queue: str) -> tuple[int, int, int, int]:
@@ -182,9 +195,7 @@ async def test_a_cancelled_claim_hands_its_rows_back(broker: Broker, namespace: 
     monkeypatch.setattr(jobs, "receive_step", real_step)
     release.set()
     # Then the claimed row goes back to pending, as if never delivered
-    async with asyncio.timeout(DEADLINE_S):
-        while (await broker.queue_stats(["q"]))[0].pending != 1:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: pending(broker, "q"), equals=1, timeout=DEADLINE_S)
     [again] = await take(broker, ["q"], 1)
     assert again.delivery_count == 1
 
@@ -218,22 +229,17 @@ async def test_broadcast_rows_and_dead_subscribers_are_swept(broker: Broker, db_
     await asyncio.sleep(0.3)
     deliveries = broker.consume(["idle"], channels=["ch"])
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    async with asyncio.timeout(DEADLINE_S):
-        while conn.execute("SELECT count(*) FROM subscribers WHERE ns = ? AND subscription != 'gone'", (namespace,)).fetchone()[0] != 1:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: conn.execute("SELECT count(*) FROM subscribers WHERE ns = ? AND subscription != 'gone'",
+                                          (namespace,)).fetchone()[0], equals=1, timeout=DEADLINE_S)
     await broker.broadcast("ch", Envelope(name="two"))
     delivery = await asyncio.wait_for(receiver, DEADLINE_S)
     assert delivery.envelope.name == "two"
     # Then, while the subscription keeps polling, its sweep drops the dead subscriber and
     # every row the live one has read
     polling = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    async with asyncio.timeout(DEADLINE_S):
-        while True:
-            rows = conn.execute("SELECT count(*) FROM broadcasts WHERE ns = ?", (namespace,)).fetchone()[0]
-            subs = conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0]
-            if (rows, subs) == (0, 1):
-                break
-            await asyncio.sleep(0.01)
+    await eventually(lambda: (conn.execute("SELECT count(*) FROM broadcasts WHERE ns = ?", (namespace,)).fetchone()[0],
+                              conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0]),
+                     equals=(0, 1), timeout=DEADLINE_S)
     # And stopping the subscription removes its row
     polling.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -258,9 +264,7 @@ async def test_commits_elsewhere_in_the_file_cost_an_idle_consumer_no_write_lock
     monkeypatch.setattr(jobs, "_claim", counting_claim)
     deliveries = broker.consume(["mine"])
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    async with asyncio.timeout(DEADLINE_S):
-        while write_claims < 1:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: write_claims >= 1, timeout=DEADLINE_S)
     # When another namespace in the same file commits hundreds of times
     other = await connect_broker(f"sqlite://{db_path}", namespace=namespace + "x")
     for _ in range(200):
@@ -278,13 +282,13 @@ async def test_commits_elsewhere_in_the_file_cost_an_idle_consumer_no_write_lock
 
 
 async def test_a_backlog_longer_than_one_read_is_delivered_without_new_commits(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, db_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a subscriber with more broadcasts waiting than one round reads
     monkeypatch.setattr(broadcasts, "BROADCAST_BATCH", 3)
     deliveries = broker.consume([], channels=["ch"])
     first = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)  # let the subscription register
+    await eventually(lambda: subscribers(db_path, namespace), equals=1, timeout=DEADLINE_S)  # registered
     sent = [Envelope(name=f"b{i}") for i in range(10)]
     for envelope in sent:
         await broker.broadcast("ch", envelope)

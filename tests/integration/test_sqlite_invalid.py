@@ -12,6 +12,7 @@ import pytest
 
 from stem_core import Broker, Delivery, Envelope, connect_broker
 from stem_core.adapters.sqlite.rows import INVALID_NAME, RAW_KEEP_CHARS
+from tests.support import eventually
 
 DEADLINE_S = 10.0
 
@@ -26,6 +27,10 @@ async def broker(db_path: Path, namespace: str) -> AsyncIterator[Broker]:
     broker = await connect_broker(f"sqlite://{db_path}", namespace=namespace)
     yield broker
     await broker.close()
+
+
+async def dead_letters(broker: Broker, queue: str) -> int:
+    return (await broker.queue_stats([queue]))[0].dead
 
 
 def write_row(path: Path, namespace: str, queue: str, text: str | bytes, msg_id: str = "bad-1", priority: int = 9) -> None:
@@ -95,9 +100,7 @@ async def test_a_queue_of_only_invalid_rows_does_not_hang_the_consumer(broker: B
         write_row(db_path, namespace, "junk", "garbage", msg_id=f"bad-{index}")
     # When a consumer looks (and then a valid message arrives)
     consumer = asyncio.create_task(first(broker, "junk"))
-    async with asyncio.timeout(DEADLINE_S):
-        while (await broker.queue_stats(["junk"]))[0].dead < 3:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: dead_letters(broker, "junk"), equals=3, timeout=DEADLINE_S)
     good = Envelope(name="good.task", queue="junk")
     await broker.publish(good)
     # Then the consumer survived the garbage and delivers the valid message

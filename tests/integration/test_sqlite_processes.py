@@ -10,13 +10,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from stem_core import Envelope, TaskState, connect_backend, connect_broker
 from stem_core.adapters.sqlite import jobs
 from stem_core.adapters.sqlite.broker import SQLiteBroker
+from tests.support import eventually
 
 DEADLINE_S = 30.0
 MESSAGES = 1500
@@ -85,21 +86,6 @@ async def read_line(proc: asyncio.subprocess.Process) -> str:
     return (await asyncio.wait_for(proc.stdout.readline(), DEADLINE_S)).decode().strip()
 
 
-async def eventually(check: Callable[[], Any], message: str) -> None:
-    """Poll ``check`` (sync or async) until it is truthy; fail naming ``message``."""
-    try:
-        async with asyncio.timeout(DEADLINE_S):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {message}") from None
-
-
 @pytest.mark.slow
 async def test_two_processes_claiming_one_file_never_share_a_message(tmp_path: Path, namespace: str) -> None:
     # Given many messages and two consumer processes released at the same moment
@@ -118,7 +104,7 @@ async def test_two_processes_claiming_one_file_never_share_a_message(tmp_path: P
         async def drained() -> bool:
             [stats] = await broker.queue_stats(["work"])
             return stats.completed_total == MESSAGES
-        await eventually(drained, "the queue to drain")
+        await eventually(drained, timeout=DEADLINE_S, message="the queue to drain")
         for index in range(CONSUMERS):
             await broker.publish(Envelope(name="stop", queue=f"stop-{index}"))
         outputs = [json.loads(await read_line(peer)) for peer in peers]
@@ -156,7 +142,7 @@ async def test_an_idle_consumer_runs_no_claims_and_wakes_on_another_process_comm
     broker = await connect_broker(url, namespace=namespace)
     deliveries = broker.consume(["work"])
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    await eventually(lambda: claims >= 1, "the first claim")
+    await eventually(lambda: claims >= 1, timeout=DEADLINE_S, message="the first claim")
     # When nothing is committed for a while, Then it only probes data_version: no more claims
     await asyncio.sleep(0.3)
     assert claims <= 2

@@ -16,7 +16,9 @@ from stem_core.errors import StemError, Unsupported
 from stem_core.ops import Ops
 from stem_core.ops.audit import AUDIT_LIST_MAX_ITEMS, AUDIT_VALUE_MAX_CHARS, default_actor
 from stem_core.worker import Worker
-from tests.cli.helpers import claim, heartbeat, inflight_entry, open_memory, wait_until
+from tests.cli.helpers import claim, heartbeat, inflight_entry, open_memory
+from tests.support import eventually
+from tests.worker.helpers import start
 
 
 @pytest.fixture
@@ -187,9 +189,8 @@ async def test_broadcast_reaches_a_live_worker_and_pause_goes_through_the_contro
         return i
 
     worker = Worker(app, queues=["q"], concurrency=1, worker_id="w-live", heartbeat_interval=0.2)
-    runner = asyncio.create_task(worker.run())
+    runner = await start(worker)
     try:
-        await wait_until(lambda: worker.ready.is_set(), message="worker ready")
         preview = await ops.broadcast("ping", dry_run=True)
         assert preview.count == 1 and preview.sample == [{"worker_id": "w-live"}]
         pong = await ops.broadcast("ping", timeout=10)
@@ -202,10 +203,10 @@ async def test_broadcast_reaches_a_live_worker_and_pause_goes_through_the_contro
         paused = await ops.broadcast("pause", {"queues": ["q"], "reason": "maintenance"}, timeout=1)
         assert paused.detail["replies_from"] == ["w-live"] and (await paused_queues(backend))["q"]["reason"] == "maintenance"
         assert paused.ok and paused.detail["targeted"] == ["w-live"] and paused.detail["missing"] == []
-        await wait_until(lambda: "q" in worker.paused, message="worker paused q")
+        await eventually(lambda: "q" in worker.paused, message="worker paused q")
         resumed = await ops.resume(["q"], timeout=10)
         assert resumed.count == 1
-        await wait_until(lambda: "q" not in worker.paused, message="worker resumed q")
+        await eventually(lambda: "q" not in worker.paused, message="worker resumed q")
     finally:
         worker.request_stop("hard")
         await asyncio.wait_for(runner, 30)
@@ -223,11 +224,18 @@ async def test_broadcast_with_nobody_listening_reports_no_replies(env: tuple[Ops
 
 async def test_broadcast_raw_reaches_channel_subscribers(env: tuple[Ops, Any, Any]) -> None:
     ops, broker, _ = env
-    stream = broker.consume([], channels=["news"], consumer="sub")
-    first = asyncio.create_task(stream.__anext__())
-    await asyncio.sleep(0.05)  # let the subscription open before publishing
+    # Given a subscriber of "news", certainly open: a marker queued for it came through
+    # (the queue and the channel are subscribed in one step)
+    stream = broker.consume(["sub-ready"], channels=["news"], consumer="sub")
+    marker = Envelope(name="t.marker", queue="sub-ready")
+    await broker.publish(marker)
+    opened = await asyncio.wait_for(anext(stream), 10)
+    assert opened.envelope.id == marker.id
+    await broker.ack(opened)
+    # When a raw broadcast goes to the channel
     result = await ops.broadcast_raw("news", "t.hello", {"who": "all"})
-    delivery = await asyncio.wait_for(first, 10)
+    # Then the subscriber gets it
+    delivery = await asyncio.wait_for(anext(stream), 10)
     await stream.aclose()
     assert result.count == 1 and delivery.envelope.name == "t.hello" and delivery.envelope.args == {"who": "all"}
 

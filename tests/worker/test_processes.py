@@ -15,7 +15,8 @@ import pytest
 from stem_core import Stem, TaskState
 from stem_core.control import ControlClient
 from tests.worker.apps.tasks import SIDE_QUEUE, read_log, summarize
-from tests.worker.helpers import WorkerProcess, all_in_state, live_worker_ids, wait_until
+from tests.support import eventually
+from tests.worker.helpers import WorkerProcess, all_in_state, live_worker_ids
 
 Spawn = Callable[..., WorkerProcess]
 
@@ -32,7 +33,7 @@ async def _ids_of(procs: list[WorkerProcess], app: Stem) -> list[str]:
         beats = [hb for hb in await app.backend.list_heartbeats() if hb.pid in pids]
         return sorted(hb.worker_id for hb in beats) if len(beats) == len(pids) else None
 
-    return await wait_until(ready, message="worker heartbeats")
+    return await eventually(ready, message="worker heartbeats")
 
 
 @pytest.mark.slow
@@ -65,7 +66,7 @@ async def test_killed_workers_lose_nothing_and_every_duplicate_is_explained(
 
     # When the producer and the chaos run together, then the survivors drain the rest
     await asyncio.gather(produce(), chaos())
-    await wait_until(lambda: all_in_state(producer, ids, TaskState.SUCCEEDED), timeout=90, message="every task succeeded")
+    await eventually(lambda: all_in_state(producer, ids, TaskState.SUCCEEDED), timeout=90, message="every task succeeded")
     await _ids_of(workers, producer)  # a just-restarted worker handles SIGTERM once it is up
     for proc in workers:
         proc.signal(signal.SIGTERM)
@@ -91,7 +92,7 @@ async def test_a_task_blocking_its_thread_for_three_leases_runs_once(producer: S
     await _ids_of(workers, producer)
     ids = [await producer.enqueue(name, {"seconds": 3.0}) for name in ("t.block_sleep", "t.block_cpu", "t.block_sleep", "t.block_cpu")]
     # When they have all finished
-    await wait_until(lambda: all_in_state(producer, ids, TaskState.SUCCEEDED), message="blocking tasks done")
+    await eventually(lambda: all_in_state(producer, ids, TaskState.SUCCEEDED), message="blocking tasks done")
     for proc in workers:
         proc.signal(signal.SIGTERM)
     assert [await proc.wait() for proc in workers] == [0, 0]
@@ -140,7 +141,7 @@ async def test_control_plane_with_three_worker_processes(producer: Stem, spawn: 
     assert all(reply["paused"] == [SIDE_QUEUE] for reply in paused.replies.values()) and paused.ok
     side_id = await producer.enqueue("t.side")
     later = [await producer.enqueue("t.noop") for _ in range(6)]
-    await wait_until(lambda: all_in_state(producer, later, TaskState.SUCCEEDED), message="default-queue tasks")
+    await eventually(lambda: all_in_state(producer, later, TaskState.SUCCEEDED), message="default-queue tasks")
     assert (await producer.broker.queue_stats([SIDE_QUEUE]))[0].pending == 1
 
     # ... and survives a worker restart
@@ -150,7 +151,7 @@ async def test_control_plane_with_three_worker_processes(producer: Stem, spawn: 
     workers.append(spawn(*queues))
     await _ids_of(workers, producer)
     more = [await producer.enqueue("t.noop") for _ in range(6)]
-    await wait_until(lambda: all_in_state(producer, more, TaskState.SUCCEEDED), message="tasks after restart")
+    await eventually(lambda: all_in_state(producer, more, TaskState.SUCCEEDED), message="tasks after restart")
     assert (await producer.broker.queue_stats([SIDE_QUEUE]))[0].pending == 1
     resumed = await client.send("resume", {"queues": [SIDE_QUEUE]}, targets=await _ids_of(workers, producer), timeout=10)
     assert resumed.ok
@@ -158,7 +159,7 @@ async def test_control_plane_with_three_worker_processes(producer: Stem, spawn: 
 
     # shutdown --mode warm lets the running task finish, then the worker exits 0
     slow_id = await producer.enqueue("t.slow", {"seconds": 1.5})
-    running_on = await wait_until(lambda: _running_worker(producer, slow_id), message="slow task running")
+    running_on = await eventually(lambda: _running_worker(producer, slow_id), message="slow task running")
     target = next(p for p in workers if running_on.endswith(f"-{p.pid}"))
     result = await client.send("shutdown", {"mode": "warm"}, targets=[running_on], timeout=10)
     assert result.replies[running_on]["mode"] == "warm" and result.replies[running_on]["active"] == 1
@@ -184,11 +185,11 @@ async def test_interrupting_signals_requeue_the_running_task(
     proc = spawn("-c", "1", "--shutdown-grace", "500ms")
     [worker_id] = await _ids_of([proc], producer)
     task_id = await producer.enqueue("t.slow", {"seconds": 3600})
-    await wait_until(lambda: _running_worker(producer, task_id), message="task running")
-    # When it is interrupted
-    for sig in signals:
+    await eventually(lambda: _running_worker(producer, task_id), message="task running")
+    # When it is interrupted (each signal seen by the worker before the next is sent)
+    for count, sig in enumerate(signals, start=1):
         proc.signal(sig)
-        await asyncio.sleep(0.1)
+        await eventually(lambda: proc.log().count("received SIG") >= count, message=f"signal {count} logged")
     # Then it exits with the mode's code and the task is back in the queue, unspent
     assert await proc.wait() == exit_code, proc.stderr()
     [info] = await producer.broker.peek("default")
