@@ -34,6 +34,7 @@ def build_heartbeat(worker: "Worker") -> WorkerHeartbeat:
         paused_queues=worker.paused_queues(),
         version=__version__,
         timestamp=utcnow(),
+        interval=worker.heartbeat_interval,
     )
 
 
