@@ -219,9 +219,12 @@ class WorkerHeartbeat:
     paused_queues: list[str]
     version: str
     timestamp: datetime
+    # Seconds between this worker's heartbeats (None from workers that do not say): the
+    # liveness rule waits one interval plus a grace before calling the worker gone.
+    interval: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "worker_id": self.worker_id,
             "namespace": self.namespace,
             "host": self.host,
@@ -236,6 +239,9 @@ class WorkerHeartbeat:
             "version": self.version,
             "timestamp": _iso(self.timestamp),
         }
+        if self.interval is not None:
+            data["interval"] = self.interval
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WorkerHeartbeat":
@@ -255,7 +261,15 @@ class WorkerHeartbeat:
             paused_queues=list(data.get("paused_queues") or []),
             version=str(data.get("version") or ""),
             timestamp=parse_iso(data["timestamp"]),
+            interval=_positive_or_none(data.get("interval")),
         )
+
+
+def _positive_or_none(value: Any) -> float | None:
+    """A heartbeat's interval as written by any worker: a positive number, else unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        return None
+    return float(value)
 
 
 __all__ = [

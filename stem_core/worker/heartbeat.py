@@ -35,6 +35,7 @@ def build_heartbeat(
         paused_queues=control.paused_queues(),
         version=__version__,
         timestamp=utcnow(),
+        interval=worker.heartbeat_interval,
     )
 
 
