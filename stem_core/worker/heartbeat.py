@@ -18,7 +18,7 @@ GONE_HEARTBEAT_TTL_S = 0.05
 
 
 def build_heartbeat(
-    control: ControlState, *, namespace: str, concurrency: int, held: HeldSet, counters: Counters
+    control: ControlState, *, namespace: str, concurrency: int, held: HeldSet, counters: Counters, interval: float
 ) -> WorkerHeartbeat:
     """The heartbeat of the worker ``control`` belongs to, as of now."""
     return WorkerHeartbeat(
@@ -35,7 +35,7 @@ def build_heartbeat(
         paused_queues=control.paused_queues(),
         version=__version__,
         timestamp=utcnow(),
-        interval=worker.heartbeat_interval,
+        interval=interval,
     )
 
 

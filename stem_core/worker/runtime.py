@@ -133,7 +133,7 @@ class Worker:
     def heartbeat(self) -> WorkerHeartbeat:
         """What this worker reports about itself now."""
         return build_heartbeat(self.control, namespace=self.app.namespace, concurrency=self.concurrency,
-                               held=self.held, counters=self.counters)
+                               held=self.held, counters=self.counters, interval=self.heartbeat_interval)
 
     # -- run ------------------------------------------------------------------------
 
