@@ -120,6 +120,12 @@ class RedisConnection:
         return self._scripts
 
     @property
+    def wire(self) -> RedisWire:
+        if self._wire is None:
+            raise self._closed()
+        return self._wire
+
+    @property
     def is_open(self) -> bool:
         return self._client is not None
 
@@ -192,22 +198,24 @@ class RedisConnection:
     async def evalsha(self, name: str, nkeys: int, nargs: int, packed: bytes) -> Any:
         """``call`` with the keys and then the arguments already packed (``resp``):
         ``nkeys`` keys and ``nargs`` arguments. Every Stem script call goes through here."""
-        scripts = self.scripts
-        head = scripts.head(name)
+        scripts = self._scripts
+        if scripts is None:
+            raise self._closed()
+        head = scripts.heads.get(name) or scripts.head(name)  # the dict first: this runs per message
         tail = b"%s%s" % (resp(nkeys), packed)
         command = b"*%d\r\n%s%s" % (3 + nkeys + nargs, head, tail)
         with self.guard:
             try:
-                return await self._send(command)
+                return await self.wire.send(command)
             except rex.NoScriptError:
                 await self.client.script_load(scripts.registered(name).script)
-                return await self._send(command)
+                return await self.wire.send(command)
             except rex.ResponseError as exc:
                 if not scripts.is_function_call(head) or not function_trouble(exc):
                     raise
             # The library is not on the server (restart, FUNCTION FLUSH) or FCALL is not known.
             if await self._load_functions(scripts):
-                return await self._send(command)
+                return await self.wire.send(command)
         return await self.evalsha(name, nkeys, nargs, packed)  # this server gets EVALSHA from now on
 
     async def _load_functions(self, scripts: RedisScripts) -> bool:
@@ -228,13 +236,7 @@ class RedisConnection:
         """Send one packed command and read its reply (connection errors retried like
         any other command, redis-py errors mapped by ``guard``)."""
         with self.guard:
-            return await self._send(command)
-
-    async def _send(self, command: bytes) -> Any:
-        wire = self._wire
-        if wire is None:
-            raise self._closed()
-        return await wire.send(command)
+            return await self.wire.send(command)
 
     def script(self, name: str) -> Any:
         """The registered ``lua/<name>.lua``, to call inside a redis-py pipeline."""

@@ -29,10 +29,14 @@
   the reply arrives (``release.lua``); claimed deliveries a consumer stops before
   taking go back through the contract's ``_unclaim`` (a requeue by id).
 * With a ``RedisBackend`` on the same server and database, ``Broker.ack_with_status``
-  is one ``ack_with.lua`` call (final status then the fenced ack), and the calls of one
-  event-loop turn (tasks of a claimed batch finishing together) share one: the
-  statuses in call order, then each fenced ack; a failed call raises
-  ``BrokerUnavailable`` in every caller; ``close`` waits for the settles in flight.
+  is one ``ack_with.lua`` call (final status then the fenced ack, sharing the status
+  code of ``results_lib.lua`` and the ack code of ``lib.lua``; like the fused enqueue of
+  ``publish.py`` it touches two hash tags, so it needs a standalone or Sentinel
+  server). A status that moves to another queue/task index makes it do nothing, and
+  the two steps run instead. The calls of one event-loop turn (tasks of a claimed batch
+  finishing together) share one call: the statuses in call order, then each fenced
+  ack; a failed call raises ``BrokerUnavailable`` in every caller; ``close`` waits for
+  the settles in flight.
 
 Consumers keep retrying by themselves while Redis is down and resume when it is back.
 """

@@ -103,25 +103,25 @@ class RedisScripts:
     those after NOSCRIPT). Made at each open, so a server restarted between two opens is
     asked again."""
 
-    __slots__ = ("functions", "_client", "_registered", "_heads")
+    __slots__ = ("functions", "heads", "_client", "_registered")
 
     def __init__(self, client: Redis, *, functions: bool) -> None:
         # Whether scripts run as functions (Redis >= 7, see the module docstring).
         self.functions = functions
         self._client = client
         self._registered: dict[str, Any] = {}
-        # name -> the packed ``FCALL <function>`` / ``EVALSHA <sha>`` prefix of a call.
-        self._heads: dict[str, bytes] = {}
+        # name -> the packed ``FCALL <function>`` / ``EVALSHA <sha>`` prefix of a call (``head``).
+        self.heads: dict[str, bytes] = {}
 
     def head(self, name: str) -> bytes:
         """The packed start of a call of ``name``: the command and the function or sha."""
-        head = self._heads.get(name)
+        head = self.heads.get(name)
         if head is None:
             if self.functions:
                 head = resp("FCALL", f"{function_library()[0]}_{name}")
             else:
                 head = resp("EVALSHA", self.registered(name).sha)
-            self._heads[name] = head
+            self.heads[name] = head
         return head
 
     def registered(self, name: str) -> Any:
@@ -139,7 +139,7 @@ class RedisScripts:
     def use_evalsha(self) -> None:
         """This server refused the library: every later call is an ``EVALSHA``."""
         self.functions = False
-        self._heads.clear()
+        self.heads.clear()
 
 
 __all__ = ["RedisScripts", "function_library", "function_trouble", "load_lua", "lua_text", "runs_functions"]
