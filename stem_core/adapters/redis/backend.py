@@ -194,7 +194,8 @@ class RedisBackend(ResultBackend):
                 raise StemError(f"status {task_id!r} kept changing queue while being written; try again")
             # The status moves to another queue/task index: name the old keys and go again.
             old_q, old_t = text(reply[1]), text(reply[2])
-            keys[len(self.status_keys) + len(batch.keys):] = [self._keys.queue_index(old_q), self._keys.task_index(old_t)]
+            layout = self._keys
+            keys[len(self.status_keys) + len(batch.keys):] = [layout.queue_index(old_q), layout.task_index(old_t)]
             args[STATUS_ARGS:] = [old_q, old_t]
             reply = await self._conn.call("results_set", keys, args)
             attempts += 1

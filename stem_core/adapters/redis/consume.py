@@ -93,7 +93,8 @@ class RedisSubscription:
         self.packed = resp(*self.keys)  # claim.lua's keys, sent with every claim
         # What an idle consumer blocks on: each queue's band streams and its wake stream
         # (claim.lua returns the cursors in this order).
-        self.streams: list[bytes] = [key for queue in queues for key in (*blocks(queue)[:BANDS], blocks(queue)[W_INDEX])]
+        self.streams: list[bytes] = [key for queue in queues
+                                     for key in (*blocks(queue)[:BANDS], blocks(queue)[W_INDEX])]
         self.broadcasts: RedisChannelSubscription | None = None
 
 
