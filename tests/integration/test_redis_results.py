@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from stem_core import TaskState, TaskStatus
 from stem_core.adapters.redis import RedisBackend
-from stem_core.adapters.redis import results as redis_results
+from stem_core.adapters.redis import backend as redis_backend
 from stem_core.adapters.redis.keys import results_prefix
 from tests.specs import AdapterSpec, require_service
 from tests.specs.redis import REDIS_TEST_URL, SPEC
@@ -68,7 +68,7 @@ async def test_a_status_moving_between_queues_leaves_its_old_index(backend_facto
 
 async def test_expired_statuses_are_pruned_from_every_index(backend_factory: BackendFactory, raw: Redis,
                                                             namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redis_results, "PRUNE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(redis_backend, "PRUNE_INTERVAL_S", 0.0)
     backend = await backend_factory()
     for i in range(5):
         await backend.set_status(f"old{i}", "succeeded", meta={"queue": "q", "task": "t"}, ttl=0.05)
