@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import pytest
 
 from stem_core import ResultBackend, WorkerHeartbeat, connect_backend
-from stem_core.adapters.sqlite import results, store
+from stem_core.adapters.sqlite import backend as backend_module, store
 from stem_core.clock import utcnow
 
 
@@ -65,7 +65,7 @@ async def test_expired_rows_are_invisible_then_swept(backend: ResultBackend, db_
     assert await backend.get_record("pause", "q") is None
     assert count(db_path, "statuses") == 2
     # When the next write comes after the sweep interval
-    monkeypatch.setattr(results, "CLEANUP_INTERVAL_S", 0.0)
+    monkeypatch.setattr(backend_module, "CLEANUP_INTERVAL_S", 0.0)
     backend._next_cleanup = 0.0  # type: ignore[attr-defined]
     await backend.set_status("long", "running")
     # Then the expired rows are gone and the live one stays
