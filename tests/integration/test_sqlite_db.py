@@ -14,12 +14,12 @@ import pytest
 from stem_core.adapters.sqlite.db import SQLiteDatabase, immediate
 from stem_core.errors import BrokerUnavailable
 
-DEADLINE_S = 10.0
+from .sqlite_helpers import DEADLINE_S, rows
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    database = SQLiteDatabase(tmp_path / "stem.db", busy_timeout_s=5.0, unavailable=BrokerUnavailable, label="test")
+async def db(db_path: Path) -> AsyncIterator[SQLiteDatabase]:
+    database = SQLiteDatabase(db_path, busy_timeout_s=5.0, unavailable=BrokerUnavailable, label="test")
     await database.open()
     await database.run(_create)
     yield database
@@ -48,11 +48,7 @@ def _bad_sql(conn: sqlite3.Connection) -> None:
 
 
 def _values(path: Path) -> list[int]:
-    conn = sqlite3.connect(path)
-    try:
-        return sorted(row[0] for row in conn.execute("SELECT v FROM t"))
-    finally:
-        conn.close()
+    return sorted(row[0] for row in rows(path, "SELECT v FROM t"))
 
 
 async def test_queued_calls_share_one_commit_and_fail_alone(db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
