@@ -24,14 +24,17 @@ class SQLiteOpener:
         self._opened: list[Broker | ResultBackend] = []
 
     async def broker(self, *, path: Path | None = None, namespace: str | None = None, **options: Any) -> Broker:
-        broker = await connect_broker(f"sqlite://{path or self.path}", namespace=namespace or self.namespace, **options)
+        broker = await connect_broker(self._url(path), namespace=namespace or self.namespace, **options)
         self._opened.append(broker)
         return broker
 
     async def backend(self, *, path: Path | None = None, namespace: str | None = None, **options: Any) -> ResultBackend:
-        backend = await connect_backend(f"sqlite://{path or self.path}", namespace=namespace or self.namespace, **options)
+        backend = await connect_backend(self._url(path), namespace=namespace or self.namespace, **options)
         self._opened.append(backend)
         return backend
+
+    def _url(self, path: Path | None) -> str:
+        return f"sqlite://{path or self.path}"
 
     async def close(self) -> None:
         for adapter in reversed(self._opened):
@@ -47,7 +50,8 @@ def rows(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-async def take(broker: Broker, queues: list[str], count: int, *, prefetch: int | None = None, **options: Any) -> list[Delivery]:
+async def take(broker: Broker, queues: list[str], count: int, *, prefetch: int | None = None,
+               **options: Any) -> list[Delivery]:
     """Exactly ``count`` deliveries (fails after DEADLINE_S); the subscription is closed
     afterwards, so claims not handed out go back."""
     out = []

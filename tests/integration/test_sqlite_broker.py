@@ -46,10 +46,11 @@ async def test_two_namespaces_share_a_file_without_seeing_each_other(open_sqlite
 
 def real_counts(path: Path, namespace: str, queue: str) -> tuple[int, int, int, int]:
     counts = {state: 0 for state in ("ready", "delayed", "leased")}
-    for state, n in rows(path, "SELECT state, count(*) FROM jobs WHERE ns = ? AND queue = ? GROUP BY state", namespace, queue):
+    where = "WHERE ns = ? AND queue = ?"
+    for state, n in rows(path, f"SELECT state, count(*) FROM jobs {where} GROUP BY state", namespace, queue):
         counts[state] = n
-    [(dead,)] = rows(path, "SELECT count(*) FROM dead_letters WHERE ns = ? AND queue = ?", namespace, queue)
-    [kept] = rows(path, "SELECT ready, delayed, leased, dead FROM queue_counts WHERE ns = ? AND queue = ?", namespace, queue)
+    [(dead,)] = rows(path, f"SELECT count(*) FROM dead_letters {where}", namespace, queue)
+    [kept] = rows(path, f"SELECT ready, delayed, leased, dead FROM queue_counts {where}", namespace, queue)
     assert kept == (counts["ready"], counts["delayed"], counts["leased"], dead), "counters drifted from the rows"
     return counts["ready"], counts["delayed"], counts["leased"], dead
 
@@ -61,7 +62,8 @@ async def test_counters_always_equal_the_rows(sqlite_broker: Broker, db_path: Pa
     for step in range(60):
         action = rng.choice(["publish", "delay", "claim", "ack", "nack", "drop", "dead", "requeue", "remove", "purge", "replay"])
         if action == "publish":
-            await sqlite_broker.publish_many([Envelope(name="t", queue=queue, priority=rng.randint(0, 9)) for _ in range(rng.randint(1, 5))])
+            batch = [Envelope(name="t", queue=queue, priority=rng.randint(0, 9)) for _ in range(rng.randint(1, 5))]
+            await sqlite_broker.publish_many(batch)
         elif action == "delay":
             await sqlite_broker.publish(Envelope(name="t", queue=queue, not_before=utcnow() + timedelta(seconds=60)))
         elif action in ("claim", "ack", "nack", "drop", "dead"):
@@ -91,7 +93,9 @@ async def test_counters_always_equal_the_rows(sqlite_broker: Broker, db_path: Pa
         assert (stats.pending, stats.delayed, stats.inflight, stats.dead) == (ready, delayed, leased, dead), action
 
 
-async def test_stats_count_overdue_rows_before_any_consumer_moves_them(sqlite_broker: Broker, db_path: Path, namespace: str) -> None:
+async def test_stats_count_overdue_rows_before_any_consumer_moves_them(
+    sqlite_broker: Broker, db_path: Path, namespace: str
+) -> None:
     # Given a leased message whose lease has expired and a delayed one now due, untouched since
     await sqlite_broker.publish(Envelope(name="t", queue="q", visibility_timeout=0.05))
     [delivery] = await take(sqlite_broker, ["q"], 1)
@@ -119,7 +123,9 @@ async def test_statistics_and_claims_are_served_by_indexes(open_sqlite: SQLiteOp
     assert not [step for step in plan if step.startswith("SCAN jobs")], plan
 
 
-async def test_a_cancelled_claim_hands_its_rows_back(sqlite_broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_cancelled_claim_hands_its_rows_back(
+    sqlite_broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a claim that commits only after its caller was cancelled
     entered = threading.Event()
     real_step = jobs.receive_step

@@ -51,7 +51,9 @@ def _values(path: Path) -> list[int]:
     return sorted(row[0] for row in rows(path, "SELECT v FROM t"))
 
 
-async def test_queued_calls_share_one_commit_and_fail_alone(db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_queued_calls_share_one_commit_and_fail_alone(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the database thread held busy, with calls queued behind it (two of them failing)
     groups: list[int] = []
     assert db._link is not None

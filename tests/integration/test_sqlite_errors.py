@@ -82,7 +82,9 @@ async def test_a_folder_in_place_of_the_file_names_the_path(tmp_path: Path) -> N
         await connect_broker(f"sqlite://{path}")
 
 
-async def test_a_writer_holding_the_lock_too_long_is_broker_unavailable(open_sqlite: SQLiteOpener, db_path: Path) -> None:
+async def test_a_writer_holding_the_lock_too_long_is_broker_unavailable(
+    open_sqlite: SQLiteOpener, db_path: Path
+) -> None:
     # Given a broker with a short busy timeout and another connection holding the write lock
     broker = await open_sqlite.broker(busy_timeout=0.05)
     holder = sqlite3.connect(db_path, isolation_level=None)

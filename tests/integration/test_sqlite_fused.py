@@ -40,14 +40,17 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
-async def test_a_broker_and_backend_on_one_file_share_a_connection(sqlite_broker: Broker, sqlite_backend: ResultBackend) -> None:
+async def test_a_broker_and_backend_on_one_file_share_a_connection(
+    sqlite_broker: Broker, sqlite_backend: ResultBackend
+) -> None:
     assert sqlite_broker._db.shares_link(sqlite_backend._db)  # type: ignore[attr-defined]
     assert sqlite_broker._db._link.conn is sqlite_backend._db._link.conn  # type: ignore[attr-defined]
 
 
 async def test_each_broker_pairs_up_with_one_backend(open_sqlite: SQLiteOpener) -> None:
     # Given two apps' adapters opened on one file, each app's broker then its backend
-    opened = [await open_sqlite.broker(), await open_sqlite.backend(), await open_sqlite.broker(), await open_sqlite.backend()]
+    opened = [await open_sqlite.broker(), await open_sqlite.backend()]
+    opened += [await open_sqlite.broker(), await open_sqlite.backend()]
     broker_a, backend_a, broker_b, backend_b = (x._db for x in opened)  # type: ignore[attr-defined]
     # Then each broker shares a connection with one backend, and no more
     assert broker_a.shares_link(backend_a) and broker_b.shares_link(backend_b)
@@ -99,7 +102,9 @@ async def test_with_the_backend_on_another_file_both_steps_run_apart(
     assert len(rows(tmp_path / "results.db", "SELECT task_id FROM statuses")) == 3
 
 
-async def test_a_closed_backend_is_not_fused_into(sqlite_broker: Broker, sqlite_backend: ResultBackend, db_path: Path) -> None:
+async def test_a_closed_backend_is_not_fused_into(
+    sqlite_broker: Broker, sqlite_backend: ResultBackend, db_path: Path
+) -> None:
     await sqlite_backend.close()
     assert not sqlite_broker._db.shares_link(sqlite_backend._db)  # type: ignore[attr-defined]
     # As with set_status then publish: the status write fails, nothing is published
@@ -148,7 +153,9 @@ async def test_the_link_closes_with_the_last_adapter(open_sqlite: SQLiteOpener) 
     await again.publish(Envelope(name="t", queue="q"))
 
 
-async def test_status_writes_share_one_encoding(sqlite_backend: ResultBackend, sqlite_broker: Broker, db_path: Path) -> None:
+async def test_status_writes_share_one_encoding(
+    sqlite_backend: ResultBackend, sqlite_broker: Broker, db_path: Path
+) -> None:
     # A status written by the backend and one written in a broker transaction read back alike
     await sqlite_backend.set_status("direct", TaskState.QUEUED, meta={"task": "t", "queue": "q", "max_retries": 0})
     sent = Envelope(name="t", queue="q", id="fused")

@@ -74,7 +74,9 @@ async def test_the_raw_text_kept_is_truncated(sqlite_broker: Broker, db_path: Pa
     assert len(entry.envelope.meta["raw"]) == RAW_KEEP_CHARS
 
 
-async def test_a_queue_of_only_invalid_rows_does_not_hang_the_consumer(sqlite_broker: Broker, db_path: Path, namespace: str) -> None:
+async def test_a_queue_of_only_invalid_rows_does_not_hang_the_consumer(
+    sqlite_broker: Broker, db_path: Path, namespace: str
+) -> None:
     # Given only garbage rows
     for index in range(3):
         write_row(db_path, namespace, "junk", "garbage", msg_id=f"bad-{index}")
@@ -87,7 +89,8 @@ async def test_a_queue_of_only_invalid_rows_does_not_hang_the_consumer(sqlite_br
     await sqlite_broker.publish(good)
     # Then the consumer survived the garbage and delivers the valid message
     assert (await consumer).envelope.id == good.id
-    assert [e.envelope.id for e in (await sqlite_broker.list_dead_letters("junk")).entries] == ["bad-2", "bad-1", "bad-0"]
+    page = await sqlite_broker.list_dead_letters("junk")
+    assert [e.envelope.id for e in page.entries] == ["bad-2", "bad-1", "bad-0"]
 
 
 async def test_peek_shows_an_invalid_row_as_a_placeholder(sqlite_broker: Broker, db_path: Path, namespace: str) -> None:

@@ -23,7 +23,9 @@ def count(path: Path, table: str) -> int:
 
 
 @pytest.mark.parametrize("filters", [(), ("state",), ("queue",), ("task",), ("state", "queue")])
-async def test_list_statuses_walks_an_index_newest_first(sqlite_backend: ResultBackend, db_path: Path, filters: tuple[str, ...]) -> None:
+async def test_list_statuses_walks_an_index_newest_first(
+    sqlite_backend: ResultBackend, db_path: Path, filters: tuple[str, ...]
+) -> None:
     sql = store._LIST_BASE + "".join(f for key, f in store._LIST_FILTERS if key in filters) + store._LIST_ORDER
     params = {"ns": "n", "state": "queued", "queue": "q", "task": "t", "limit": 5, "offset": 0, "now": 0.0}
     conn = sqlite3.connect(db_path)

@@ -58,7 +58,9 @@ class MemoryDeadLetters:
                 now = utcnow()
                 for entry in picked:
                     del q.dead[entry.envelope.id]
-                store.publish([Broker.replayed_envelope(e.envelope, delay, now=now).replace(queue=queue) for e in picked])
+                store.publish([
+                    Broker.replayed_envelope(entry.envelope, delay, now=now).replace(queue=queue) for entry in picked
+                ])
                 waiting = store.waiting_on({queue})
         wake(waiting)
         return ReplayResult(entries=picked, dry_run=dry_run)

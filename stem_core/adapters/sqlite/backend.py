@@ -49,8 +49,8 @@ class SQLiteBackend(ResultBackend):
     ) -> None:
         super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
         self.path = path
-        self._db = SQLiteDatabase(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable, label="result backend",
-                            poll_interval=poll_interval)
+        self._db = SQLiteDatabase(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable,
+                                  label="result backend", poll_interval=poll_interval)
         self._next_cleanup = 0.0
 
     @classmethod

@@ -56,7 +56,10 @@ class SQLiteChannels:
     @staticmethod
     def deliveries(rows: list[tuple[int, str, Envelope]]) -> list[Delivery]:
         """Broadcast rows ``(id, channel, envelope)`` as deliveries (nothing to settle)."""
-        return [Delivery(envelope=env, receipt=f"b:{row_id}", queue=channel, channel=channel) for row_id, channel, env in rows]
+        return [
+            Delivery(envelope=envelope, receipt=f"b:{row_id}", queue=channel, channel=channel)
+            for row_id, channel, envelope in rows
+        ]
 
 
 __all__ = ["SQLiteChannels"]

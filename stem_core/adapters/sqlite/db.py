@@ -188,7 +188,7 @@ class Link:
                 except sqlite3.Error:
                     pass
 
-    def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], "SQLiteDatabase"]]) -> list[tuple[bool, Any]]:
+    def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], SQLiteDatabase]]) -> list[tuple[bool, Any]]:
         """Run ``fn(conn, *args)`` for each call (on the database thread); several calls
         share one transaction, each in its own SAVEPOINT. Errors are translated for the
         adapter that made the call."""
