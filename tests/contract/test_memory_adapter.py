@@ -13,7 +13,7 @@ import pytest
 
 from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.adapters.memory import MemoryBroker, drop_stores
-from stem_core.adapters.memory.queues import BrokerStore
+from stem_core.adapters.memory.store import MemoryStore
 from stem_core.errors import BrokerUnavailable, ConfigurationError
 from tests.support import eventually
 
@@ -124,7 +124,7 @@ async def test_a_publish_from_another_thread_wakes_an_idle_consumer(store_name: 
 
 async def test_closing_a_broker_ends_its_waiting_consumers() -> None:
     # Given a consumer waiting on an empty queue (seen waiting in the store: its waker is set)
-    store = BrokerStore()
+    store = MemoryStore()
     broker = MemoryBroker(store)
     queue = qname()
     deliveries = broker.consume(queue)
