@@ -24,8 +24,7 @@ callers share persisted samples (``docs/ops.md``).
 from __future__ import annotations
 
 import functools
-import inspect
-from typing import Any, Callable, Concatenate, ParamSpec, TypeVar
+from typing import Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar
 
 from ..contract import Broker, ResultBackend
 from ..errors import ConfigurationError
@@ -44,21 +43,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _on(part: str, method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate["Ops", P], R]:
-    """``Ops.<name>`` that calls ``method`` on the part held in the attribute ``part``, with
+def _on(part: str, method: Callable[Concatenate[Any, P], Awaitable[R]]) -> Callable[Concatenate["Ops", P], Awaitable[R]]:
+    """``Ops.<name>``: awaits ``method`` on the part held in the attribute ``part``, with
     ``method``'s signature and docstring (so ``help(Ops.overview)`` reads as before)."""
     name = method.__name__
-    if inspect.iscoroutinefunction(method):
-
-        @functools.wraps(method)
-        async def call_async(self: Ops, *args: P.args, **kwargs: P.kwargs) -> Any:
-            return await getattr(getattr(self, part), name)(*args, **kwargs)
-
-        return call_async  # type: ignore[return-value]
 
     @functools.wraps(method)
-    def call(self: Ops, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = getattr(getattr(self, part), name)(*args, **kwargs)
+    async def call(self: Ops, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = await getattr(getattr(self, part), name)(*args, **kwargs)
         return result
 
     return call
