@@ -10,7 +10,7 @@ import pytest
 
 from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.control import ControlResult
-from stem_core.errors import BackendUnavailable, BrokerUnavailable
+from stem_core.errors import BackendUnavailable, BrokerUnavailable, StemError
 from stem_core.ops import ActionDetail, Ops
 from stem_core.ops.dispatch import control_detail
 from stem_core.ops.health import HealthChecks, health
@@ -79,6 +79,23 @@ async def test_action_detail_shows_only_what_the_action_set(adapters: tuple[Any,
     assert dict(purged.detail) == {"inflight_kept": 0}
     with pytest.raises(KeyError):
         done.detail["missing"]
+
+
+async def test_a_refused_audit_record_is_reported_in_the_detail(adapters: tuple[Any, Any],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    broker, backend = adapters
+    ops = Ops(broker, backend, actor="tester")
+
+    async def refuse(record: dict[str, Any]) -> None:
+        raise StemError("audit table is read-only")
+
+    monkeypatch.setattr(backend, "append_audit", refuse)
+    # When an action runs but its record cannot be written
+    done = await ops.enqueue("t.work", queue="q")
+    # Then the action stands, and its detail says the record is missing (after the ids)
+    assert done.count == 1 and done.audit_id is None and (await broker.queue_stats(["q"]))[0].pending == 1
+    assert done.detail.audit_error == "audit record not written: audit table is read-only"
+    assert list(done.to_dict()["detail"]) == ["ids", "audit_error"]
 
 
 def test_a_control_outcome_keeps_the_keys_and_order_it_always_had() -> None:
