@@ -23,7 +23,7 @@ STEM_RESULT_BACKEND_URL, STEM_NAMESPACE); reads take --json or --jsonl.
 def normalize_argv(args: Sequence[str]) -> list[str]:
     """``--watch 5s`` / ``--watch=5s`` -> ``--watch --interval 5s`` (SPEC: ``--watch [interval]``;
     Typer options cannot take an optional value)."""
-    from .common import is_duration
+    from .parsing import is_duration
 
     out: list[str] = []
     items = list(args)

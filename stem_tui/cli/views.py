@@ -16,17 +16,11 @@ from rich.text import Text
 from stem_core.ops import ActionResult, Explanation, LeaseInfo, Overview, QueueDetail, WorkerInfo
 from stem_core.ops import text as words
 
-from .output import neutralise
+from ..text import VERDICT_STYLES, neutralise
 
 # Args and reasons are cut to this many characters in table cells; queue names to fewer.
 CELL_MAX_CHARS = 60
 QUEUE_MAX_CHARS = 32
-# Rich styles per verdict, shared with the TUI (ANSI colours, so low-colour modes keep them).
-VERDICT_STYLES = {
-    "idle": "dim", "scheduled": "dim", "steady": "green", "draining": "green", "busy": "cyan",
-    "growing": "yellow", "paused": "yellow", "unknown": "",
-    "stalled": "bold red", "no-workers": "bold red",
-}
 
 
 def t(value: object, style: str = "") -> Text:
@@ -215,10 +209,10 @@ def action(result: ActionResult, verb: str) -> Group:
         lines.append(Text.assemble("  ", short(" ".join(f"{k}={v}" for k, v in item.items() if v is not None), 160)))
     if result.count > len(result.sample) and result.sample:
         lines.append(t(f"  ... and {result.count - len(result.sample)} more", "dim"))
-    missing = result.detail.get("missing")
+    missing = result.detail.missing
     if missing:
         lines.append(t(f"no reply from: {', '.join(missing)}", "bold red"))
-    note = result.detail.get("note")
+    note = result.detail.note
     if note:
         lines.append(t(note, "dim"))
     if result.audit_id:

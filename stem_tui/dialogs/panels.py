@@ -106,9 +106,9 @@ def result_text(result: ActionResult, command: str) -> Text:
     out = Text()
     out.append(literal(f"{result.action}: {result.count} · {'ok' if result.ok else 'NOT OK'}", "bold", limit=None))
     out.append("\n")
-    detail = result.detail
-    if detail.get("missing"):
-        out.append(literal(f"no answer from: {', '.join(map(str, detail['missing']))}", "bold red", limit=None))
+    missing = result.detail.missing
+    if missing:
+        out.append(literal(f"no answer from: {', '.join(map(str, missing))}", "bold red", limit=None))
         out.append("\n")
     for item in result.sample:
         out.append(block(item))

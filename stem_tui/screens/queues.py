@@ -14,12 +14,12 @@ from stem_core.ops import QueueOverview
 
 from ..dialogs import plans
 from ..source import Snapshot
+from ..text import VERDICT_STYLES
 from ..widgets.chrome import Line
 from ..widgets.filter import Facets
 from ..widgets.literal import age, literal, rate
 from ..widgets.spark import sparkline
 from ..widgets.table import Column, KeyedTable, Row
-from ..cli.views import VERDICT_STYLES
 from .base import ViewScreen, facets_text
 
 COLUMNS = (

@@ -29,8 +29,8 @@ async def ops(broker_spec: AdapterSpec, broker_url: str, namespace: str, broker:
 async def test_overview_leases_explain_and_repair_on_every_adapter(ops: Ops) -> None:
     broker, backend = ops.broker, ops.backend
     # Given 4 ready messages, 1 delayed, one leased by a dead worker, one by a live one, one dead letter
-    ids = (await ops.enqueue_many([("t.work", {"i": i}, {"queue": "q"}) for i in range(5)])).detail["ids"]
-    later = (await ops.enqueue("t.later", queue="q", delay=3600)).detail["ids"][0]
+    ids = (await ops.enqueue_many([("t.work", {"i": i}, {"queue": "q"}) for i in range(5)])).detail.ids
+    later = (await ops.enqueue("t.later", queue="q", delay=3600)).detail.ids[0]
     (dead_held,) = await claim(broker, ["q"], "w-dead", 1)
     (live_held,) = await claim(broker, ["q"], "w-live", 1)
     (doomed,) = await claim(broker, ["q"], "w-live", 1)

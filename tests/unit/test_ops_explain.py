@@ -22,7 +22,7 @@ async def env(namespace: str) -> AsyncIterator[tuple[Ops, Any, Any]]:
 
 
 async def enqueue(ops: Ops, queue: str = "q", **kw: Any) -> str:
-    return (await ops.enqueue("t.work", {"x": 1}, queue=queue, **kw)).detail["ids"][0]
+    return (await ops.enqueue("t.work", {"x": 1}, queue=queue, **kw)).detail.ids[0]
 
 
 def codes(ex: Any) -> list[str]:

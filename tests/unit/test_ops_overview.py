@@ -132,7 +132,7 @@ async def test_an_expired_lease_is_stuck(env: tuple[Ops, Any, Any]) -> None:
     ops, _, _ = env
     info = MessageInfo(envelope=Envelope(name="t"), state="inflight", lease_holder="w",
                        lease_expires_at=utcnow() - timedelta(seconds=90), delivery_count=2)
-    lease = ops._lease("q", info, {"w": heartbeat("w", ["q"])}, utcnow())
+    lease = ops.inspector.lease("q", info, {"w": heartbeat("w", ["q"])}, utcnow())
     assert lease.stuck and lease.stuck_reason.startswith("lease expired 1m")
 
 
