@@ -24,7 +24,6 @@ from stem_core.contract import Broker, ResultBackend
 from stem_core.errors import BrokerUnavailable, StemError, Unsupported
 from stem_core.ops import (
     CONNECT_TIMEOUT_S,
-    STALE_AFTER_S,
     LeaseInfo,
     Ops,
     Overview,
@@ -115,7 +114,7 @@ class DataSource:
         namespace: str = "?",
         clock: Clock = utcnow,
         actor: str | None = None,
-        stale_after: float = STALE_AFTER_S,
+        stale_after: float | None = None,
         interval: float = DEFAULT_REFRESH_S,
         live: bool = True,
     ) -> None:

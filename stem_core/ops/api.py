@@ -32,7 +32,7 @@ from ..settings import Settings
 from .actions import Actions
 from .audit import AuditTrail, default_actor
 from .connect import CONNECT_TIMEOUT_S, open_adapters
-from .directory import STALE_AFTER_S, Clock, Directory, system_now
+from .directory import Clock, Directory, system_now
 from .dispatch import Dispatcher
 from .explain import Explainer
 from .history import RateHistory
@@ -66,19 +66,22 @@ class Ops:
         backend: ResultBackend,
         *,
         actor: str | None = None,
-        stale_after: float = STALE_AFTER_S,
+        stale_after: float | None = None,
         persist_rates: bool = True,
         tracker: RateTracker | None = None,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(broker, Broker) or not isinstance(backend, ResultBackend):
             raise ConfigurationError("Ops needs a connected Broker and ResultBackend")
-        if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)) or not stale_after > 0:
-            raise ValueError(f"stale_after must be positive seconds, got {stale_after!r}")
+        if stale_after is not None and (
+            isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)) or not stale_after > 0
+        ):
+            raise ValueError(f"stale_after must be positive seconds or None, got {stale_after!r}")
         self.broker = broker
         self.backend = backend
         self.actor = actor or default_actor()
-        self.stale_after = float(stale_after)
+        # None: each worker is live for its own heartbeat interval plus a grace (liveness.py).
+        self.stale_after = float(stale_after) if stale_after is not None else None
         self._owns_adapters = False
         self.directory = Directory(broker, backend, stale_after=self.stale_after, clock=clock or system_now)
         self.history = RateHistory(backend, tracker or RateTracker(), persist=persist_rates)
@@ -95,7 +98,7 @@ class Ops:
         *,
         clock: Clock | None = None,
         actor: str | None = None,
-        stale_after: float = STALE_AFTER_S,
+        stale_after: float | None = None,
         persist_rates: bool = True,
         connect_timeout: float | None = CONNECT_TIMEOUT_S,
     ) -> "Ops":

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..clock import parse_iso, utcnow
 from ..contract import Broker, ResultBackend, WorkerHeartbeat
-from ..control.liveness import STALE_AFTER_S, heartbeat_age, is_live, live_worker_ids
+from ..control.liveness import STALE_AFTER_S, heartbeat_age, is_live, live_worker_ids, stale_window
 from ..control.pause import paused_queues
 from ..control.protocol import REPLY_QUEUE_PREFIX
 from ..envelope import validate_name
@@ -78,7 +78,7 @@ def active_count(hb: WorkerHeartbeat) -> int:
 class Directory:
     """Known queues, live workers and pauses, read through the contracts."""
 
-    def __init__(self, broker: Broker, backend: ResultBackend, *, stale_after: float = STALE_AFTER_S,
+    def __init__(self, broker: Broker, backend: ResultBackend, *, stale_after: float | None = None,
                  clock: Clock = system_now) -> None:
         self.broker = broker
         self.backend = backend
@@ -95,6 +95,10 @@ class Directory:
 
     def alive(self, hb: WorkerHeartbeat | None, now: datetime) -> bool:
         return hb is not None and is_live(hb, now, self.stale_after)
+
+    def stale_window(self, hb: WorkerHeartbeat) -> float:
+        """Seconds after its last heartbeat that ``hb``'s worker still counts as live."""
+        return stale_window(hb, self.stale_after)
 
     async def live_ids(self) -> list[str]:
         """The workers a control command reaches now (the ``ControlClient`` rule), sorted."""

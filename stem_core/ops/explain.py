@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any, AsyncIterator
 
 from ..clock import to_iso
-from ..contract import Broker, DeadLetterEntry, MessageInfo, ResultBackend, TaskStatus
+from ..contract import Broker, DeadLetterEntry, MessageInfo, ResultBackend, TaskState, TaskStatus
 from ..envelope import validate_name
 from ..errors import InvalidName
 from . import text
-from .directory import LEASES_LIMIT, Directory, Heartbeats, Pauses, active_count, is_internal
+from .directory import LEASES_LIMIT, Directory, Heartbeats, Pauses, active_count, heartbeat_age, is_internal
 from .inspect import Inspector
 from .models import Blocker, Explanation, LeaseInfo
 
@@ -78,6 +78,7 @@ class Explainer:
         base: dict[str, Any] = {
             "task_id": task_id, "queue": found.queue, "status": status_dict,
             "envelope": envelope.to_dict() if envelope is not None else None,
+            "status_note": self._status_note(status, found, heartbeats, now),
         }
         fix_requeue = f"stem requeue {found.queue} --id {task_id}"
         if found.state == "dead" and found.dead is not None:
@@ -151,10 +152,36 @@ class Explainer:
 
     # -- reasons --------------------------------------------------------------------
 
+    def _status_note(self, status: TaskStatus | None, found: _Found, heartbeats: Heartbeats,
+                     now: datetime) -> str | None:
+        """What a "running" status means when the worker that wrote it stopped heartbeating:
+        it is not running any more, and when it will run again."""
+        if status is None or status.state is not TaskState.RUNNING:
+            return None
+        worker = status.meta.get("worker")
+        if not isinstance(worker, str) or not worker:
+            return None
+        hb = heartbeats.get(worker)
+        if self.directory.alive(hb, now):
+            return None
+        gone = (f"which stopped heartbeating {text.duration(heartbeat_age(hb, now))} ago" if hb is not None
+                else "which has no heartbeat any more")
+        info = found.info
+        if found.state == "inflight" and info is not None and info.lease_holder == worker:
+            left = (info.lease_expires_at - now).total_seconds() if info.lease_expires_at is not None else None
+            when = (f"will run again when its lease expires in {text.duration(left)}" if left is not None and left > 0
+                    else "its lease has expired: it runs again at the next claim")
+            return f"running on {worker}, {gone}; {when}"
+        if found.state == "inflight" and info is not None and info.lease_holder:
+            return f"was running on {worker}, {gone}; redelivered to {info.lease_holder}"
+        if found.state in ("pending", "delayed"):
+            return f"was running on {worker}, {gone}; has been redelivered: it runs again when a worker takes it"
+        return None
+
     def _leased(self, lease: LeaseInfo, heartbeats: Heartbeats, fix: str, base: dict[str, Any]) -> Explanation:
         holder = lease.holder or "an unknown consumer"
-        expires = (f"its lease expires in {text.duration(lease.expires_in)}" if lease.expires_in and lease.expires_in > 0
-                   else "its lease has expired")
+        expires = (f"it runs again when its lease expires in {text.duration(lease.expires_in)}"
+                   if lease.expires_in and lease.expires_in > 0 else "its lease has expired")
         if lease.stuck and lease.expires_in is not None and lease.expires_in <= 0:
             blocker = Blocker("lease-expired", f"leased by {holder}, {lease.stuck_reason}; it goes back to the queue "
                               "at the next claim", fix)

@@ -17,7 +17,6 @@ from ..errors import BrokerUnavailable, StemError
 from ..settings import Settings, redact_url
 from .api import Ops
 from .connect import CONNECT_TIMEOUT_S, open_backend, open_broker
-from .directory import STALE_AFTER_S
 
 # Pings per server; the median is reported.
 PING_ROUNDS = 3
@@ -110,7 +109,7 @@ async def run_checks(ops: Ops, checks: HealthChecks) -> list[dict[str, Any]]:
 
 
 async def health(settings: Settings, checks: HealthChecks = HealthChecks(), *,
-                 stale_after: float = STALE_AFTER_S) -> HealthReport:
+                 stale_after: float | None = None) -> HealthReport:
     """Probe the broker and the backend of ``settings``; run ``checks`` when both answered."""
     b_row, broker = await probe("broker", settings.broker_url, lambda: open_broker(settings, timeout=None))
     r_row, backend = await probe("result backend", settings.backend_url, lambda: open_backend(settings, timeout=None))

@@ -20,7 +20,7 @@ from .directory import LEASES_LIMIT, Directory, Heartbeats, Pauses, entry_state,
 from .history import RateHistory
 from .models import LeaseInfo, Overview, QueueDetail, QueueOverview, WorkerInfo
 from .rates import Sample
-from .verdict import queue_verdict
+from .verdict import VerdictMemory, queue_verdict
 
 DETAIL_STATES = (*PEEK_STATES, "dead")
 
@@ -33,6 +33,8 @@ class Inspector:
         self.backend = backend
         self.directory = directory
         self.history = history
+        # The verdicts last shown by this Ops's overview, for hysteresis (verdict.py).
+        self.verdicts = VerdictMemory()
 
     # -- overview -------------------------------------------------------------------
 
@@ -49,7 +51,8 @@ class Inspector:
             self.history.tracker.observe(current)
             await asyncio.sleep(sample_interval)
             stats, heartbeats, pauses, current = await self._read(names)
-        rows = [self._row(s, heartbeats, pauses, current) for s in stats]
+        orphans = [await self._orphaned(s, heartbeats, current.at) for s in stats]
+        rows = [self._row(s, heartbeats, pauses, current, orphaned=o, settle=True) for s, o in zip(stats, orphans)]
         self.history.tracker.observe(current)
         await self.history.save(current.at)
         live = sum(1 for hb in heartbeats.values() if self.directory.alive(hb, current.at))
@@ -77,11 +80,39 @@ class Inspector:
         now = self.directory.now()
         return stats, heartbeats, pauses, Sample.take(now, stats, heartbeats.values())
 
-    def _row(self, s: QueueStats, heartbeats: Heartbeats, pauses: Pauses, current: Sample) -> QueueOverview:
+    async def _orphaned(self, s: QueueStats, heartbeats: Heartbeats, now: datetime) -> int | None:
+        """How many of ``s.queue``'s leases are held by no live worker: a holder with no
+        heartbeat, or one that stopped heartbeating (``Directory.alive``). Never a
+        difference of counts read at different times: a lease taken since its holder's last
+        heartbeat is held by a live worker and is not orphaned.
+
+        The in-flight page (bounded by ``LEASES_LIMIT``, and by the workers' prefetch, never
+        by the queue's length) is read only when the heartbeats leave room for a doubt: more
+        leases than the live workers reported, or a worker of this queue that stopped
+        heartbeating. A broker that cannot peek answers None (unknown), not a guess."""
+        if s.inflight == 0:
+            return 0
+        reported = 0
+        doubt = False
+        for hb in heartbeats.values():
+            mine = sum(1 for e in hb.inflight if e.get("queue") == s.queue)
+            if self.directory.alive(hb, now):
+                reported += mine
+            elif mine or s.queue in hb.queues:
+                doubt = True
+        if reported >= s.inflight and not doubt:
+            return 0
+        if not self.broker.capabilities.peek:
+            return None
+        infos = await self.broker.peek(s.queue, state="inflight", limit=LEASES_LIMIT)
+        return sum(1 for info in infos
+                   if not self.directory.alive(heartbeats.get(info.lease_holder or ""), now))
+
+    def _row(self, s: QueueStats, heartbeats: Heartbeats, pauses: Pauses, current: Sample, *,
+             orphaned: int | None = None, settle: bool = False) -> QueueOverview:
         now = current.at
         live = [hb for hb in heartbeats.values() if self.directory.alive(hb, now)]
         serving = [hb for hb in live if s.queue in hb.queues and s.queue not in hb.paused_queues]
-        reported = sum(1 for hb in live for e in hb.inflight if e.get("queue") == s.queue)
         active = sum(1 for hb in serving for e in hb.inflight if e.get("queue") == s.queue and entry_state(e) == "active")
         record = pauses.get(s.queue)
         # A pause aimed at chosen workers leaves the queue served by the others.
@@ -91,6 +122,8 @@ class Inspector:
             pending=s.pending, delayed=s.delayed, inflight=s.inflight, oldest_age=s.oldest_pending_age,
             pause=whole_pause, serving=len(serving), rates=rates,
         )
+        if settle:
+            verdict = self.verdicts.settle(s.queue, verdict)
         return QueueOverview(
             queue=s.queue,
             pending=s.pending,
@@ -106,7 +139,7 @@ class Inspector:
             workers=sorted(hb.worker_id for hb in serving),
             worker_slots=sum(hb.concurrency for hb in serving),
             active=active,
-            unaccounted_leases=max(0, s.inflight - reported),
+            unaccounted_leases=orphaned,
             paused=record is not None,
             paused_reason=record.get("reason") if record else None,
             paused_by=record.get("by") if record else None,
@@ -131,7 +164,8 @@ class Inspector:
                     concurrency=hb.concurrency, active=states.count("active"), reserved=states.count("reserved"),
                     processed=hb.processed, failed=hb.failed, retried=hb.retried,
                     paused_queues=list(hb.paused_queues), version=hb.version, heartbeat_at=hb.timestamp,
-                    heartbeat_age=age, stale=age > self.directory.stale_after, inflight=[dict(e) for e in hb.inflight],
+                    heartbeat_age=age, stale=age > self.directory.stale_window(hb),
+                    inflight=[dict(e) for e in hb.inflight],
                 )
             )
         return sorted(out, key=lambda w: w.worker_id)
@@ -162,14 +196,14 @@ class Inspector:
         started = entry_time(entry, "started_at") if entry is not None else None
         expires_in = (info.lease_expires_at - now).total_seconds() if info.lease_expires_at is not None else None
         alive = self.directory.alive(hb, now)
-        stale_after = self.directory.stale_after
         reason: str | None = None
         if expires_in is not None and expires_in <= 0:
             reason = f"lease expired {text.duration(-expires_in)} ago"
         elif holder and hb is None:
             reason = f"holder {holder} has no heartbeat (dead, or not a Stem worker)"
-        elif holder and not alive and hb_age is not None:
-            reason = f"holder heartbeat {text.duration(hb_age)} old (stale after {text.duration(stale_after)})"
+        elif holder and hb is not None and not alive and hb_age is not None:
+            reason = (f"holder {holder} stopped heartbeating {text.duration(hb_age)} ago "
+                      f"(live within {text.duration(self.directory.stale_window(hb))})")
         return LeaseInfo(
             queue=queue, id=info.envelope.id, name=info.envelope.name, holder=holder,
             state=entry_state(entry) if entry is not None else None,
@@ -192,7 +226,10 @@ class Inspector:
         await self.directory.require_queue(queue, heartbeats=heartbeats, pauses=pauses)
         await self.history.load()
         stats, heartbeats, pauses, current = await self._read([queue], heartbeats, pauses)
-        row = self._row(stats[0], heartbeats, pauses, current) if stats else None
+        row = None
+        if stats:
+            row = self._row(stats[0], heartbeats, pauses, current,
+                            orphaned=await self._orphaned(stats[0], heartbeats, current.at))
         if state == "dead":
             page = await self.dead_letters(queue, limit, offset)
             messages = [e.to_dict() for e in page.entries]

@@ -59,7 +59,8 @@ class QueueOverview(_Model):
     workers: list[str]
     worker_slots: int
     active: int
-    unaccounted_leases: int
+    # Leases held by no live worker (None: the broker cannot show its leases).
+    unaccounted_leases: int | None
     paused: bool
     paused_reason: str | None
     paused_by: str | None
@@ -170,6 +171,9 @@ class Explanation(_Model):
     dead_letter: dict[str, Any] | None = None
     status: dict[str, Any] | None = None
     envelope: dict[str, Any] | None = None
+    # When the status says running but the worker running it stopped heartbeating: what
+    # that means for the task (front ends show it beside the status).
+    status_note: str | None = None
 
     @property
     def found(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 import typer
 
 from stem_core.errors import BrokerUnavailable, StemError
-from stem_core.ops import STALE_AFTER_S, ActionResult, Ops
+from stem_core.ops import ActionResult, Ops
 from stem_core.settings import Settings
 
 from . import views
@@ -43,7 +43,7 @@ async def open_ops(settings: Settings, *, stale_after: str | None = None) -> Asy
     """``Ops`` over the broker and backend of ``settings`` (``--stale-after`` as given);
     both closed on exit."""
     stale = parse_duration(stale_after, option="--stale-after") if stale_after else None
-    async with await Ops.open(settings, stale_after=stale or STALE_AFTER_S) as ops:
+    async with await Ops.open(settings, stale_after=stale) as ops:
         yield ops
 
 

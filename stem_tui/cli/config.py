@@ -27,6 +27,8 @@ def config(
         "actor_source": ENV_ACTOR if __import__("os").environ.get(ENV_ACTOR) else "$USER@hostname",
         "data_home": str(data_home()),
         "stale_after_default_s": STALE_AFTER_S,
+        "liveness": "live while the last heartbeat is younger than its interval + max(1s, interval/2); "
+                    f"{STALE_AFTER_S:g}s when a heartbeat names no interval; --stale-after overrides",
         "environment": [ENV_BROKER_URL, ENV_BACKEND_URL, ENV_NAMESPACE, ENV_ACTOR, "STEM_STALE_AFTER", "STEM_DEBUG"],
     })
     rows = [{"setting": k, "value": ", ".join(v) if isinstance(v, list) else v} for k, v in data.items()]

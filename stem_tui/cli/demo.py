@@ -18,7 +18,6 @@ from typing import Annotated
 
 import typer
 
-from stem_core.ops import STALE_AFTER_S
 from stem_core.settings import ENV_NAMESPACE, Settings, redact_url
 
 from .common import open_ops, run
@@ -114,7 +113,7 @@ def _run_tui_for(settings: Settings, seconds: float | None, *, read_only: bool, 
 
     from .tui import cli_context
 
-    source = DataSource.from_settings(settings, interval=1.0, stale_after=STALE_AFTER_S)
+    source = DataSource.from_settings(settings, interval=1.0)
     StemTui(source, read_only=read_only, low_colour=low_colour, cli_context=cli_context(settings), exit_after=seconds).run()
 
 

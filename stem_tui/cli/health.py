@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from stem_core.ops import STALE_AFTER_S
 from stem_core.ops.health import HealthChecks, HealthReport, health as check_health
 
 from . import views
@@ -36,7 +35,7 @@ def health(
                           max_age_text=max_age, require_workers=require_workers, no_stuck=no_stuck)
     stale = opts.stale_seconds()
     settings = opts.settings()
-    report = run(lambda: check_health(settings, checks, stale_after=stale or STALE_AFTER_S))
+    report = run(lambda: check_health(settings, checks, stale_after=stale))
     emit(report.to_dict(), fmt, lambda: _render(report), lambda: report.servers + report.checks)
     down = report.unreachable
     if down:

@@ -45,7 +45,7 @@ JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object p
 StaleAfterOpt = Annotated[
     str | None,
     typer.Option("--stale-after", envvar="STEM_STALE_AFTER", show_envvar=True,
-                 help="A worker whose heartbeat is older than this counts as dead (default 30s)."),
+                 help="A worker whose heartbeat is older than this counts as dead (default: its heartbeat interval plus half of it, at least 1s; 30s for workers that do not say)."),
 ]
 WatchOpt = Annotated[bool, typer.Option("--watch", help="Refresh in place; `--watch 5s` sets the interval (default 2s).")]
 IntervalOpt = Annotated[str, typer.Option("--interval", help="Refresh interval for --watch, e.g. 500ms, 2s.", hidden=True)]

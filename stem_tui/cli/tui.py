@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from stem_core.ops import STALE_AFTER_S
 from stem_core.settings import Settings, redact_url
 
 from .options import CommonOptions, common_options
@@ -47,7 +46,7 @@ def check_urls(settings: Settings) -> None:
         fail(str(exc), EXIT_USAGE)
 
 
-def run_tui(settings: Settings, *, read_only: bool, low_colour: bool, refresh: float, stale_after: float) -> None:
+def run_tui(settings: Settings, *, read_only: bool, low_colour: bool, refresh: float, stale_after: float | None) -> None:
     """Build the app over ``settings`` and run it in this terminal (blocks until quit)."""
     from stem_tui.app import StemTui
     from stem_tui.source import DataSource
@@ -71,8 +70,7 @@ def tui(
     interval = parse_duration(refresh, option="--refresh")
     if interval < MIN_REFRESH_S:
         fail(f"--refresh must be at least {MIN_REFRESH_S:g}s", EXIT_USAGE)
-    given = opts.stale_seconds()
-    stale = given if given is not None else STALE_AFTER_S
+    stale = opts.stale_seconds()
     settings = opts.settings()
     check_urls(settings)
     if not os.isatty(1):

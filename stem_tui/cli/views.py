@@ -192,6 +192,8 @@ def explanation(ex: Explanation) -> Group:
     if ex.status is not None:
         st = ex.status
         lines.append(Text.assemble(("status ", "bold"), t(f"{st['state']} (updated {st['updated_at']})")))
+        if ex.status_note:
+            lines.append(Text.assemble(("       ", "bold"), t(ex.status_note, "yellow")))
         if st.get("error"):
             lines.append(Text.assemble(("error  ", "bold"), short(f"{st['error'].get('type')}: {st['error'].get('message')}", 200)))
     return Group(*lines)

@@ -48,6 +48,9 @@ def explanation_text(exp: Explanation) -> Text:
         error = exp.status.get("error")
         out.append("\n")
         out.append(literal(f"status: {exp.status.get('state')} (attempt {exp.status.get('attempt')})", limit=None))
+        if exp.status_note:
+            out.append("\n")
+            out.append(literal(f"        {exp.status_note}", "yellow", limit=None))
         if isinstance(error, dict):
             out.append("\n")
             out.append(literal(f"error: {error.get('type')}: {error.get('message')}", "bold red", limit=None))
