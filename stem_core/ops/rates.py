@@ -121,6 +121,9 @@ class Rates:
     backlog_change: int | None = None
     trend_span: float | None = None
     last_change: int | None = None
+    # The pending backlog's change over the whole window (``span``): slow, steady growth
+    # that stays under the noise floor in the short trend window shows here.
+    window_change: int | None = None
 
 
 def _delta(new: int | None, old: int | None) -> int | None:
@@ -152,7 +155,7 @@ def rates_between(queue: str, base: Sample, current: Sample) -> Rates | None:
         source = "heartbeats" if completions is not None else "depth"
     out_rate = completions / span if completions is not None else None
     return Rates(in_rate=in_rate, out_rate=out_rate, net_rate=net, span=span, source=source,
-                 completions=completions, age_before=old_c.age)
+                 completions=completions, age_before=old_c.age, window_change=now_c.pending - old_c.pending)
 
 
 def _heartbeat_completions(queue: str, base: Sample, current: Sample) -> float | None:

@@ -39,6 +39,8 @@ GROWTH_MIN_MESSAGES = 5
 GROWTH_MIN_SHARE = 0.02
 # Nothing finished for at least this long, with messages waiting and ageing: stalled.
 STALLED_AFTER_S = 10.0
+# Slow growth (or drain) is read over the whole rate window once it spans this long.
+LONG_TREND_MIN_SPAN_S = 30.0
 # The flow verdicts change only when this many readings in a row agree.
 HYSTERESIS_READINGS = 2
 FLOW_CODES = frozenset({"growing", "draining", "steady"})
@@ -118,12 +120,24 @@ def _trend(rates: Rates, pending: int) -> float:
     change = rates.backlog_change
     noise = max(GROWTH_MIN_MESSAGES, GROWTH_MIN_SHARE * max(pending, pending - change))
     per_second = change / rates.trend_span
-    if abs(change) < noise or abs(per_second) <= GROWTH_EPSILON_PER_S:
-        return 0.0
     last = rates.last_change or 0
-    if (change > 0 and last < 0) or (change < 0 and last > 0):
-        return 0.0  # it turned at the last reading: neither growing nor draining yet
-    return per_second
+    turned = (change > 0 and last < 0) or (change < 0 and last > 0)
+    if abs(change) >= noise and abs(per_second) > GROWTH_EPSILON_PER_S and not turned:
+        return per_second
+    # Slow and steady: under the noise floor in the short window, but the whole window
+    # moved by more than noise, the short window points the same way, and the flow agrees
+    # (more in than out for growth, more out than in for a drain).
+    whole = rates.window_change
+    if whole is None or rates.span < LONG_TREND_MIN_SPAN_S or abs(whole) < noise:
+        return 0.0
+    inflow, outflow = rates.in_rate, rates.out_rate
+    if inflow is None or outflow is None:
+        return 0.0
+    if whole > 0 and change > 0 and inflow > outflow:
+        return whole / rates.span
+    if whole < 0 and change < 0 and outflow > inflow:
+        return whole / rates.span
+    return 0.0
 
 
 class VerdictMemory:

@@ -149,7 +149,10 @@ def test_a_queue_whose_age_does_not_grow_is_not_stalled() -> None:
     assert verdict.code == "growing"
 
 
-def trend(change: int, last: int, span: float = 5.0, **kw: object) -> Rates:
+def trend(change: int, last: int, span: float = 5.0, span_: float | None = None, **kw: object) -> Rates:
+    """Rates with a short-window trend (``span``); ``span_`` overrides the whole window's span."""
+    if span_ is not None:
+        kw["span"] = span_
     return rates(backlog_change=change, trend_span=span, last_change=last, **kw)
 
 
@@ -214,3 +217,23 @@ def test_tracker_reads_the_backlog_trend_over_the_recent_window_only() -> None:
     # recent 6 s: -20 over that span, -10 at the last step
     assert r is not None and r.net_rate == pytest.approx(-16.0)
     assert r.backlog_change == -20 and r.trend_span == pytest.approx(6.0) and r.last_change == -10
+
+
+@pytest.mark.parametrize(
+    ("r", "code"),
+    [
+        # +0.6/s for a minute: +3 in the short window (noise), +36 over the window, in > out
+        (trend(3, -1, span=5.0, window_change=36, span_=None, in_rate=1.3, out_rate=0.7), "growing"),
+        # the same, but more out than in: the backlog figure is not to be trusted
+        (trend(3, -1, span=5.0, window_change=36, span_=None, in_rate=0.7, out_rate=1.3), "steady"),
+        # a burst a minute ago, falling now: not growing
+        (trend(-3, -1, span=5.0, window_change=36, span_=None, in_rate=1.3, out_rate=0.7), "steady"),
+        # a slow drain
+        (trend(-3, 1, span=5.0, window_change=-30, span_=None, in_rate=0.5, out_rate=1.0), "draining"),
+        # the window is too short to call slow growth
+        (trend(3, 1, span=5.0, window_change=36, span_=20.0, in_rate=1.3, out_rate=0.7), "steady"),
+    ],
+)
+def test_slow_steady_growth_shows_over_the_whole_window(r: Rates, code: str) -> None:
+    verdict = queue_verdict(pending=60, delayed=0, inflight=3, oldest_age=40.0, pause=None, serving=1, rates=r)
+    assert verdict.code == code
