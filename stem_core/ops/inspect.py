@@ -123,7 +123,7 @@ class Inspector:
             pause=whole_pause, serving=len(serving), rates=rates,
         )
         if settle:
-            verdict = self.verdicts.settle(s.queue, verdict)
+            verdict = self.verdicts.settle(s.queue, verdict, pending=s.pending)
         return QueueOverview(
             queue=s.queue,
             pending=s.pending,

@@ -148,10 +148,14 @@ class VerdictMemory:
         self._shown: dict[str, Verdict] = {}
         self._candidate: dict[str, tuple[str, int]] = {}
 
-    def settle(self, queue: str, verdict: Verdict) -> Verdict:
-        """The verdict to show for ``queue`` now that ``verdict`` was computed."""
+    def settle(self, queue: str, verdict: Verdict, *, pending: int) -> Verdict:
+        """The verdict to show for ``queue`` now that ``verdict`` was computed from a reading
+        with ``pending`` messages waiting. A backlog verdict is never held over an empty
+        queue: with nothing pending, "growing" or "draining" would contradict the row."""
         shown = self._shown.get(queue)
-        if shown is None or verdict.code == shown.code or not (verdict.code in FLOW_CODES and shown.code in FLOW_CODES):
+        emptied = pending == 0 and shown is not None and shown.code in ("growing", "draining")
+        if (shown is None or emptied or verdict.code == shown.code
+                or not (verdict.code in FLOW_CODES and shown.code in FLOW_CODES)):
             self._candidate.pop(queue, None)
             self._shown[queue] = verdict
             return verdict

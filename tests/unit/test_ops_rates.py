@@ -185,19 +185,25 @@ def test_a_burst_then_drain_is_draining_not_growing() -> None:
 def test_memory_changes_a_flow_verdict_only_when_two_readings_agree() -> None:
     memory = VerdictMemory()
     steady, growing = Verdict("steady", "steady"), Verdict("growing", "growing (+2/s)")
-    assert memory.settle("q", steady).code == "steady"
-    assert memory.settle("q", growing).code == "steady"  # one reading: noise
-    assert memory.settle("q", steady).code == "steady"
-    assert memory.settle("q", growing).code == "steady"  # the count restarted
-    assert memory.settle("q", growing).code == "growing"  # two in a row
-    assert memory.settle("other", growing).code == "growing"  # per queue
+    assert memory.settle("q", steady, pending=9).code == "steady"
+    assert memory.settle("q", growing, pending=9).code == "steady"  # one reading: noise
+    assert memory.settle("q", steady, pending=9).code == "steady"
+    assert memory.settle("q", growing, pending=9).code == "steady"  # the count restarted
+    assert memory.settle("q", growing, pending=9).code == "growing"  # two in a row
+    assert memory.settle("other", growing, pending=9).code == "growing"  # per queue
 
 
 def test_memory_shows_facts_at_once() -> None:
     memory = VerdictMemory()
-    memory.settle("q", Verdict("steady", "steady"))
-    assert memory.settle("q", Verdict("no-workers", "no workers (3 waiting)")).code == "no-workers"
-    assert memory.settle("q", Verdict("growing", "growing")).code == "growing"
+    memory.settle("q", Verdict("steady", "steady"), pending=3)
+    assert memory.settle("q", Verdict("no-workers", "no workers (3 waiting)"), pending=3).code == "no-workers"
+    assert memory.settle("q", Verdict("growing", "growing"), pending=3).code == "growing"
+
+
+def test_memory_never_holds_a_backlog_verdict_over_an_empty_queue() -> None:
+    memory = VerdictMemory()
+    memory.settle("q", Verdict("growing", "growing (+2/s)"), pending=40)
+    assert memory.settle("q", Verdict("steady", "steady (keeping up)"), pending=0).code == "steady"
 
 
 def test_tracker_reads_the_backlog_trend_over_the_recent_window_only() -> None:
