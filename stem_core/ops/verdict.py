@@ -41,6 +41,9 @@ GROWTH_MIN_SHARE = 0.02
 STALLED_AFTER_S = 10.0
 # Slow growth (or drain) is read over the whole rate window once it spans this long.
 LONG_TREND_MIN_SPAN_S = 30.0
+# ... and only when one side of the flow outweighs the other by this factor: a busy queue
+# whose in and out rates differ by a few per cent is steady, whatever its pending count did.
+LONG_TREND_FLOW_RATIO = 1.25
 # The flow verdicts change only when this many readings in a row agree.
 HYSTERESIS_READINGS = 2
 FLOW_CODES = frozenset({"growing", "draining", "steady"})
@@ -133,9 +136,9 @@ def _trend(rates: Rates, pending: int) -> float:
     inflow, outflow = rates.in_rate, rates.out_rate
     if inflow is None or outflow is None:
         return 0.0
-    if whole > 0 and change > 0 and inflow > outflow:
+    if whole > 0 and change > 0 and inflow > outflow * LONG_TREND_FLOW_RATIO:
         return whole / rates.span
-    if whole < 0 and change < 0 and outflow > inflow:
+    if whole < 0 and change < 0 and outflow > inflow * LONG_TREND_FLOW_RATIO:
         return whole / rates.span
     return 0.0
 

@@ -234,6 +234,8 @@ def test_tracker_reads_the_backlog_trend_over_the_recent_window_only() -> None:
         (trend(3, -1, span=5.0, window_change=36, span_=None, in_rate=0.7, out_rate=1.3), "steady"),
         # a burst a minute ago, falling now: not growing
         (trend(-3, -1, span=5.0, window_change=36, span_=None, in_rate=1.3, out_rate=0.7), "steady"),
+        # a busy queue whose pending count rose, with in and out 3 % apart: steady
+        (trend(2, 1, span=5.0, window_change=12, span_=None, in_rate=6.2, out_rate=6.0), "steady"),
         # a slow drain
         (trend(-3, 1, span=5.0, window_change=-30, span_=None, in_rate=0.5, out_rate=1.0), "draining"),
         # the window is too short to call slow growth
