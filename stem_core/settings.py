@@ -56,8 +56,20 @@ def validate_namespace(namespace: object) -> str:
     return namespace
 
 
+# Schemes whose URL user is itself a credential (an AWS access key id): hidden too.
+SECRET_USER_SCHEMES = frozenset({"sqs"})
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (user names are kept)."""
+    """The URL with any password replaced by ``***`` (user names are kept, except where
+    the user is a credential: ``sqs://KEY_ID:SECRET@`` shows as ``sqs://***:***@``)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in SECRET_USER_SCHEMES:
+        # Textual, not urlsplit: an unencoded "/" in a secret would end the netloc early.
+        head, qsep, query = rest.partition("?")
+        if "@" in head:
+            return f"{scheme}://***:***@{head.rpartition('@')[2]}{qsep}{query}"
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
