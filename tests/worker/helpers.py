@@ -73,7 +73,7 @@ async def running(worker: Worker, *, stop: str = "hard") -> AsyncIterator[asynci
 class WorkerProcess:
     """One real ``stem worker`` process."""
 
-    def __init__(self, broker_url: str, namespace: str, log_dir: Path, *extra: str) -> None:
+    def __init__(self, broker_url: str, namespace: str, log_dir: Path, *extra: str, backend_url: str | None = None) -> None:
         env = dict(os.environ)
         env["STEM_TEST_LOG_DIR"] = str(log_dir)
         env.pop("STEM_BROKER_URL", None)
@@ -82,7 +82,7 @@ class WorkerProcess:
             sys.executable, "-m", "stem_tui.cli.main", "worker",
             "--app", APP_PATH,
             "--broker", broker_url,
-            "--backend", broker_url,
+            "--backend", backend_url or broker_url,
             "--namespace", namespace,
             "--heartbeat-interval", "1s",
             "--loglevel", "warning",
