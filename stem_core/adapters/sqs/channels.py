@@ -159,6 +159,10 @@ class SQSChannels:
             log.warning("could not remove broadcast subscriber %s (%s); it is reaped after %.0f s",
                         name_of(state.url), exc, STALE_S)
 
+    def pending(self, sub: Subscription) -> bool:
+        state = self._subscribers.get(id(sub))
+        return state is not None and bool(state.inbox)
+
     def take(self, sub: Subscription) -> list[Delivery]:
         state = self._subscribers.get(id(sub))
         if state is None or not state.inbox:

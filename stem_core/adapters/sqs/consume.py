@@ -10,9 +10,11 @@ broadcast subscriber queue. How it receives, for cost and for priority:
   bands first, so a flood of high-priority work never starves them; smaller batches
   go strictly by priority, but a band passed over ``STARVE_ROUNDS`` rounds in a row
   is asked first once.
-* **idle** (a round found nothing): one long poll per band queue, kept in flight across
-  ``_receive`` calls, waiting ``MIN_WAIT_S`` at first and doubling up to the configured
-  wait (20 s): an idle worker costs about 180 requests an hour per band queue in use.
+* **grace** (a round found nothing): for ``IDLE_GRACE_S`` more, short polls every
+  ``IDLE_POLL_S``, so a consumer that stops soon after leaves no long poll behind;
+* **idle**: one long poll per band queue, kept in flight across ``_receive`` calls,
+  waiting ``MIN_WAIT_S`` at first and doubling up to the configured wait (20 s): an idle
+  worker costs about 180 requests an hour per band queue in use.
 
 Every receive runs as a task of its own, never cancelled by its caller: SQS has taken the
 messages the moment it answers, so an answer nobody reads would hide them for a whole
@@ -48,6 +50,11 @@ log = logging.getLogger("stem.sqs")
 SHARE_MIN_BATCH = 4
 SHARE_DIVISOR = 4
 STARVE_ROUNDS = 32
+# After the last message, short polls go on this long, this far apart, before the long
+# polls start: a consumer that stops soon after (a CLI, a test, a pause) leaves no long
+# poll behind on the server, where it could still take a message nobody will read.
+IDLE_GRACE_S = 2.0
+IDLE_POLL_S = 0.25
 MIN_WAIT_S = 1
 RECEIVE_ATTRIBUTES = {"MessageAttributeNames": ["All"], "MessageSystemAttributeNames": ["ApproximateReceiveCount"]}
 MAX_RECEIVE = 10
@@ -81,7 +88,8 @@ class SQSSubscription:
     sources: list[Source] = field(default_factory=list)
     inbox: list[Got] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    busy: bool = True
+    # None while work keeps coming; else when the last round found nothing.
+    idle_since: float | None = None
     turn: int = 0
     version: int = -1
     refreshed: float = 0.0
@@ -156,7 +164,7 @@ class SQSConsumer:
         out = self._channels.take(sub)
         if limit <= 0 or not sub.queues:
             if not out and timeout > 0 and sub.channels:
-                await self._wait(state, timeout)
+                await self._wait(sub, state, timeout)
                 out = self._channels.take(sub)
             return out
         if state.error is not None:
@@ -165,23 +173,32 @@ class SQSConsumer:
         if state.version != self._queues.version or monotonic() - state.refreshed > BAND_REFRESH_S:
             await self._sync(sub, state)
         deliveries = await self._take(sub, state, limit)
-        if not deliveries and state.busy:
+        if not deliveries and state.idle_since is not None and monotonic() - state.idle_since < IDLE_GRACE_S:
+            await self._wait(sub, state, min(timeout, IDLE_POLL_S))  # a pause between the short polls of the grace
+            deliveries = await self._take(sub, state, limit)
+            out += self._channels.take(sub)
+            if not deliveries and not out:
+                await self._round(state, limit)
+                deliveries = await self._take(sub, state, limit)
+            return out + deliveries
+        if not deliveries and state.idle_since is None:
             await self._round(state, limit)
             deliveries = await self._take(sub, state, limit)
+            if not deliveries:
+                return out  # the grace begins: the next call pauses, then polls again
         if not deliveries and not out:
-            state.busy = False
             for source in state.sources:
                 if source.poll is None:
                     source.wait = max(source.wait, MIN_WAIT_S)
                     self._start(state, source, min(MAX_RECEIVE, limit), source.wait)
-            await self._wait(state, timeout)
+            await self._wait(sub, state, timeout)
             deliveries = await self._take(sub, state, limit)
             out += self._channels.take(sub)
         return out + deliveries
 
-    async def _wait(self, state: SQSSubscription, timeout: float) -> None:
+    async def _wait(self, sub: Subscription, state: SQSSubscription, timeout: float) -> None:
         state.wake.clear()
-        if state.inbox or state.error is not None:
+        if state.inbox or state.error is not None or self._channels.pending(sub):
             return
         try:
             async with asyncio.timeout(timeout):
@@ -227,7 +244,10 @@ class SQSConsumer:
                 await self._short_poll(state, source, asked)
         for source in state.sources:
             source.skipped = 0 if id(source) in polled else source.skipped + 1
-        state.busy = bool(state.inbox)
+        if state.inbox:
+            state.idle_since = None
+        elif state.idle_since is None:
+            state.idle_since = monotonic()
 
     async def _short_poll(self, state: SQSSubscription, source: Source, count: int) -> int:
         """How many messages one short poll added to the inbox."""
@@ -267,7 +287,8 @@ class SQSConsumer:
                 self._hand_back(item)
         else:
             state.inbox.extend(got)
-            state.busy = state.busy or bool(got)
+            if got:
+                state.idle_since = None
         state.wake.set()
 
     # -- handing out ----------------------------------------------------------------
@@ -291,7 +312,7 @@ class SQSConsumer:
         ready.sort(key=lambda pair: (-pair[0].source.band, pair[1].ready_at))
         chores.extend(self._settle_stray(got) for got, _ in ready[limit:])
         if chores:
-            state.busy = True
+            state.idle_since = None  # what was recycled is ready again at once
             await asyncio.gather(*chores)
         out = []
         for got, env in ready[:limit]:
