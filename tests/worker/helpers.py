@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from stem_core import Stem, TaskState, TaskStatus, Worker
+from stem_core import Delivery, Envelope, Stem, TaskState, TaskStatus, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_PATH = "tests.worker.apps.tasks:app"
@@ -121,6 +121,28 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait()
         self._stderr.close()
+
+
+async def ready_envelopes(app: Stem, queue: str = "default") -> list[Envelope]:
+    """The envelopes ready on ``queue``: peeked, or, where the broker cannot peek (SQS),
+    received and handed straight back (``requeue`` of deliveries this process holds)."""
+    broker = app.broker
+    if broker.capabilities.peek:
+        return [m.envelope for m in await broker.peek(queue, state="pending")]
+    count = (await broker.queue_stats([queue]))[0].pending
+    taken: list[Delivery] = []
+    if count:
+        stream = broker.consume([queue], prefetch=count)
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                async for delivery in stream:
+                    taken.append(delivery)
+                    if len(taken) == count:
+                        break
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        await broker.requeue(queue, [d.envelope.id for d in taken])
+    return [d.envelope for d in taken]
 
 
 async def live_worker_ids(app: Stem) -> set[str]:

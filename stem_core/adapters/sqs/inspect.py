@@ -25,6 +25,7 @@ import asyncio
 import logging
 
 from ...contract.types import QueueStats
+from ...control.protocol import REPLY_QUEUE_PREFIX
 from ...errors import Unsupported
 from .batch import SQSBatches
 from .connection import QueueMissing, SQSConnection
@@ -52,26 +53,30 @@ class SQSInspector:
         self._batches = batches
 
     async def list_queues(self) -> list[str]:
-        """Every Stem queue with an SQS queue (empty ones too: SQS queues are not removed)."""
-        return sorted((await self._queues.listing(LISTING_TTL_S)).queues)
+        """Every Stem queue with messages in any state (an empty SQS queue stays in SQS,
+        so this reads the counts of each: one request per SQS queue)."""
+        names = sorted((await self._queues.listing(LISTING_TTL_S)).queues)
+        stats = await self.queue_stats(names)
+        return [s.queue for s in stats if s.pending or s.delayed or s.inflight or s.dead]
+
+    async def _counts(self, url: str, gate: asyncio.Semaphore) -> list[int]:
+        """pending, delayed, in flight of one SQS queue (zeros when it is gone)."""
+        async with gate:
+            try:
+                reply = await self._conn.sqs("get_queue_attributes", QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES)
+            except QueueMissing:
+                self._queues.forget(url)
+                return [0, 0, 0]
+        attrs = reply.get("Attributes") or {}
+        return [int(attrs.get(name) or 0) for name in COUNT_ATTRIBUTES]
 
     async def queue_stats(self, names: list[str]) -> list[QueueStats]:
         listing = await self._queues.listing(LISTING_TTL_S)
         gate = asyncio.Semaphore(STATS_CALLS_IN_PARALLEL)
 
-        async def counts(url: str) -> list[int]:
-            async with gate:
-                try:
-                    reply = await self._conn.sqs("get_queue_attributes", QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES)
-                except QueueMissing:
-                    self._queues.forget(url)
-                    return [0, 0, 0]
-            attrs = reply.get("Attributes") or {}
-            return [int(attrs.get(name) or 0) for name in COUNT_ATTRIBUTES]
-
         async def one(name: str) -> QueueStats:
             kinds = listing.queues.get(name, {})
-            figures = await asyncio.gather(*(counts(url) for url in kinds.values()))
+            figures = await asyncio.gather(*(self._counts(url, gate) for url in kinds.values()))
             pending = delayed = inflight = dead = 0
             for kind, (ready, later, invisible) in zip(kinds, figures):
                 if kind == DEAD_KIND:
@@ -100,13 +105,29 @@ class SQSInspector:
         return await self._leases.remove_held(self._held(queue, ids, "remove"))
 
     async def purge(self, queue: str) -> int:
-        """Receive and delete every ready message of ``queue``'s bands; returns how many."""
+        """Receive and delete every ready message of ``queue``'s bands; returns how many.
+        A control reply queue (used once) is deleted too once it is empty, so control
+        commands leave no SQS queue behind."""
         listing = await self._queues.listing(LISTING_TTL_S)
+        kinds = dict(listing.queues.get(queue, {}))
         total = 0
-        for kind, url in listing.queues.get(queue, {}).items():
+        for kind, url in kinds.items():
             if kind in BAND_KINDS:
                 total += await self._drain(url)
+        if queue.startswith(REPLY_QUEUE_PREFIX) and kinds:
+            gate = asyncio.Semaphore(STATS_CALLS_IN_PARALLEL)
+            counts = await asyncio.gather(*(self._counts(url, gate) for url in kinds.values()))
+            if not any(sum(figures) for figures in counts):
+                for url in kinds.values():
+                    await self._delete_queue(url)
         return total
+
+    async def _delete_queue(self, url: str) -> None:
+        try:
+            await self._conn.sqs("delete_queue", QueueUrl=url)
+        except QueueMissing:
+            pass
+        self._queues.forget(url)
 
     async def _drain(self, url: str) -> int:
         count = 0
