@@ -40,6 +40,8 @@ class AdapterSpec:
     backend its worker tests pair it with. ``oldest_first`` is False for a broker that
     orders by priority but not strictly by age among equals (SQS: queues of equal
     priority take turns, and a message given back queues behind newer ones).
+    ``load`` scales the task counts of the heavy multi-process tests (moto, the local SQS,
+    answers a few hundred requests a second at best).
     """
 
     id: str
@@ -49,6 +51,7 @@ class AdapterSpec:
     cross_process: bool = True
     results: Callable[[Path], str] | None = None
     oldest_first: bool = True
+    load: float = 1.0
     broker_options: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[str, str], Awaitable[None]] | None = None

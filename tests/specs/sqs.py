@@ -119,5 +119,6 @@ SPEC = AdapterSpec(
     has_backend=False,
     results=lambda tmp: f"sqlite://{(tmp / 'results.db').as_posix()}",
     oldest_first=False,
+    load=0.1,
     cleanup=delete_namespace,
 )
