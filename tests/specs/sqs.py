@@ -14,12 +14,14 @@ result backend in the test's directory.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, AsyncIterator
 
 import pytest
 
@@ -86,17 +88,24 @@ def sqs_url(tmp_path: Path | None = None, **options: str) -> str:
     return f"sqs://testing:testing@?{query}"
 
 
-async def delete_namespace(url: str, namespace: str) -> None:
-    """Delete the namespace's SQS queues and SNS topics (moto keeps everything in memory)."""
+@contextlib.asynccontextmanager
+async def raw_clients(endpoint: str | None = None) -> AsyncIterator[tuple[Any, Any]]:
+    """Plain aiobotocore SQS and SNS clients on moto, for white-box checks and cleanup."""
     from aiobotocore.session import AioSession
 
+    session = AioSession()
+    options = {"region_name": MOTO_REGION, "endpoint_url": endpoint or moto_endpoint(),
+               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    async with session.create_client("sqs", **options) as sqs, session.create_client("sns", **options) as sns:
+        yield sqs, sns
+
+
+async def delete_namespace(url: str, namespace: str) -> None:
+    """Delete the namespace's SQS queues and SNS topics (moto keeps everything in memory)."""
     from stem_core.adapters.sqs.names import SQSNames
 
     base = SQSNames("", namespace).base
-    session = AioSession()
-    options = {"region_name": MOTO_REGION, "endpoint_url": moto_endpoint(), "aws_access_key_id": "testing",
-               "aws_secret_access_key": "testing"}
-    async with session.create_client("sqs", **options) as sqs, session.create_client("sns", **options) as sns:
+    async with raw_clients() as (sqs, sns):
         for queue_url in (await sqs.list_queues(QueueNamePrefix=base, MaxResults=1000)).get("QueueUrls") or []:
             await sqs.delete_queue(QueueUrl=queue_url)
         params: dict[str, str] = {}

@@ -124,6 +124,8 @@ class SQSConnection:
             self._sqs = await stack.enter_async_context(session.create_client("sqs", **options))
             self._sqs.meta.events.register("before-send", self._count)
             if cfg.sns:
+                if cfg.sns_endpoint:
+                    options["endpoint_url"] = cfg.sns_endpoint
                 self._sns = await stack.enter_async_context(session.create_client("sns", **options))
                 self._sns.meta.events.register("before-send", self._count)
         except BaseException as exc:

@@ -7,6 +7,12 @@ Accepted forms::
     sqs://KEY_ID:SECRET@?region=us-east-1&endpoint=...       explicit credentials (both redacted when shown)
     sqs://?region=eu-west-1&profile=ops&prefix=prod-          a named AWS profile, a queue-name prefix
 
+Options: ``endpoint`` (SQS, and SNS unless ``sns_endpoint`` names another: ElasticMQ has no
+SNS), ``sns=false`` (no broadcast), ``prefix`` (prepended to every queue and topic name),
+``profile``, ``lease_seconds`` (default 30), ``wait_seconds`` (long polls, 1-20, default
+20), ``timeout`` (seconds a call may take, default 10), ``retries`` (attempts, default 3),
+``max_connections`` (default 64).
+
 The region falls back to the AWS chain (``AWS_DEFAULT_REGION``, the profile) when the URL
 has none. Secrets never travel in the query string: only the user part of the URL (shown
 as ``***``) or the AWS chain carry them. Options come from the query and from keyword
@@ -93,6 +99,7 @@ def _text(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "region": _text(_REGION_RE, "AWS region such as eu-west-1"),
     "endpoint": str,
+    "sns_endpoint": str,
     "prefix": _text(_PREFIX_RE, f"queue-name prefix (0-{PREFIX_MAX_CHARS} of A-Z a-z 0-9 _ -)"),
     "profile": _text(_PROFILE_RE, "AWS profile name"),
     "lease_seconds": _lease,
@@ -111,6 +118,7 @@ class SQSConfig:
     shown_url: str
     region: str | None = None
     endpoint: str | None = None
+    sns_endpoint: str | None = None
     prefix: str = ""
     profile: str | None = None
     lease_seconds: float = DEFAULT_LEASE_SECONDS
@@ -167,8 +175,9 @@ def parse_sqs_url(url: str, options: Mapping[str, Any]) -> SQSConfig:
             checked[key] = convert(value)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"sqs:// option {key}={value!r} {exc}") from None
-    if "endpoint" in checked:
-        checked["endpoint"] = _endpoint(checked["endpoint"], shown)
+    for key in ("endpoint", "sns_endpoint"):
+        if key in checked:
+            checked[key] = _endpoint(checked[key], shown)
     return SQSConfig(
         shown_url=shown,
         access_key=unquote(user) if user else None,
