@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import re
 from collections import Counter
@@ -50,6 +51,8 @@ UNAVAILABLE_CODES = frozenset({
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _KEY_ID_RE = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 ERROR_TEXT_MAX_CHARS = 300
+# aiohttp's threshold for "a large body": bytes over this go out as a stream instead.
+LARGE_BODY_BYTES = 1_048_576
 
 
 class SQSCallError(StemError):
@@ -149,9 +152,14 @@ class SQSConnection:
 
     # -- calls ----------------------------------------------------------------------
 
-    def _count(self, event_name: str = "", **_: Any) -> None:
+    def _count(self, event_name: str = "", request: Any = None, **_: Any) -> None:
         self.requests += 1
         self.by_operation[event_name.rpartition(".")[2]] += 1
+        body = getattr(request, "body", None)
+        if isinstance(body, (bytes, bytearray)) and len(body) > LARGE_BODY_BYTES:
+            # aiohttp warns about (and would copy) a bytes body over 1 MiB, which a full
+            # batch of 10 messages reaches; a stream is sent as is (and rewound on retry).
+            request.body = io.BytesIO(body)
 
     async def sqs(self, op: str, *, wait: float = 0.0, **params: Any) -> dict[str, Any]:
         """One SQS API call (``op`` in snake_case); ``wait`` is a long poll's wait."""
