@@ -110,6 +110,7 @@ class InspectMixin(OpsBase):
             verdict=verdict.code,
             verdict_text=verdict.text,
             eta_seconds=verdict.eta_seconds,
+            approximate=s.approximate,
         )
 
     async def _load_rates(self) -> None:

@@ -49,6 +49,7 @@ UNAVAILABLE_CODES = frozenset({
     "Throttling", "KmsThrottled", "OverLimit", "RequestTimeout",
 })
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+_XML_ERROR_RE = re.compile(r"<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>")
 _KEY_ID_RE = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 ERROR_TEXT_MAX_CHARS = 300
 # aiohttp's threshold for "a large body": bytes over this go out as a stream instead.
@@ -202,12 +203,16 @@ class SQSConnection:
             return ConfigurationError(f"sqs:// URL {self.config.shown_url!r}: {self.redact(str(exc))}")
         if isinstance(exc, bex.ClientError):
             code = error_code(exc)
-            message = self.redact(str(exc.response.get("Error", {}).get("Message") or exc))
+            message = str(exc.response.get("Error", {}).get("Message") or exc)
+            xml = _XML_ERROR_RE.search(message)
+            if xml is not None:  # an error page in another protocol's format (XML for a JSON call)
+                code, message = xml.group("code"), xml.group("message")
+            message = self.redact(message)
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in MISSING_QUEUE_CODES:
                 return QueueMissing(f"{where}: the queue does not exist ({op})", code)
-            if code in CREDENTIAL_CODES:
+            if code in CREDENTIAL_CODES or status in (401, 403):
                 return BrokerUnavailable(f"{where} refused the credentials ({code}: {message})")
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in UNAVAILABLE_CODES or status >= 500:
                 return BrokerUnavailable(f"{where} cannot serve {op} now ({code or status}: {message})")
             return SQSCallError(f"{where}: {op} failed ({code}: {message})", code)
