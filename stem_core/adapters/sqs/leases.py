@@ -48,9 +48,6 @@ LEASE_SAFETY_S = 1.0
 VERIFY_HOLD_S = 30
 # Settled receipts remembered, so settling twice costs no request.
 GONE_REMEMBERED = 20_000
-# Codes of a batch entry that mean "this receipt no longer holds the message".
-STALE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue",
-                         "AWS.SimpleQueueService.MessageNotInflight"})
 # A receipt names its band queue: ``<kind>|<SQS receipt handle>``.
 RECEIPT_SEP = "|"
 
@@ -164,7 +161,7 @@ class SQSLeases:
             raise LeaseLost(f"lease of message {delivery.envelope.id} is no longer held by this receipt")
         whole = min(MAX_VISIBILITY_S, math.ceil(seconds))
         started = monotonic()
-        code = await self.change(lease, whole)
+        code = await self.change(lease, whole)  # any error code: the receipt no longer holds it
         if code == "InvalidParameterValue":
             raise LeaseLost(f"SQS refused to extend the lease of message {delivery.envelope.id}: a message stays "
                             "invisible at most 12 h after it was received")
@@ -221,4 +218,4 @@ class SQSLeases:
         return len(receipts)
 
 
-__all__ = ["LEASE_SAFETY_S", "Lease", "RECEIPT_SEP", "SQSLeases", "STALE_CODES", "receipt_of"]
+__all__ = ["LEASE_SAFETY_S", "Lease", "RECEIPT_SEP", "SQSLeases", "receipt_of"]

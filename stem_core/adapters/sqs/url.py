@@ -189,7 +189,7 @@ def parse_sqs_url(url: str, options: Mapping[str, Any]) -> SQSConfig:
 def _endpoint(value: str, shown: str) -> str:
     try:
         parts = urlsplit(value)
-        port = parts.port
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
         raise ConfigurationError(f"sqs:// endpoint {value!r} is malformed: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
@@ -197,7 +197,6 @@ def _endpoint(value: str, shown: str) -> str:
     if parts.username or parts.password:
         raise ConfigurationError(f"sqs:// URL {shown!r}: credentials go in sqs://KEY_ID:SECRET@ or the AWS chain, "
                                  "not in the endpoint")
-    del port  # parsed only to reject a bad one
     return value.rstrip("/")
 
 
