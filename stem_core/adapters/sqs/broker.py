@@ -17,6 +17,7 @@ are taken in turns rather than strictly oldest first (``consume.py``).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar
@@ -121,6 +122,7 @@ class SQSBroker(Broker):
         parts, self._parts = self._parts, None
         if parts is not None:
             await parts.consumer.shutdown()
+            await parts.channels.shutdown()
             await parts.batches.drain()
         await self._conn.close()
 
@@ -151,8 +153,7 @@ class SQSBroker(Broker):
         return await self.parts.consumer.receive(sub, limit, timeout)
 
     async def _unclaim(self, deliveries: list[Delivery]) -> None:
-        for delivery in deliveries:
-            await self.parts.leases.unclaim(delivery)
+        await asyncio.gather(*(self.parts.leases.unclaim(d) for d in deliveries))
 
     async def _ack(self, delivery: Delivery) -> None:
         if delivery.channel is None:

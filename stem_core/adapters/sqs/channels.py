@@ -144,8 +144,10 @@ class SQSChannels:
 
     async def unsubscribe(self, sub: Subscription) -> None:
         state = self._subscribers.pop(id(sub), None)
-        if state is None:
-            return
+        if state is not None:
+            await self._remove(state)
+
+    async def _remove(self, state: SQSSubscriber) -> None:
         if state.loop is not None:
             state.loop.cancel()
             await asyncio.gather(state.loop, return_exceptions=True)
@@ -158,6 +160,12 @@ class SQSChannels:
         except StemError as exc:
             log.warning("could not remove broadcast subscriber %s (%s); it is reaped after %.0f s",
                         name_of(state.url), exc, STALE_S)
+
+    async def shutdown(self) -> None:
+        """The broker is closing with subscriptions still open: remove them (best effort;
+        what is left is reaped later)."""
+        for key in list(self._subscribers):
+            await self._remove(self._subscribers.pop(key))
 
     def pending(self, sub: Subscription) -> bool:
         state = self._subscribers.get(id(sub))

@@ -58,6 +58,7 @@ IDLE_POLL_S = 0.25
 MIN_WAIT_S = 1
 RECEIVE_ATTRIBUTES = {"MessageAttributeNames": ["All"], "MessageSystemAttributeNames": ["ApproximateReceiveCount"]}
 MAX_RECEIVE = 10
+HAND_BACK_WAIT_S = 5.0
 
 
 @dataclass(eq=False)
@@ -109,7 +110,8 @@ class SQSConsumer:
         self._visibility = max(1, math.ceil(lease_seconds))
         self._lease_seconds = lease_seconds
         self._max_wait = wait_seconds
-        self._stray: set[asyncio.Task[Any]] = set()
+        self._polls: set[asyncio.Task[Any]] = set()
+        self._hand_backs: set[asyncio.Task[Any]] = set()
 
     # -- subscriptions --------------------------------------------------------------
 
@@ -137,10 +139,16 @@ class SQSConsumer:
 
     async def shutdown(self) -> None:
         """The broker is closing: stop every receive still running (an answer lost now
-        hides its messages for one lease; nothing is deleted)."""
-        for task in list(self._stray):
+        hides its messages for one lease; nothing is deleted), then let the hand-backs
+        under way finish (a send and a delete each) for at most ``HAND_BACK_WAIT_S``."""
+        for task in list(self._polls):
             task.cancel()
-        await asyncio.gather(*self._stray, return_exceptions=True)
+        await asyncio.gather(*self._polls, return_exceptions=True)
+        if self._hand_backs:
+            await asyncio.wait(list(self._hand_backs), timeout=HAND_BACK_WAIT_S)
+        for task in list(self._hand_backs):
+            task.cancel()
+        await asyncio.gather(*self._hand_backs, return_exceptions=True)
 
     async def _sync(self, sub: Subscription, state: SQSSubscription) -> None:
         """Add the band queues that appeared since: ours at once, other processes' within
@@ -259,8 +267,8 @@ class SQSConsumer:
     def _start(self, state: SQSSubscription, source: Source, count: int, wait: int) -> "asyncio.Task[None]":
         task = asyncio.ensure_future(self._poll(state, source, count, wait))
         source.poll, source.long = task, wait > 0
-        self._stray.add(task)
-        task.add_done_callback(self._stray.discard)
+        self._polls.add(task)
+        task.add_done_callback(self._polls.discard)
         return task
 
     async def _poll(self, state: SQSSubscription, source: Source, count: int, wait: int) -> None:
@@ -340,8 +348,8 @@ class SQSConsumer:
 
     def _hand_back(self, got: Got) -> None:
         task = asyncio.ensure_future(self._settle_stray(got))
-        self._stray.add(task)
-        task.add_done_callback(self._stray.discard)
+        self._hand_backs.add(task)
+        task.add_done_callback(self._hand_backs.discard)
 
     async def _settle_stray(self, got: Got) -> None:
         """A received message that is not handed out: recycle or re-delay it, or bury an
