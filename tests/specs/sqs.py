@@ -128,6 +128,6 @@ SPEC = AdapterSpec(
     has_backend=False,
     results=lambda tmp: f"sqlite://{(tmp / 'results.db').as_posix()}",
     oldest_first=False,
-    load=0.1,
+    load=0.25,
     cleanup=delete_namespace,
 )

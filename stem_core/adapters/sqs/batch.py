@@ -7,10 +7,8 @@ up to ``PARALLEL_REQUESTS`` run at once). A lone call therefore goes out at once
 busier the queue the fuller the batches, with no timer adding latency. Sends also keep
 each request under SQS's 1 MiB total.
 
-An ack does not wait for its delete (``delete_later``): the worker's slot is free at
-once and acks batch up even from a consumer that acks one by one. The broker reads its
-own writes (``queue_stats`` and ``close`` drain first); a process killed in that
-instant leaves the task to come back after its lease, as if it had died before the ack.
+Acks wait for their delete (an ack that returned is durable); a worker frees its
+concurrency slot before it acks, so its acks overlap and share requests.
 
 Per-entry outcomes: a send answers None or raises; a delete or visibility change answers
 None (done) or the AWS error code of that entry (``ReceiptHandleIsInvalid``...), which
@@ -21,15 +19,13 @@ caller of that batch.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from ...errors import BrokerUnavailable, StemError
 from .codec import MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, Outgoing
-from .connection import QueueMissing, SQSConnection
+from .connection import SQSConnection
 
-log = logging.getLogger("stem.sqs")
 T = TypeVar("T")
 PARALLEL_REQUESTS = 4
 
@@ -51,15 +47,11 @@ class Batcher(Generic[T]):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def add(self, key: str, item: T, size: int = 0) -> Any:
-        return await self.submit(key, item, size)
-
-    def submit(self, key: str, item: T, size: int = 0) -> "asyncio.Future[Any]":
-        """Queue ``item`` without waiting; the future gets its outcome."""
         lane = self._lanes.setdefault(key, _Lane())
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         lane.pending.append((item, size, done))
         self._kick(key, lane)
-        return done
+        return await done
 
     def _kick(self, key: str, lane: _Lane[T]) -> None:
         if lane.scheduled or not lane.pending:
@@ -142,11 +134,6 @@ class SQSBatches:
         """None when deleted, else the entry's error code (a stale receipt)."""
         return await self._deletes.add(url, handle)
 
-    def delete_later(self, url: str, handle: str) -> None:
-        """Delete without waiting (an ack): it goes out with the next batch for ``url``,
-        at the latest one request later; ``drain`` waits for it. A failure is logged:
-        the message then comes back when its lease expires, as after a crash."""
-        self._deletes.submit(url, handle).add_done_callback(_log_failed_delete)
 
     async def change_visibility(self, url: str, handle: str, seconds: int) -> str | None:
         """None when done, else the entry's error code (a stale receipt, a ceiling hit)."""
@@ -181,14 +168,6 @@ class SQSBatches:
             Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": s} for i, (h, s) in enumerate(changes)],
         )
         return _codes(len(changes), reply)
-
-
-def _log_failed_delete(done: "asyncio.Future[Any]") -> None:
-    if done.cancelled():
-        return
-    exc = done.exception()
-    if exc is not None and not isinstance(exc, QueueMissing):
-        log.warning("could not delete an acknowledged message (%s); it is delivered again when its lease expires", exc)
 
 
 def _codes(count: int, reply: dict[str, Any]) -> list[str | None]:

@@ -174,7 +174,6 @@ class SQSBroker(Broker):
         return await self.parts.inspector.list_queues()
 
     async def _queue_stats(self, queues: list[str]) -> list[QueueStats]:
-        await self.parts.batches.drain()  # our own acks count before we report
         return await self.parts.inspector.queue_stats(queues)
 
     async def _peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:

@@ -141,8 +141,7 @@ class SQSLeases:
     async def ack(self, delivery: Delivery) -> None:
         lease = await self._lease(delivery)
         if lease is not None:
-            # Not awaited (batch.py); a stale handle deletes nothing: its message is gone.
-            self._batches.delete_later(lease.url, lease.handle)
+            await self.delete(lease)  # a stale handle deletes nothing: its message is gone
             self._forget(delivery.receipt)
 
     async def nack(self, delivery: Delivery, requeued: Envelope | None) -> None:
