@@ -46,6 +46,8 @@ LEASE_SAFETY_S = 1.0
 # The check before a late nack/dead_letter takes the message back for this long, enough
 # for the send and delete that follow.
 VERIFY_HOLD_S = 30
+# What real SQS answers a visibility change of a message that is visible again.
+NOT_IN_FLIGHT_CODES = frozenset({"MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight"})
 # Settled receipts remembered, so settling twice costs no request.
 GONE_REMEMBERED = 20_000
 # A receipt names its band queue: ``<kind>|<SQS receipt handle>``.
@@ -112,7 +114,12 @@ class SQSLeases:
         if lease.deadline - LEASE_SAFETY_S > monotonic():
             return True
         started = monotonic()
-        if await self.change(lease, VERIFY_HOLD_S) is not None:
+        code = await self.change(lease, VERIFY_HOLD_S)
+        if code in NOT_IN_FLIGHT_CODES:
+            # Real SQS: visible again and handed to nobody (a new receive would make it in
+            # flight, a recycle would delete it), so this receipt may still settle it.
+            return True
+        if code is not None:
             return False
         lease.deadline = started + VERIFY_HOLD_S
         return True
