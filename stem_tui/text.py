@@ -37,4 +37,9 @@ def neutralise(value: object) -> str:
     return "".join(out)
 
 
-__all__ = ["VERDICT_STYLES", "neutralise"]
+def approx(value: int, approximate: bool) -> str | int:
+    """A count as shown: ``~N`` when the broker only knows it approximately (SQS)."""
+    return f"~{value}" if approximate else value
+
+
+__all__ = ["VERDICT_STYLES", "approx", "neutralise"]

@@ -40,6 +40,8 @@ class QueueStats:
     (enqueue time, or ``not_before`` when it was delayed), None when nothing is pending.
     ``enqueued_total`` / ``completed_total`` are monotonically growing counters (None
     when the adapter keeps none); ``stem_core.ops`` samples them to derive rates.
+    ``approximate`` is True when the server only gives approximate counts (SQS: they may
+    lag by a few seconds); front ends mark such figures with ``~``.
     """
 
     queue: str
@@ -50,6 +52,7 @@ class QueueStats:
     oldest_pending_age: float | None
     enqueued_total: int | None = None
     completed_total: int | None = None
+    approximate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class QueueStats:
             "oldest_pending_age": self.oldest_pending_age,
             "enqueued_total": self.enqueued_total,
             "completed_total": self.completed_total,
+            "approximate": self.approximate,
         }
 
 

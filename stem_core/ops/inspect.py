@@ -147,6 +147,7 @@ class Inspector:
             verdict=verdict.code,
             verdict_text=verdict.text,
             eta_seconds=verdict.eta_seconds,
+            approximate=s.approximate,
         )
 
     # -- workers --------------------------------------------------------------------

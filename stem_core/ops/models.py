@@ -68,6 +68,8 @@ class QueueOverview(_Model):
     verdict: str
     verdict_text: str
     eta_seconds: float | None = None
+    # The counts are the server's approximations (SQS): front ends show them as ``~N``.
+    approximate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

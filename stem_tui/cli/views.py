@@ -16,7 +16,7 @@ from rich.text import Text
 from stem_core.ops import ActionResult, Explanation, LeaseInfo, Overview, QueueDetail, WorkerInfo
 from stem_core.ops import text as words
 
-from ..text import VERDICT_STYLES, neutralise
+from ..text import VERDICT_STYLES, approx, neutralise
 
 # Args and reasons are cut to this many characters in table cells; queue names to fewer.
 CELL_MAX_CHARS = 60
@@ -89,15 +89,18 @@ def overview(ov: Overview) -> Group:
     for q in ov.queues:
         verdict = q.verdict_text + (f"  [{q.unaccounted_leases} lease(s) held by no live worker]"
                                     if q.unaccounted_leases and q.verdict != "idle" else "")
+        a = q.approximate
         table.add_row(
-            short(q.queue, QUEUE_MAX_CHARS), t(q.pending), t(q.delayed), t(q.inflight), t(q.dead, "red" if q.dead else ""),
+            short(q.queue, QUEUE_MAX_CHARS), t(approx(q.pending, a)), t(approx(q.delayed, a)), t(approx(q.inflight, a)),
+            t(approx(q.dead, a), "red" if q.dead else ""),
             t(words.duration(q.oldest_pending_age)), t(words.rate(q.in_rate)), t(words.rate(q.out_rate)),
             t(f"{len(q.workers)} ({q.active}/{q.worker_slots})" if q.workers else "0"),
             t(verdict, VERDICT_STYLES.get(q.verdict, "")),
         )
     window = next((q.rate_window for q in ov.queues if q.rate_window), None)
     footer = (f"{ov.live_workers} live worker(s) · broker {ov.broker} · namespace {ov.namespace} · "
-              + (f"rates over {words.duration(window)}" if window else "rates: need a second sample (try --watch)"))
+              + (f"rates over {words.duration(window)}" if window else "rates: need a second sample (try --watch)")
+              + (" · ~ approximate counts" if any(q.approximate for q in ov.queues) else ""))
     if not ov.queues:
         return Group(t("no queues yet"), t(footer, "dim"))
     return Group(table, t(footer, "dim"))
@@ -138,7 +141,9 @@ def queue_detail(detail: QueueDetail) -> Group:
     parts: list[Any] = []
     if detail.overview is not None:
         q = detail.overview
-        parts.append(t(f"{q.queue}: {q.pending} pending, {q.delayed} delayed, {q.inflight} in flight, {q.dead} dead; "
+        a = q.approximate
+        parts.append(t(f"{q.queue}: {approx(q.pending, a)} pending, {approx(q.delayed, a)} delayed, "
+                       f"{approx(q.inflight, a)} in flight, {approx(q.dead, a)} dead; "
                        f"oldest {words.duration(q.oldest_pending_age)}; {q.verdict_text}",
                        VERDICT_STYLES.get(q.verdict, "")))
     if not detail.messages:

@@ -14,7 +14,7 @@ from stem_core.ops import QueueOverview
 
 from ..dialogs import plans
 from ..source import Snapshot
-from ..text import VERDICT_STYLES
+from ..text import VERDICT_STYLES, approx
 from ..widgets.chrome import Line
 from ..widgets.filter import Facets
 from ..widgets.literal import age, literal, rate
@@ -31,11 +31,13 @@ COLUMNS = (
 
 def queue_row(q: QueueOverview, history: tuple[float | None, ...], ascii_only: bool) -> Row:
     verdict_style = VERDICT_STYLES.get(q.verdict, "")
+    a = q.approximate
     return Row(
         key=q.queue,
         cells=(
-            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(q.pending), literal(q.inflight),
-            literal(q.delayed), literal(q.dead, "red" if q.dead else ""), literal(age(q.oldest_pending_age)),
+            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(approx(q.pending, a)),
+            literal(approx(q.inflight, a)), literal(approx(q.delayed, a)), literal(approx(q.dead, a), "red" if q.dead else ""),
+            literal(age(q.oldest_pending_age)),
             literal(rate(q.out_rate)), literal(sparkline(history, ascii_only=ascii_only), "cyan"),
             literal(rate(q.in_rate)), literal(f"{len(q.workers)}"), literal("paused" if q.paused else "", "yellow"),
         ),

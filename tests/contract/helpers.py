@@ -27,6 +27,17 @@ DELIVERY_DEADLINE_S = 10.0
 REDELIVERY_DEADLINE_S = SHORT_LEASE_S + 1.0 + 8.0
 
 
+# A broker that can peek can also find the messages it does not hold (delayed ones
+# included) to requeue, remove or purge them; SQS cannot (it shows a message only by
+# handing it out, and hides a delayed one until due).
+NOT_ADDRESSABLE = "this broker cannot reach messages it does not hold (no peek), delayed ones included"
+NO_AGES = "this broker's stats are approximate and know no message ages"
+
+
+def addressable(broker: Broker) -> bool:
+    return broker.capabilities.peek
+
+
 def qname(prefix: str = "q") -> str:
     """A fresh queue name (the namespace already isolates tests; this isolates queues)."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -159,9 +170,12 @@ async def _confirm_open(broker: Broker, consumer: Consumer, queue: str) -> None:
 __all__ = [
     "Consumer",
     "DELIVERY_DEADLINE_S",
+    "NOT_ADDRESSABLE",
+    "NO_AGES",
     "QUIET_S",
     "REDELIVERY_DEADLINE_S",
     "SHORT_LEASE_S",
+    "addressable",
     "assert_nothing",
     "consuming",
     "delayed_env",

@@ -14,9 +14,11 @@ from tests.support import eventually
 
 from .helpers import (
     DELIVERY_DEADLINE_S,
+    NOT_ADDRESSABLE,
     QUIET_S,
     REDELIVERY_DEADLINE_S,
     SHORT_LEASE_S,
+    addressable,
     assert_nothing,
     consuming,
     delayed_env,
@@ -191,6 +193,8 @@ async def test_settling_twice_is_a_silent_no_op(broker: Broker) -> None:
 
 
 async def test_requeue_makes_delayed_messages_ready_and_ignores_others(broker: Broker) -> None:
+    if not addressable(broker):
+        pytest.skip(NOT_ADDRESSABLE)
     queue = qname()
     later, ready = delayed_env(3600, queue=queue), env(queue=queue)
     await broker.publish_many([later, ready])
@@ -206,6 +210,8 @@ async def test_requeue_makes_delayed_messages_ready_and_ignores_others(broker: B
 
 
 async def test_remove_deletes_in_any_live_state_and_fences_holders(broker: Broker) -> None:
+    if not addressable(broker):
+        pytest.skip(NOT_ADDRESSABLE)
     queue = qname()
     pending, delayed, leased, kept = env(queue=queue), delayed_env(3600, queue=queue), env(queue=queue), env(queue=queue)
     await broker.publish(leased)

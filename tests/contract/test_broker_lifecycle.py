@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from stem_core import Broker
 from stem_core.clock import utcnow
 from tests.support import eventually
 
 from .helpers import (
     DELIVERY_DEADLINE_S,
+    NOT_ADDRESSABLE,
     QUIET_S,
+    addressable,
     assert_nothing,
     consuming,
     delayed_env,
@@ -97,10 +101,11 @@ async def test_nack_with_delay_keeps_the_message_delayed(broker: Broker) -> None
     await broker.nack(delivery, delay=60)
     stats = await stats_of(broker, queue)
     assert (stats.pending, stats.delayed, stats.inflight) == (0, 1, 0)
-    (info,) = await broker.peek(queue, state="delayed")
-    assert info.envelope.id == delivery.envelope.id and info.envelope.attempt == 1
-    assert info.envelope.not_before is not None
-    assert info.envelope.not_before >= before + timedelta(seconds=59)
+    if broker.capabilities.peek:  # without peek the delayed copy cannot be looked at
+        (info,) = await broker.peek(queue, state="delayed")
+        assert info.envelope.id == delivery.envelope.id and info.envelope.attempt == 1
+        assert info.envelope.not_before is not None
+        assert info.envelope.not_before >= before + timedelta(seconds=59)
     await assert_nothing(broker, queue)
 
 
@@ -130,6 +135,8 @@ async def test_concurrent_subscriptions_do_not_block_publish(broker: Broker) -> 
 
 
 async def test_purge_removes_pending_and_delayed_but_not_inflight_or_dead(broker: Broker) -> None:
+    if not addressable(broker):
+        pytest.skip(NOT_ADDRESSABLE)
     # Given one dead letter, one leased, two pending and one delayed message
     queue = qname()
     await broker.publish(env(queue=queue, name="to.dead"))
@@ -170,7 +177,9 @@ async def test_delayed_job_becomes_pending_in_stats(broker: Broker) -> None:
     stats = await eventually(
         lambda: _pending_now(broker, queue), timeout=DELIVERY_DEADLINE_S, message="the delayed message to become pending"
     )
-    assert stats.delayed == 0 and stats.oldest_pending_age is not None and stats.oldest_pending_age >= 0
+    assert stats.delayed == 0
+    if not stats.approximate:  # approximate stats (SQS) know no message ages
+        assert stats.oldest_pending_age is not None and stats.oldest_pending_age >= 0
 
 
 async def _pending_now(broker: Broker, queue: str) -> object:

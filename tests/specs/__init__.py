@@ -35,6 +35,13 @@ class AdapterSpec:
     ``url(tmp_path)`` gives the URL (a fresh file or store per test where that matters);
     each test also gets its own random namespace. ``cleanup(url, namespace)`` removes
     what the test left on a shared server.
+
+    A broker-only adapter (``has_backend=False``) names in ``results(tmp_path)`` the result
+    backend its worker tests pair it with. ``oldest_first`` is False for a broker that
+    orders by priority but not strictly by age among equals (SQS: queues of equal
+    priority take turns, and a message given back queues behind newer ones).
+    ``load`` scales the task counts of the heavy multi-process tests (moto, the local SQS,
+    answers a few hundred requests a second at best).
     """
 
     id: str
@@ -42,9 +49,22 @@ class AdapterSpec:
     service: str | None = None
     has_backend: bool = True
     cross_process: bool = True
+    results: Callable[[Path], str] | None = None
+    oldest_first: bool = True
+    load: float = 1.0
     broker_options: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[str, str], Awaitable[None]] | None = None
+
+
+# Servers the tests start themselves (moto for SQS): name -> start(), which returns once
+# the server answers (and skips, or fails under STEM_REQUIRE_SERVICES=1, when it cannot).
+STARTERS: dict[str, Callable[[], None]] = {}
+
+
+def backend_url_of(spec: AdapterSpec, tmp_path: Path) -> str:
+    """The result backend a worker test uses with ``spec``'s broker."""
+    return spec.results(tmp_path) if spec.results is not None else spec.url(tmp_path)
 
 
 def service_up(name: str) -> bool:
@@ -58,6 +78,9 @@ def service_up(name: str) -> bool:
 
 def require_service(name: str | None) -> None:
     """Skip (or, under STEM_REQUIRE_SERVICES=1, fail) when ``name``'s server is down."""
+    if name in STARTERS:
+        STARTERS[name]()
+        return
     if name is None or service_up(name):
         return
     host, port = SERVICES[name]

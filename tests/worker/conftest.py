@@ -8,12 +8,13 @@ from typing import AsyncIterator, Callable, Iterator
 import pytest
 
 from stem_core import Stem
-from tests.specs import BROKER_SPECS, AdapterSpec, require_service
+from tests.specs import BROKER_SPECS, AdapterSpec, backend_url_of, require_service
 from tests.worker.helpers import WorkerProcess
 
-# In-process worker tests run on every adapter that is also a result backend; tests with
-# real worker processes only where the broker crosses processes.
-WORKER_SPECS = [s for s in BROKER_SPECS if s.has_backend]
+# In-process worker tests run on every adapter that is also a result backend, and on
+# broker-only adapters paired with the backend their spec names; tests with real worker
+# processes only where the broker crosses processes.
+WORKER_SPECS = [s for s in BROKER_SPECS if s.has_backend or s.results is not None]
 PROCESS_SPECS = [s for s in WORKER_SPECS if s.cross_process]
 
 
@@ -40,10 +41,11 @@ async def _cleanup(spec: AdapterSpec, url: str, namespace: str) -> None:
 async def app_factory(worker_spec: AdapterSpec, tmp_path: Path, namespace: str) -> AsyncIterator[Callable[[], Stem]]:
     """``make()``: a new Stem on this test's store and namespace (each with its own connections)."""
     url = worker_spec.url(tmp_path)
+    backend = backend_url_of(worker_spec, tmp_path)
     apps: list[Stem] = []
 
     def make() -> Stem:
-        app = Stem(broker=url, backend=url, namespace=namespace)
+        app = Stem(broker=url, backend=backend, namespace=namespace)
         apps.append(app)
         return app
 
@@ -59,11 +61,17 @@ def process_url(process_spec: AdapterSpec, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def producer(process_spec: AdapterSpec, process_url: str, namespace: str) -> AsyncIterator[Stem]:
+def process_backend_url(process_spec: AdapterSpec, tmp_path: Path) -> str:
+    return backend_url_of(process_spec, tmp_path)
+
+
+@pytest.fixture
+async def producer(process_spec: AdapterSpec, process_url: str, process_backend_url: str,
+                   namespace: str) -> AsyncIterator[Stem]:
     """The test's own app on the process store, with the worker app's task definitions."""
     from tests.worker.apps.tasks import register
 
-    app = register(Stem(broker=process_url, backend=process_url, namespace=namespace))
+    app = register(Stem(broker=process_url, backend=process_backend_url, namespace=namespace))
     await app.connect()
     yield app
     await app.close()
@@ -78,13 +86,14 @@ def log_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def spawn(producer: Stem, process_url: str, namespace: str, log_dir: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def spawn(producer: Stem, process_url: str, process_backend_url: str, namespace: str,
+          log_dir: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """``spawn(*extra_args)``: start a ``stem worker`` process; all are killed at teardown
     (before the producer's store is cleaned up)."""
     started: list[WorkerProcess] = []
 
     def start(*extra: str) -> WorkerProcess:
-        proc = WorkerProcess(process_url, namespace, log_dir, *extra)
+        proc = WorkerProcess(process_url, namespace, log_dir, *extra, backend_url=process_backend_url)
         started.append(proc)
         return proc
 

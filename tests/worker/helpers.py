@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from stem_core import Stem, TaskState, TaskStatus, Worker
+from stem_core import Delivery, Envelope, Stem, TaskState, TaskStatus, Worker
 from tests.support import DEADLINE_S, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ async def running(worker: Worker, *, stop: str = "hard") -> AsyncIterator[asynci
 class WorkerProcess:
     """One real ``stem worker`` process."""
 
-    def __init__(self, broker_url: str, namespace: str, log_dir: Path, *extra: str) -> None:
+    def __init__(self, broker_url: str, namespace: str, log_dir: Path, *extra: str, backend_url: str | None = None) -> None:
         env = dict(os.environ)
         env["STEM_TEST_LOG_DIR"] = str(log_dir)
         env.pop("STEM_BROKER_URL", None)
@@ -79,7 +79,7 @@ class WorkerProcess:
             sys.executable, "-m", "stem_tui.cli.main", "worker",
             "--app", APP_PATH,
             "--broker", broker_url,
-            "--backend", broker_url,
+            "--backend", backend_url or broker_url,
             "--namespace", namespace,
             "--heartbeat-interval", "1s",
             "--loglevel", "warning",
@@ -122,6 +122,28 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait()
         self._stderr.close()
+
+
+async def ready_envelopes(app: Stem, queue: str = "default") -> list[Envelope]:
+    """The envelopes ready on ``queue``: peeked, or, where the broker cannot peek (SQS),
+    received and handed straight back (``requeue`` of deliveries this process holds)."""
+    broker = app.broker
+    if broker.capabilities.peek:
+        return [m.envelope for m in await broker.peek(queue, state="pending")]
+    count = (await broker.queue_stats([queue]))[0].pending
+    taken: list[Delivery] = []
+    if count:
+        stream = broker.consume([queue], prefetch=count)
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                async for delivery in stream:
+                    taken.append(delivery)
+                    if len(taken) == count:
+                        break
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        await broker.requeue(queue, [d.envelope.id for d in taken])
+    return [d.envelope for d in taken]
 
 
 async def live_worker_ids(app: Stem) -> set[str]:

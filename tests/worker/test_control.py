@@ -18,7 +18,7 @@ from stem_core.control.liveness import STALE_AFTER_S
 from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
 from tests.support import eventually
-from tests.worker.helpers import one_active_two_reserved, running
+from tests.worker.helpers import one_active_two_reserved, ready_envelopes, running
 
 
 def _client(app: Stem) -> ControlClient:
@@ -171,9 +171,9 @@ async def test_pause_hands_back_reserved_deliveries(app_factory: Callable[[], St
         await eventually(lambda: len(worker.held) == 1, message="reserved handed back")
         stats = (await app.broker.queue_stats(["qg"]))[0]
         assert stats.pending == 2 and stats.inflight == 1
-        pending = await app.broker.peek("qg", state="pending")
-        assert sorted(m.envelope.id for m in pending) == sorted(ids[1:])
-        assert all(m.envelope.attempt == 0 for m in pending)
+        pending = await ready_envelopes(app, "qg")
+        assert sorted(e.id for e in pending) == sorted(ids[1:])
+        assert all(e.attempt == 0 for e in pending)
         gate.set()
 
 

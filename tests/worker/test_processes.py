@@ -15,14 +15,16 @@ import pytest
 from stem_core import Stem, TaskState
 from stem_core.control import ControlClient
 from tests.worker.apps.tasks import SIDE_QUEUE, read_log, summarize
+from tests.specs import AdapterSpec
 from tests.support import eventually
-from tests.worker.helpers import WorkerProcess, all_in_state, live_worker_ids
+from tests.worker.helpers import WorkerProcess, all_in_state, live_worker_ids, ready_envelopes
 
 Spawn = Callable[..., WorkerProcess]
 
 CHAOS_SECONDS = 20.0
 KILL_EVERY_S = 2.0
 KILL_TASKS = 2000
+GOOD_TASKS = 1000
 
 
 async def _ids_of(procs: list[WorkerProcess], app: Stem) -> list[str]:
@@ -38,9 +40,11 @@ async def _ids_of(procs: list[WorkerProcess], app: Stem) -> list[str]:
 
 @pytest.mark.slow
 async def test_killed_workers_lose_nothing_and_every_duplicate_is_explained(
-    producer: Stem, spawn: Spawn, log_dir: Path
+    producer: Stem, spawn: Spawn, log_dir: Path, process_spec: AdapterSpec
 ) -> None:
-    # Given four workers and 2,000 tasks arriving while one worker is SIGKILLed every 2 s
+    # Given four workers and 2,000 tasks (fewer on a slow test server: spec.load) arriving
+    # while one worker is SIGKILLed every 2 s
+    total = int(KILL_TASKS * process_spec.load)
     rng = random.Random(1234)
     workers = [spawn("-c", "4") for _ in range(4)]
     killed: set[int] = set()
@@ -48,8 +52,8 @@ async def test_killed_workers_lose_nothing_and_every_duplicate_is_explained(
 
     async def produce() -> None:
         batch = 50
-        pause = CHAOS_SECONDS * 0.8 / (KILL_TASKS / batch)
-        for start in range(0, KILL_TASKS, batch):
+        pause = CHAOS_SECONDS * 0.8 / (total / batch)
+        for start in range(0, total, batch):
             items = [("t.noop", {"i": i, "sleep": 0.005}) for i in range(start, start + batch)]
             ids.extend(await producer.enqueue_many(items))
             await asyncio.sleep(pause)
@@ -73,7 +77,7 @@ async def test_killed_workers_lose_nothing_and_every_duplicate_is_explained(
     assert [await proc.wait() for proc in workers] == [0] * len(workers)
     # Then every id finished at least once and no message is left anywhere
     runs = summarize(read_log(str(log_dir)))
-    assert len(ids) == len(set(ids)) == KILL_TASKS
+    assert len(ids) == len(set(ids)) == total
     assert set(runs["finishes"]) >= set(ids)
     stats = (await producer.broker.queue_stats(["default"]))[0]
     assert (stats.pending, stats.delayed, stats.inflight, stats.dead) == (0, 0, 0, 0)
@@ -102,10 +106,11 @@ async def test_a_task_blocking_its_thread_for_three_leases_runs_once(producer: S
 
 
 async def test_poison_and_unknown_tasks_end_in_dead_letters_and_good_ones_complete(
-    producer: Stem, spawn: Spawn, log_dir: Path
+    producer: Stem, spawn: Spawn, log_dir: Path, process_spec: AdapterSpec
 ) -> None:
-    # Given 1,000 good tasks, one that always raises (max_retries=2) and one nobody knows
-    good = await producer.enqueue_many([("t.noop", {"i": i}) for i in range(1000)])
+    # Given 1,000 good tasks (fewer on a slow test server: spec.load), one that always
+    # raises (max_retries=2) and one nobody knows
+    good = await producer.enqueue_many([("t.noop", {"i": i}) for i in range(int(GOOD_TASKS * process_spec.load))])
     poison = await producer.enqueue("t.poison")
     unknown = await producer.enqueue("t.does-not-exist")
     # When two burst workers drain the queue
@@ -192,8 +197,8 @@ async def test_interrupting_signals_requeue_the_running_task(
         await eventually(lambda: proc.log().count("received SIG") >= count, message=f"signal {count} logged")
     # Then it exits with the mode's code and the task is back in the queue, unspent
     assert await proc.wait() == exit_code, proc.stderr()
-    [info] = await producer.broker.peek("default")
-    assert info.envelope.id == task_id and info.envelope.attempt == 0
+    [info] = await ready_envelopes(producer)
+    assert info.id == task_id and info.attempt == 0
     status = await producer.backend.get_status(task_id)
     assert status is not None and status.state is TaskState.QUEUED
     assert worker_id not in await live_worker_ids(producer)
