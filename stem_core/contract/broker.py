@@ -123,6 +123,10 @@ class Broker(ABC):
 
     capabilities: ClassVar[Capabilities]
     scheme: ClassVar[str] = ""
+    # How many messages one receive request of this server can return (SQS: 10 per
+    # ReceiveMessage). A worker given no prefetch holds at least this many, so one request
+    # claims a full batch instead of paying a request per message or two.
+    claim_batch: ClassVar[int] = 1
 
     def __init__(self, *, namespace: str = DEFAULT_NAMESPACE, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.namespace = validate_namespace(namespace)

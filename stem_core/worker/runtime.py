@@ -72,6 +72,7 @@ class Worker:
         self.queues = [validate_name(q) for q in dict.fromkeys(queues)] if queues else app.queues()
         self.concurrency = _positive_int(concurrency, "concurrency") if concurrency is not None else (os.cpu_count() or 1)
         self.prefetch = _positive_int(prefetch, "prefetch") if prefetch is not None else self.concurrency * PREFETCH_MULTIPLIER
+        self._prefetch_given = prefetch is not None
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         if not isinstance(self.worker_id, str) or len(self.worker_id) > 200:
             raise ValueError("worker_id must be a string of at most 200 characters")
@@ -144,6 +145,8 @@ class Worker:
         self._running = True
         await self.app.connect()
         self.broker, self.backend = self.app.broker, self.app.backend
+        if not self._prefetch_given:
+            self.prefetch = max(self.prefetch, self.broker.claim_batch)
         self.started_at = utcnow()
         self._bridge = ThreadBridge(asyncio.get_running_loop(), max_threads=self.concurrency + ABANDONED_THREAD_HEADROOM)
         self._slots = asyncio.Semaphore(self.concurrency)

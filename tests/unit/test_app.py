@@ -224,3 +224,26 @@ def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
     assert backoff_seconds(2, base=0.1, maximum=0.3, jitter=0.0) == pytest.approx(0.3)
     with pytest.raises(ValueError):
         backoff_seconds(-1)
+
+
+async def test_a_worker_without_a_prefetch_holds_a_full_claim_batch_of_its_broker(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a broker whose receive request returns up to 10 messages (as SQS's does)
+    from stem_core import Worker
+    from stem_core.adapters.memory import MemoryBroker, drop_stores
+
+    monkeypatch.setattr(MemoryBroker, "claim_batch", 10)
+    app = Stem(broker=f"memory://{namespace}", backend=f"memory://{namespace}", namespace=namespace)
+    app.task(name="t.noop")(lambda ctx: None)
+    try:
+        default = Worker(app, queues=["default"], concurrency=2, burst=True)
+        chosen = Worker(app, queues=["default"], concurrency=2, prefetch=3, burst=True)
+        # When they run (and drain an empty queue at once)
+        await asyncio.wait_for(default.run(), 30)
+        await asyncio.wait_for(chosen.run(), 30)
+        # Then the default prefetch is the batch, and an explicit one is kept
+        assert default.prefetch == 10 and chosen.prefetch == 3
+    finally:
+        await app.close()
+        drop_stores(namespace)

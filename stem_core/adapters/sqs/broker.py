@@ -28,6 +28,7 @@ from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, Unsupported
 from ...settings import DEFAULT_NAMESPACE
 from .batch import SQSBatches
+from .codec import MAX_BATCH_ENTRIES
 from .channels import SQSChannels
 from .connection import SQSConnection
 from .consume import SQSConsumer
@@ -57,6 +58,7 @@ class SQSBroker(Broker):
     """Amazon SQS (or any SQS-compatible server) as a Stem broker."""
 
     scheme: ClassVar[str] = "sqs"
+    claim_batch: ClassVar[int] = MAX_BATCH_ENTRIES
     capabilities: ClassVar[Capabilities] = Capabilities(
         delayed=True,
         priority=True,
