@@ -14,7 +14,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
-from stem_core import Broker, Delivery, Envelope
+from stem_core import Broker, Delivery, Envelope, QueueStats
 from stem_core.clock import utcnow
 
 # Lease used by tests that let one expire (envelope.visibility_timeout).
@@ -145,6 +145,31 @@ async def assert_nothing(broker: Broker, queues: Sequence[str] | str, quiet: flo
     assert delivery is None, f"unexpected delivery {delivery.envelope.id} ({delivery.envelope.name})"
 
 
+class _Unknown:
+    """A figure the broker reports as unknown (None): equal to whatever a test expects."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+UNKNOWN = _Unknown()
+
+
+def known(value: Any) -> Any:
+    """``value``, or ``UNKNOWN`` for a None in-flight count: RabbitMQ cannot know how many
+    messages are unacknowledged without its management API (docs/rabbitmq.md)."""
+    return UNKNOWN if value is None else value
+
+
+def counts(stats: QueueStats, *fields: str) -> tuple[Any, ...]:
+    """The named figures of ``stats``, a None ``inflight`` as ``UNKNOWN`` (see ``known``);
+    every other figure, and a None of any other field, compares as it is."""
+    return tuple(known(getattr(stats, f)) if f == "inflight" else getattr(stats, f) for f in fields)
+
+
 async def stats_of(broker: Broker, queue: str) -> Any:
     (stats,) = await broker.queue_stats([queue])
     return stats
@@ -168,11 +193,14 @@ __all__ = [
     "QUIET_S",
     "REDELIVERY_DEADLINE_S",
     "SHORT_LEASE_S",
+    "UNKNOWN",
     "assert_nothing",
     "consuming",
+    "counts",
     "delayed_env",
     "env",
     "eventually",
+    "known",
     "qname",
     "ready_consumer",
     "receive_ids",

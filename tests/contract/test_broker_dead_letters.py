@@ -11,7 +11,7 @@ from stem_core import Broker, Envelope
 from stem_core.clock import utcnow
 from stem_core.contract.broker import REPLAY_COUNT_META, REPLAYED_AT_META
 
-from .helpers import QUIET_S, assert_nothing, consuming, env, eventually, qname, receive_one, stats_of
+from .helpers import QUIET_S, assert_nothing, consuming, counts, env, eventually, qname, receive_one, stats_of
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ async def test_dead_letter_moves_the_job_out_of_the_queue(broker: Broker) -> Non
     assert page.entries[0].reason == "contract-test" and page.next_offset is None
     await assert_nothing(broker, queue)
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.inflight, stats.dead) == (0, 0, 1)
+    assert counts(stats, "pending", "inflight", "dead") == (0, 0, 1)
 
 
 async def test_dead_letter_entries_are_retrievable_and_purgeable(broker: Broker) -> None:
@@ -145,8 +145,9 @@ async def test_replay_with_delay_schedules_the_job(broker: Broker) -> None:
     await broker.replay_dead_letters(queue, delay=3600)
     stats = await stats_of(broker, queue)
     assert (stats.pending, stats.delayed, stats.dead) == (0, 1, 0)
-    (info,) = await broker.peek(queue, state="delayed")
-    assert info.envelope.id == far.id and info.envelope.not_before >= before + timedelta(seconds=3599)
+    if broker.capabilities.peek:
+        (info,) = await broker.peek(queue, state="delayed")
+        assert info.envelope.id == far.id and info.envelope.not_before >= before + timedelta(seconds=3599)
     await assert_nothing(broker, queue)
     # A short delay: invisible at first, delivered once due
     await broker.remove(queue, [far.id])
@@ -218,4 +219,4 @@ async def test_dead_letter_then_replay_is_visible_to_an_idle_consumer(broker: Br
 
 async def _all_clear(broker: Broker, queue: str) -> bool:
     stats = await stats_of(broker, queue)
-    return (stats.pending, stats.inflight, stats.dead) == (0, 0, 0)
+    return counts(stats, "pending", "inflight", "dead") == (0, 0, 0)

@@ -25,6 +25,8 @@ SERVICES: dict[str, tuple[str, int]] = {
     "redis": ("127.0.0.1", 6379),
     "postgres": ("127.0.0.1", 5432),
     "rabbitmq": ("127.0.0.1", 5672),
+    # The management plugin's HTTP API (tests clean up RabbitMQ namespaces through it).
+    "rabbitmq-management": ("127.0.0.1", 15672),
 }
 
 
@@ -34,7 +36,12 @@ class AdapterSpec:
 
     ``url(tmp_path)`` gives the URL (a fresh file or store per test where that matters);
     each test also gets its own random namespace. ``cleanup(url, namespace)`` removes
-    what the test left on a shared server.
+    what the test left on a shared server. A broker-only adapter (``has_backend=False``)
+    names in ``paired_backend`` the adapter whose URL serves as its result backend in the
+    app and worker tests. ``requeue_keeps_age=False`` says a nacked or requeued message
+    goes to the back of its queue (RabbitMQ: AMQP cannot reinsert a message by age), so
+    the model test ranks it by the time it went back. ``knows_age=False``: its
+    ``queue_stats`` cannot tell a queue's ``oldest_pending_age`` (always None).
     """
 
     id: str
@@ -45,6 +52,13 @@ class AdapterSpec:
     broker_options: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[str, str], Awaitable[None]] | None = None
+    paired_backend: "AdapterSpec | None" = None
+    requeue_keeps_age: bool = True
+    knows_age: bool = True
+
+    def backend_spec(self) -> "AdapterSpec | None":
+        """The adapter that stores results next to this broker (itself where it can)."""
+        return self if self.has_backend else self.paired_backend
 
 
 def service_up(name: str) -> bool:

@@ -33,7 +33,7 @@ class RabbitMQChannels:
     async def broadcast(self, channel: str, envelope: Envelope) -> None:
         exchange = await self._topology.broadcast(channel)
         # Not mandatory: a channel nobody listens to drops the copy, as it should.
-        message = Outgoing(exchange, "", codec.body(envelope), codec.properties(envelope), None, mandatory=False)
+        message = Outgoing(exchange, "", codec.body(envelope), codec.properties(envelope), None, "", mandatory=False)
         await self._publisher.send([message])
 
     async def exchanges(self, channels: Iterable[str]) -> dict[str, str]:

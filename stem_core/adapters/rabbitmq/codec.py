@@ -7,7 +7,7 @@ properties repeat what RabbitMQ itself acts on: ``delivery_mode`` 2 (persistent)
 * ``x-stem-deliveries``: how many times the message was handed out before Stem itself
   re-published it (a nack, a requeue, an expired lease); the next delivery counts one
   more, and one more again when RabbitMQ redelivers it (its ``redelivered`` flag).
-* ``x-stem-rank``: POSIX ms when a re-published message joined the back of its queue;
+* ``x-stem-rank``: POSIX us when a re-published message joined the back of its queue;
   a multi-queue subscription ranks equal priorities by it (else by ``ready_at``), the
   same age AMQP's queue order gives it.
 * dead letters: ``x-stem-reason``, ``x-stem-meta`` (JSON text) and ``x-stem-dead-at``.
@@ -51,12 +51,12 @@ def properties(envelope: Envelope, headers: dict[str, Any] | None = None) -> Bas
                             headers=headers or None)
 
 
-def republish_headers(deliveries: int, rank_ms: int | None) -> dict[str, Any]:
+def republish_headers(deliveries: int, rank_us: int | None) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if deliveries:
         headers[H_DELIVERIES] = deliveries
-    if rank_ms is not None:
-        headers[H_RANK] = rank_ms
+    if rank_us is not None:
+        headers[H_RANK] = rank_us
     return headers
 
 
@@ -65,10 +65,14 @@ def header_int(headers: dict[str, Any] | None, key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def rank_ms(envelope: Envelope, headers: dict[str, Any] | None) -> int:
+def rank_us(envelope: Envelope, headers: dict[str, Any] | None) -> int:
     """The age a subscription orders equal priorities by (see the module docstring)."""
     ranked = header_int(headers, H_RANK)
-    return ranked or int(envelope.ready_at.timestamp() * 1000)
+    return ranked or to_us(envelope.ready_at)
+
+
+def to_us(value: datetime) -> int:
+    return round(value.timestamp() * 1_000_000)
 
 
 def text(raw: bytes | str) -> str:
@@ -116,6 +120,6 @@ def dead_entry(raw: bytes, headers: dict[str, Any] | None, queue: str, fallback_
 
 __all__ = [
     "CONTENT_TYPE", "H_DEAD_AT", "H_DELIVERIES", "H_META", "H_RANK", "H_REASON", "INVALID_NAME", "INVALID_REASON",
-    "body", "dead_entry", "dead_headers", "decode", "header_int", "placeholder", "properties", "rank_ms",
-    "republish_headers", "text",
+    "body", "dead_entry", "dead_headers", "decode", "header_int", "placeholder", "properties", "rank_us",
+    "republish_headers", "text", "to_us",
 ]

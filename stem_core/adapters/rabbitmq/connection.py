@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, NoReturn
+from typing import Any, Awaitable, NoReturn, TypeVar
 
 import aio_pika
 import aiormq
@@ -41,6 +41,30 @@ PASSIVE_ATTEMPTS = 3
 
 # Errors that mean "the connection or channel went away": the call may be tried again.
 TRANSIENT = (amqp.AMQPConnectionError, amqp.ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+T = TypeVar("T")
+
+
+async def shielded(work: Awaitable[T]) -> T:
+    """Run ``work`` to its end even when the caller is cancelled.
+
+    An AMQP exchange cut in the middle (a channel opened but never used, a close never
+    acknowledged) leaves a channel half open, and a later frame on it makes the server
+    close the whole connection. Stem's receive waits are cancelled routinely (a timeout
+    around ``__anext__``), so every multi-step conversation with the server runs as a
+    task of its own; the caller still sees its cancellation at once."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieve)
+        raise
+
+
+def _retrieve(task: "asyncio.Future[Any]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a shielded RabbitMQ call finished after its caller left: %s", task.exception())
 
 
 def reply_text(exc: BaseException) -> str:
@@ -128,7 +152,7 @@ class RabbitMQConnection:
         """A new raw channel on the current connection (the caller closes it)."""
         connection = await self.underlying(wait)
         try:
-            return await connection.channel(publisher_confirms=confirms)
+            return await shielded(connection.channel(publisher_confirms=confirms))
         except TRANSIENT as exc:
             raise self.translate(exc) from None
 
@@ -152,7 +176,7 @@ class RabbitMQConnection:
         """One round trip on the control channel."""
         channel = await self.control()
         try:
-            await channel.basic_qos(prefetch_count=0)
+            await shielded(channel.basic_qos(prefetch_count=0))
         except Exception as exc:
             self.fail(exc)
 
@@ -161,7 +185,7 @@ class RabbitMQConnection:
         for attempt in range(PASSIVE_ATTEMPTS):
             channel = await self.control()
             try:
-                return await channel.queue_declare(queue, passive=True)
+                return await shielded(channel.queue_declare(queue, passive=True))
             except amqp.ChannelNotFoundEntity:
                 return None
             except TRANSIENT as exc:
@@ -200,4 +224,4 @@ class RabbitMQConnection:
         raise self.translate(exc) from None
 
 
-__all__ = ["PASSIVE_ATTEMPTS", "RECONNECT_WAIT_S", "RabbitMQConnection", "TRANSIENT", "reply_text"]
+__all__ = ["PASSIVE_ATTEMPTS", "RECONNECT_WAIT_S", "RabbitMQConnection", "TRANSIENT", "reply_text", "shielded"]

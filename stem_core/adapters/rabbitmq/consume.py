@@ -93,6 +93,12 @@ class RabbitMQConsumer:
             state.arrived.clear()
             out = state.take(limit)
             if out:
+                taken = sum(1 for d in out if d.channel is None)
+                if 0 < taken < limit and sub.prefetch - len(sub.outstanding) - taken < sub.refill:
+                    # Handing out this partial batch leaves the subscription short of a
+                    # refill: let pushes already on their way in first (one round trip).
+                    await state.flush()
+                    out += state.take(limit - taken)
                 return out
             left = deadline - monotonic()
             if left <= 0:

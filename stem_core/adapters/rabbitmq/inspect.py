@@ -14,16 +14,13 @@
   settles or disconnects) and is not counted.
 * ``remove``: the same places, plus a scan of the ready messages for ids not found
   there (see ``scan.py`` for what a work-queue scan costs).
-* ``purge``: ``queue.purge`` of the work queue and of every delay level. A queue left
-  with nothing (no message in any state, no consumer, no delay levels) is deleted from
-  the server, so per-request queues (control replies) leave no trace; it is declared
-  again by whoever uses it next (a publisher that had it declared gets its message
-  back as unroutable and declares it again).
+* ``purge``: ``queue.purge`` of the work queue and of every delay level (AMQP's purge
+  leaves unacknowledged messages alone, as the contract wants). Queues are never
+  deleted: a queue that still had unacknowledged messages would lose them.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 from aiormq import exceptions as amqp
@@ -32,15 +29,13 @@ from ...clock import utcnow
 from ...contract.types import QueueStats
 from ...envelope import Envelope
 from . import codec
-from .connection import TRANSIENT, RabbitMQConnection
+from .connection import RabbitMQConnection
 from .leases import RabbitMQHold, RabbitMQLeases
 from .management import RabbitMQManagement
 from .names import LEVELS, RabbitMQNames
 from .publish import Outgoing, RabbitMQPublisher
 from .scan import RabbitMQScan
 from .topology import RabbitMQTopology
-
-log = logging.getLogger("stem.rabbitmq")
 
 # How a scan re-publishes a message it settles: (envelope, deliveries so far) -> message.
 Replace = Callable[[Envelope, int], Outgoing]
@@ -154,7 +149,7 @@ class RabbitMQInspector:
             messages = await scan.take_all(amqp_queue, outrank=outrank)
             matched = []
             for message in messages:
-                envelope, ok = codec.decode(message.body, "", queue)
+                envelope, ok = codec.decode(message.body, "scan", queue)
                 if ok and envelope.id in ids:
                     matched.append((message, envelope))
                 elif outrank:
@@ -185,29 +180,7 @@ class RabbitMQInspector:
         finally:
             if not channel.is_closed:
                 await channel.close()
-        if not levels:
-            await self._drop_if_unused(queue)
         return count
-
-    async def _drop_if_unused(self, queue: str) -> None:
-        """Delete an emptied, unused queue (see the module docstring)."""
-        channel = await self._conn.channel()
-        try:
-            # Dead letters first: a queue with dead letters keeps both.
-            await channel.queue_delete(self._names.dead(queue), if_empty=True)
-            self._topology.forget(queue)
-            await channel.queue_delete(self._names.work(queue), if_unused=True, if_empty=True)
-        except (amqp.ChannelPreconditionFailed, amqp.ChannelNotFoundEntity):
-            return  # in use, not empty, or already gone: keep what is there
-        except TRANSIENT as exc:
-            log.debug("could not delete the emptied queue %s: %s", queue, exc)
-            return
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-        if await self._topology.has_levels(queue):
-            # Someone delayed a message into it meanwhile: its last hop needs the queue.
-            await self._topology.levels(queue)
 
 
 __all__ = ["RabbitMQInspector"]

@@ -36,21 +36,22 @@ RETRY_PAUSE_S = 0.05
 # Publishes of one publish_many in flight at once (bounds memory, not round trips).
 PIPELINE = 1000
 _CHANNEL_GONE = (*TRANSIENT, asyncio.CancelledError)
+WORK, DELAYED, DEAD = "work", "delayed", "dead"
 
 
 class Outgoing:
     """One message ready to send: where to, the bytes, and the Stem queue it serves."""
 
-    __slots__ = ("exchange", "routing_key", "body", "props", "queue", "delayed", "mandatory")
+    __slots__ = ("exchange", "routing_key", "body", "props", "queue", "kind", "mandatory")
 
     def __init__(self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties, queue: str | None,
-                 delayed: bool = False, mandatory: bool = True) -> None:
+                 kind: str = WORK, mandatory: bool = True) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.body = body
         self.props = props
         self.queue = queue
-        self.delayed = delayed
+        self.kind = kind  # what must be declared first: WORK, DELAYED, DEAD (or nothing)
         self.mandatory = mandatory
 
 
@@ -84,16 +85,16 @@ class RabbitMQPublisher:
             ms = delay_ms(nb, now)
             if ms > 0:
                 props = codec.properties(envelope, codec.republish_headers(deliveries, None))
-                return Outgoing(self._delay_entry, self._names.delay_key(queue, ms), body, props, queue, True)
+                return Outgoing(self._delay_entry, self._names.delay_key(queue, ms), body, props, queue, DELAYED)
         headers = None
         if deliveries or rank:
             at = now or utcnow()
-            headers = codec.republish_headers(deliveries, int(at.timestamp() * 1000) if rank else None)
+            headers = codec.republish_headers(deliveries, codec.to_us(at) if rank else None)
         return Outgoing("", self._names.work(queue), body, codec.properties(envelope, headers), queue)
 
     def dead(self, queue: str, envelope: Envelope, reason: str, meta: dict[str, Any], dead_at: datetime) -> Outgoing:
         props = codec.properties(envelope, codec.dead_headers(reason, meta, dead_at))
-        return Outgoing("", self._names.dead(queue), codec.body(envelope), props, queue)
+        return Outgoing("", self._names.dead(queue), codec.body(envelope), props, queue, DEAD)
 
     # -- sending --------------------------------------------------------------------
 
@@ -102,12 +103,14 @@ class RabbitMQPublisher:
         await self.send([self.message(env, now=now) for env in envelopes])
 
     async def declare(self, items: list[Outgoing]) -> None:
-        queues = {item.queue for item in items if item.queue is not None and not item.delayed}
-        delayed = {item.queue for item in items if item.queue is not None and item.delayed}
-        for queue in queues - delayed:
-            await self._topology.queue(queue)
-        for queue in delayed:
-            await self._topology.levels(queue)
+        needed = {(item.kind, item.queue) for item in items if item.queue is not None}
+        for kind, queue in needed:
+            if kind == DELAYED:
+                await self._topology.levels(queue)
+            elif kind == DEAD:
+                await self._topology.dead(queue)
+            else:
+                await self._topology.queue(queue)
 
     async def send(self, items: list[Outgoing]) -> None:
         """Send ``items`` and wait for every confirm (see the module docstring)."""
@@ -177,4 +180,4 @@ def _lost() -> BaseException:
     return ConnectionError("the channel closed before the server confirmed")
 
 
-__all__ = ["MAX_RETURNS", "Outgoing", "PIPELINE", "RabbitMQPublisher"]
+__all__ = ["DEAD", "DELAYED", "MAX_RETURNS", "Outgoing", "PIPELINE", "RabbitMQPublisher", "WORK"]

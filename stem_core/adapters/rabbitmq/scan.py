@@ -22,7 +22,7 @@ from types import TracebackType
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from ...clock import monotonic
-from .connection import TRANSIENT, RabbitMQConnection
+from .connection import TRANSIENT, RabbitMQConnection, shielded
 
 # A scan stops once no message arrived for this long (the queue had fewer messages
 # than its count said: others took some meanwhile).
@@ -46,12 +46,15 @@ class RabbitMQScan:
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
             try:
-                await channel.close()  # the server requeues everything not acked, in order
+                await shielded(channel.close())  # the server requeues everything not acked, in order
             except TRANSIENT:
                 pass
 
     async def take_all(self, queue: str, *, outrank: bool = False) -> list[DeliveredMessage]:
         """Every message ready in ``queue`` now (oldest first for a plain queue)."""
+        return await shielded(self._take_all(queue, outrank))
+
+    async def _take_all(self, queue: str, outrank: bool) -> list[DeliveredMessage]:
         counts = await self._conn.passive(queue)
         if counts is None or counts.message_count == 0:
             return []

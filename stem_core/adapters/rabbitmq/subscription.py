@@ -38,7 +38,7 @@ from ...contract.broker import Subscription
 from ...envelope import Delivery, Envelope
 from . import codec
 from .channels import RabbitMQChannels
-from .connection import TRANSIENT, RabbitMQConnection
+from .connection import TRANSIENT, RabbitMQConnection, shielded
 from .leases import RabbitMQLeases
 from .names import RabbitMQNames
 from .topology import RabbitMQTopology
@@ -78,7 +78,21 @@ class RabbitMQSubscription:
 
     async def start(self, wait: float) -> None:
         """Declare what the subscription reads (once per process), open a channel with its
-        prefetch and one consumer per queue; again after the channel was lost."""
+        prefetch and one consumer per queue; again after the channel was lost. Runs to
+        its end even if the caller is cancelled (``shielded``)."""
+        task = asyncio.ensure_future(self._start(wait))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The caller gave up on the subscription (a cancelled receive ends it): once
+            # the channel is open, close it again, so its consumers do not take messages.
+            self.closed = True
+            task.add_done_callback(self._abandoned)
+            raise
+        if self.closed:  # closed while starting: nobody will read what it would push
+            await self.close()
+
+    async def _start(self, wait: float) -> None:
         old, self.channel = self.channel, None
         if old is not None:
             self._buffer = [entry for entry in self._buffer if not entry[1].channel.is_closed]
@@ -96,6 +110,7 @@ class RabbitMQSubscription:
             if len(self.sub.queues) > 1:
                 # Every queue's first pushes precede this reply on the wire (see the module docstring).
                 await channel.basic_qos(prefetch_count=self.sub.prefetch)
+            await asyncio.sleep(0)  # callbacks of deliveries read with the last reply run first
         except amqp.ChannelNotFoundEntity:
             # A queue deleted since this process declared it (an emptied queue's purge).
             for queue in self.sub.queues:
@@ -107,12 +122,32 @@ class RabbitMQSubscription:
             raise
         self.channel = channel
 
+    def _abandoned(self, task: "asyncio.Future[None]") -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("an abandoned subscription did not start: %s", task.exception())
+        self._spawn(self.close())
+
+    async def flush(self) -> None:
+        """Wait until every message the server pushed before now is in the buffer: a
+        synchronous call on the channel answers after the deliveries sent before it."""
+        channel = self.channel
+        if channel is None or channel.is_closed:
+            return
+        try:
+            await shielded(channel.basic_qos(prefetch_count=self.sub.prefetch))
+        except TRANSIENT:
+            return
+        await asyncio.sleep(0)  # their callbacks, scheduled before the reply, run first
+
     def healthy(self) -> bool:
         return self.channel is not None and not self.channel.is_closed
 
     async def close(self) -> None:
         """Stop consuming; hand back what was never handed out; keep held deliveries."""
         self.closed = True
+        await shielded(self._close())
+
+    async def _close(self) -> None:
         channel = self.channel
         if channel is not None and not channel.is_closed:
             try:
@@ -176,7 +211,7 @@ class RabbitMQSubscription:
             # Early by this host's clock (or delayed past the 49-day ceiling): wait again.
             self._spawn(self._early(message, envelope, queue))
             return
-        key = (-envelope.priority, codec.rank_ms(envelope, message.header.properties.headers), next(self._seq))
+        key = (-envelope.priority, codec.rank_us(envelope, message.header.properties.headers), next(self._seq))
         heapq.heappush(self._buffer, (key, message, envelope, queue))
         self.arrived.set()
 

@@ -1,10 +1,13 @@
 """``RabbitMQTopology``: idempotent declarations of a namespace's queues and exchanges.
 
-Each Stem queue is declared once per process, on first use (publish, consume, a stats
+Each Stem queue is declared once per process, on first use (publish, consume; a stats
 read does not declare): its work queue (durable classic, ``x-max-priority`` 9; quorum
-queues reject priorities on RabbitMQ 3.10) and its dead queue. Its 32 delay levels (and
-the shared level and ready exchanges) come with its first delayed message, so a queue
-that never delays (a control reply queue) costs two queues on the server, not 34.
+queues reject priorities on RabbitMQ 3.10). Its dead queue comes with its first dead
+letter, its 32 delay levels (and the shared level and ready exchanges) with its first
+delayed message, so a queue that never delays or dead-letters is one queue on the
+server. Stem's control-plane reply queues (``REPLY_QUEUE_PREFIX``, one per command an
+operator sends) also get ``x-expires``: the server deletes them once nobody used them
+for ``REPLY_QUEUE_EXPIRES_MS``, instead of keeping one empty queue per command forever.
 
 A batch of declarations goes out with ``nowait`` on a channel of its own, closed by one
 final synchronous call: one round trip, and a refused declaration (a queue that exists
@@ -19,14 +22,21 @@ from typing import Any, Awaitable, Callable
 
 from aiormq.abc import AbstractChannel
 
-from .connection import RabbitMQConnection
+from .connection import RabbitMQConnection, shielded
 from .names import LEVELS, MAX_PRIORITY, RabbitMQNames
 
 CLASSIC = {"x-queue-type": "classic"}
+# stem_core.control.protocol.REPLY_QUEUE_PREFIX (a unit test keeps the two equal; the
+# adapter does not import the control plane, which sits above it).
+REPLY_QUEUE_PREFIX = "stem.reply."
+REPLY_QUEUE_EXPIRES_MS = 300_000
 
 
-def work_arguments() -> dict[str, Any]:
-    return {**CLASSIC, "x-max-priority": MAX_PRIORITY}
+def work_arguments(queue: str) -> dict[str, Any]:
+    arguments: dict[str, Any] = {**CLASSIC, "x-max-priority": MAX_PRIORITY}
+    if queue.startswith(REPLY_QUEUE_PREFIX):
+        arguments["x-expires"] = REPLY_QUEUE_EXPIRES_MS
+    return arguments
 
 
 class RabbitMQTopology:
@@ -36,6 +46,7 @@ class RabbitMQTopology:
         self._conn = conn
         self._names = names
         self._queues: set[str] = set()
+        self._dead: set[str] = set()
         self._levels: set[str] = set()
         self._exchanges: set[str] = set()
         self._flying: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -47,6 +58,7 @@ class RabbitMQTopology:
     def forget(self, queue: str) -> None:
         """``queue``'s server objects may be gone (deleted, or a server reset): declare again."""
         self._queues.discard(queue)
+        self._dead.discard(queue)
         self._levels.discard(queue)
 
     def remember(self, queue: str) -> None:
@@ -56,6 +68,11 @@ class RabbitMQTopology:
         if queue not in self._queues:
             await self._once(("queue", queue), lambda ch: self._declare_queue(ch, queue))
             self._queues.add(queue)
+
+    async def dead(self, queue: str) -> None:
+        if queue not in self._dead:
+            await self._once(("dead", queue), lambda ch: self._declare_dead(ch, queue))
+            self._dead.add(queue)
 
     async def levels(self, queue: str) -> None:
         if queue not in self._levels:
@@ -86,7 +103,7 @@ class RabbitMQTopology:
         loop = asyncio.get_running_loop()
         flying = self._flying[key] = loop.create_future()
         try:
-            await self._run(declare)
+            await shielded(self._run(declare))
         except BaseException as exc:
             flying.set_exception(exc)
             flying.exception()  # retrieved here: joiners get it through await
@@ -109,9 +126,10 @@ class RabbitMQTopology:
                 await channel.close()
 
     async def _declare_queue(self, channel: AbstractChannel, queue: str) -> None:
-        names = self._names
-        await channel.queue_declare(names.work(queue), durable=True, arguments=work_arguments(), nowait=True)
-        await channel.queue_declare(names.dead(queue), durable=True, arguments=CLASSIC, nowait=True)
+        await channel.queue_declare(self._names.work(queue), durable=True, arguments=work_arguments(queue), nowait=True)
+
+    async def _declare_dead(self, channel: AbstractChannel, queue: str) -> None:
+        await channel.queue_declare(self._names.dead(queue), durable=True, arguments=CLASSIC, nowait=True)
 
     async def _declare_exchange(self, channel: AbstractChannel, exchange: str, kind: str) -> None:
         await channel.exchange_declare(exchange, exchange_type=kind, durable=True, nowait=True)
@@ -134,4 +152,4 @@ class RabbitMQTopology:
         await channel.queue_bind(names.work(queue), names.ready_exchange, names.ready_binding(queue), nowait=True)
 
 
-__all__ = ["CLASSIC", "RabbitMQTopology", "work_arguments"]
+__all__ = ["CLASSIC", "REPLY_QUEUE_EXPIRES_MS", "REPLY_QUEUE_PREFIX", "RabbitMQTopology", "work_arguments"]
