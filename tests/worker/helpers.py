@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from stem_core import Stem, TaskState, TaskStatus, Worker
+from stem_core import Broker, Envelope, Stem, TaskState, TaskStatus, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_PATH = "tests.worker.apps.tasks:app"
@@ -35,6 +35,23 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
         await asyncio.sleep(POLL_S)
+
+
+async def ready_envelopes(broker: Broker, queue: str) -> list[Envelope]:
+    """The envelopes ready in ``queue``: peeked where the broker can; on a broker that
+    cannot peek (RabbitMQ) received, once each, and left leased until the test ends."""
+    if broker.capabilities.peek:
+        return [info.envelope for info in await broker.peek(queue)]
+    (stats,) = await broker.queue_stats([queue])
+    deliveries = broker.consume([queue], prefetch=max(1, stats.pending))
+    out = []
+    try:
+        for _ in range(stats.pending):
+            async with asyncio.timeout(DEADLINE_S):
+                out.append((await deliveries.__anext__()).envelope)  # type: ignore[attr-defined]
+    finally:
+        await deliveries.aclose()  # type: ignore[attr-defined]
+    return out
 
 
 async def statuses(app: Stem, ids: list[str]) -> dict[str, TaskStatus | None]:
@@ -73,7 +90,7 @@ async def running(worker: Worker, *, stop: str = "hard") -> AsyncIterator[asynci
 class WorkerProcess:
     """One real ``stem worker`` process."""
 
-    def __init__(self, broker_url: str, namespace: str, log_dir: Path, *extra: str) -> None:
+    def __init__(self, broker_url: str, namespace: str, log_dir: Path, *extra: str, backend_url: str | None = None) -> None:
         env = dict(os.environ)
         env["STEM_TEST_LOG_DIR"] = str(log_dir)
         env.pop("STEM_BROKER_URL", None)
@@ -82,7 +99,7 @@ class WorkerProcess:
             sys.executable, "-m", "stem_tui.cli.main", "worker",
             "--app", APP_PATH,
             "--broker", broker_url,
-            "--backend", broker_url,
+            "--backend", backend_url or broker_url,
             "--namespace", namespace,
             "--heartbeat-interval", "1s",
             "--loglevel", "warning",

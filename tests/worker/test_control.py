@@ -19,7 +19,7 @@ from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
 from stem_core.worker.heartbeat import build_heartbeat
 from tests.contract.helpers import known
-from tests.worker.helpers import one_active_two_reserved, running, wait_until
+from tests.worker.helpers import one_active_two_reserved, ready_envelopes, running, wait_until
 
 
 def _client(app: Stem) -> ControlClient:
@@ -172,9 +172,9 @@ async def test_pause_hands_back_reserved_deliveries(app_factory: Callable[[], St
         await wait_until(lambda: len(worker.held) == 1, message="reserved handed back")
         stats = (await app.broker.queue_stats(["qg"]))[0]
         assert stats.pending == 2 and known(stats.inflight) == 1
-        pending = await app.broker.peek("qg", state="pending")
-        assert sorted(m.envelope.id for m in pending) == sorted(ids[1:])
-        assert all(m.envelope.attempt == 0 for m in pending)
+        pending = await ready_envelopes(app.broker, "qg")
+        assert sorted(e.id for e in pending) == sorted(ids[1:])
+        assert all(e.attempt == 0 for e in pending)
         gate.set()
 
 

@@ -16,7 +16,7 @@ from stem_core import Stem, TaskState
 from stem_core.control import ControlClient
 from tests.contract.helpers import counts
 from tests.worker.apps.tasks import SIDE_QUEUE, read_log, summarize
-from tests.worker.helpers import WorkerProcess, all_in_state, live_worker_ids, wait_until
+from tests.worker.helpers import WorkerProcess, all_in_state, live_worker_ids, ready_envelopes, wait_until
 
 Spawn = Callable[..., WorkerProcess]
 
@@ -192,8 +192,8 @@ async def test_interrupting_signals_requeue_the_running_task(
         await asyncio.sleep(0.1)
     # Then it exits with the mode's code and the task is back in the queue, unspent
     assert await proc.wait() == exit_code, proc.stderr()
-    [info] = await producer.broker.peek("default")
-    assert info.envelope.id == task_id and info.envelope.attempt == 0
+    [ready] = await ready_envelopes(producer.broker, "default")
+    assert ready.id == task_id and ready.attempt == 0
     status = await producer.backend.get_status(task_id)
     assert status is not None and status.state is TaskState.QUEUED
     assert worker_id not in await live_worker_ids(producer)

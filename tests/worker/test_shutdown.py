@@ -10,7 +10,7 @@ import pytest
 
 from stem_core import Stem, TaskState, Worker
 from stem_core.worker import TaskContext
-from tests.worker.helpers import one_active_two_reserved, wait_until
+from tests.worker.helpers import one_active_two_reserved, ready_envelopes, wait_until
 
 
 async def _start(worker: Worker) -> asyncio.Task[None]:
@@ -43,9 +43,9 @@ async def test_warm_shutdown_finishes_active_and_hands_back_reserved(app_factory
     assert worker.exit_code == 0
     first = await app.backend.get_status(ids[0])
     assert first is not None and first.state is TaskState.SUCCEEDED
-    pending = await app.broker.peek("default")
-    assert sorted(m.envelope.id for m in pending) == sorted(ids[1:])
-    assert all(m.envelope.attempt == 0 for m in pending)
+    pending = await ready_envelopes(app.broker, "default")
+    assert sorted(e.id for e in pending) == sorted(ids[1:])
+    assert all(e.attempt == 0 for e in pending)
 
 
 async def test_soft_shutdown_interrupts_after_the_grace_period_and_requeues(app_factory: Callable[[], Stem]) -> None:
@@ -66,8 +66,8 @@ async def test_soft_shutdown_interrupts_after_the_grace_period_and_requeues(app_
     assert worker.exit_code == 0
     status = await app.backend.get_status(task_id)
     assert status is not None and status.state is TaskState.QUEUED and "shutdown" in status.meta["requeued_by"]
-    [info] = await app.broker.peek("default")
-    assert info.envelope.id == task_id and info.envelope.attempt == 0
+    [ready] = await ready_envelopes(app.broker, "default")
+    assert ready.id == task_id and ready.attempt == 0
 
 
 async def test_hard_shutdown_hands_everything_back_now(app_factory: Callable[[], Stem]) -> None:
@@ -93,8 +93,8 @@ async def test_hard_shutdown_hands_everything_back_now(app_factory: Callable[[],
         await asyncio.wait_for(runner, 60)
         # Then both are back in the queue and the worker reports a hard exit
         assert worker.exit_code == 1 and worker.stop_mode == "hard"
-        pending = await app.broker.peek("default")
-        assert sorted(m.envelope.id for m in pending) == sorted(ids)
+        pending = await ready_envelopes(app.broker, "default")
+        assert sorted(e.id for e in pending) == sorted(ids)
     finally:
         release.set()
 
@@ -158,6 +158,8 @@ async def test_burst_sees_a_delayed_task_that_falls_due_while_it_checks(
 async def test_burst_does_not_wait_for_far_future_tasks(app_factory: Callable[[], Stem]) -> None:
     app = app_factory()
     await app.enqueue("later", delay=3600)
+    if not app.broker.capabilities.peek:
+        pytest.skip(f"the {app.broker.scheme} broker cannot peek at delayed tasks, so a burst worker waits for them")
     worker = Worker(app, burst=True, queues=["default"])
     await asyncio.wait_for(worker.run(), 60)
     assert worker.exit_code == 0
