@@ -102,7 +102,7 @@ class InspectMixin(OpsBase):
             workers=sorted(hb.worker_id for hb in serving),
             worker_slots=sum(hb.concurrency for hb in serving),
             active=active,
-            unaccounted_leases=max(0, s.inflight - reported),
+            unaccounted_leases=max(0, s.inflight - reported) if s.inflight is not None else 0,
             paused=record is not None,
             paused_reason=record.get("reason") if record else None,
             paused_by=record.get("by") if record else None,
@@ -164,7 +164,7 @@ class InspectMixin(OpsBase):
             names = [await self.require_queue(queue, heartbeats=heartbeats)]
         else:
             stats = await self.broker.queue_stats()
-            names = [s.queue for s in stats if s.inflight > 0 and not is_internal(s.queue)]
+            names = [s.queue for s in stats if (s.inflight or 0) > 0 and not is_internal(s.queue)]
         out: list[LeaseInfo] = []
         for name in names:
             for info in await self.broker.peek(name, state="inflight", limit=limit):

@@ -29,13 +29,19 @@ def queue_verdict(
     *,
     pending: int,
     delayed: int,
-    inflight: int,
+    inflight: int | None,
     oldest_age: float | None,
     pause: dict[str, Any] | None,
     serving: int,
     rates: Rates | None,
 ) -> Verdict:
-    """Decide the verdict of one queue from its counts, pause record, serving workers and rates."""
+    """Decide the verdict of one queue from its counts, pause record, serving workers and rates.
+    An unknown in-flight count (None) counts as 0, except that an otherwise empty queue is
+    then ``unknown``, not ``idle``: its workers may be busy."""
+    if inflight is None:
+        if pending + delayed == 0:
+            return Verdict("unknown", "nothing waiting; in flight unknown (needs the management API)")
+        inflight = 0
     depth = pending + delayed + inflight
     backlog = pending + inflight
     if depth == 0:

@@ -34,6 +34,15 @@ def t(value: object, style: str = "") -> Text:
     return Text("-" if value is None else neutralise(value), style=style)
 
 
+# An in-flight count the broker cannot know (None: RabbitMQ without its management API).
+INFLIGHT_NA = "n/a"
+INFLIGHT_NA_NOTE = "n/a (needs the management API)"
+
+
+def inflight_cell(value: int | None) -> int | str:
+    return INFLIGHT_NA if value is None else value
+
+
 def short(value: object, limit: int = CELL_MAX_CHARS) -> Text:
     raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     clean = neutralise(raw)
@@ -96,14 +105,15 @@ def overview(ov: Overview) -> Group:
         verdict = q.verdict_text + (f"  [{q.unaccounted_leases} lease(s) held by no live worker]"
                                     if q.unaccounted_leases and q.verdict != "idle" else "")
         table.add_row(
-            short(q.queue, QUEUE_MAX_CHARS), t(q.pending), t(q.delayed), t(q.inflight), t(q.dead, "red" if q.dead else ""),
+            short(q.queue, QUEUE_MAX_CHARS), t(q.pending), t(q.delayed), t(inflight_cell(q.inflight)), t(q.dead, "red" if q.dead else ""),
             t(words.duration(q.oldest_pending_age)), t(words.rate(q.in_rate)), t(words.rate(q.out_rate)),
             t(f"{len(q.workers)} ({q.active}/{q.worker_slots})" if q.workers else "0"),
             t(verdict, VERDICT_STYLES.get(q.verdict, "")),
         )
     window = next((q.rate_window for q in ov.queues if q.rate_window), None)
     footer = (f"{ov.live_workers} live worker(s) · broker {ov.broker} · namespace {ov.namespace} · "
-              + (f"rates over {words.duration(window)}" if window else "rates: need a second sample (try --watch)"))
+              + (f"rates over {words.duration(window)}" if window else "rates: need a second sample (try --watch)")
+              + (f" · in flight {INFLIGHT_NA_NOTE}" if any(q.inflight is None for q in ov.queues) else ""))
     if not ov.queues:
         return Group(t("no queues yet"), t(footer, "dim"))
     return Group(table, t(footer, "dim"))
@@ -144,7 +154,8 @@ def queue_detail(detail: QueueDetail) -> Group:
     parts: list[Any] = []
     if detail.overview is not None:
         q = detail.overview
-        parts.append(t(f"{q.queue}: {q.pending} pending, {q.delayed} delayed, {q.inflight} in flight, {q.dead} dead; "
+        flying = INFLIGHT_NA_NOTE if q.inflight is None else q.inflight
+        parts.append(t(f"{q.queue}: {q.pending} pending, {q.delayed} delayed, {flying} in flight, {q.dead} dead; "
                        f"oldest {words.duration(q.oldest_pending_age)}; {q.verdict_text}",
                        VERDICT_STYLES.get(q.verdict, "")))
     if not detail.messages:

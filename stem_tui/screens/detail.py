@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Tab, Tabs
 
 from stem_core.ops import QueueDetail
 
+from ..cli.views import inflight_cell
 from ..dialogs import plans
 from ..source import PAGE_SIZE, Snapshot, Want
 from ..widgets.filter import Facets
@@ -103,7 +104,7 @@ class DetailView(ViewScreen):
         row = self._detail.overview if self._detail is not None else None
         if row is None:
             return
-        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": row.inflight, "dead": row.dead}
+        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": inflight_cell(row.inflight), "dead": row.dead}
         for state, count in numbers.items():
             tab = self.query_one(f"#tab-{state}", Tab)
             label = f"{STATE_LABELS[state]} {count}"

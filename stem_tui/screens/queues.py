@@ -19,7 +19,7 @@ from ..widgets.filter import Facets
 from ..widgets.literal import age, literal, rate
 from ..widgets.spark import sparkline
 from ..widgets.table import Column, KeyedTable, Row
-from ..cli.views import VERDICT_STYLES
+from ..cli.views import VERDICT_STYLES, inflight_cell
 from .base import ViewScreen, facets_text
 
 COLUMNS = (
@@ -34,7 +34,7 @@ def queue_row(q: QueueOverview, history: tuple[float | None, ...], ascii_only: b
     return Row(
         key=q.queue,
         cells=(
-            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(q.pending), literal(q.inflight),
+            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(q.pending), literal(inflight_cell(q.inflight)),
             literal(q.delayed), literal(q.dead, "red" if q.dead else ""), literal(age(q.oldest_pending_age)),
             literal(rate(q.out_rate)), literal(sparkline(history, ascii_only=ascii_only), "cyan"),
             literal(rate(q.in_rate)), literal(f"{len(q.workers)}"), literal("paused" if q.paused else "", "yellow"),

@@ -36,6 +36,8 @@ log = logging.getLogger("stem.rabbitmq")
 # A call that finds the connection down waits this long (at most) for it to come back
 # before answering BrokerUnavailable; publishes use ``publish_timeout`` instead.
 RECONNECT_WAIT_S = 5.0
+# Event-loop turns aiormq needs after close() to finish its own shutdown tasks.
+CLOSE_TURNS = 3
 # A passive declare that keeps failing on closed channels gives up after this many tries.
 PASSIVE_ATTEMPTS = 3
 
@@ -120,6 +122,10 @@ class RabbitMQConnection:
                 await robust.close()
             except Exception as exc:  # closing a connection that already broke
                 log.debug("closing the RabbitMQ connection: %s", exc)
+            # aiormq finishes closing in a task of its own (its writer); let it run now,
+            # or a loop closed right after this reports it "destroyed but pending".
+            for _ in range(CLOSE_TURNS):
+                await asyncio.sleep(0)
 
     def on_reconnect(self, callback: Any) -> None:
         """``callback(connection)`` after every reconnection (aio-pika calls it)."""
