@@ -29,8 +29,7 @@ server to notice the head expired (``LATENESS_BOUND_S`` is the documented bound)
 from __future__ import annotations
 
 import hashlib
-import math
-from datetime import datetime
+from datetime import datetime, timedelta
 
 PREFIX = "stem."
 AMQP_NAME_MAX = 255
@@ -43,6 +42,7 @@ LATENESS_BOUND_S = 0.25
 # Stem priorities 0..9 map one to one onto AMQP priorities.
 MAX_PRIORITY = 9
 HASH_CHARS = 16
+ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def _hash(name: str, chars: int) -> str:
@@ -52,10 +52,10 @@ def _hash(name: str, chars: int) -> str:
 def delay_ms(not_before: datetime, now: datetime) -> int:
     """Whole milliseconds from ``now`` to ``not_before``, rounded up (never early), at
     most ``MAX_DELAY_MS`` (a longer wait is re-delayed when it arrives); 0 when due."""
-    seconds = (not_before - now).total_seconds()
-    if seconds <= 0:
+    micros = (not_before - now) // ONE_MICROSECOND  # integers: no float rounding can make it early
+    if micros <= 0:
         return 0
-    return min(MAX_DELAY_MS, math.ceil(seconds * 1000))
+    return min(MAX_DELAY_MS, -(-micros // 1000))
 
 
 def levels_of(ms: int) -> list[int]:
