@@ -136,16 +136,15 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RabbitMQConfig:
         if key not in STEM_OPTIONS:
             raise ConfigurationError(_unknown(key, shown))
         stem[key] = value
+    # An explicit management_url wins over the environment; None or "" turns the API off.
+    management = stem.pop("management_url", os.environ.get(ENV_MANAGEMENT_URL)) or None
     parsed: dict[str, Any] = {}
     for key, value in stem.items():
-        if value is None and key == "management_url":
-            continue
         try:
             parsed[key] = STEM_OPTIONS[key](value)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"RabbitMQ option {key}={value!r} is invalid: {exc}") from None
-    management = parsed.get("management_url", os.environ.get(ENV_MANAGEMENT_URL) or None)
-    if management is not None and urlsplit(management).scheme not in ("http", "https"):
+    if management is not None and (not isinstance(management, str) or urlsplit(management).scheme not in ("http", "https")):
         raise ConfigurationError(f"management URL {redact_url(management)!r} must be http:// or https://")
     heartbeat = parsed.get("heartbeat", HEARTBEAT_S)
     query = urlencode([*driver, ("heartbeat", str(heartbeat))])
