@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 import urllib.request
+from pathlib import Path
 from typing import AsyncIterator
 
 import aiormq
@@ -26,6 +28,7 @@ from tests.specs import require_service
 from tests.specs.rabbitmq import MANAGEMENT_URL, RABBITMQ_TEST_URL, delete_namespace
 
 DEADLINE_S = 30.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -166,3 +169,43 @@ async def test_a_lease_lost_with_its_connection_is_fenced_and_redelivered(broker
         assert (await stats_of(other, "lost")).pending == 0
     finally:
         await other.close()
+
+
+HUNG_HOLDER = """
+import asyncio, sys, time
+from stem_core import connect_broker
+
+async def main():
+    broker = await connect_broker(sys.argv[1], namespace=sys.argv[2], lease_seconds=600)
+    stream = broker.consume(["hung"])
+    await stream.__anext__()
+    print("holding", flush=True)
+    time.sleep(60)  # an event loop blocked by sync code: no AMQP heartbeats go out
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_a_holder_whose_event_loop_hangs_loses_its_deliveries_after_the_heartbeat(namespace: str) -> None:
+    # Given a process holding a delivery (10-minute lease), whose event loop then blocks
+    require_service("rabbitmq")
+    producer = await connect_broker(RABBITMQ_TEST_URL, namespace=namespace, management_url=None)
+    url = f"{RABBITMQ_TEST_URL}?heartbeat=1"
+    holder = await asyncio.create_subprocess_exec(sys.executable, "-c", HUNG_HOLDER, url, namespace,
+                                                  stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    try:
+        await producer.publish(Envelope(name="t", queue="hung"))
+        assert holder.stdout is not None
+        assert (await asyncio.wait_for(holder.stdout.readline(), DEADLINE_S)).strip() == b"holding"
+        # Then the server drops its connection after missed heartbeats, long before the
+        # lease would end, and another consumer gets the message, counted
+        again = await receive_one(producer, "hung", timeout=DEADLINE_S)
+        assert again is not None and again.delivery_count == 2
+        assert holder.returncode is None  # still alive, just not answering
+        await producer.ack(again)
+    finally:
+        holder.kill()
+        await holder.wait()
+        await producer.close()
+        await delete_namespace(RABBITMQ_TEST_URL, namespace)
