@@ -1,12 +1,13 @@
 """``RabbitMQSubscription``: one ``consume`` call's channel, consumers and local buffer.
 
-Each subscription has a channel of its own with ``basic.qos(prefetch)``: one consumer
-per queue, so RabbitMQ pushes each queue's messages in its own order (priority, then
-FIFO) and never more than ``prefetch`` unacked per queue. Pushed messages wait in a
-local buffer ranked by priority, then age (``codec.rank_ms``); ``take`` hands out the
-best. The subscription so holds at most ``prefetch`` deliveries handed out (the base
-class caps it), while RabbitMQ may have pushed up to ``prefetch`` per queue: across n
-queues a subscription may keep up to ``n x prefetch`` messages from other consumers.
+Each subscription has a channel of its own with ``basic.qos(window)`` (``prefetch``,
+plus ``refill`` read ahead when ``refill`` > 1) and one consumer per queue, so RabbitMQ
+pushes each queue's messages in its own order (priority, then FIFO) and never more than
+``window`` unacked per queue. Pushed messages wait in a local buffer ranked by priority,
+then age (``codec.rank_us``); ``take`` hands out the best. The subscription so holds at
+most ``prefetch`` deliveries handed out (the base class caps it), while RabbitMQ may
+have pushed up to ``window`` per queue: across n queues a subscription may keep up to
+``n x window`` messages from other consumers.
 
 Across queues, order is exact for what the buffer holds: when the subscription opens,
 one synchronous call after the last ``basic.consume`` lets every queue's first pushes
@@ -74,6 +75,15 @@ class RabbitMQSubscription:
         self._exchanges: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def window(self) -> int:
+        """``basic.qos`` per consumer: ``prefetch``, plus ``refill`` read ahead when refill > 1.
+        The base class claims again only once ``refill`` slots are free; the read-ahead
+        means those messages are already here then, instead of a round trip behind the
+        last ack (a worker claims half its prefetch at a time)."""
+        refill = self.sub.refill
+        return self.sub.prefetch + (refill if refill > 1 else 0)
+
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, wait: float) -> None:
@@ -102,14 +112,14 @@ class RabbitMQSubscription:
         self._exchanges = await self._channels.exchanges(self.sub.channels)
         channel = await self._conn.channel(wait=wait)
         try:
-            await channel.basic_qos(prefetch_count=self.sub.prefetch)
+            await channel.basic_qos(prefetch_count=self.window)
             if self._exchanges:
                 await self._channels.open_mailbox(channel, self.token, self._exchanges, self._on_broadcast)
             for queue in self.sub.queues:
                 await channel.basic_consume(self._names.work(queue), self._consumer_for(queue))
             if len(self.sub.queues) > 1:
                 # Every queue's first pushes precede this reply on the wire (see the module docstring).
-                await channel.basic_qos(prefetch_count=self.sub.prefetch)
+                await channel.basic_qos(prefetch_count=self.window)
             await asyncio.sleep(0)  # callbacks of deliveries read with the last reply run first
         except amqp.ChannelNotFoundEntity:
             # A queue deleted since this process declared it (an emptied queue's purge).
@@ -134,7 +144,7 @@ class RabbitMQSubscription:
         if channel is None or channel.is_closed:
             return
         try:
-            await shielded(channel.basic_qos(prefetch_count=self.sub.prefetch))
+            await shielded(channel.basic_qos(prefetch_count=self.window))
         except TRANSIENT:
             return
         await asyncio.sleep(0)  # their callbacks, scheduled before the reply, run first
