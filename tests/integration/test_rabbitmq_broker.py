@@ -209,3 +209,19 @@ async def test_a_holder_whose_event_loop_hangs_loses_its_deliveries_after_the_he
         await holder.wait()
         await producer.close()
         await delete_namespace(RABBITMQ_TEST_URL, namespace)
+
+
+async def test_a_queue_deleted_behind_its_back_is_declared_again(broker: Broker, namespace: str) -> None:
+    # Given a queue this process declared, deleted since by someone else
+    await broker.publish(Envelope(name="t", queue="gone"))
+    connection = await aiormq.connect(RABBITMQ_TEST_URL)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(RabbitMQNames(namespace).work("gone"))
+    finally:
+        await connection.close()
+    # When it publishes there again, then the message comes back unroutable, the queue is
+    # declared again and the message sent again: nothing is lost
+    await broker.publish(Envelope(name="t", queue="gone"))
+    await broker.publish_many([Envelope(name="t", queue="gone") for _ in range(2)])
+    assert (await stats_of(broker, "gone")).pending == 3

@@ -158,7 +158,9 @@ class RabbitMQConnection:
         """A new raw channel on the current connection (the caller closes it)."""
         connection = await self.underlying(wait)
         try:
-            return await shielded(connection.channel(publisher_confirms=confirms))
+            # A returned (unroutable) message is a result, not an exception: publish.py
+            # declares its queue again and sends it again.
+            return await shielded(connection.channel(publisher_confirms=confirms, on_return_raises=False))
         except TRANSIENT as exc:
             raise self.translate(exc) from None
 

@@ -8,7 +8,8 @@ declared it) comes back, and is sent again after the queue is declared again.
 
 A publish that loses the connection is sent again once aio-pika reconnected (for up to
 ``publish_timeout`` seconds, then ``BrokerUnavailable``). A message whose confirm was
-lost with the connection may so be stored twice: delivery is at least once.
+lost with the connection may so be stored twice: delivery is at least once. A batch
+goes out as one write (``wire.py``), its confirms awaited together.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from ...clock import monotonic, utcnow
 from ...envelope import Envelope
 from ...errors import BrokerUnavailable, InvalidEnvelope, StemError
 from . import codec
-from .connection import TRANSIENT, RabbitMQConnection
+from .connection import TRANSIENT, RabbitMQConnection, shielded
 from .names import LEVELS, RabbitMQNames, delay_ms
 from .topology import RabbitMQTopology
 from .url import RabbitMQConfig
+from .wire import publish_batch
 
 # A message that keeps coming back unroutable after this many re-declarations fails.
 MAX_RETURNS = 3
@@ -161,7 +163,20 @@ class RabbitMQPublisher:
         outcomes: list[Any] = []
         for start in range(0, len(items), PIPELINE):
             chunk = items[start:start + PIPELINE]
-            outcomes += await asyncio.gather(*(self._one(channel, item, timeout) for item in chunk), return_exceptions=True)
+            try:
+                futures = await shielded(publish_batch(channel, chunk))
+            except TRANSIENT as exc:
+                outcomes += [exc] * len(chunk)
+                continue
+            await asyncio.wait(futures, timeout=timeout)
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # not confirmed in time: sent again
+                    outcomes.append(_lost())
+                elif future.cancelled():
+                    outcomes.append(_lost())  # the channel closed before the confirm
+                else:
+                    outcomes.append(future.exception() or future.result())
         return outcomes
 
     @staticmethod
