@@ -40,7 +40,7 @@ def queue_verdict(
     then ``unknown``, not ``idle``: its workers may be busy."""
     if inflight is None:
         if pending + delayed == 0:
-            return Verdict("unknown", "nothing waiting; in flight unknown (needs the management API)")
+            return Verdict("unknown", "nothing waiting (in flight n/a: needs the management API)")
         inflight = 0
     depth = pending + delayed + inflight
     backlog = pending + inflight
