@@ -22,8 +22,8 @@ and dead-letters it (routing key kept) to ``delay.(k-1)``; ``delay.0`` ends at
 ``ready``, which routes it to ``q.Q`` by ``H``. Every message of a level queue has the
 same TTL, so expiry at the head (RabbitMQ's rule) never holds one back behind another.
 The levels add up to exactly ``D``: a message is never early; it is late by one
-dead-letter hop (about a millisecond) per set bit of ``D``, plus the time it takes the
-server to notice the head expired (``LATENESS_BOUND_S`` is the documented bound).
+dead-letter hop (about a millisecond) per set bit of ``D`` (at most 32), plus the time
+it takes the server to notice the head expired (docs/rabbitmq.md has measurements).
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ AMQP_NAME_MAX = 255
 # Delay levels: level k holds a message 2**k ms; together they cover 1 ms .. ~49.7 days.
 LEVELS = 32
 MAX_DELAY_MS = 2**LEVELS - 1
-# Documented bound on how late a delayed message may reach its queue on an idle server
-# (32 hops of ~1 ms and the expiry timer); tests/integration checks it is never early.
-LATENESS_BOUND_S = 0.25
 # Stem priorities 0..9 map one to one onto AMQP priorities.
 MAX_PRIORITY = 9
 HASH_CHARS = 16
@@ -142,4 +139,4 @@ class RabbitMQNames:
         return "*." * LEVELS + self.qhash(queue)
 
 
-__all__ = ["LATENESS_BOUND_S", "LEVELS", "MAX_DELAY_MS", "MAX_PRIORITY", "RabbitMQNames", "delay_ms", "levels_of"]
+__all__ = ["LEVELS", "MAX_DELAY_MS", "MAX_PRIORITY", "RabbitMQNames", "delay_ms", "levels_of"]
