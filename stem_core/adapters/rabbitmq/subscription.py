@@ -73,7 +73,8 @@ class RabbitMQSubscription:
         self._held: dict[AbstractChannel, int] = {}
         self._seq = itertools.count()
         self._exchanges: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._closer: asyncio.Future[None] | None = None
 
     @property
     def window(self) -> int:
@@ -122,7 +123,7 @@ class RabbitMQSubscription:
                 await channel.basic_qos(prefetch_count=self.window)
             await asyncio.sleep(0)  # callbacks of deliveries read with the last reply run first
         except amqp.ChannelNotFoundEntity:
-            # A queue deleted since this process declared it (an emptied queue's purge).
+            # A queue deleted (by someone else) since this process declared it.
             for queue in self.sub.queues:
                 self._topology.forget(queue)
             raise
@@ -135,7 +136,8 @@ class RabbitMQSubscription:
     def _abandoned(self, task: "asyncio.Future[None]") -> None:
         if not task.cancelled() and task.exception() is not None:
             log.debug("an abandoned subscription did not start: %s", task.exception())
-        self._spawn(self.close())
+        # Not in _tasks: close() waits for those, and must not wait for itself.
+        self._closer = asyncio.ensure_future(self.close())
 
     async def flush(self) -> None:
         """Wait until every message the server pushed before now is in the buffer: a
