@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 from typing import AsyncIterator
 
+import aiormq
 import pytest
 
 from stem_core import Broker, Envelope, connect_broker
 from stem_core.adapters.rabbitmq import RabbitMQBroker
+from stem_core.adapters.rabbitmq.names import RabbitMQNames
 from stem_core.errors import BrokerUnavailable, ConfigurationError, InvalidEnvelope, InvalidName
 from tests.specs import require_service
 from tests.specs.rabbitmq import RABBITMQ_TEST_URL, delete_namespace
@@ -129,3 +131,19 @@ def test_the_cli_reports_bad_input_in_one_line(namespace: str) -> None:
     _one_line(_stem("enqueue", "big", "--args", '{"x": "' + "y" * 1000 + '"}', "--namespace", namespace, broker_url=url),
               2, "takes at most 500")
     _one_line(_stem("enqueue", "t", "-q", "bad queue", "--namespace", namespace, broker_url=url), 2, "invalid queue name")
+
+
+async def test_a_queue_declared_otherwise_by_someone_else_is_a_clear_error(broker: Broker, namespace: str) -> None:
+    # Given the AMQP queue Stem would use, declared by another program without priorities
+    connection = await aiormq.connect(RABBITMQ_TEST_URL)
+    try:
+        channel = await connection.channel()
+        await channel.queue_declare(RabbitMQNames(namespace).work("clash"), durable=True)
+    finally:
+        await connection.close()
+    # Then publishing there is one clear error, and the broker goes on working
+    with pytest.raises(ConfigurationError, match="declared with other arguments") as caught:
+        await broker.publish(Envelope(name="t", queue="clash"))
+    assert "\n" not in str(caught.value)
+    await broker.publish(Envelope(name="t", queue="fine"))
+    assert (await broker.queue_stats(["fine"]))[0].pending == 1
