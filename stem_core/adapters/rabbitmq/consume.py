@@ -91,14 +91,14 @@ class RabbitMQConsumer:
                 if not await self._restart(state, deadline):
                     return []
             state.arrived.clear()
+            ready = state.ready()
+            if 0 < ready < limit and sub.prefetch - len(sub.outstanding) - ready < sub.refill:
+                # Handing out this partial batch would leave the subscription short of a
+                # refill: let pushes already on their way in first (one round trip). Before
+                # anything is taken, so a cancel here leaves no delivery half handed out.
+                await state.flush()
             out = state.take(limit)
             if out:
-                taken = sum(1 for d in out if d.channel is None)
-                if 0 < taken < limit and sub.prefetch - len(sub.outstanding) - taken < sub.refill:
-                    # Handing out this partial batch leaves the subscription short of a
-                    # refill: let pushes already on their way in first (one round trip).
-                    await state.flush()
-                    out += state.take(limit - taken)
                 return out
             left = deadline - monotonic()
             if left <= 0:

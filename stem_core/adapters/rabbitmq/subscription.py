@@ -151,6 +151,10 @@ class RabbitMQSubscription:
             return
         await asyncio.sleep(0)  # their callbacks, scheduled before the reply, run first
 
+    def ready(self) -> int:
+        """Queue messages waiting in the buffer."""
+        return len(self._buffer)
+
     def healthy(self) -> bool:
         return self.channel is not None and not self.channel.is_closed
 
