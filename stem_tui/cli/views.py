@@ -105,7 +105,8 @@ def overview(ov: Overview) -> Group:
         verdict = q.verdict_text + (f"  [{q.unaccounted_leases} lease(s) held by no live worker]"
                                     if q.unaccounted_leases and q.verdict != "idle" else "")
         table.add_row(
-            short(q.queue, QUEUE_MAX_CHARS), t(q.pending), t(q.delayed), t(inflight_cell(q.inflight)), t(q.dead, "red" if q.dead else ""),
+            short(q.queue, QUEUE_MAX_CHARS), t(q.pending), t(q.delayed), t(inflight_cell(q.inflight)),
+            t(q.dead, "red" if q.dead else ""),
             t(words.duration(q.oldest_pending_age)), t(words.rate(q.in_rate)), t(words.rate(q.out_rate)),
             t(f"{len(q.workers)} ({q.active}/{q.worker_slots})" if q.workers else "0"),
             t(verdict, VERDICT_STYLES.get(q.verdict, "")),

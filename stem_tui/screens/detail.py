@@ -104,7 +104,8 @@ class DetailView(ViewScreen):
         row = self._detail.overview if self._detail is not None else None
         if row is None:
             return
-        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": inflight_cell(row.inflight), "dead": row.dead}
+        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": inflight_cell(row.inflight),
+                   "dead": row.dead}
         for state, count in numbers.items():
             tab = self.query_one(f"#tab-{state}", Tab)
             label = f"{STATE_LABELS[state]} {count}"

@@ -34,7 +34,8 @@ def queue_row(q: QueueOverview, history: tuple[float | None, ...], ascii_only: b
     return Row(
         key=q.queue,
         cells=(
-            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(q.pending), literal(inflight_cell(q.inflight)),
+            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(q.pending),
+            literal(inflight_cell(q.inflight)),
             literal(q.delayed), literal(q.dead, "red" if q.dead else ""), literal(age(q.oldest_pending_age)),
             literal(rate(q.out_rate)), literal(sparkline(history, ascii_only=ascii_only), "cyan"),
             literal(rate(q.in_rate)), literal(f"{len(q.workers)}"), literal("paused" if q.paused else "", "yellow"),
