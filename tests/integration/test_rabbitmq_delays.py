@@ -147,7 +147,8 @@ async def test_a_message_that_arrives_early_waits_again(broker: Broker, namespac
 async def test_many_distinct_delays_use_the_same_32_level_queues(broker: Broker, namespace: str) -> None:
     # Given forty messages each delayed by a different amount
     for i in range(40):
-        await broker.publish(Envelope(name="delay.many", queue="many", not_before=utcnow() + timedelta(seconds=600 + i * 7.3)))
+        due = utcnow() + timedelta(seconds=600 + i * 7.3)
+        await broker.publish(Envelope(name="delay.many", queue="many", not_before=due))
     # Then they wait in the queue's fixed levels: no queue per delay value
     queues = await asyncio.to_thread(_names, "queues", f"stem.{namespace}.")
     assert sorted(queues) == sorted([RabbitMQNames(namespace).work("many")]
