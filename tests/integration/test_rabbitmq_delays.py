@@ -24,7 +24,7 @@ from stem_core.adapters.rabbitmq.names import LEVELS, MAX_DELAY_MS, RabbitMQName
 from stem_core.clock import utcnow
 from tests.contract.helpers import consuming, stats_of
 from tests.specs import require_service
-from tests.specs.rabbitmq import RABBITMQ_TEST_URL, _names, delete_namespace
+from tests.specs.rabbitmq import RABBITMQ_TEST_URL, delete_namespace, server_names
 
 DEADLINE_S = 30.0
 # Delays with few and many set bits, from 1 ms to a few seconds.
@@ -150,7 +150,7 @@ async def test_many_distinct_delays_use_the_same_32_level_queues(broker: Broker,
         due = utcnow() + timedelta(seconds=600 + i * 7.3)
         await broker.publish(Envelope(name="delay.many", queue="many", not_before=due))
     # Then they wait in the queue's fixed levels: no queue per delay value
-    queues = await asyncio.to_thread(_names, "queues", f"stem.{namespace}.")
+    queues = await asyncio.to_thread(server_names, "queues", f"stem.{namespace}.")
     assert sorted(queues) == sorted([RabbitMQNames(namespace).work("many")]
                                     + [RabbitMQNames(namespace).level("many", k) for k in range(LEVELS)])
     assert (await stats_of(broker, "many")).delayed == 40

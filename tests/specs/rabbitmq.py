@@ -34,7 +34,7 @@ def _api(path: str) -> list[dict[str, object]]:
         return json.loads(response.read())
 
 
-def _names(kind: str, prefix: str) -> list[str]:
+def server_names(kind: str, prefix: str) -> list[str]:
     """Queue or exchange names of vhost "/" starting with ``prefix``."""
     try:
         query = f"?columns=name&name={quote('^' + prefix.replace('.', chr(92) + '.'))}&use_regex=true&page=1&page_size=10000"
@@ -55,8 +55,8 @@ async def delete_namespace(url: str, namespace: str) -> None:
     import aiormq
 
     prefix = f"stem.{namespace}."
-    queues, exchanges = await asyncio.gather(asyncio.to_thread(_names, "queues", prefix),
-                                             asyncio.to_thread(_names, "exchanges", prefix))
+    queues, exchanges = await asyncio.gather(asyncio.to_thread(server_names, "queues", prefix),
+                                             asyncio.to_thread(server_names, "exchanges", prefix))
     if not queues and not exchanges:
         return
     connection = await aiormq.connect(url)
