@@ -192,11 +192,11 @@ def test_command_palette(snap_compare: Any, store: Any, clock: FrozenClock, size
 
 @pytest.mark.parametrize("size", SIZES)
 def test_control_replies(snap_compare: Any, store: Any, clock: FrozenClock, size: tuple[int, int]) -> None:
-    from stem_core.ops import ActionResult
+    from stem_core.ops import ActionDetail, ActionResult
     from stem_tui.dialogs.panels import PanelDialog, result_text
 
     result = ActionResult("broadcast", False, 1, [{"worker_id": "w-1", "ok": True, "result": {"pid": 4242, "host": "ops-box"}}],
-                          detail={"missing": ["w-2"], "replies_from": ["w-1"]}, ok=False)
+                          detail=ActionDetail(missing=["w-2"], replies_from=["w-1"]), ok=False)
 
     async def show(pilot: Any) -> None:
         pilot.app.push_screen(PanelDialog("Broadcast ping to every live worker",

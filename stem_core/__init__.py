@@ -1,7 +1,7 @@
 """Stem: background jobs over one broker contract, with an operator CLI and TUI.
 
-The public API. ``Stem`` and ``Worker`` are imported on first use so that importing
-``stem_core`` stays cheap and pulls in no driver.
+The public API. ``Stem``, ``Worker`` and ``__version__`` are loaded on first use so that
+importing ``stem_core`` stays cheap and pulls in no driver.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from .errors import InvalidEnvelope, StemError
 
 if TYPE_CHECKING:
     from .app import Stem
+    from .version import __version__
     from .worker import Worker
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Broker",
@@ -64,4 +63,8 @@ def __getattr__(name: str) -> Any:
         from .worker import Worker
 
         return Worker
+    if name == "__version__":
+        from .version import __version__
+
+        return __version__
     raise AttributeError(f"module 'stem_core' has no attribute {name!r}")

@@ -28,8 +28,14 @@ from .clock import UTC
 from .contract import Broker, ResultBackend, TaskStatus
 from .envelope import DEFAULT_QUEUE, Envelope, delay_to_not_before, validate_name
 from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
-from .settings import ENV_BACKEND_URL, load_settings, validate_namespace
-from .worker.retry import RETRY_BASE_SECONDS, RETRY_MAX_SECONDS
+from .settings import (
+    DEFAULT_MAX_RETRIES,
+    ENV_BACKEND_URL,
+    RETRY_BASE_SECONDS,
+    RETRY_MAX_SECONDS,
+    load_settings,
+    validate_namespace,
+)
 
 ENQUEUE_OPTIONS = frozenset({"queue", "priority", "delay", "eta", "task_id", "max_retries"})
 
@@ -42,7 +48,7 @@ class Task:
     name: str
     func: Callable[..., Any] = field(repr=False)
     queue: str = DEFAULT_QUEUE
-    max_retries: int = 0
+    max_retries: int = DEFAULT_MAX_RETRIES
     time_limit: float | None = None
     visibility_timeout: float | None = None
     priority: int = 0
@@ -214,7 +220,7 @@ class Stem:
         *,
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
-        max_retries: int = 0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         time_limit: float | None = None,
         visibility_timeout: float | None = None,
         priority: int = 0,
@@ -288,7 +294,7 @@ class Stem:
             "args": args,  # Envelope copies it
             "queue": validate_name(queue) if queue is not None else (task.queue if task else DEFAULT_QUEUE),
             "priority": priority if priority is not None else (task.priority if task else 0),
-            "max_retries": max_retries if max_retries is not None else (task.max_retries if task else 0),
+            "max_retries": max_retries if max_retries is not None else (task.max_retries if task else DEFAULT_MAX_RETRIES),
             "not_before": _not_before(delay, eta),
         }
         if task is not None and task.visibility_timeout is not None:

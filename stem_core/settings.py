@@ -28,6 +28,18 @@ HEARTBEAT_INTERVAL_SECONDS = 10.0
 CONTROL_TIMEOUT_SECONDS = 5.0
 CONTROL_MAX_AGE_SECONDS = 30.0
 DEFAULT_PAGE_LIMIT = 50
+# Queues of one-shot control replies (``stem.reply.<id>``): plumbing, not work. Here, below
+# the adapters, so a broker that must treat them specially (SQS deletes them) need not
+# import the control plane.
+REPLY_QUEUE_PREFIX = "stem.reply."
+
+# Retry policy defaults of ``@app.task`` (the worker's backoff reads them through the task):
+# no retry unless asked; the n-th retry waits min(base * 2**n, max) seconds, shortened by
+# up to the jitter fraction so the retries of a burst spread out.
+DEFAULT_MAX_RETRIES = 0
+RETRY_BASE_SECONDS = 2.0
+RETRY_MAX_SECONDS = 300.0
+RETRY_JITTER_FRACTION = 0.25
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
@@ -56,8 +68,20 @@ def validate_namespace(namespace: object) -> str:
     return namespace
 
 
+# Schemes whose URL user is itself a credential (an AWS access key id): hidden too.
+SECRET_USER_SCHEMES = frozenset({"sqs"})
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (user names are kept)."""
+    """The URL with any password replaced by ``***`` (user names are kept, except where
+    the user is a credential: ``sqs://KEY_ID:SECRET@`` shows as ``sqs://***:***@``)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in SECRET_USER_SCHEMES:
+        # Textual, not urlsplit: an unencoded "/" in a secret would end the netloc early.
+        head, qsep, query = rest.partition("?")
+        if "@" in head:
+            return f"{scheme}://***:***@{head.rpartition('@')[2]}{qsep}{query}"
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -133,9 +157,11 @@ def load_settings(
 
 
 __all__ = [
+    "REPLY_QUEUE_PREFIX",
     "CONTROL_MAX_AGE_SECONDS",
     "CONTROL_TIMEOUT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_RETRIES",
     "DEFAULT_NAMESPACE",
     "DEFAULT_PAGE_LIMIT",
     "ENV_BACKEND_URL",
@@ -144,6 +170,9 @@ __all__ = [
     "HEARTBEAT_INTERVAL_SECONDS",
     "HEARTBEAT_TTL_SECONDS",
     "RESULT_TTL_SECONDS",
+    "RETRY_BASE_SECONDS",
+    "RETRY_JITTER_FRACTION",
+    "RETRY_MAX_SECONDS",
     "Settings",
     "data_home",
     "default_sqlite_url",

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 from textual.app import App
 from textual.binding import Binding
 
-from stem_core.ops import ActionResult
+from stem_core.ops import ActionDetail, ActionResult
 
 from .dialogs import plans
 from .dialogs.confirm import ConfirmDialog
@@ -380,7 +380,7 @@ def _merge(results: list[ActionResult], plan: plans.Plan) -> ActionResult:
     return ActionResult(
         action=results[0].action, dry_run=False, count=sum(r.count for r in results),
         sample=[s for r in results for s in r.sample], arguments={"steps": [r.arguments for r in results]},
-        detail={"ids": [i for r in results for i in r.detail.get("ids", [])]},
+        detail=ActionDetail(ids=[i for r in results for i in r.detail.ids or []]),
         audit_id=",".join(r.audit_id for r in results if r.audit_id), ok=all(r.ok for r in results),
     )
 

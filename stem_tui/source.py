@@ -19,11 +19,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from stem_core.adapters import connect_backend, connect_broker
 from stem_core.clock import monotonic, utcnow
 from stem_core.contract import Broker, ResultBackend
 from stem_core.errors import BrokerUnavailable, StemError, Unsupported
-from stem_core.ops import STALE_AFTER_S, LeaseInfo, Ops, Overview, QueueDetail, UnknownQueue, WorkerInfo
+from stem_core.ops import (
+    CONNECT_TIMEOUT_S,
+    LeaseInfo,
+    Ops,
+    Overview,
+    QueueDetail,
+    UnknownQueue,
+    WorkerInfo,
+    open_adapters,
+)
 from stem_core.settings import Settings, redact_url
 
 from .messages import SnapshotReady, SourceFailed
@@ -39,8 +47,8 @@ ConnectFn = Callable[[], Awaitable[tuple[Broker, ResultBackend]]]
 DEFAULT_REFRESH_S = 2.0
 # `+` / `-` step through these refresh intervals (seconds).
 REFRESH_STEPS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-# A connect or a whole poll that takes longer than this counts as "unreachable".
-CONNECT_TIMEOUT_S = 10.0
+# A whole poll that takes longer than this counts as "unreachable" (a connect: longer
+# than CONNECT_TIMEOUT_S).
 FETCH_TIMEOUT_S = 15.0
 # While the broker is down, retry after interval x 2^(failures-1), at most this long.
 RETRY_MAX_S = 10.0
@@ -85,28 +93,12 @@ class Snapshot:
     fetch_seconds: float = 0.0
 
 
-class _ClockedOps(Ops):
-    """``Ops`` whose notion of "now" is the TUI's clock (frozen in snapshot tests)."""
-
-    def __init__(self, broker: Broker, backend: ResultBackend, *, clock: Clock, **options: Any) -> None:
-        super().__init__(broker, backend, **options)
-        self._clock = clock
-
-    def _now(self) -> datetime:
-        return self._clock()
-
-
 def settings_connector(settings: Settings) -> ConnectFn:
-    """Connect to the broker and backend of ``settings`` (the default ``ConnectFn``)."""
+    """Connect to the broker and backend of ``settings`` (the default ``ConnectFn``); the
+    source bounds the connect itself, so a black-holed host reads as a slow poll."""
 
     async def connect() -> tuple[Broker, ResultBackend]:
-        broker = await connect_broker(settings.broker_url, namespace=settings.namespace)
-        try:
-            backend = await connect_backend(settings.backend_url, namespace=settings.namespace)
-        except BaseException:
-            await broker.close()
-            raise
-        return broker, backend
+        return await open_adapters(settings, timeout=None)
 
     return connect
 
@@ -122,7 +114,7 @@ class DataSource:
         namespace: str = "?",
         clock: Clock = utcnow,
         actor: str | None = None,
-        stale_after: float = STALE_AFTER_S,
+        stale_after: float | None = None,
         interval: float = DEFAULT_REFRESH_S,
         live: bool = True,
     ) -> None:
@@ -244,10 +236,8 @@ class DataSource:
         if self._ops is None:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 broker, backend = await self._connect()
-            options: dict[str, Any] = {"stale_after": self.stale_after}
-            if self.actor:
-                options["actor"] = self.actor
-            self._ops = _ClockedOps(broker, backend, clock=self.clock, **options)
+            # The TUI's clock is the ops' "now" too: every age on screen is from one instant.
+            self._ops = Ops(broker, backend, actor=self.actor, stale_after=self.stale_after, clock=self.clock)
         return self._ops
 
     async def fetch(self) -> Snapshot:

@@ -42,6 +42,8 @@ class QueueStats:
     (RabbitMQ without its management API: AMQP does not count unacknowledged messages).
     ``enqueued_total`` / ``completed_total`` are monotonically growing counters (None
     when the adapter keeps none); ``stem_core.ops`` samples them to derive rates.
+    ``approximate`` is True when the server only gives approximate counts (SQS: they may
+    lag by a few seconds); front ends mark such figures with ``~``.
     """
 
     queue: str
@@ -52,6 +54,7 @@ class QueueStats:
     oldest_pending_age: float | None
     enqueued_total: int | None = None
     completed_total: int | None = None
+    approximate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +66,7 @@ class QueueStats:
             "oldest_pending_age": self.oldest_pending_age,
             "enqueued_total": self.enqueued_total,
             "completed_total": self.completed_total,
+            "approximate": self.approximate,
         }
 
 
@@ -221,9 +225,12 @@ class WorkerHeartbeat:
     paused_queues: list[str]
     version: str
     timestamp: datetime
+    # Seconds between this worker's heartbeats (None from workers that do not say): the
+    # liveness rule waits one interval plus a grace before calling the worker gone.
+    interval: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "worker_id": self.worker_id,
             "namespace": self.namespace,
             "host": self.host,
@@ -238,6 +245,9 @@ class WorkerHeartbeat:
             "version": self.version,
             "timestamp": _iso(self.timestamp),
         }
+        if self.interval is not None:
+            data["interval"] = self.interval
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WorkerHeartbeat":
@@ -257,7 +267,15 @@ class WorkerHeartbeat:
             paused_queues=list(data.get("paused_queues") or []),
             version=str(data.get("version") or ""),
             timestamp=parse_iso(data["timestamp"]),
+            interval=_positive_or_none(data.get("interval")),
         )
+
+
+def _positive_or_none(value: Any) -> float | None:
+    """A heartbeat's interval as written by any worker: a positive number, else unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        return None
+    return float(value)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ from ..clock import utcnow
 from ..contract import Broker, ResultBackend
 from ..errors import StemError
 from ..settings import CONTROL_TIMEOUT_SECONDS
-from .liveness import STALE_AFTER_S, live_worker_ids
+from .liveness import live_worker_ids
 from .pause import pause_queues, resume_queues
 from .protocol import Command, Reply, control_channel, new_request_id, normalize_arguments, reply_queue_name
 from .revoke import revoke_tasks
@@ -69,7 +69,7 @@ class ControlClient:
     """Sends control commands over ``broker`` and reads worker liveness from ``backend``."""
 
     def __init__(
-        self, broker: Broker, backend: ResultBackend, *, by: str | None = None, stale_after: float = STALE_AFTER_S
+        self, broker: Broker, backend: ResultBackend, *, by: str | None = None, stale_after: float | None = None
     ) -> None:
         self.broker = broker
         self.backend = backend

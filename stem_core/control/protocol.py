@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from ..clock import parse_iso, to_iso, utcnow
 from ..envelope import Envelope, validate_name
+from ..settings import REPLY_QUEUE_PREFIX
 
 CONTROL_COMMANDS = ("ping", "stats", "inspect", "revoke", "shutdown", "pause", "resume")
 SHUTDOWN_MODES = ("warm", "soft", "hard")
@@ -24,7 +25,6 @@ REPLY_NAME = "stem.control.reply"
 # A worker broadcasts this to itself at start: seeing it proves its control subscription
 # is open, so it announces itself (first heartbeat) only once it can hear commands.
 HELLO_NAME = "stem.control.hello"
-REPLY_QUEUE_PREFIX = "stem.reply."
 RESERVED_ARGS = ("request_id", "reply_to", "targets", "sent_at", "deadline")
 
 

@@ -3,10 +3,12 @@ broker through the contracts and their capability flags. See ``docs/ops.md``."""
 
 from .api import Ops
 from .audit import ENV_ACTOR, default_actor
-from .base import LEASES_LIMIT, STALE_AFTER_S, UnknownQueue
+from .connect import CONNECT_TIMEOUT_S, open_adapters, open_backend, open_broker
+from .directory import LEASES_LIMIT, STALE_AFTER_S, UnknownQueue
 from .explain import EXPLAIN_SCAN_LIMIT
 from .inspect import DETAIL_STATES
 from .models import (
+    ActionDetail,
     ActionResult,
     Blocker,
     Explanation,
@@ -21,8 +23,10 @@ from .rates import RATE_WINDOW_S, RateTracker, Sample
 from .verdict import Verdict, queue_verdict
 
 __all__ = [
+    "ActionDetail",
     "ActionResult",
     "Blocker",
+    "CONNECT_TIMEOUT_S",
     "DETAIL_STATES",
     "ENV_ACTOR",
     "EXPLAIN_SCAN_LIMIT",
@@ -42,5 +46,8 @@ __all__ = [
     "WorkerInfo",
     "default_actor",
     "jsonable",
+    "open_adapters",
+    "open_backend",
+    "open_broker",
     "queue_verdict",
 ]

@@ -1,6 +1,6 @@
-"""The repairing half of ``Ops``: requeue, replay, purge, remove. Every action takes
+"""``Actions``: the repairs of ``Ops``: requeue, replay, purge, remove. Every action takes
 ``dry_run`` and returns an ``ActionResult`` (count and a sample); every real run appends
-one audit record, failed runs included (``_act``, also used by ``dispatch.py``).
+one audit record, failed runs included (``AuditTrail.run``).
 
 Bulk targets are computed at the moment of acting, never taken from an older preview:
 ``requeue(stuck_leases=True, ids=previewed)`` requeues only the previewed leases that are
@@ -10,19 +10,18 @@ widen it.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..clock import to_iso
-from ..contract import MessageInfo
-from ..errors import StemError
+from ..contract import Broker, MessageInfo
 from ..settings import DEFAULT_PAGE_LIMIT
-from .audit import audit_record
-from .commands import equivalent_command
-from .base import SAMPLE_SIZE, log
-from .explain import EXPLAIN_PAGE, ExplainMixin
-from .models import ActionResult
+from .audit import AuditTrail
+from .directory import SAMPLE_SIZE, Directory
+from .explain import EXPLAIN_PAGE, scan_pages
+from .inspect import Inspector
+from .models import ActionDetail, ActionResult
+
 
 def id_set(ids: Iterable[str] | str | None) -> set[str] | None:
     if ids is None:
@@ -47,56 +46,25 @@ def _check_limit(limit: int | None) -> None:
         raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
 
 
-class ActionMixin(ExplainMixin):
-    """Mixed into ``Ops``."""
+class Actions:
+    """Repairs through the broker contract, each audited by ``audit``; stuck leases are
+    the ones ``inspector`` flags."""
 
-    # -- the audit wrapper ------------------------------------------------------------
-
-    async def _act(
-        self, action: str, arguments: dict[str, Any], reason: str | None, dry_run: bool,
-        work: Callable[[], Awaitable[ActionResult]],
-    ) -> ActionResult:
-        command = equivalent_command(action, arguments)
-        if dry_run:
-            return dataclasses.replace(await work(), command=command)
-        try:
-            result = await work()
-        except Exception as exc:  # audited, then raised unchanged
-            await self._audit(action, arguments, None, f"{type(exc).__name__}: {exc}", reason)
-            raise
-        # The audit keeps ids (bounded by audit.scrub), not the sample's payloads.
-        summary: dict[str, Any] = {"count": result.count, "ok": result.ok}
-        summary.update({k: v for k, v in result.detail.items() if k in ("ids", "missing", "replies_from", "errors")})
-        if "ids" not in summary:
-            summary["sample"] = [s.get("id") or s.get("queue") or s.get("worker_id") for s in result.sample]
-        recorded = {**arguments, "command": command} if command else arguments
-        audit_id, problem = await self._audit(action, recorded, summary, None, reason)
-        detail = dict(result.detail)
-        if problem is not None:
-            detail["audit_error"] = problem
-        return dataclasses.replace(result, audit_id=audit_id, detail=detail, command=command)
-
-    async def _audit(self, action: str, arguments: dict[str, Any], result: dict[str, Any] | None,
-                     error: str | None, reason: str | None) -> tuple[str | None, str | None]:
-        record = audit_record(action=action, actor=self.actor, namespace=self.namespace, broker=self.broker.scheme,
-                              arguments=arguments, result=result, error=error, reason=reason)
-        try:
-            await self.backend.append_audit(record)
-        except (StemError, ValueError) as exc:
-            # The action already happened: report the lost record instead of failing it.
-            log.warning("could not append the audit record of %s: %s", action, exc)
-            return None, f"audit record not written: {exc}"
-        return record["id"], None
+    def __init__(self, broker: Broker, directory: Directory, inspector: Inspector, audit: AuditTrail) -> None:
+        self.broker = broker
+        self.directory = directory
+        self.inspector = inspector
+        self.audit = audit
 
     # -- locating messages by id (bounded) ---------------------------------------------
 
     async def _locate_ids(self, queue: str, ids: set[str], states: Sequence[str]) -> dict[str, MessageInfo]:
         """The messages of ``ids`` found in ``states`` of ``queue`` (bounded like ``explain``;
         stops reading as soon as every id is found)."""
-        self._require_peek("look messages up by id")
+        self.directory.require_peek("look messages up by id")
         found: dict[str, MessageInfo] = {}
         for state in states:
-            async for _, page in self._pages(queue, state):
+            async for _, page in scan_pages(self.broker, queue, state):
                 for info in page:
                     if info.envelope.id in ids:
                         found.setdefault(info.envelope.id, info)
@@ -127,13 +95,14 @@ class ActionMixin(ExplainMixin):
             raise ValueError("delay applies to dead letters (--dead); leased and delayed messages become ready now")
         if not stuck_leases and not wanted:
             raise ValueError("say what to requeue: ids (--id), stuck leases (--expired-leases) or dead letters (--dead)")
-        await self.require_queue(queue)
+        await self.directory.require_queue(queue)
         arguments = {"queue": queue, "ids": sorted(wanted) if wanted else None, "stuck_leases": stuck_leases,
                      "limit": limit}
 
         async def work() -> ActionResult:
             if stuck_leases:
-                leases = [lease for lease in await self.leases(queue) if lease.stuck and (wanted is None or lease.id in wanted)]
+                leases = [lease for lease in await self.inspector.leases(queue)
+                          if lease.stuck and (wanted is None or lease.id in wanted)]
                 leases = leases[:limit] if limit is not None else leases
                 targets = [lease.id for lease in leases]
                 sample = [lease.to_dict() for lease in leases[:SAMPLE_SIZE]]
@@ -145,9 +114,9 @@ class ActionMixin(ExplainMixin):
                 targets = sorted(wanted or ())[:limit] if limit is not None else sorted(wanted or ())
                 sample = [{"id": i} for i in targets[:SAMPLE_SIZE]]
             count = len(targets) if dry_run else (await self.broker.requeue(queue, targets) if targets else 0)
-            return ActionResult("requeue", dry_run, count, sample, arguments, {"ids": targets})
+            return ActionResult("requeue", dry_run, count, sample, arguments, ActionDetail(ids=targets))
 
-        return await self._act("requeue", arguments, reason, dry_run, work)
+        return await self.audit.run("requeue", arguments, reason, dry_run, work)
 
     async def replay(
         self, queue: str, *, ids: Iterable[str] | None = None, task: str | None = None, since: datetime | None = None,
@@ -155,10 +124,10 @@ class ActionMixin(ExplainMixin):
         reason: str | None = None, action: str = "replay",
     ) -> ActionResult:
         """Put up to ``limit`` dead letters (oldest first; by id, task name, dead since) back."""
-        self._require_dead_letters()
+        self.directory.require_dead_letters()
         _check_limit(limit)
         wanted = id_set(ids)
-        await self.require_queue(queue)
+        await self.directory.require_queue(queue)
         arguments = {"queue": queue, "ids": sorted(wanted) if wanted else None, "task": task,
                      "since": to_iso(since) if since else None, "limit": limit,
                      "delay": delay.total_seconds() if isinstance(delay, timedelta) else delay}
@@ -169,9 +138,9 @@ class ActionMixin(ExplainMixin):
             sample = [{"id": e.envelope.id, "name": e.envelope.name, "reason": e.reason, "dead_at": e.dead_at}
                       for e in result.entries[:SAMPLE_SIZE]]
             return ActionResult(action, dry_run, result.count, sample, arguments,
-                                {"ids": [e.envelope.id for e in result.entries]})
+                                ActionDetail(ids=[e.envelope.id for e in result.entries]))
 
-        return await self._act(action, arguments, reason, dry_run, work)
+        return await self.audit.run(action, arguments, reason, dry_run, work)
 
     async def purge(
         self, queue: str, *, dead: bool = False, since: datetime | None = None, limit: int | None = None,
@@ -183,8 +152,8 @@ class ActionMixin(ExplainMixin):
         if not dead and (since is not None or limit is not None):
             raise ValueError("since and limit apply to dead letters (--dead)")
         if dead:
-            self._require_dead_letters()
-        await self.require_queue(queue)
+            self.directory.require_dead_letters()
+        await self.directory.require_queue(queue)
         action = "purge-dead" if dead else "purge"
         arguments = {"queue": queue, "dead": dead, "since": to_iso(since) if since else None, "limit": limit}
 
@@ -204,9 +173,10 @@ class ActionMixin(ExplainMixin):
                 if self.broker.capabilities.peek:
                     sample = [_brief(i) for i in await self.broker.peek(queue, state="pending", limit=SAMPLE_SIZE)]
                 count = stats.pending + stats.delayed if dry_run else await self.broker.purge(queue)
-            return ActionResult(action, dry_run, count, sample, arguments, {"inflight_kept": stats.inflight} if not dead else {})
+            detail = ActionDetail() if dead else ActionDetail(inflight_kept=stats.inflight)
+            return ActionResult(action, dry_run, count, sample, arguments, detail)
 
-        return await self._act(action, arguments, reason, dry_run, work)
+        return await self.audit.run(action, arguments, reason, dry_run, work)
 
     async def _count_dead_since(self, queue: str, since: datetime) -> int:
         """Dead letters newer than ``since`` (pages are newest first: stop at the first older one)."""
@@ -224,19 +194,19 @@ class ActionMixin(ExplainMixin):
         wanted = id_set(ids)
         if not wanted:
             raise ValueError("remove needs at least one task id")
-        await self.require_queue(queue)
+        await self.directory.require_queue(queue)
         arguments = {"queue": queue, "ids": sorted(wanted)}
 
         async def work() -> ActionResult:
             if dry_run:
                 found = await self._locate_ids(queue, wanted, ("inflight", "delayed", "pending"))
                 return ActionResult("remove", True, len(found), [_brief(found[i]) for i in sorted(found)[:SAMPLE_SIZE]],
-                                    arguments, {"ids": sorted(found)})
+                                    arguments, ActionDetail(ids=sorted(found)))
             count = await self.broker.remove(queue, wanted)
             return ActionResult("remove", False, count, [{"id": i} for i in sorted(wanted)[:SAMPLE_SIZE]], arguments,
-                                {"ids": sorted(wanted)})
+                                ActionDetail(ids=sorted(wanted)))
 
-        return await self._act("remove", arguments, reason, dry_run, work)
+        return await self.audit.run("remove", arguments, reason, dry_run, work)
 
 
-__all__ = ["ActionMixin", "SAMPLE_SIZE"]
+__all__ = ["Actions", "SAMPLE_SIZE", "id_set"]

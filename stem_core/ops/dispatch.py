@@ -1,41 +1,58 @@
-"""The sending half of ``Ops``: pause and resume queues, control commands and raw
+"""``Dispatcher``: the sends of ``Ops``: pause and resume queues, control commands and raw
 broadcasts to workers, and enqueue. Each takes ``dry_run`` and is audited like the
-repairs in ``actions.py``; enqueue goes through ``Stem.build_envelope``/``enqueue_envelopes``, the one
-place enqueue logic lives.
+repairs in ``actions.py``; enqueue goes through ``Stem.build_envelope``/``enqueue_envelopes``,
+the one place enqueue logic lives.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from ..control import ControlClient
-from ..control.liveness import live_worker_ids
+from ..contract import Broker, ResultBackend
+from ..control import ControlClient, ControlResult
 from ..control.pause import pause_queues, queue_list, resume_queues
 from ..control.protocol import normalize_arguments, until_iso
 from ..envelope import Envelope, validate_name
 from ..errors import Unsupported
 from ..settings import CONTROL_TIMEOUT_SECONDS
-from .actions import ActionMixin
-from .audit import scrub
-from .base import SAMPLE_SIZE
-from .models import ActionResult
+from .audit import AuditTrail, scrub
+from .directory import SAMPLE_SIZE, Directory
+from .models import ActionDetail, ActionResult
+
+if TYPE_CHECKING:
+    from ..app import Stem
 
 # enqueue_many publishes in batches of this many (one publish_many each) and reports
 # progress after each.
 ENQUEUE_BATCH = 500
 ProgressFn = Callable[[int, int], None]
+PERSISTED_NOTE = "persisted; workers apply it at their next heartbeat"
 
 
-class DispatchMixin(ActionMixin):
-    """Mixed into ``Ops``."""
+def control_detail(result: ControlResult) -> ActionDetail:
+    """A control command's outcome as an action's detail."""
+    return ActionDetail(command=result.command, targeted=list(result.targeted),
+                        replies={w: dict(r) for w, r in result.replies.items()}, missing=list(result.missing),
+                        ok=result.ok, replies_from=sorted(result.replies))
 
-    async def _live_ids(self) -> list[str]:
-        return live_worker_ids(await self.backend.list_heartbeats(), self._now(), self.stale_after)
+
+class Dispatcher:
+    """Sends through the broker contract and the control plane as ``actor``, each audited
+    by ``audit``; "live" workers are the ones ``directory`` counts."""
+
+    def __init__(self, broker: Broker, backend: ResultBackend, directory: Directory, audit: AuditTrail, *,
+                 actor: str) -> None:
+        self.broker = broker
+        self.backend = backend
+        self.directory = directory
+        self.audit = audit
+        self.actor = actor
+        self._app: Stem | None = None
 
     def _client(self) -> ControlClient:
-        """Targets the workers ``_live_ids`` counts as live (the same rule)."""
-        return ControlClient(self.broker, self.backend, by=self.actor, stale_after=self.stale_after)
+        """Targets the workers ``directory.live_ids`` counts as live (the same rule)."""
+        return ControlClient(self.broker, self.backend, by=self.actor, stale_after=self.directory.stale_after)
 
     async def pause(
         self, queues: Iterable[str] | str, *, reason: str | None = None, until: datetime | str | float | None = None,
@@ -48,17 +65,17 @@ class DispatchMixin(ActionMixin):
         arguments = {"queues": names, "reason": reason, "until": expires}
 
         async def work() -> ActionResult:
-            live = await self._live_ids()
+            live = await self.directory.live_ids()
             sample = [{"queue": q, "reason": reason, "until": expires} for q in names[:SAMPLE_SIZE]]
             if dry_run:
-                return ActionResult("pause", True, len(names), sample, arguments, {"workers": live})
+                return ActionResult("pause", True, len(names), sample, arguments, ActionDetail(workers=live))
             detail = await self._tell("pause", {"queues": names, "reason": reason, "until": expires}, live, timeout)
             if detail is None:
                 await pause_queues(self.backend, names, reason=reason, by=self.actor, until=expires)
-                detail = {"workers": live, "note": "persisted; workers apply it at their next heartbeat"}
-            return ActionResult("pause", False, len(names), sample, arguments, detail, ok=not detail.get("missing"))
+                detail = ActionDetail(workers=live, note=PERSISTED_NOTE)
+            return ActionResult("pause", False, len(names), sample, arguments, detail, ok=not detail.missing)
 
-        return await self._act("pause", arguments, reason, dry_run, work)
+        return await self.audit.run("pause", arguments, reason, dry_run, work)
 
     async def resume(self, queues: Iterable[str] | str, *, timeout: float = CONTROL_TIMEOUT_SECONDS,
                      dry_run: bool = False, reason: str | None = None) -> ActionResult:
@@ -67,30 +84,27 @@ class DispatchMixin(ActionMixin):
         arguments = {"queues": names}
 
         async def work() -> ActionResult:
-            paused = await self._pauses()
+            paused = await self.directory.pauses()
             were = [q for q in names if q in paused]
-            live = await self._live_ids()
+            live = await self.directory.live_ids()
             sample = [{"queue": q, "paused_by": paused[q].get("by"), "reason": paused[q].get("reason")} for q in were]
             if dry_run:
-                return ActionResult("resume", True, len(were), sample[:SAMPLE_SIZE], arguments, {"workers": live})
+                return ActionResult("resume", True, len(were), sample[:SAMPLE_SIZE], arguments, ActionDetail(workers=live))
             detail = await self._tell("resume", {"queues": names}, live, timeout)
             if detail is None:
                 await resume_queues(self.backend, names, by=self.actor)
-                detail = {"workers": live, "note": "persisted; workers apply it at their next heartbeat"}
+                detail = ActionDetail(workers=live, note=PERSISTED_NOTE)
             return ActionResult("resume", False, len(were), sample[:SAMPLE_SIZE], arguments, detail,
-                                ok=not detail.get("missing"))
+                                ok=not detail.missing)
 
-        return await self._act("resume", arguments, reason, dry_run, work)
+        return await self.audit.run("resume", arguments, reason, dry_run, work)
 
-    async def _tell(self, command: str, arguments: dict[str, Any], live: list[str], timeout: float) -> dict[str, Any] | None:
+    async def _tell(self, command: str, arguments: dict[str, Any], live: list[str], timeout: float) -> ActionDetail | None:
         """Send ``command`` to the live workers (which also persists it); None when there is
         nobody to tell or no broadcast to tell them with (the caller persists instead)."""
         if not live or not self.broker.capabilities.broadcast:
             return None
-        result = await self._client().send(command, arguments, timeout=timeout)
-        detail = result.to_dict()
-        detail["replies_from"] = sorted(result.replies)
-        return detail
+        return control_detail(await self._client().send(command, arguments, timeout=timeout))
 
     async def broadcast(
         self, command: str, arguments: Mapping[str, Any] | None = None, *, targets: list[str] | None = None,
@@ -111,17 +125,15 @@ class DispatchMixin(ActionMixin):
 
         async def work() -> ActionResult:
             if dry_run:
-                who = sorted(targets) if targets else await self._live_ids()
+                who = sorted(targets) if targets else await self.directory.live_ids()
                 return ActionResult("broadcast", True, len(who), [{"worker_id": w} for w in who[:SAMPLE_SIZE]],
-                                    arguments_out, {"targeted": who})
+                                    arguments_out, ActionDetail(targeted=who))
             result = await self._client().send(command, args, targets=targets, timeout=timeout)
             sample = [{"worker_id": w, **reply} for w, reply in list(result.replies.items())[:SAMPLE_SIZE]]
-            detail = result.to_dict()
-            detail["replies_from"] = sorted(result.replies)
-            return ActionResult("broadcast", False, len(result.replies), sample, arguments_out, detail,
+            return ActionResult("broadcast", False, len(result.replies), sample, arguments_out, control_detail(result),
                                 ok=result.ok and not result.errors)
 
-        return await self._act("broadcast", arguments_out, reason, dry_run, work)
+        return await self.audit.run("broadcast", arguments_out, reason, dry_run, work)
 
     async def broadcast_raw(self, channel: str, task: str, args: Mapping[str, Any] | None = None, *,
                             dry_run: bool = False, reason: str | None = None) -> ActionResult:
@@ -137,16 +149,16 @@ class DispatchMixin(ActionMixin):
             if not dry_run:
                 await self.broker.broadcast(channel, envelope)
             sample = [{"id": envelope.id, "name": task, "channel": channel}]
-            return ActionResult("broadcast-raw", dry_run, 1, sample, arguments, {"ids": [envelope.id]})
+            return ActionResult("broadcast-raw", dry_run, 1, sample, arguments, ActionDetail(ids=[envelope.id]))
 
-        return await self._act("broadcast-raw", arguments, reason, dry_run, work)
+        return await self.audit.run("broadcast-raw", arguments, reason, dry_run, work)
 
     # -- enqueue ----------------------------------------------------------------------
 
-    def _stem(self) -> Any:
+    def app(self) -> Stem:
         """One ``Stem`` over the connected adapters: the only place enqueue logic lives."""
         if self._app is None:
-            from ..app import Stem
+            from ..app import Stem  # on first use: the app pulls in the worker package, which reads never need
 
             self._app = Stem(broker=self.broker, backend=self.backend)
         return self._app
@@ -159,17 +171,17 @@ class DispatchMixin(ActionMixin):
         """``Stem.enqueue`` (a dry run validates and builds the envelope, publishes nothing)."""
         options = {"queue": queue, "priority": priority, "delay": delay, "eta": eta, "task_id": task_id,
                    "max_retries": max_retries}
-        envelope = self._stem().build_envelope(name, args, **options)
+        envelope = self.app().build_envelope(name, args, **options)
         arguments = scrub({"task": name, "args": dict(args or {}), **{k: v for k, v in options.items() if v is not None}})
 
         async def work() -> ActionResult:
             if dry_run:
-                return ActionResult("enqueue", True, 1, [envelope.to_dict()], arguments, {})
-            [task] = await self._stem().enqueue_envelopes([envelope])
+                return ActionResult("enqueue", True, 1, [envelope.to_dict()], arguments)
+            [task] = await self.app().enqueue_envelopes([envelope])
             sample = [{"id": task, "name": name, "queue": envelope.queue}]
-            return ActionResult("enqueue", False, 1, sample, arguments, {"ids": [task]})
+            return ActionResult("enqueue", False, 1, sample, arguments, ActionDetail(ids=[task]))
 
-        return await self._act("enqueue", arguments, reason, dry_run, work)
+        return await self.audit.run("enqueue", arguments, reason, dry_run, work)
 
     async def enqueue_many(
         self, items: Sequence[tuple[Any, ...]], *, batch_size: int = ENQUEUE_BATCH, on_progress: ProgressFn | None = None,
@@ -179,7 +191,7 @@ class DispatchMixin(ActionMixin):
         items = list(items)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        app = self._stem()
+        app = self.app()
         envelopes = []
         for index, item in enumerate(items):
             if not isinstance(item, tuple) or len(item) not in (2, 3):
@@ -196,16 +208,16 @@ class DispatchMixin(ActionMixin):
         async def work() -> ActionResult:
             if dry_run:
                 return ActionResult("enqueue", True, len(envelopes), [e.to_dict() for e in envelopes[:SAMPLE_SIZE]],
-                                    arguments, {})
+                                    arguments)
             ids: list[str] = []
             for start in range(0, len(envelopes), batch_size):
                 ids += await app.enqueue_envelopes(envelopes[start:start + batch_size])
                 if on_progress is not None:
                     on_progress(len(ids), len(items))
             sample = [{"id": i, "name": e.name, "queue": e.queue} for i, e in zip(ids[:SAMPLE_SIZE], envelopes)]
-            return ActionResult("enqueue", False, len(ids), sample, arguments, {"ids": ids})
+            return ActionResult("enqueue", False, len(ids), sample, arguments, ActionDetail(ids=ids))
 
-        return await self._act("enqueue", arguments, reason, dry_run, work)
+        return await self.audit.run("enqueue", arguments, reason, dry_run, work)
 
 
-__all__ = ["DispatchMixin", "ENQUEUE_BATCH"]
+__all__ = ["Dispatcher", "ENQUEUE_BATCH", "control_detail"]

@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any, AsyncIterator
 
 from ..clock import to_iso
-from ..contract import DeadLetterEntry, MessageInfo, TaskStatus, WorkerHeartbeat
+from ..contract import Broker, DeadLetterEntry, MessageInfo, ResultBackend, TaskState, TaskStatus
 from ..envelope import validate_name
 from ..errors import InvalidName
 from . import text
-from .base import LEASES_LIMIT, entry_state, is_internal
-from .inspect import InspectMixin
+from .directory import LEASES_LIMIT, Directory, Heartbeats, Pauses, active_count, heartbeat_age, is_internal
+from .inspect import Inspector
 from .models import Blocker, Explanation, LeaseInfo
 
 # Pending and delayed messages are read in pages of this size, at most this many in all.
@@ -36,8 +36,30 @@ class _Found:
     position: int | None = None
 
 
-class ExplainMixin(InspectMixin):
-    """Mixed into ``Ops``."""
+async def scan_pages(broker: Broker, queue: str, state: str) -> AsyncIterator[tuple[int, list[MessageInfo]]]:
+    """``(offset, page)`` of ``state`` in queue order: the in-flight messages as one page
+    of ``LEASES_LIMIT``, pending or delayed ones ``EXPLAIN_PAGE`` at a time up to
+    ``EXPLAIN_SCAN_LIMIT`` (a last page that is full means the scan stopped there)."""
+    if state == "inflight":
+        yield 0, await broker.peek(queue, state=state, limit=LEASES_LIMIT)
+        return
+    offset = 0
+    while offset < EXPLAIN_SCAN_LIMIT:
+        page = await broker.peek(queue, state=state, limit=EXPLAIN_PAGE, offset=offset)
+        yield offset, page
+        if len(page) < EXPLAIN_PAGE:
+            return
+        offset += EXPLAIN_PAGE
+
+
+class Explainer:
+    """Finds a task through the contracts; leases are judged by ``inspector``'s rule."""
+
+    def __init__(self, broker: Broker, backend: ResultBackend, directory: Directory, inspector: Inspector) -> None:
+        self.broker = broker
+        self.backend = backend
+        self.directory = directory
+        self.inspector = inspector
 
     async def explain(self, task_id: str) -> Explanation:
         """Where ``task_id`` is and why it is not running (``state == "unknown"`` when
@@ -45,10 +67,10 @@ class ExplainMixin(InspectMixin):
         if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
             raise ValueError(f"task id must be a non-empty string of at most 200 characters, got {task_id!r}")
         status = await self.backend.get_status(task_id)
-        heartbeats = await self._heartbeats()
-        pauses = await self._pauses()
+        heartbeats = await self.directory.heartbeats()
+        pauses = await self.directory.pauses()
         found, scanned_out = await self._find(task_id, status, heartbeats, pauses)
-        now = self._now()
+        now = self.directory.now()
         status_dict = status.to_dict() if status is not None else None
         if found is None:
             return self._not_found(task_id, status, status_dict, scanned_out, heartbeats, pauses, now)
@@ -56,6 +78,7 @@ class ExplainMixin(InspectMixin):
         base: dict[str, Any] = {
             "task_id": task_id, "queue": found.queue, "status": status_dict,
             "envelope": envelope.to_dict() if envelope is not None else None,
+            "status_note": self._status_note(status, found, heartbeats, now),
         }
         fix_requeue = f"stem requeue {found.queue} --id {task_id}"
         if found.state == "dead" and found.dead is not None:
@@ -65,7 +88,7 @@ class ExplainMixin(InspectMixin):
             return Explanation(state="dead", summary=f"dead letter in {found.queue} ({dead.reason})", blockers=[blocker],
                                dead_letter=dead.to_dict(), **base)
         if found.state == "inflight" and found.info is not None:
-            lease = self._lease(found.queue, found.info, heartbeats, now)
+            lease = self.inspector.lease(found.queue, found.info, heartbeats, now)
             return self._leased(lease, heartbeats, fix_requeue, base)
         queue_blockers = self._queue_blockers(found.queue, heartbeats, pauses, now)
         if found.state == "delayed" and found.info is not None:
@@ -84,7 +107,7 @@ class ExplainMixin(InspectMixin):
     # -- locating -------------------------------------------------------------------
 
     async def _find(
-        self, task_id: str, status: TaskStatus | None, heartbeats: dict[str, WorkerHeartbeat], pauses: dict[str, Any]
+        self, task_id: str, status: TaskStatus | None, heartbeats: Heartbeats, pauses: Pauses
     ) -> tuple[_Found | None, bool]:
         """The message, and whether a scan stopped at its limit before seeing everything."""
         hint = status.meta.get("queue") if status is not None else None
@@ -92,7 +115,7 @@ class ExplainMixin(InspectMixin):
             hinted = [validate_name(hint)] if isinstance(hint, str) else []
         except InvalidName:
             hinted = []
-        others = [q for q in await self._known_queues(heartbeats, pauses) if q not in hinted]
+        others = [q for q in await self.directory.known_queues(heartbeats, pauses) if q not in hinted]
         terminal = status is not None and status.state.is_terminal
         scanned_out = False
         # A finished task is only looked for where it can still be: a lease or a dead letter.
@@ -119,7 +142,7 @@ class ExplainMixin(InspectMixin):
         if not caps.peek:
             return None, False
         full = False
-        async for offset, page in self._pages(queue, state):
+        async for offset, page in scan_pages(self.broker, queue, state):
             for index, info in enumerate(page):
                 if info.envelope.id == task_id:
                     position = offset + index + 1 if state != "inflight" else None
@@ -127,27 +150,38 @@ class ExplainMixin(InspectMixin):
             full = len(page) == EXPLAIN_PAGE
         return None, full and state != "inflight"
 
-    async def _pages(self, queue: str, state: str) -> AsyncIterator[tuple[int, list[MessageInfo]]]:
-        """``(offset, page)`` of ``state`` in queue order: the in-flight messages as one page
-        of ``LEASES_LIMIT``, pending or delayed ones ``EXPLAIN_PAGE`` at a time up to
-        ``EXPLAIN_SCAN_LIMIT`` (a last page that is full means the scan stopped there)."""
-        if state == "inflight":
-            yield 0, await self.broker.peek(queue, state=state, limit=LEASES_LIMIT)
-            return
-        offset = 0
-        while offset < EXPLAIN_SCAN_LIMIT:
-            page = await self.broker.peek(queue, state=state, limit=EXPLAIN_PAGE, offset=offset)
-            yield offset, page
-            if len(page) < EXPLAIN_PAGE:
-                return
-            offset += EXPLAIN_PAGE
-
     # -- reasons --------------------------------------------------------------------
 
-    def _leased(self, lease: LeaseInfo, heartbeats: dict[str, WorkerHeartbeat], fix: str, base: dict[str, Any]) -> Explanation:
+    def _status_note(self, status: TaskStatus | None, found: _Found, heartbeats: Heartbeats,
+                     now: datetime) -> str | None:
+        """What a "running" status means when the worker that wrote it stopped heartbeating:
+        it is not running any more, and when it will run again."""
+        if status is None or status.state is not TaskState.RUNNING:
+            return None
+        worker = status.meta.get("worker")
+        if not isinstance(worker, str) or not worker:
+            return None
+        hb = heartbeats.get(worker)
+        if self.directory.alive(hb, now):
+            return None
+        gone = (f"which stopped heartbeating {text.duration(heartbeat_age(hb, now))} ago" if hb is not None
+                else "which has no heartbeat any more")
+        info = found.info
+        if found.state == "inflight" and info is not None and info.lease_holder == worker:
+            left = (info.lease_expires_at - now).total_seconds() if info.lease_expires_at is not None else None
+            when = (f"will run again when its lease expires in {text.duration(left)}" if left is not None and left > 0
+                    else "its lease has expired: it runs again at the next claim")
+            return f"running on {worker}, {gone}; {when}"
+        if found.state == "inflight" and info is not None and info.lease_holder:
+            return f"was running on {worker}, {gone}; redelivered to {info.lease_holder}"
+        if found.state in ("pending", "delayed"):
+            return f"was running on {worker}, {gone}; has been redelivered: it runs again when a worker takes it"
+        return None
+
+    def _leased(self, lease: LeaseInfo, heartbeats: Heartbeats, fix: str, base: dict[str, Any]) -> Explanation:
         holder = lease.holder or "an unknown consumer"
-        expires = (f"its lease expires in {text.duration(lease.expires_in)}" if lease.expires_in and lease.expires_in > 0
-                   else "its lease has expired")
+        expires = (f"it runs again when its lease expires in {text.duration(lease.expires_in)}"
+                   if lease.expires_in and lease.expires_in > 0 else "its lease has expired")
         if lease.stuck and lease.expires_in is not None and lease.expires_in <= 0:
             blocker = Blocker("lease-expired", f"leased by {holder}, {lease.stuck_reason}; it goes back to the queue "
                               "at the next claim", fix)
@@ -165,18 +199,14 @@ class ExplainMixin(InspectMixin):
                                **base)
         hb = heartbeats.get(lease.holder or "")
         if lease.state == "reserved" and hb is not None:
-            active = sum(1 for e in hb.inflight if entry_state(e) == "active")
+            active = active_count(hb)
             blocker = Blocker("prefetched", f"prefetched by {holder}, waiting for a free slot behind {active} running "
                               f"task(s) (concurrency {hb.concurrency})", fix + "  # let another worker take it")
             return Explanation(state="leased", summary=f"prefetched by {holder}", blockers=[blocker], lease=lease, **base)
         blocker = Blocker("leased", f"leased by {holder} (just claimed: not in its last heartbeat yet); {expires}")
         return Explanation(state="leased", summary=f"leased by {holder}", blockers=[blocker], lease=lease, **base)
 
-    def _serving(self, queue: str, heartbeats: dict[str, WorkerHeartbeat], now: datetime) -> list[WorkerHeartbeat]:
-        return [hb for hb in heartbeats.values()
-                if self._alive(hb, now) and queue in hb.queues and queue not in hb.paused_queues]
-
-    def _queue_blockers(self, queue: str, heartbeats: dict[str, WorkerHeartbeat], pauses: dict[str, Any],
+    def _queue_blockers(self, queue: str, heartbeats: Heartbeats, pauses: Pauses,
                         now: datetime) -> list[Blocker]:
         """Why a due message of ``queue`` is not being taken (empty when nothing blocks it)."""
         blockers = []
@@ -186,9 +216,9 @@ class ExplainMixin(InspectMixin):
             blockers.append(Blocker("paused", f"queue {queue} is paused by {record.get('by') or 'someone'}: "
                                     f"{record.get('reason') or 'no reason given'}{until}",
                                     f"stem broadcast resume --queue {queue}"))
-        serving = self._serving(queue, heartbeats, now)
+        serving = self.directory.serving(queue, heartbeats, now)
         if not serving:
-            live = [hb for hb in heartbeats.values() if self._alive(hb, now)]
+            live = [hb for hb in heartbeats.values() if self.directory.alive(hb, now)]
             if live:
                 others = sorted({q for hb in live for q in hb.queues})
                 detail = f"the {len(live)} live worker(s) serve {', '.join(others)}"
@@ -196,15 +226,15 @@ class ExplainMixin(InspectMixin):
                 detail = "no worker is alive at all"
             blockers.append(Blocker("no-workers", f"no live worker serves queue {queue}: {detail}",
                                     f"stem worker --app <module:app> --queues {queue}"))
-        elif all(sum(1 for e in hb.inflight if entry_state(e) == "active") >= hb.concurrency for hb in serving):
+        elif all(active_count(hb) >= hb.concurrency for hb in serving):
             slots = sum(hb.concurrency for hb in serving)
             blockers.append(Blocker("workers-busy", f"all {len(serving)} worker(s) serving {queue} are busy "
                                     f"({slots} of {slots} slots running)"))
         return blockers
 
-    def _behind(self, found: _Found, heartbeats: dict[str, WorkerHeartbeat], now: datetime) -> Blocker:
-        serving = self._serving(found.queue, heartbeats, now)
-        free = sum(max(0, hb.concurrency - sum(1 for e in hb.inflight if entry_state(e) == "active")) for hb in serving)
+    def _behind(self, found: _Found, heartbeats: Heartbeats, now: datetime) -> Blocker:
+        serving = self.directory.serving(found.queue, heartbeats, now)
+        free = sum(max(0, hb.concurrency - active_count(hb)) for hb in serving)
         priority = found.info.envelope.priority if found.info else 0
         if found.position == 1:
             return Blocker("behind-others", f"next in line (priority {priority}); {free} free slot(s): it should start now")
@@ -212,7 +242,7 @@ class ExplainMixin(InspectMixin):
                        f"{free} free slot(s) among {len(serving)} worker(s): it starts when they are through")
 
     def _not_found(self, task_id: str, status: TaskStatus | None, status_dict: dict[str, Any] | None, scanned_out: bool,
-                   heartbeats: dict[str, WorkerHeartbeat], pauses: dict[str, Any], now: datetime) -> Explanation:
+                   heartbeats: Heartbeats, pauses: Pauses, now: datetime) -> Explanation:
         if status is None:
             blocker = Blocker("unknown-id", "unknown id: never enqueued here, or its result expired (results are kept "
                               "1 day), or it ran in another namespace")
@@ -243,4 +273,4 @@ class ExplainMixin(InspectMixin):
                            status=status_dict)
 
 
-__all__ = ["EXPLAIN_PAGE", "EXPLAIN_SCAN_LIMIT", "ExplainMixin"]
+__all__ = ["EXPLAIN_PAGE", "EXPLAIN_SCAN_LIMIT", "Explainer", "scan_pages"]

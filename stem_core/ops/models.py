@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..clock import to_iso
@@ -58,7 +59,8 @@ class QueueOverview(_Model):
     workers: list[str]
     worker_slots: int
     active: int
-    unaccounted_leases: int
+    # Leases held by no live worker (None: the broker cannot show its leases).
+    unaccounted_leases: int | None
     paused: bool
     paused_reason: str | None
     paused_by: str | None
@@ -66,6 +68,8 @@ class QueueOverview(_Model):
     verdict: str
     verdict_text: str
     eta_seconds: float | None = None
+    # The counts are the server's approximations (SQS): front ends show them as ``~N``.
+    approximate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +173,58 @@ class Explanation(_Model):
     dead_letter: dict[str, Any] | None = None
     status: dict[str, Any] | None = None
     envelope: dict[str, Any] | None = None
+    # When the status says running but the worker running it stopped heartbeating: what
+    # that means for the task (front ends show it beside the status).
+    status_note: str | None = None
 
     @property
     def found(self) -> bool:
         return self.state != "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDetail(Mapping[str, Any]):
+    """What an action reports beyond its count and sample. Each action sets the fields it
+    knows and leaves the rest None; ``to_dict`` (and so ``--json``) shows the set ones only.
+
+    Also readable as a mapping of those keys (``detail["ids"]``), the shape it had before
+    it was typed, so scripts written against that keep working.
+    """
+
+    # The control command's outcome (broadcast; pause/resume when live workers were told):
+    # the command, who was asked, each reply, who did not answer, whether all did.
+    command: str | None = None
+    targeted: list[str] | None = None
+    replies: dict[str, dict[str, Any]] | None = None
+    missing: list[str] | None = None
+    ok: bool | None = None
+    replies_from: list[str] | None = None
+    # Pause/resume persisted for the live workers to apply (nobody told), and why.
+    workers: list[str] | None = None
+    note: str | None = None
+    # The task ids acted on (or, in a dry run, that would be): what a confirmation freezes.
+    ids: list[str] | None = None
+    # Purge: in-flight messages left alone.
+    inflight_kept: int | None = None
+    # The action happened but its audit record could not be written.
+    audit_error: str | None = None
+
+    def _set(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: jsonable(getattr(self, name)) for name in self._set()}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._set():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._set())
+
+    def __len__(self) -> int:
+        return len(self._set())
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +236,7 @@ class ActionResult(_Model):
     count: int
     sample: list[dict[str, Any]]
     arguments: dict[str, Any] = field(default_factory=dict)
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: ActionDetail = field(default_factory=ActionDetail)
     audit_id: str | None = None
     ok: bool = True
     # The `stem ...` command line doing the same (shown by the TUI, kept in the audit).
@@ -192,6 +244,7 @@ class ActionResult(_Model):
 
 
 __all__ = [
+    "ActionDetail",
     "ActionResult",
     "Blocker",
     "Explanation",

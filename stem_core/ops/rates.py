@@ -18,7 +18,7 @@ A one-shot CLI call has no history, so samples are also persisted in one backend
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -26,6 +26,9 @@ from ..clock import parse_iso, to_iso
 from ..contract import QueueStats, WorkerHeartbeat
 
 RATE_WINDOW_S = 60.0
+# The backlog trend (growing / draining) is read over this shorter, recent window: a burst
+# a minute ago must not make a queue that is draining now look like it is growing.
+TREND_WINDOW_S = 10.0
 # Two samples closer than this give no rate (the division would amplify noise).
 MIN_RATE_SPAN_S = 0.5
 MAX_SAMPLES = 240
@@ -113,6 +116,14 @@ class Rates:
     source: str | None
     completions: float | None
     age_before: float | None
+    # The pending backlog's change over the recent trend window (messages, and its span in
+    # seconds) and over the last step between two samples; None when too few samples.
+    backlog_change: int | None = None
+    trend_span: float | None = None
+    last_change: int | None = None
+    # The pending backlog's change over the whole window (``span``): slow, steady growth
+    # that stays under the noise floor in the short trend window shows here.
+    window_change: int | None = None
 
 
 def _delta(new: int | None, old: int | None) -> int | None:
@@ -144,7 +155,7 @@ def rates_between(queue: str, base: Sample, current: Sample) -> Rates | None:
         source = "heartbeats" if completions is not None else "depth"
     out_rate = completions / span if completions is not None else None
     return Rates(in_rate=in_rate, out_rate=out_rate, net_rate=net, span=span, source=source,
-                 completions=completions, age_before=old_c.age)
+                 completions=completions, age_before=old_c.age, window_change=now_c.pending - old_c.pending)
 
 
 def _heartbeat_completions(queue: str, base: Sample, current: Sample) -> float | None:
@@ -198,7 +209,29 @@ class RateTracker:
 
     def rates(self, queue: str, current: Sample) -> Rates | None:
         base = self.baseline(current.at, queue)
-        return rates_between(queue, base, current) if base is not None else None
+        if base is None:
+            return None
+        found = rates_between(queue, base, current)
+        if found is None:
+            return None
+        return self._with_trend(queue, found, current)
+
+    def _with_trend(self, queue: str, found: Rates, current: Sample) -> Rates:
+        """``found`` plus the pending backlog's recent change (see ``TREND_WINDOW_S``)."""
+        now_c = current.queues[queue]
+        recent = [
+            s for s in self._samples
+            if queue in s.queues and MIN_RATE_SPAN_S <= (current.at - s.at).total_seconds() <= TREND_WINDOW_S
+        ]
+        if not recent:
+            return found
+        first, last = recent[0], recent[-1]
+        return replace(
+            found,
+            backlog_change=now_c.pending - first.queues[queue].pending,
+            trend_span=(current.at - first.at).total_seconds(),
+            last_change=now_c.pending - last.queues[queue].pending,
+        )
 
     def history(self, queue: str) -> list[dict[str, Any]]:
         """Rates between consecutive samples (oldest first): what a sparkline draws."""
@@ -246,6 +279,7 @@ __all__ = [
     "RATE_RECORD_KIND",
     "RATE_RECORD_TTL_S",
     "RATE_WINDOW_S",
+    "TREND_WINDOW_S",
     "QueueCounters",
     "RateTracker",
     "Rates",

@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..clock import monotonic, utcnow
 from ..control.protocol import HELLO_NAME, Command, Reply, control_channel
+from ..contract import Broker
 from ..envelope import Envelope
 from ..errors import StemError
 from ..settings import CONTROL_MAX_AGE_SECONDS
-from .commands import handle_command
-
-if TYPE_CHECKING:
-    from .runtime import Worker
+from .commands import CommandTarget, handle_command
 
 log = logging.getLogger("stem.worker")
 
@@ -33,11 +31,13 @@ CONTROL_RETRY_S = 1.0
 
 
 class ControlListener:
-    """Receives control broadcasts for one worker, runs them, publishes the replies."""
+    """Receives control broadcasts for one worker, runs them on ``target``, publishes the
+    replies; a ``shutdown`` command becomes a stop request on ``target.control``."""
 
-    def __init__(self, worker: "Worker") -> None:
-        self.worker = worker
-        self.broker = worker.broker
+    def __init__(self, broker: Broker, target: CommandTarget) -> None:
+        self.broker = broker
+        self.target = target
+        self.worker_id = target.worker_id
         self.channel = control_channel(self.broker.namespace)
         self._ready = asyncio.Event()
         self._seen: deque[str] = deque(maxlen=CONTROL_DEDUP_SIZE)
@@ -51,7 +51,7 @@ class ControlListener:
                 task.cancel()
 
     async def _listen(self) -> None:
-        worker_id = self.worker.worker_id
+        worker_id = self.worker_id
         while True:
             try:
                 async for delivery in self.broker.consume([], channels=[self.channel], consumer=worker_id):
@@ -75,7 +75,7 @@ class ControlListener:
     async def await_ready(self) -> None:
         """Broadcast a hello to ourselves until it comes back (or give up with a warning)."""
         deadline = monotonic() + CONTROL_READY_TIMEOUT_S
-        hello = Envelope(name=HELLO_NAME, args={"worker_id": self.worker.worker_id})
+        hello = Envelope(name=HELLO_NAME, args={"worker_id": self.worker_id})
         while not self._ready.is_set():
             await self.broker.broadcast(self.channel, hello)
             try:
@@ -87,13 +87,13 @@ class ControlListener:
                     return
 
     async def _on_command(self, envelope: Envelope) -> None:
-        worker = self.worker
+        worker_id = self.worker_id
         try:
             command = Command.from_envelope(envelope)
         except ValueError as exc:
             log.debug("ignoring a control message: %s", exc)
             return
-        if not command.is_for(worker.worker_id) or command.request_id in self._seen:
+        if not command.is_for(worker_id) or command.request_id in self._seen:
             return
         self._seen.append(command.request_id)
         now = utcnow()
@@ -101,10 +101,10 @@ class ControlListener:
             log.info("ignoring control command %s sent at %s (too old)", command.command, command.sent_at)
             return
         try:
-            result = await handle_command(worker, command)
-            reply = Reply(command.request_id, worker.worker_id, command.command, True, result)
+            result = await handle_command(self.target, command)
+            reply = Reply(command.request_id, worker_id, command.command, True, result)
         except Exception as exc:  # noqa: BLE001 - reported to the caller instead
-            reply = Reply(command.request_id, worker.worker_id, command.command, False, error=str(exc) or type(exc).__name__)
+            reply = Reply(command.request_id, worker_id, command.command, False, error=str(exc) or type(exc).__name__)
         try:
             # Past the deadline the caller has stopped reading and purged its reply queue:
             # a late reply would only linger there.
@@ -113,7 +113,7 @@ class ControlListener:
         except StemError as exc:
             log.warning("could not reply to control command %s: %s", command.command, exc)
         if command.command == "shutdown" and reply.ok:
-            worker.request_stop(command.arguments.get("mode", "warm"))
+            self.target.control.request_stop(command.arguments.get("mode", "warm"))
 
 
 __all__ = ["ControlListener"]

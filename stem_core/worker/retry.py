@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import random
 
-RETRY_BASE_SECONDS = 2.0
-RETRY_MAX_SECONDS = 300.0
-# The delay is shortened by up to this fraction, so retries of a burst spread out.
-RETRY_JITTER_FRACTION = 0.25
+from ..settings import RETRY_BASE_SECONDS, RETRY_JITTER_FRACTION, RETRY_MAX_SECONDS
 
 
 def backoff_seconds(
@@ -63,4 +60,4 @@ class TimeLimitExceeded(TimeoutError):
     """The task ran longer than its ``time_limit``; it follows the retry policy."""
 
 
-__all__ = ["RETRY_BASE_SECONDS", "RETRY_JITTER_FRACTION", "RETRY_MAX_SECONDS", "Reject", "Retry", "TimeLimitExceeded", "backoff_seconds"]
+__all__ = ["Reject", "Retry", "TimeLimitExceeded", "backoff_seconds"]

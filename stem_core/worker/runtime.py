@@ -9,6 +9,8 @@ Layout of one running worker (all on one event loop; sync bodies in daemon threa
   ``Executor.process``;
 * ``LeaseKeeper`` renewing every held lease; heartbeat loop (heartbeat + refresh of the
   persisted pause/revoke records); control subscription on ``<ns>.control``;
+* ``ControlState``: the pauses, revocations and stop request that the commands, signals
+  and heartbeats change and everything above obeys;
 * burst mode: a watcher that stops the worker once its queues are drained.
 """
 
@@ -22,17 +24,18 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ..clock import monotonic, utcnow
-from ..control.pause import pause_active, paused_queues
-from ..control.revoke import revoked_tasks
+from ..contract import WorkerHeartbeat
 from ..envelope import Delivery, validate_name
-from ..errors import StemError, Unsupported
+from ..errors import StemError
 from ..settings import HEARTBEAT_INTERVAL_SECONDS
+from .burst import BURST_CHECK_INTERVAL_S, queues_drained
+from .commands import CommandTarget
+from .control_state import ControlState
 from .execution import Counters, Executor
 from .heartbeat import GONE_HEARTBEAT_TTL_S, build_heartbeat
 from .held import ACTIVE, RESERVED, SETTLED, Held, HeldSet, lease_deadline
 from .leases import LeaseKeeper
 from .listener import ControlListener
-from .retry import RETRY_MAX_SECONDS
 from .threads import ABANDONED_THREAD_HEADROOM, ThreadBridge
 
 if TYPE_CHECKING:
@@ -46,12 +49,7 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 FETCH_RETRY_S = 1.0
 # Hard shutdown (and the end of a soft one) waits at most this long for hand-backs.
 HARD_SETTLE_TIMEOUT_S = 5.0
-BURST_CHECK_INTERVAL_S = 0.1
 CANCEL_RECHECK_S = 0.5
-# Burst mode keeps waiting for delayed messages due within this horizon (retries included).
-BURST_DELAYED_HORIZON_S = RETRY_MAX_SECONDS
-BURST_PEEK_LIMIT = 1000
-STOP_MODES = {"warm": 1, "soft": 2, "hard": 3}
 _SIGNAL_MODES = (("SIGTERM", "warm"), ("SIGINT", "soft"), ("SIGQUIT", "hard"))
 
 
@@ -82,18 +80,12 @@ class Worker:
         self.shutdown_grace = _positive_float(shutdown_grace, "shutdown_grace", allow_zero=True)
         self.counters = Counters()
         self.held = HeldSet()
-        self.paused: set[str] = set()
+        self.control = ControlState(worker_id=self.worker_id, queues=self.queues, held=self.held,
+                                    shutdown_grace=self.shutdown_grace)
         self.started_at = utcnow()
-        self.exit_code = 0
         # Set once the worker has read its persisted state, written its first heartbeat
         # and started fetching.
         self.ready = asyncio.Event()
-        self._pause_records: dict[str, dict[str, Any]] = {}
-        self._revoked: dict[str, dict[str, Any]] = {}
-        self._stop_mode: str | None = None
-        self._stop_changed = asyncio.Event()
-        self._soft_deadline: float | None = None
-        self._resubscribe = asyncio.Event()
         self._signals: list[int] = []
         self._running = False
 
@@ -101,25 +93,26 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        return self._stop_mode is not None
+        return self.control.stopping
 
     @property
     def stop_mode(self) -> str | None:
-        return self._stop_mode
+        return self.control.stop_mode
+
+    @property
+    def exit_code(self) -> int:
+        """1 after a hard stop (tasks were handed back unfinished), else 0."""
+        return 1 if self.control.stop_mode == "hard" else 0
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """The queues paused for this worker now."""
+        return self.control.paused
 
     def request_stop(self, mode: str = "warm") -> None:
         """Ask the worker to stop: ``warm`` finishes running tasks, ``soft`` interrupts
         them after the grace period, ``hard`` hands everything back now. Only escalates."""
-        if mode not in STOP_MODES:
-            raise ValueError(f"stop mode must be one of {', '.join(STOP_MODES)}, got {mode!r}")
-        if self._stop_mode is not None and STOP_MODES[mode] <= STOP_MODES[self._stop_mode]:
-            return
-        self._stop_mode = mode
-        if mode == "soft":
-            self._soft_deadline = monotonic() + self.shutdown_grace
-        if mode == "hard":
-            self.exit_code = 1
-        self._stop_changed.set()
+        self.control.request_stop(mode)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM warm, SIGINT soft, SIGQUIT or any second signal hard (call inside the loop)."""
@@ -132,26 +125,15 @@ class Worker:
             self._signals.append(sig)
 
     def _on_signal(self, name: str, mode: str) -> None:
-        if self._stop_mode is not None:
+        if self.control.stopping:
             mode = "hard"
         log.warning("worker %s received %s: %s shutdown", self.worker_id, name, mode)
-        self.request_stop(mode)
+        self.control.request_stop(mode)
 
-    def active_queues(self) -> list[str]:
-        return [q for q in self.queues if q not in self.paused]
-
-    def paused_queues(self) -> list[str]:
-        """This worker's queues that are paused for it now."""
-        return [q for q in self.queues if q in self.paused]
-
-    def revocation(self, task_id: str) -> dict[str, Any] | None:
-        return self._revoked.get(task_id)
-
-    def revoked_ids(self) -> list[str]:
-        return list(self._revoked)
-
-    def uptime(self) -> float:
-        return (utcnow() - self.started_at).total_seconds()
+    def heartbeat(self) -> WorkerHeartbeat:
+        """What this worker reports about itself now."""
+        return build_heartbeat(self.control, namespace=self.app.namespace, concurrency=self.concurrency,
+                               held=self.held, counters=self.counters, interval=self.heartbeat_interval)
 
     # -- run ------------------------------------------------------------------------
 
@@ -174,17 +156,19 @@ class Worker:
             bridge=self._bridge,
             leases=self.leases,
             counters=self.counters,
-            revocation=self.revocation,
+            revocation=self.control.revocation,
         )
         background: list[asyncio.Task[Any]] = []
         try:
             if self.broker.capabilities.broadcast:
-                listener = ControlListener(self)
+                target = CommandTarget(control=self.control, held=self.held, counters=self.counters, leases=self.leases,
+                                       concurrency=self.concurrency, prefetch=self.prefetch, started_at=self.started_at)
+                listener = ControlListener(self.broker, target)
                 background.append(asyncio.create_task(listener.run()))
                 await listener.await_ready()
             else:
                 log.warning("the %s broker has no broadcast: control commands will not reach this worker", self.broker.scheme)
-            await self._refresh_records()
+            await self.control.refresh(self.backend)
             await self._write_heartbeat()
             log.info(
                 "worker %s ready: queues=%s concurrency=%d prefetch=%d loop=%s%s",
@@ -199,8 +183,8 @@ class Worker:
             background.append(fetcher)
             self.ready.set()
             while not self.stopping:
-                await self._stop_changed.wait()
-            log.info("worker %s stopping (%s)", self.worker_id, self._stop_mode)
+                await self.control.stop_changed.wait()
+            log.info("worker %s stopping (%s)", self.worker_id, self.control.stop_mode)
             await cancel_and_wait(fetcher)
             await self._shutdown()
         finally:
@@ -217,13 +201,13 @@ class Worker:
 
     async def _fetch_supervisor(self) -> None:
         while not self.stopping:
-            self._resubscribe.clear()
-            queues = self.active_queues()
+            self.control.pauses_changed.clear()
+            queues = self.control.active_queues()
             if not queues:
-                await self._resubscribe.wait()
+                await self.control.pauses_changed.wait()
                 continue
             fetch = asyncio.create_task(self._fetch(queues))
-            change = asyncio.create_task(self._resubscribe.wait())
+            change = asyncio.create_task(self.control.pauses_changed.wait())
             try:
                 await asyncio.wait({fetch, change}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -231,7 +215,7 @@ class Worker:
             # Only now that the old subscription is closed (it would claim them again):
             # reserved deliveries of newly paused queues go back.
             for held in self.held.in_state(RESERVED):
-                if held.queue in self.paused and held.handler is not None:
+                if self.control.is_paused(held.queue) and held.handler is not None:
                     held.handler.cancel()
             if not fetch.cancelled() and fetch.exception() is not None:
                 exc = fetch.exception()
@@ -258,7 +242,7 @@ class Worker:
 
     async def _handle(self, held: Held) -> None:
         try:
-            if self.stopping or held.queue in self.paused:
+            if self.stopping or self.control.is_paused(held.queue):
                 await self._executor.give_back(held)
                 return
             await self._slots.acquire()
@@ -266,7 +250,7 @@ class Worker:
             try:
                 if held.lease_lost:
                     await self._drop(held)
-                elif self.stopping or held.queue in self.paused:
+                elif self.stopping or self.control.is_paused(held.queue):
                     await self._executor.give_back(held)
                 else:
                     held.state = ACTIVE
@@ -304,107 +288,35 @@ class Worker:
         elif held.body is None or not held.body.done():  # a finished body is being settled
             log.warning("lost the lease of running task %s (%s): another worker may run it too", held.id, held.name)
 
-    # -- pause / revoke state -------------------------------------------------------
-
-    def set_pauses(self, records: dict[str, dict[str, Any]]) -> None:
-        """Replace the known pause records and apply them."""
-        self._pause_records = dict(records)
-        self._apply_pauses()
-
-    def merge_pauses(self, records: dict[str, dict[str, Any]]) -> None:
-        self._pause_records.update(records)
-        self._apply_pauses()
-
-    def remove_pauses(self, queues: list[str]) -> None:
-        for queue in queues:
-            self._pause_records.pop(queue, None)
-        self._apply_pauses()
-
-    def _apply_pauses(self) -> None:
-        now = utcnow()
-        paused = {q for q, r in self._pause_records.items() if pause_active(r, self.worker_id, now=now)}
-        if paused == self.paused:
-            return
-        ours = set(self.queues)
-        if (paused ^ self.paused) & ours:
-            log.info("worker %s: paused queues now %s", self.worker_id, ",".join(sorted(paused & ours)) or "none")
-            self._resubscribe.set()
-        self.paused = paused
-
-    def apply_revocations(self, records: dict[str, dict[str, Any]], *, replace: bool = False) -> list[str]:
-        """Remember revocations; cancel running tasks revoked with ``terminate``."""
-        if replace:
-            self._revoked = dict(records)
-        else:
-            self._revoked.update(records)
-        terminated = []
-        for task_id, record in records.items():
-            if not record.get("terminate"):
-                continue
-            for held in self.held.by_task_id(task_id):
-                if held.state == ACTIVE and held.cancel_reason is None:
-                    held.cancel_reason = "revoked"
-                    if held.body is not None:
-                        held.body.cancel()
-                    terminated.append(task_id)
-        return terminated
-
-    async def _refresh_records(self) -> None:
-        self.set_pauses(await paused_queues(self.backend))
-        self.apply_revocations(await revoked_tasks(self.backend), replace=True)
-
     # -- heartbeat, burst, control --------------------------------------------------
 
     async def _write_heartbeat(self) -> None:
-        await self.backend.set_heartbeat(build_heartbeat(self))
+        await self.backend.set_heartbeat(self.heartbeat())
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            for step in (self._refresh_records, self._write_heartbeat):
+            for step in (self._refresh_control, self._write_heartbeat):
                 try:
                     await step()
                 except StemError as exc:
                     log.warning("heartbeat: %s", exc)
 
+    async def _refresh_control(self) -> None:
+        await self.control.refresh(self.backend)
+
     async def _goodbye(self) -> None:
         try:
-            await self.backend.set_heartbeat(build_heartbeat(self), ttl=GONE_HEARTBEAT_TTL_S)
+            await self.backend.set_heartbeat(self.heartbeat(), ttl=GONE_HEARTBEAT_TTL_S)
         except StemError as exc:
             log.warning("could not write the final heartbeat: %s", exc)
 
     async def _burst_loop(self) -> None:
         while not self.stopping:
             await asyncio.sleep(BURST_CHECK_INTERVAL_S)
-            if len(self.held) == 0 and await self._drained():
+            if len(self.held) == 0 and await queues_drained(self.broker, self.control.active_queues()):
                 log.info("worker %s: queues drained, stopping (burst)", self.worker_id)
                 self.request_stop("warm")
-
-    async def _drained(self) -> bool:
-        queues = self.active_queues()
-        if not queues:
-            return True
-        horizon = utcnow().timestamp() + BURST_DELAYED_HORIZON_S
-        with_delayed: list[str] = []
-        for stats in await self.broker.queue_stats(queues):
-            if stats.pending or stats.inflight:
-                return False
-            if stats.delayed:
-                try:
-                    waiting = await self.broker.peek(stats.queue, state="delayed", limit=BURST_PEEK_LIMIT)
-                except Unsupported:
-                    return False
-                if any(m.envelope.not_before is None or m.envelope.not_before.timestamp() <= horizon for m in waiting):
-                    return False
-                with_delayed.append(stats.queue)
-        # A delayed task that fell due between the count and the peek is no longer in the
-        # peek (a broker may even move it to ready while peeking): count again, so it is
-        # seen as pending rather than missed.
-        if with_delayed:
-            for stats in await self.broker.queue_stats(with_delayed):
-                if stats.pending or stats.inflight:
-                    return False
-        return True
 
     # -- shutdown -------------------------------------------------------------------
 
@@ -416,14 +328,14 @@ class Worker:
             handlers = [h.handler for h in self.held if h.handler is not None and not h.handler.done()]
             if not handlers:
                 return
-            mode = self._stop_mode
+            mode = self.control.stop_mode
             if mode == "hard":
                 self._interrupt_active()
                 await asyncio.wait(handlers, timeout=HARD_SETTLE_TIMEOUT_S)
                 return
-            timeout = None if mode == "warm" else max(0.0, (self._soft_deadline or monotonic()) - monotonic())
-            self._stop_changed.clear()
-            escalated = asyncio.create_task(self._stop_changed.wait())
+            timeout = None if mode == "warm" else max(0.0, (self.control.soft_deadline or monotonic()) - monotonic())
+            self.control.stop_changed.clear()
+            escalated = asyncio.create_task(self.control.stop_changed.wait())
             done, _ = await asyncio.wait([*handlers, escalated], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             escalated.cancel()
             if not done and mode == "soft":
@@ -481,4 +393,4 @@ def _positive_float(value: object, label: str, *, allow_zero: bool = False) -> f
     return float(value)
 
 
-__all__ = ["PREFETCH_MULTIPLIER", "SHUTDOWN_GRACE_SECONDS", "STOP_MODES", "Worker"]
+__all__ = ["PREFETCH_MULTIPLIER", "SHUTDOWN_GRACE_SECONDS", "Worker"]

@@ -13,30 +13,13 @@ import typer
 
 from stem_core.control import CONTROL_COMMANDS, SHUTDOWN_MODES
 from stem_core.ops import ActionResult
+from stem_core.ops.policy import asks_first
 
 from . import views
-from .common import (
-    BackendOpt,
-    BrokerOpt,
-    DryRunOpt,
-    JsonlOpt,
-    JsonOpt,
-    NamespaceOpt,
-    ReasonOpt,
-    YesOpt,
-    is_duration,
-    open_ops,
-    output_format,
-    parse_duration,
-    parse_json_object,
-    run,
-    settings_from,
-    show,
-)
+from .common import open_ops, run, show
+from .options import CommonOptions, DryRunOpt, ReasonOpt, YesOpt, common_options
 from .output import EXIT_FAILED, EXIT_USAGE, confirm, emit, fail
-
-# These stop workers or cancel tasks: state what will happen and ask.
-DESTRUCTIVE_COMMANDS = ("shutdown", "revoke")
+from .parsing import is_duration, parse_duration, parse_json_object
 
 
 def _commands() -> list[str]:
@@ -72,6 +55,7 @@ def _arguments(command: str, args_json: str | None, queues: list[str], reason: s
     return args
 
 
+@common_options()
 def broadcast(
     command: Annotated[str, typer.Argument(metavar="COMMAND", autocompletion=_commands,
                                            help=f"One of {', '.join(CONTROL_COMMANDS)}; with --channel, a task name.")],
@@ -87,14 +71,11 @@ def broadcast(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     reason: ReasonOpt = None,
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Send a control command to the workers and show their replies."""
-    fmt = output_format(json_out, jsonl_out)
+    fmt = opts.fmt()
     wait = parse_duration(timeout, option="--timeout")
     if wait <= 0:
         fail("--timeout must be positive", EXIT_USAGE)
@@ -108,13 +89,13 @@ def broadcast(
     else:
         arguments = _arguments(command, args_json, _split(queue), reason, until, _split(task_id), terminate, mode)
     targets = _split(workers) or None
-    settings = settings_from(broker, backend, namespace)
+    settings = opts.settings()
 
     async def main() -> ActionResult:
         async with open_ops(settings) as ops:
             if channel is not None:
                 return await ops.broadcast_raw(channel, command, raw_args, dry_run=dry_run, reason=reason)
-            if command in DESTRUCTIVE_COMMANDS and not dry_run:
+            if asks_first(command) and not dry_run:
                 preview = await ops.broadcast(command, arguments, targets=targets, timeout=wait, dry_run=True)
                 confirm(f"send {command} to {preview.count} worker(s)", yes=yes)
             return await ops.broadcast(command, arguments, targets=targets, timeout=wait, dry_run=dry_run, reason=reason)
@@ -123,20 +104,21 @@ def broadcast(
     if channel is not None or command in ("pause", "resume") or result.dry_run:
         show(result, "broadcast" if channel is not None else command, fmt)
     else:
-        replies = result.detail.get("replies", {})
+        replies = result.detail.replies or {}
+        no_reply = result.detail.missing or []
         rows = [{"worker": w, "reply": r} for w, r in replies.items()]
-        rows += [{"worker": w, "reply": "NO REPLY"} for w in result.detail.get("missing", [])]
+        rows += [{"worker": w, "reply": "NO REPLY"} for w in no_reply]
 
         def render() -> object:
             from rich.console import Group
 
             table = views.records(rows, [("WORKER", "worker"), ("REPLY", "reply")], "no worker answered")
-            return Group(table, views.t(f"{len(replies)} replied, {len(result.detail.get('missing', []))} missing", "dim"))
+            return Group(table, views.t(f"{len(replies)} replied, {len(no_reply)} missing", "dim"))
 
         emit(result.to_dict(), fmt, render, lambda: rows)
     if result.dry_run or channel is not None:
         return
-    missing = result.detail.get("missing") or []
+    missing = result.detail.missing or []
     if command in ("pause", "resume"):
         if not result.ok:
             fail(f"{command} is persisted, but live worker(s) did not confirm within {timeout}: {', '.join(missing)}",
@@ -147,11 +129,12 @@ def broadcast(
     if missing:
         fail(f"{len(missing)} worker(s) did not answer within {timeout}: {', '.join(missing)}", EXIT_FAILED)
     if not result.ok:
-        fail(f"{command} failed on: {', '.join(sorted(result.detail.get('errors') or {})) or 'some workers'}", EXIT_FAILED)
+        # Which workers failed is in the replies above (the line has never named them).
+        fail(f"{command} failed on: some workers", EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:
     app.command("broadcast")(broadcast)
 
 
-__all__ = ["DESTRUCTIVE_COMMANDS", "broadcast", "register"]
+__all__ = ["broadcast", "register"]

@@ -9,26 +9,26 @@ from stem_core.ops import ENV_ACTOR, STALE_AFTER_S, default_actor
 from stem_core.settings import ENV_BACKEND_URL, ENV_BROKER_URL, ENV_NAMESPACE, data_home
 
 from . import views
-from .common import BackendOpt, BrokerOpt, JsonlOpt, JsonOpt, NamespaceOpt, output_format, settings_from
+from .options import CommonOptions, common_options
 from .output import emit
 
 
+@common_options()
 def config(
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Show the effective broker/backend URLs (redacted), namespace, actor and their sources."""
-    fmt = output_format(json_out, jsonl_out)
-    settings = settings_from(broker, backend, namespace)
+    fmt = opts.fmt()
+    settings = opts.settings()
     data = settings.to_dict()
     data.update({
         "actor": default_actor(),
         "actor_source": ENV_ACTOR if __import__("os").environ.get(ENV_ACTOR) else "$USER@hostname",
         "data_home": str(data_home()),
         "stale_after_default_s": STALE_AFTER_S,
+        "liveness": "live while the last heartbeat is younger than its interval + max(1s, interval/2); "
+                    f"{STALE_AFTER_S:g}s when a heartbeat names no interval; --stale-after overrides",
         "environment": [ENV_BROKER_URL, ENV_BACKEND_URL, ENV_NAMESPACE, ENV_ACTOR, "STEM_STALE_AFTER", "STEM_DEBUG"],
     })
     rows = [{"setting": k, "value": ", ".join(v) if isinstance(v, list) else v} for k, v in data.items()]

@@ -18,11 +18,12 @@ from typing import Annotated
 
 import typer
 
-from stem_core.ops import STALE_AFTER_S
 from stem_core.settings import ENV_NAMESPACE, Settings, redact_url
 
-from .common import BackendOpt, BrokerOpt, NamespaceOpt, open_ops, parse_duration, run, settings_from
+from .common import open_ops, run
+from .options import CommonOptions, common_options, settings_from
 from .output import EXIT_FAILED, EXIT_USAGE, emit, fail, info
+from .parsing import parse_duration
 
 DEMO_NAMESPACE = "demo"
 DEFAULT_RATE = 20.0
@@ -59,6 +60,7 @@ def summary(settings: Settings) -> None:
     run(read)
 
 
+@common_options(output=False)
 def demo(
     no_tui: Annotated[bool, typer.Option("--no-tui", help="Run headless (no TUI): for scripts and tests.")] = False,
     duration: Annotated[str | None, typer.Option("--duration", help="Stop after this long, e.g. 10s (default: when the TUI quits, or Ctrl-C).")] = None,
@@ -67,15 +69,15 @@ def demo(
     fresh: Annotated[bool, typer.Option("--fresh/--keep", help="Empty the demo queues first.")] = True,
     read_only: Annotated[bool, typer.Option("--read-only", help="Open the TUI read-only.")] = False,
     low_colour: Annotated[bool, typer.Option("--low-colour", "--low-color", help="16 colours and ASCII sparklines.")] = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Start workers and a producer and watch them in the TUI; stops everything it started on exit."""
     seconds = parse_duration(duration, option="--duration") if duration else None
     if no_tui and seconds is None:
         fail("--no-tui needs --duration (e.g. --duration 30s)", EXIT_USAGE)
-    settings = settings_from(broker, backend, namespace or os.environ.get(ENV_NAMESPACE) or DEMO_NAMESPACE)
+    namespace = opts.namespace or os.environ.get(ENV_NAMESPACE) or DEMO_NAMESPACE
+    settings = settings_from(opts.broker, opts.backend, namespace)
     run(lambda: prepare(settings, fresh=fresh))
     from stem_tui.demo_fleet import running
 
@@ -111,7 +113,7 @@ def _run_tui_for(settings: Settings, seconds: float | None, *, read_only: bool, 
 
     from .tui import cli_context
 
-    source = DataSource.from_settings(settings, interval=1.0, stale_after=STALE_AFTER_S)
+    source = DataSource.from_settings(settings, interval=1.0)
     StemTui(source, read_only=read_only, low_colour=low_colour, cli_context=cli_context(settings), exit_after=seconds).run()
 
 

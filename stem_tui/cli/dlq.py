@@ -13,23 +13,10 @@ from stem_core.ops import Ops
 from stem_core.settings import DEFAULT_PAGE_LIMIT
 
 from . import views
-from .common import (
-    BackendOpt,
-    BrokerOpt,
-    DryRunOpt,
-    JsonlOpt,
-    JsonOpt,
-    NamespaceOpt,
-    ReasonOpt,
-    YesOpt,
-    output_format,
-    parse_duration,
-    parse_time,
-    preview_then_act,
-    read_and_show,
-    settings_from,
-)
+from .common import preview_then_act, read_and_show
+from .options import CommonOptions, DryRunOpt, ReasonOpt, YesOpt, common_options
 from .output import EXIT_FAILED, fail
+from .parsing import parse_duration, parse_time
 from .requeue import DelayOpt, IdsOpt, SinceOpt, TaskOpt
 
 dlq_app = typer.Typer(name="dlq", help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
@@ -39,15 +26,13 @@ DEAD_COLUMNS = [("TASK ID", "id"), ("NAME", "name"), ("DEAD AT", "dead_at"), ("R
 
 
 @dlq_app.command("list")
+@common_options()
 def list_(
     queue: QueueArg,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Rows per page.")] = DEFAULT_PAGE_LIMIT,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")] = 0,
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Dead letters of QUEUE, newest first."""
 
@@ -63,19 +48,16 @@ def list_(
             return table
         return Group(table, views.t(f"more: --offset {page.next_offset}", "dim"))
 
-    read_and_show(fetch, lambda page: page.to_dict(), render, rows=lambda page: [e.to_dict() for e in page.entries],
-                  json_out=json_out, jsonl_out=jsonl_out, broker=broker, backend=backend, namespace=namespace)
+    read_and_show(fetch, lambda page: page.to_dict(), render, opts, rows=lambda page: [e.to_dict() for e in page.entries])
 
 
 @dlq_app.command("show")
+@common_options()
 def show_one(
     queue: QueueArg,
     task_id: Annotated[str, typer.Argument(metavar="ID", help="The task id.")],
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """One dead letter in full: envelope, reason, meta, when. Exits 1 when there is none."""
 
@@ -96,11 +78,11 @@ def show_one(
         lines.append(views.t(f"replay: stem dlq replay {queue} --id {env['id']}", "cyan"))
         return Group(*lines)
 
-    read_and_show(fetch, lambda entry: entry.to_dict(), render, json_out=json_out, jsonl_out=jsonl_out, broker=broker,
-                  backend=backend, namespace=namespace)
+    read_and_show(fetch, lambda entry: entry.to_dict(), render, opts)
 
 
 @dlq_app.command("replay")
+@common_options()
 def replay(
     queue: QueueArg,
     ids: IdsOpt = None,
@@ -111,17 +93,14 @@ def replay(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     reason: ReasonOpt = None,
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Put dead letters back on QUEUE (same id, a fresh retry budget); asks first."""
-    fmt = output_format(json_out, jsonl_out)
+    fmt = opts.fmt()
     since_at = parse_time(since, option="--since") if since is not None else None
     delay_s = parse_duration(delay, option="--delay") if delay is not None else None
-    settings = settings_from(broker, backend, namespace)
+    settings = opts.settings()
     preview_then_act(
         lambda ops, dry, chosen: ops.replay(queue, ids=chosen, task=task, since=since_at, limit=limit, delay=delay_s,
                                             dry_run=dry, reason=reason),
@@ -130,6 +109,7 @@ def replay(
 
 
 @dlq_app.command("purge")
+@common_options()
 def purge(
     queue: QueueArg,
     since: SinceOpt = None,
@@ -137,16 +117,13 @@ def purge(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     reason: ReasonOpt = None,
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Delete dead letters of QUEUE (all, or dead since --since, up to --limit); asks first."""
-    fmt = output_format(json_out, jsonl_out)
+    fmt = opts.fmt()
     since_at = parse_time(since, option="--since") if since is not None else None
-    settings = settings_from(broker, backend, namespace)
+    settings = opts.settings()
     preview_then_act(lambda ops, dry, _: ops.purge(queue, dead=True, since=since_at, limit=limit, dry_run=dry, reason=reason),
                      lambda p: f"delete {p.count} dead letter(s) of {queue}", "purge", dry_run=dry_run, yes=yes, fmt=fmt,
                      settings=settings)

@@ -17,23 +17,10 @@ import typer
 from stem_core.clock import parse_iso
 
 from . import views
-from .common import (
-    BackendOpt,
-    BrokerOpt,
-    DryRunOpt,
-    JsonlOpt,
-    JsonOpt,
-    NamespaceOpt,
-    ReasonOpt,
-    open_ops,
-    output_format,
-    parse_duration,
-    parse_json_object,
-    parse_pairs,
-    run,
-    settings_from,
-)
+from .common import open_ops, run
+from .options import CommonOptions, DryRunOpt, ReasonOpt, common_options
 from .output import EXIT_USAGE, emit, fail, lines, progress
+from .parsing import parse_duration, parse_json_object, parse_pairs
 
 LINE_KEYS = frozenset({"task", "name", "args", "queue", "priority", "delay", "eta", "id", "max_retries"})
 
@@ -92,6 +79,7 @@ def _read_lines(path: str) -> list[tuple[int, str]]:
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
+@common_options()
 def enqueue(
     task: Annotated[str | None, typer.Argument(metavar="TASK", help="The task name (optional with --file).")] = None,
     args_json: Annotated[str | None, typer.Option("--args", help="Arguments as a JSON object.")] = None,
@@ -105,14 +93,11 @@ def enqueue(
     file: Annotated[str | None, typer.Option("--file", "-f", help="JSON lines to enqueue in bulk ('-' = stdin).")] = None,
     dry_run: DryRunOpt = False,
     reason: ReasonOpt = None,
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Enqueue a task (or many from --file); prints the task ids."""
-    fmt = output_format(json_out, jsonl_out)
+    fmt = opts.fmt()
     if delay is not None and eta is not None:
         fail("give --delay or --eta, not both", EXIT_USAGE)
     defaults: dict[str, Any] = {
@@ -132,7 +117,7 @@ def enqueue(
         args = parse_json_object(args_json, option="--args") if args_json is not None else {}
         args.update(parse_pairs(arg))
         items = [(task, args, {k: v for k, v in {**defaults, "task_id": task_id}.items() if v is not None})]
-    settings = settings_from(broker, backend, namespace)
+    settings = opts.settings()
 
     async def main() -> None:
         async with open_ops(settings) as ops:
@@ -142,7 +127,7 @@ def enqueue(
             else:
                 with progress(len(items), "enqueue") as tick:
                     result = await ops.enqueue_many(items, on_progress=tick, dry_run=dry_run, reason=reason)
-        ids = result.detail.get("ids", [])
+        ids = result.detail.ids or []
         if dry_run or fmt != "table":
             emit(result.to_dict(), fmt, lambda: views.action(result, "enqueue"),
                  lambda: [{"id": i} for i in ids] if not dry_run else result.sample)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import typer
 from typer.core import TyperGroup
@@ -23,7 +23,7 @@ STEM_RESULT_BACKEND_URL, STEM_NAMESPACE); reads take --json or --jsonl.
 def normalize_argv(args: Sequence[str]) -> list[str]:
     """``--watch 5s`` / ``--watch=5s`` -> ``--watch --interval 5s`` (SPEC: ``--watch [interval]``;
     Typer options cannot take an optional value)."""
-    from .common import is_duration
+    from .parsing import is_duration
 
     out: list[str] = []
     items = list(args)
@@ -83,8 +83,20 @@ app = typer.Typer(
 )
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        from stem_core.version import __version__
+
+        plain(f"stem {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
     # A callback keeps `stem <command>` a group even while only one command is registered
     # (Typer otherwise runs a lone command as the root and rejects its name).
     pass

@@ -4,11 +4,12 @@ Exit codes (documented in ``stem --help`` and the README):
   0 ok; 1 the operation ran but failed or found a problem (no replies, check failed,
   not found); 2 bad usage or input; 3 cannot reach the broker or backend.
 
-Everything shown passes through two filters: ``neutralise`` (C0/C1 controls, DEL, NUL,
-bidi overrides and other invisible format characters become visible escapes; Rich markup
-is never interpreted because data goes into ``Text`` objects) and ``scrub`` (the
-passwords of the configured URLs become ``***``). JSON is ASCII-escaped, so no raw
-control byte from data can reach the terminal whatever the format.
+Everything shown passes through two filters: ``neutralise`` (``stem_tui/text.py``, shared
+with the TUI: C0/C1 controls, DEL, NUL, bidi overrides and other invisible format
+characters become visible escapes; Rich markup is never interpreted because data goes
+into ``Text`` objects) and ``scrub`` (the passwords of the configured URLs become
+``***``). JSON is ASCII-escaped, so no raw control byte from data can reach the terminal
+whatever the format.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import io
 import json
 import logging
 import sys
-import unicodedata
 from typing import Any, Callable, Iterable, Iterator, NoReturn
 from urllib.parse import urlsplit
+
+from ..text import neutralise
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,31 +36,11 @@ EXIT_CODES_HELP = (
 
 # Piped output is not wrapped at 80 columns: tables stay one row per line for grep.
 PIPE_WIDTH = 220
-# Categories whose characters are invisible or move the cursor: control, format (bidi
-# overrides, zero-width), line and paragraph separators, surrogates.
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 _secrets: set[str] = set()
 
 
-# -- neutralising -------------------------------------------------------------------
-
-
-def neutralise(value: object) -> str:
-    """``value`` as text safe for a terminal: hidden characters become ``\\xNN``/``\\uNNNN``."""
-    text = value if isinstance(value, str) else str(value)
-    if text.isascii() and text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if code < 0x100 and (code < 0x20 or 0x7F <= code <= 0x9F):
-            out.append(f"\\x{code:02x}")
-        elif unicodedata.category(ch) in _HIDDEN_CATEGORIES:
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+# -- secrets --------------------------------------------------------------------------
 
 
 def register_secret_url(url: str | None) -> None:

@@ -7,24 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .common import (
-    BackendOpt,
-    BrokerOpt,
-    DryRunOpt,
-    JsonlOpt,
-    JsonOpt,
-    NamespaceOpt,
-    ReasonOpt,
-    YesOpt,
-    output_format,
-    parse_time,
-    preview_then_act,
-    settings_from,
-)
+from .common import preview_then_act
+from .options import CommonOptions, DryRunOpt, ReasonOpt, YesOpt, common_options
 from .output import EXIT_USAGE, fail
+from .parsing import parse_time
 from .requeue import IdsOpt, SinceOpt
 
 
+@common_options()
 def purge(
     queue: Annotated[str, typer.Argument(metavar="QUEUE", help="The queue.")],
     dead: Annotated[bool, typer.Option("--dead", help="Purge the dead letters instead.")] = False,
@@ -34,18 +24,15 @@ def purge(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     reason: ReasonOpt = None,
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Delete the pending and delayed messages of QUEUE (asks first; --yes off a terminal)."""
-    fmt = output_format(json_out, jsonl_out)
+    fmt = opts.fmt()
     if ids and dead:
         fail("--id removes live messages; --dead purges dead letters: choose one", EXIT_USAGE)
     since_at = parse_time(since, option="--since") if since is not None else None
-    settings = settings_from(broker, backend, namespace)
+    settings = opts.settings()
 
     if ids:
         preview_then_act(lambda ops, dry, chosen: ops.remove(queue, chosen or [], dry_run=dry, reason=reason),

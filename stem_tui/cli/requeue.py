@@ -13,23 +13,10 @@ from typing import Annotated
 
 import typer
 
-from .common import (
-    BackendOpt,
-    BrokerOpt,
-    DryRunOpt,
-    JsonlOpt,
-    JsonOpt,
-    NamespaceOpt,
-    ReasonOpt,
-    StaleAfterOpt,
-    YesOpt,
-    output_format,
-    parse_duration,
-    parse_time,
-    preview_then_act,
-    settings_from,
-)
+from .common import preview_then_act
+from .options import CommonOptions, DryRunOpt, ReasonOpt, YesOpt, common_options
 from .output import EXIT_USAGE, fail
+from .parsing import parse_duration, parse_time
 
 IdsOpt = Annotated[list[str] | None, typer.Option("--id", help="A task id (repeat for more).")]
 TaskOpt = Annotated[str | None, typer.Option("--task", help="Only dead letters of this task name.")]
@@ -37,6 +24,7 @@ SinceOpt = Annotated[str | None, typer.Option("--since", help="Only dead since t
 DelayOpt = Annotated[str | None, typer.Option("--delay", help="Replayed dead letters run after this long (10s, 5m).")]
 
 
+@common_options(stale_after=True)
 def requeue(
     queue: Annotated[str, typer.Argument(metavar="QUEUE", help="The queue.")],
     ids: IdsOpt = None,
@@ -51,26 +39,22 @@ def requeue(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     reason: ReasonOpt = None,
-    json_out: JsonOpt = False,
-    jsonl_out: JsonlOpt = False,
-    stale_after: StaleAfterOpt = None,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Make leased, delayed or dead messages of QUEUE ready now (asks first; --yes off a terminal)."""
-    fmt = output_format(json_out, jsonl_out)
+    fmt = opts.fmt()
     if not (ids or expired_leases or dead):
         fail("say what to requeue: --id ID, --expired-leases or --dead", EXIT_USAGE)
     since_at = parse_time(since, option="--since") if since is not None else None
     delay_s = parse_duration(delay, option="--delay") if delay is not None else None
-    settings = settings_from(broker, backend, namespace)
+    settings = opts.settings()
     what = "dead letter(s)" if dead else "stuck lease(s)" if expired_leases else "message(s)"
     preview_then_act(
         lambda ops, dry, chosen: ops.requeue(queue, ids=chosen, stuck_leases=expired_leases, dead=dead, task=task,
                                              since=since_at, limit=limit, delay=delay_s, dry_run=dry, reason=reason),
         lambda p: f"requeue {p.count} {what} of {queue}", "requeue", ids=ids, dry_run=dry_run, yes=yes, fmt=fmt,
-        settings=settings, stale_after=stale_after)
+        settings=settings, stale_after=opts.stale_after)
 
 
 def register(app: typer.Typer) -> None:

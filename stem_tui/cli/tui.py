@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from stem_core.ops import STALE_AFTER_S
 from stem_core.settings import Settings, redact_url
 
-from .common import BackendOpt, BrokerOpt, NamespaceOpt, StaleAfterOpt, parse_duration, settings_from
+from .options import CommonOptions, common_options
 from .output import EXIT_USAGE, fail
+from .parsing import parse_duration
 
 ENV_READ_ONLY = "STEM_READ_ONLY"
 ENV_LOW_COLOUR = "STEM_TUI_LOW_COLOUR"
@@ -46,7 +46,7 @@ def check_urls(settings: Settings) -> None:
         fail(str(exc), EXIT_USAGE)
 
 
-def run_tui(settings: Settings, *, read_only: bool, low_colour: bool, refresh: float, stale_after: float) -> None:
+def run_tui(settings: Settings, *, read_only: bool, low_colour: bool, refresh: float, stale_after: float | None) -> None:
     """Build the app over ``settings`` and run it in this terminal (blocks until quit)."""
     from stem_tui.app import StemTui
     from stem_tui.source import DataSource
@@ -56,23 +56,22 @@ def run_tui(settings: Settings, *, read_only: bool, low_colour: bool, refresh: f
     app.run()
 
 
+@common_options(output=False, stale_after=True)
 def tui(
     read_only: Annotated[bool, typer.Option("--read-only", envvar=ENV_READ_ONLY, show_envvar=True,
                                             help="Hide every action: look, never touch.")] = False,
     refresh: Annotated[str, typer.Option("--refresh", help="Refresh interval, e.g. 2s, 5s (+/- change it live).")] = DEFAULT_REFRESH,
     low_colour: Annotated[bool, typer.Option("--low-colour", "--low-color", envvar=ENV_LOW_COLOUR, show_envvar=True,
                                              help="16 ANSI colours and ASCII sparklines, for poor terminals and slow links.")] = False,
-    stale_after: StaleAfterOpt = None,
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Watch queues, leases and workers live; fix a stuck queue without leaving it."""
     interval = parse_duration(refresh, option="--refresh")
     if interval < MIN_REFRESH_S:
         fail(f"--refresh must be at least {MIN_REFRESH_S:g}s", EXIT_USAGE)
-    stale = parse_duration(stale_after, option="--stale-after") if stale_after else STALE_AFTER_S
-    settings = settings_from(broker, backend, namespace)
+    stale = opts.stale_seconds()
+    settings = opts.settings()
     check_urls(settings)
     if not os.isatty(1):
         fail("stem tui needs a terminal (use `stem inspect ... --watch` in scripts)", EXIT_USAGE)

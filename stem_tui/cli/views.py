@@ -16,31 +16,16 @@ from rich.text import Text
 from stem_core.ops import ActionResult, Explanation, LeaseInfo, Overview, QueueDetail, WorkerInfo
 from stem_core.ops import text as words
 
-from .output import neutralise
+from ..text import INFLIGHT_NA_NOTE, VERDICT_STYLES, approx, neutralise
 
 # Args and reasons are cut to this many characters in table cells; queue names to fewer.
 CELL_MAX_CHARS = 60
 QUEUE_MAX_CHARS = 32
-# Rich styles per verdict, shared with the TUI (ANSI colours, so low-colour modes keep them).
-VERDICT_STYLES = {
-    "idle": "dim", "scheduled": "dim", "steady": "green", "draining": "green", "busy": "cyan",
-    "growing": "yellow", "paused": "yellow", "unknown": "",
-    "stalled": "bold red", "no-workers": "bold red",
-}
 
 
 def t(value: object, style: str = "") -> Text:
     """A neutralised ``Text`` cell ("-" for None)."""
     return Text("-" if value is None else neutralise(value), style=style)
-
-
-# An in-flight count the broker cannot know (None: RabbitMQ without its management API).
-INFLIGHT_NA = "n/a"
-INFLIGHT_NA_NOTE = "n/a (needs the management API)"
-
-
-def inflight_cell(value: int | None) -> int | str:
-    return INFLIGHT_NA if value is None else value
 
 
 def short(value: object, limit: int = CELL_MAX_CHARS) -> Text:
@@ -104,9 +89,10 @@ def overview(ov: Overview) -> Group:
     for q in ov.queues:
         verdict = q.verdict_text + (f"  [{q.unaccounted_leases} lease(s) held by no live worker]"
                                     if q.unaccounted_leases and q.verdict != "idle" else "")
+        a = q.approximate
         table.add_row(
-            short(q.queue, QUEUE_MAX_CHARS), t(q.pending), t(q.delayed), t(inflight_cell(q.inflight)),
-            t(q.dead, "red" if q.dead else ""),
+            short(q.queue, QUEUE_MAX_CHARS), t(approx(q.pending, a)), t(approx(q.delayed, a)), t(approx(q.inflight, a)),
+            t(approx(q.dead, a), "red" if q.dead else ""),
             t(words.duration(q.oldest_pending_age)), t(words.rate(q.in_rate)), t(words.rate(q.out_rate)),
             t(f"{len(q.workers)} ({q.active}/{q.worker_slots})" if q.workers else "0"),
             t(verdict, VERDICT_STYLES.get(q.verdict, "")),
@@ -114,6 +100,7 @@ def overview(ov: Overview) -> Group:
     window = next((q.rate_window for q in ov.queues if q.rate_window), None)
     footer = (f"{ov.live_workers} live worker(s) · broker {ov.broker} · namespace {ov.namespace} · "
               + (f"rates over {words.duration(window)}" if window else "rates: need a second sample (try --watch)")
+              + (" · ~ approximate counts" if any(q.approximate for q in ov.queues) else "")
               + (f" · in flight {INFLIGHT_NA_NOTE}" if any(q.inflight is None for q in ov.queues) else ""))
     if not ov.queues:
         return Group(t("no queues yet"), t(footer, "dim"))
@@ -155,8 +142,10 @@ def queue_detail(detail: QueueDetail) -> Group:
     parts: list[Any] = []
     if detail.overview is not None:
         q = detail.overview
-        flying = INFLIGHT_NA_NOTE if q.inflight is None else q.inflight
-        parts.append(t(f"{q.queue}: {q.pending} pending, {q.delayed} delayed, {flying} in flight, {q.dead} dead; "
+        a = q.approximate
+        flying = INFLIGHT_NA_NOTE if q.inflight is None else approx(q.inflight, a)
+        parts.append(t(f"{q.queue}: {approx(q.pending, a)} pending, {approx(q.delayed, a)} delayed, "
+                       f"{flying} in flight, {approx(q.dead, a)} dead; "
                        f"oldest {words.duration(q.oldest_pending_age)}; {q.verdict_text}",
                        VERDICT_STYLES.get(q.verdict, "")))
     if not detail.messages:
@@ -210,6 +199,8 @@ def explanation(ex: Explanation) -> Group:
     if ex.status is not None:
         st = ex.status
         lines.append(Text.assemble(("status ", "bold"), t(f"{st['state']} (updated {st['updated_at']})")))
+        if ex.status_note:
+            lines.append(Text.assemble(("       ", "bold"), t(ex.status_note, "yellow")))
         if st.get("error"):
             lines.append(Text.assemble(("error  ", "bold"), short(f"{st['error'].get('type')}: {st['error'].get('message')}", 200)))
     return Group(*lines)
@@ -227,10 +218,10 @@ def action(result: ActionResult, verb: str) -> Group:
         lines.append(Text.assemble("  ", short(" ".join(f"{k}={v}" for k, v in item.items() if v is not None), 160)))
     if result.count > len(result.sample) and result.sample:
         lines.append(t(f"  ... and {result.count - len(result.sample)} more", "dim"))
-    missing = result.detail.get("missing")
+    missing = result.detail.missing
     if missing:
         lines.append(t(f"no reply from: {', '.join(missing)}", "bold red"))
-    note = result.detail.get("note")
+    note = result.detail.note
     if note:
         lines.append(t(note, "dim"))
     if result.audit_id:

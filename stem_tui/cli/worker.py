@@ -21,8 +21,10 @@ from stem_core.envelope import validate_name
 from stem_core.errors import InvalidName
 from stem_core.worker import Worker
 
-from .common import BackendOpt, BrokerOpt, NamespaceOpt, loop_factory, parse_duration, run
+from .common import loop_factory, run
+from .options import CommonOptions, common_options
 from .output import EXIT_USAGE, fail
+from .parsing import parse_duration
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -72,6 +74,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
 
+@common_options(output=False)
 def worker(
     app_path: Annotated[str, typer.Option("--app", "-A", envvar="STEM_APP", help="The app: pkg.module:attribute.", show_envvar=True)],
     queues: Annotated[str | None, typer.Option("--queues", "-q", help="Comma-separated queues (default: the queues of the app's tasks).")] = None,
@@ -83,9 +86,8 @@ def worker(
     shutdown_grace: Annotated[str, typer.Option("--shutdown-grace", help="Soft shutdown grace period, e.g. 30s.")] = "30s",
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="STEM_LOGLEVEL", help="debug, info, warning, error.")] = "info",
     loop: Annotated[str, typer.Option("--loop", envvar="STEM_LOOP", help="Event loop: auto (uvloop when installed), asyncio, uvloop.", show_envvar=True)] = "auto",
-    broker: BrokerOpt = None,
-    backend: BackendOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    opts: CommonOptions,
 ) -> None:
     """Run a worker for the tasks of an app."""
     configure_logging(loglevel)
@@ -96,7 +98,7 @@ def worker(
     event_loop = loop_factory(loop)
 
     async def main() -> int:
-        stem_app.configure(broker=broker, backend=backend, namespace=namespace)
+        stem_app.configure(broker=opts.broker, backend=opts.backend, namespace=opts.namespace)
         runner = Worker(
             stem_app,
             queues=queue_names,

@@ -17,10 +17,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
+from stem_core import durations
 from stem_core.control.protocol import CONTROL_COMMANDS
 from stem_core.settings import CONTROL_TIMEOUT_SECONDS
 
-from ..cli import common
 from ..widgets.chrome import StemInput
 from ..widgets.literal import literal
 from . import plans
@@ -28,12 +28,12 @@ from . import plans
 
 def parse_duration(text: str, what: str) -> float | None:
     """``500ms``, ``10s``, ``5m``, ``2h`` (bare = seconds) -> seconds; "" -> None. The
-    CLI's grammar (``stem_tui.cli.common``), but bad input raises for the form's error line."""
+    CLI's grammar (``stem_core.durations``), with a shorter message for the form's error line."""
     if not text.strip():
         return None
-    if not common.is_duration(text):
+    if not durations.is_duration(text):
         raise ValueError(f"{what}: use e.g. 500ms, 10s, 5m, 2h")
-    return common.parse_duration(text, option=what)
+    return durations.parse_duration(text, option=what)
 
 
 def parse_object(text: str, what: str) -> dict[str, Any]:

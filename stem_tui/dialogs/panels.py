@@ -48,6 +48,9 @@ def explanation_text(exp: Explanation) -> Text:
         error = exp.status.get("error")
         out.append("\n")
         out.append(literal(f"status: {exp.status.get('state')} (attempt {exp.status.get('attempt')})", limit=None))
+        if exp.status_note:
+            out.append("\n")
+            out.append(literal(f"        {exp.status_note}", "yellow", limit=None))
         if isinstance(error, dict):
             out.append("\n")
             out.append(literal(f"error: {error.get('type')}: {error.get('message')}", "bold red", limit=None))
@@ -106,9 +109,9 @@ def result_text(result: ActionResult, command: str) -> Text:
     out = Text()
     out.append(literal(f"{result.action}: {result.count} · {'ok' if result.ok else 'NOT OK'}", "bold", limit=None))
     out.append("\n")
-    detail = result.detail
-    if detail.get("missing"):
-        out.append(literal(f"no answer from: {', '.join(map(str, detail['missing']))}", "bold red", limit=None))
+    missing = result.detail.missing
+    if missing:
+        out.append(literal(f"no answer from: {', '.join(map(str, missing))}", "bold red", limit=None))
         out.append("\n")
     for item in result.sample:
         out.append(block(item))

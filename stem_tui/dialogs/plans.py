@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 from stem_core.ops import ActionResult, Ops
+from stem_core.ops.policy import asks_first
 from stem_core.settings import DEFAULT_PAGE_LIMIT
-
-from ..cli.broadcast import DESTRUCTIVE_COMMANDS
 
 RunFn = Callable[[Ops, bool, "list[str] | None", "str | None"], Awaitable[ActionResult]]
 
@@ -24,7 +23,7 @@ RunFn = Callable[[Ops, bool, "list[str] | None", "str | None"], Awaitable[Action
 @dataclass(frozen=True, slots=True)
 class Step:
     """One ``Ops`` call: ``run(ops, dry_run, frozen_ids, reason)``. ``freeze``: the real
-    run gets the ids the preview found (``detail["ids"]``). The equivalent ``stem``
+    run gets the ids the preview found (``detail.ids``). The equivalent ``stem``
     command comes with each result (``ActionResult.command``)."""
 
     run: RunFn
@@ -41,7 +40,7 @@ class Plan:
     note: str = ""
 
     def frozen_ids(self, previews: Sequence[ActionResult]) -> list[list[str] | None]:
-        return [(list(p.detail.get("ids") or []) if s.freeze else None) for s, p in zip(self.steps, previews)]
+        return [(list(p.detail.ids or []) if s.freeze else None) for s, p in zip(self.steps, previews)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +160,7 @@ def broadcast(command: str, arguments: dict[str, Any], targets: Sequence[str] | 
     return Plan(f"Broadcast {command} to {who}", "broadcast", "worker(s)",
                 (Step(lambda ops, dry, frozen, why: ops.broadcast(command, arguments, targets=chosen, timeout=timeout,
                                                                   dry_run=dry, reason=why)),),
-                destructive=command in DESTRUCTIVE_COMMANDS)  # they ask first, as `stem broadcast` does
+                destructive=asks_first(command))  # as `stem broadcast` does
 
 
 def enqueue(name: str, args: dict[str, Any], queue: str | None, priority: int | None, delay: float | None) -> Plan:

@@ -12,9 +12,9 @@ from textual.widgets import DataTable, Tab, Tabs
 
 from stem_core.ops import QueueDetail
 
-from ..cli.views import inflight_cell
 from ..dialogs import plans
 from ..source import PAGE_SIZE, Snapshot, Want
+from ..text import approx
 from ..widgets.filter import Facets
 from ..widgets.literal import age, clean, field, literal, short_id, since
 from ..widgets.message import MessagePanel, describe
@@ -104,7 +104,7 @@ class DetailView(ViewScreen):
         row = self._detail.overview if self._detail is not None else None
         if row is None:
             return
-        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": inflight_cell(row.inflight),
+        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": approx(row.inflight),
                    "dead": row.dead}
         for state, count in numbers.items():
             tab = self.query_one(f"#tab-{state}", Tab)

@@ -14,12 +14,12 @@ from stem_core.ops import QueueOverview
 
 from ..dialogs import plans
 from ..source import Snapshot
+from ..text import VERDICT_STYLES, approx
 from ..widgets.chrome import Line
 from ..widgets.filter import Facets
 from ..widgets.literal import age, literal, rate
 from ..widgets.spark import sparkline
 from ..widgets.table import Column, KeyedTable, Row
-from ..cli.views import VERDICT_STYLES, inflight_cell
 from .base import ViewScreen, facets_text
 
 COLUMNS = (
@@ -31,12 +31,13 @@ COLUMNS = (
 
 def queue_row(q: QueueOverview, history: tuple[float | None, ...], ascii_only: bool) -> Row:
     verdict_style = VERDICT_STYLES.get(q.verdict, "")
+    a = q.approximate
     return Row(
         key=q.queue,
         cells=(
-            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(q.pending),
-            literal(inflight_cell(q.inflight)),
-            literal(q.delayed), literal(q.dead, "red" if q.dead else ""), literal(age(q.oldest_pending_age)),
+            literal(q.queue, "bold"), literal(q.verdict, verdict_style), literal(approx(q.pending, a)),
+            literal(approx(q.inflight, a)), literal(approx(q.delayed, a)), literal(approx(q.dead, a), "red" if q.dead else ""),
+            literal(age(q.oldest_pending_age)),
             literal(rate(q.out_rate)), literal(sparkline(history, ascii_only=ascii_only), "cyan"),
             literal(rate(q.in_rate)), literal(f"{len(q.workers)}"), literal("paused" if q.paused else "", "yellow"),
         ),

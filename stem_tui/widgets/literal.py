@@ -17,7 +17,7 @@ from rich.text import Text
 
 from stem_core.clock import parse_iso, to_iso
 from stem_core.ops import text as words
-from stem_tui.cli.output import neutralise
+from ..text import neutralise
 
 # Table cells cut longer text to this many characters (the detail panels show it whole).
 CELL_MAX_CHARS = 48

@@ -1,13 +1,12 @@
 """Helpers shared by the ops unit tests and the CLI tests: memory-backed ``Ops``, fake
-heartbeats, claiming deliveries as a named consumer, polling with a deadline."""
+heartbeats, claiming deliveries as a named consumer."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from stem_core import Broker, Delivery, ResultBackend, WorkerHeartbeat, connect_backend, connect_broker
 from stem_core.clock import to_iso, utcnow
@@ -15,7 +14,6 @@ from stem_core.ops import Ops
 
 # Deadlines only bound a hang; no test asserts how fast anything happened.
 DEADLINE_S = 60.0
-POLL_S = 0.02
 
 
 def memory_url() -> str:
@@ -68,16 +66,3 @@ async def claim(broker: Broker, queues: list[str], consumer: str, count: int) ->
         await stream.aclose()  # type: ignore[attr-defined]
     return out
 
-
-async def wait_until(predicate: Callable[[], Awaitable[Any] | Any], *, timeout: float = DEADLINE_S,
-                     message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
-        await asyncio.sleep(POLL_S)

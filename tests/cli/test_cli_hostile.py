@@ -25,7 +25,7 @@ def assert_clean(text: str) -> None:
 
 def evil_scene(cli: Cli) -> str:
     async def go(ops: Ops) -> str:
-        task = (await ops.enqueue(EVIL_NAME, EVIL_ARGS, queue="q")).detail["ids"][0]
+        task = (await ops.enqueue(EVIL_NAME, EVIL_ARGS, queue="q")).detail.ids[0]
         await ops.enqueue(EVIL_NAME, EVIL_ARGS, queue="q")
         (held,) = await claim(ops.broker, ["q"], "w\x1b[5mblink", 1)
         await ops.backend.set_heartbeat(heartbeat("w\x1b[5mblink", ["q"], inflight=[inflight_entry(held)]))

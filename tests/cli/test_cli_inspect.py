@@ -16,7 +16,7 @@ def scene(cli: Cli) -> dict[str, Any]:
     """3 pending + 1 delayed in emails, one held by a live worker, one by a dead one, a dead letter."""
 
     async def go(ops: Ops) -> dict[str, Any]:
-        ids = (await ops.enqueue_many([("mail.send", {"to": f"u{i}"}, {"queue": "emails"}) for i in range(6)])).detail["ids"]
+        ids = (await ops.enqueue_many([("mail.send", {"to": f"u{i}"}, {"queue": "emails"}) for i in range(6)])).detail.ids
         await ops.enqueue("mail.digest", {}, queue="emails", delay=3600)
         live = await claim(ops.broker, ["emails"], "w-live", 1)
         dead = await claim(ops.broker, ["emails"], "w-dead", 1)

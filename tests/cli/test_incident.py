@@ -118,7 +118,7 @@ def test_a_killed_worker_is_seen_explained_and_repaired(incident: tuple[Exe, Pat
     assert {lease["holder"] for lease in leases} == {"worker-a"} and {lease["id"] for lease in leases} == set(ids)
     assert all(lease["expires_in"] > 0 and "heartbeat" in lease["stuck_reason"] for lease in leases)
     table = ok(exe("inspect", "leases", QUEUE, "--stale-after", STALE))
-    assert table.count("STUCK: holder heartbeat") == TASKS and "3 stuck" in table
+    assert table.count("STUCK: holder worker-a stopped heartbeating") == TASKS and "3 stuck" in table
 
     # And `stem inspect task ID` says why it is not running and how to fix it
     why = json.loads(ok(exe("inspect", "task", ids[0], "--json", "--stale-after", STALE)))

@@ -13,8 +13,9 @@ import pytest
 
 from stem_core import ResultBackend, TaskState, TaskStatus, WorkerHeartbeat
 from stem_core.clock import utcnow
+from tests.support import eventually
 
-from .helpers import DELIVERY_DEADLINE_S, eventually
+from .helpers import DELIVERY_DEADLINE_S
 
 SHORT_TTL_S = 1.0
 
@@ -162,7 +163,8 @@ async def test_expire_removes_a_status_after_its_ttl(backend: ResultBackend) -> 
     await backend.set_status(kept, TaskState.SUCCEEDED)
     await backend.expire(task_id, SHORT_TTL_S)
     await backend.expire(kept, timedelta(hours=1))
-    await eventually(lambda: _gone(backend, task_id), message="the expired status to disappear")
+    await eventually(lambda: _gone(backend, task_id), timeout=DELIVERY_DEADLINE_S,
+                     message="the expired status to disappear")
     assert await backend.get_status(kept) is not None
     assert task_id not in {s.id for s in await backend.list_statuses(limit=1000)}
 
@@ -171,7 +173,7 @@ async def test_set_honours_its_ttl(backend: ResultBackend) -> None:
     task_id, long_lived = tid(), tid()
     await backend.set_status(task_id, TaskState.SUCCEEDED, ttl=SHORT_TTL_S)
     await backend.set_status(long_lived, TaskState.SUCCEEDED, ttl=timedelta(hours=1))
-    await eventually(lambda: _gone(backend, task_id), message="the status to expire")
+    await eventually(lambda: _gone(backend, task_id), timeout=DELIVERY_DEADLINE_S, message="the status to expire")
     assert await backend.get_status(long_lived) is not None
 
 
@@ -243,7 +245,8 @@ async def test_heartbeats_expire(backend: ResultBackend) -> None:
     short, long_lived = tid("short"), tid("long")
     await backend.set_heartbeat(heartbeat(short), ttl=SHORT_TTL_S)
     await backend.set_heartbeat(heartbeat(long_lived))
-    await eventually(lambda: _no_heartbeat(backend, short), message="the heartbeat to expire")
+    await eventually(lambda: _no_heartbeat(backend, short), timeout=DELIVERY_DEADLINE_S,
+                     message="the heartbeat to expire")
     ids = {hb.worker_id for hb in await backend.list_heartbeats()}
     assert short not in ids and long_lived in ids
 
@@ -272,7 +275,8 @@ async def test_records_expire(backend: ResultBackend) -> None:
     kind = tid("kind")
     await backend.put_record(kind, "short", {"v": 1}, ttl=SHORT_TTL_S)
     await backend.put_record(kind, "forever", {"v": 2})
-    await eventually(lambda: _no_record(backend, kind, "short"), message="the record to expire")
+    await eventually(lambda: _no_record(backend, kind, "short"), timeout=DELIVERY_DEADLINE_S,
+                     message="the record to expire")
     assert await backend.list_records(kind) == {"forever": {"v": 2}}
 
 

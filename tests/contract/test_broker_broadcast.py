@@ -20,7 +20,8 @@ from tests.specs import AdapterSpec
 from .helpers import QUIET_S, Consumer, consuming, env, qname, ready_consumer, receive_one
 
 ROOT = Path(__file__).resolve().parents[2]
-# Starting a Python process and importing Stem takes a while on a busy 2-core machine.
+# A peer is a fresh Python process importing Stem, slow to start on a loaded machine:
+# this deadline only bounds a hang.
 PEER_DEADLINE_S = 60.0
 
 

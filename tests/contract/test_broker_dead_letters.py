@@ -10,8 +10,9 @@ import pytest
 from stem_core import Broker, Envelope
 from stem_core.clock import utcnow
 from stem_core.contract.broker import REPLAY_COUNT_META, REPLAYED_AT_META
+from tests.support import eventually
 
-from .helpers import QUIET_S, assert_nothing, consuming, counts, env, eventually, qname, receive_one, stats_of
+from .helpers import DELIVERY_DEADLINE_S, QUIET_S, assert_nothing, consuming, counts, env, qname, receive_one, stats_of
 
 
 @pytest.fixture(autouse=True)
@@ -138,23 +139,22 @@ async def test_replayed_twice_counts_two(broker: Broker) -> None:
 
 
 async def test_replay_with_delay_schedules_the_job(broker: Broker) -> None:
-    queue = qname()
-    far, soon = env(queue=queue), env(queue=queue)
+    queue, short = qname(), qname("short")
+    far, soon = env(queue=queue), env(queue=short)
     await _kill(broker, [far], queue)
     before = utcnow()
     await broker.replay_dead_letters(queue, delay=3600)
     stats = await stats_of(broker, queue)
     assert (stats.pending, stats.delayed, stats.dead) == (0, 1, 0)
-    if broker.capabilities.peek:
+    if broker.capabilities.peek:  # without peek the delayed message cannot be looked at
         (info,) = await broker.peek(queue, state="delayed")
         assert info.envelope.id == far.id and info.envelope.not_before >= before + timedelta(seconds=3599)
     await assert_nothing(broker, queue)
     # A short delay: invisible at first, delivered once due
-    await broker.remove(queue, [far.id])
-    await _kill(broker, [soon], queue)
-    await broker.replay_dead_letters(queue, delay=timedelta(seconds=0.6))
-    assert (await stats_of(broker, queue)).delayed == 1
-    delivery = await receive_one(broker, queue)
+    await _kill(broker, [soon], short)
+    await broker.replay_dead_letters(short, delay=timedelta(seconds=0.6))
+    assert (await stats_of(broker, short)).delayed == 1
+    delivery = await receive_one(broker, short)
     assert delivery is not None and delivery.envelope.id == soon.id
     assert delivery.envelope.not_before is not None and utcnow() >= delivery.envelope.not_before
     await broker.ack(delivery)
@@ -214,7 +214,7 @@ async def test_dead_letter_then_replay_is_visible_to_an_idle_consumer(broker: Br
         delivery = await consumer.expect()
         assert delivery.envelope.id == sent.id
         await broker.ack(delivery)
-    await eventually(lambda: _all_clear(broker, queue), message="an empty queue")
+    await eventually(lambda: _all_clear(broker, queue), timeout=DELIVERY_DEADLINE_S, message="an empty queue")
 
 
 async def _all_clear(broker: Broker, queue: str) -> bool:

@@ -16,8 +16,9 @@ import pytest
 from stem_core import Broker, ResultBackend, TaskState, connect_backend, connect_broker
 from stem_core.contract.broker import queued_meta
 from tests.specs import BACKEND_SPECS, AdapterSpec, require_service
+from tests.support import eventually
 
-from .helpers import assert_nothing, counts, env, eventually, known, qname, receive_one, stats_of
+from .helpers import DELIVERY_DEADLINE_S, assert_nothing, counts, env, known, qname, receive_one, stats_of
 from .test_backend import watching
 
 
@@ -170,7 +171,7 @@ async def test_enqueue_many_keeps_the_last_of_a_repeated_id(pair: Pair) -> None:
     first = env(queue=queue)
     second = env(queue=other_queue, id=first.id)
     await broker.enqueue([first, second], backend)
-    status = await eventually(lambda: backend.get_status(first.id))
+    status = await eventually(lambda: backend.get_status(first.id), timeout=DELIVERY_DEADLINE_S)
     assert status.meta == queued_meta(second)
     assert (await stats_of(broker, queue)).pending + (await stats_of(broker, other_queue)).pending == 2
 

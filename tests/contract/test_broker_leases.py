@@ -10,18 +10,20 @@ import pytest
 from stem_core import Broker
 from stem_core.clock import utcnow
 from stem_core.errors import LeaseLost
+from tests.support import eventually
 
 from .helpers import (
     DELIVERY_DEADLINE_S,
+    NOT_ADDRESSABLE,
     QUIET_S,
     REDELIVERY_DEADLINE_S,
     SHORT_LEASE_S,
+    addressable,
     assert_nothing,
     consuming,
     counts,
     delayed_env,
     env,
-    eventually,
     known,
     qname,
     ready_consumer,
@@ -198,6 +200,8 @@ async def test_settling_twice_is_a_silent_no_op(broker: Broker) -> None:
 
 
 async def test_requeue_makes_delayed_messages_ready_and_ignores_others(broker: Broker) -> None:
+    if not addressable(broker):
+        pytest.skip(NOT_ADDRESSABLE)
     queue = qname()
     later, ready = delayed_env(3600, queue=queue), env(queue=queue)
     await broker.publish_many([later, ready])
@@ -213,6 +217,8 @@ async def test_requeue_makes_delayed_messages_ready_and_ignores_others(broker: B
 
 
 async def test_remove_deletes_in_any_live_state_and_fences_holders(broker: Broker) -> None:
+    if not addressable(broker):
+        pytest.skip(NOT_ADDRESSABLE)
     queue = qname()
     pending, delayed, leased, kept = env(queue=queue), delayed_env(3600, queue=queue), env(queue=queue), env(queue=queue)
     await broker.publish(leased)
@@ -242,7 +248,7 @@ async def test_stopping_mid_batch_hands_back_the_deliveries_never_handed_out(bro
     await iterator.aclose()  # type: ignore[attr-defined]
     # Then the other two are ready again at once (not after their leases), no attempt counted,
     # while the one handed out keeps its lease
-    stats = await eventually(lambda: _stats_if(broker, queue, pending=2, inflight=1),
+    stats = await eventually(lambda: _stats_if(broker, queue, pending=2, inflight=1), timeout=DELIVERY_DEADLINE_S,
                              message="the two unhanded deliveries to be pending again")
     assert stats.delayed == 0
     async with consuming(broker, queue, prefetch=2) as consumer:

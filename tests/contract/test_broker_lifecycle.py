@@ -6,18 +6,23 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from stem_core import Broker
 from stem_core.clock import utcnow
 from tests.specs import AdapterSpec
+from tests.support import eventually
 
 from .helpers import (
+    DELIVERY_DEADLINE_S,
+    NOT_ADDRESSABLE,
     QUIET_S,
+    addressable,
     assert_nothing,
     consuming,
     counts,
     delayed_env,
     env,
-    eventually,
     qname,
     receive_one,
     stats_of,
@@ -98,7 +103,7 @@ async def test_nack_with_delay_keeps_the_message_delayed(broker: Broker) -> None
     await broker.nack(delivery, delay=60)
     stats = await stats_of(broker, queue)
     assert counts(stats, "pending", "delayed", "inflight") == (0, 1, 0)
-    if broker.capabilities.peek:
+    if broker.capabilities.peek:  # without peek the delayed copy cannot be looked at
         (info,) = await broker.peek(queue, state="delayed")
         assert info.envelope.id == delivery.envelope.id and info.envelope.attempt == 1
         assert info.envelope.not_before is not None
@@ -119,9 +124,11 @@ async def test_nack_without_requeue_drops_the_job(broker: Broker) -> None:
 
 async def test_concurrent_subscriptions_do_not_block_publish(broker: Broker) -> None:
     queue_a, queue_b = qname("a"), qname("b")
-    async with consuming(broker, queue_a) as on_a, consuming(broker, queue_b) as on_b:
-        await asyncio.sleep(QUIET_S)  # both consumers are idle and waiting
+    # Given two consumers whose subscriptions are open and, their markers taken, idle
+    async with consuming(broker, queue_a, ready=True) as on_a, consuming(broker, queue_b, ready=True) as on_b:
+        # When a message is published to one of them
         sent = env(queue=queue_b)
+        # Then the waiting consumers do not hold the publish up, and only its consumer gets it
         await asyncio.wait_for(broker.publish(sent), 10)
         delivery = await on_b.expect()
         assert delivery.envelope.id == sent.id
@@ -130,6 +137,8 @@ async def test_concurrent_subscriptions_do_not_block_publish(broker: Broker) -> 
 
 
 async def test_purge_removes_pending_and_delayed_but_not_inflight_or_dead(broker: Broker) -> None:
+    if not addressable(broker):
+        pytest.skip(NOT_ADDRESSABLE)
     # Given one dead letter, one leased, two pending and one delayed message
     queue = qname()
     await broker.publish(env(queue=queue, name="to.dead"))
@@ -168,7 +177,7 @@ async def test_delayed_job_becomes_pending_in_stats(broker: Broker, broker_spec:
     queue = qname()
     await broker.publish(delayed_env(0.5, queue=queue))
     stats = await eventually(
-        lambda: _pending_now(broker, queue), message="the delayed message to become pending"
+        lambda: _pending_now(broker, queue), timeout=DELIVERY_DEADLINE_S, message="the delayed message to become pending"
     )
     assert stats.delayed == 0
     if broker_spec.knows_age:

@@ -13,7 +13,9 @@ import pytest
 
 from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.adapters.memory import MemoryBroker, drop_stores
+from stem_core.adapters.memory.store import MemoryStore
 from stem_core.errors import BrokerUnavailable, ConfigurationError
+from tests.support import eventually
 
 from .helpers import consuming, qname, stats_of
 
@@ -120,12 +122,17 @@ async def test_a_publish_from_another_thread_wakes_an_idle_consumer(store_name: 
     await broker.close()
 
 
-async def test_closing_a_broker_ends_its_waiting_consumers(store_name: str) -> None:
-    broker = await connect_broker(f"memory://{store_name}")
-    deliveries = broker.consume(qname())
+async def test_closing_a_broker_ends_its_waiting_consumers() -> None:
+    # Given a consumer waiting on an empty queue (seen waiting in the store: its waker is set)
+    store = MemoryStore()
+    broker = MemoryBroker(store)
+    queue = qname()
+    deliveries = broker.consume(queue)
     waiting = asyncio.create_task(deliveries.__anext__())
-    await asyncio.sleep(0.1)
+    await eventually(lambda: any(sub.wake is not None for sub in store.by_queue.get(queue, ())))
+    # When the broker closes
     await broker.close()
+    # Then the consumer ends with BrokerUnavailable, and so does a later publish
     with pytest.raises(BrokerUnavailable):
         await asyncio.wait_for(waiting, 5)
     with pytest.raises(BrokerUnavailable):

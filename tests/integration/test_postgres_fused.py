@@ -1,7 +1,7 @@
 """PostgreSQL: ``Broker.enqueue`` and ``Broker.ack_with_status`` take one round trip when the
 result backend is on the broker's database (any namespace), and fall back to the two-step
 path when it is not (another database, another adapter). Real server; the round trips are
-counted at ``Database.run``, the one place every statement of both adapters goes through.
+counted at ``PostgresDatabase.run``, the one place every statement of both adapters goes through.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from stem_core import Envelope, TaskState, connect_backend, connect_broker
-from stem_core.adapters.postgres.connection import Database, quote_ident, schema_name
+from stem_core.adapters.postgres.connection import PostgresDatabase, quote_ident, schema_name
 from stem_core.errors import BackendUnavailable, StemError
 from tests.specs import require_service
 from tests.specs.postgres import URL
@@ -31,13 +31,13 @@ class RoundTrips:
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
     counter = RoundTrips()
-    real = Database.run
+    real = PostgresDatabase.run
 
-    async def counted(self: Database, fn: Any) -> Any:
+    async def counted(self: PostgresDatabase, fn: Any) -> Any:
         counter.count += 1
         return await real(self, fn)
 
-    monkeypatch.setattr(Database, "run", counted)
+    monkeypatch.setattr(PostgresDatabase, "run", counted)
     return counter
 
 

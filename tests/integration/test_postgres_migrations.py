@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from stem_core import connect_backend, connect_broker
-from stem_core.adapters.postgres.broker import _Fused
+from stem_core.adapters.postgres.fused import FusedStatements
 from stem_core.adapters.postgres.connection import quote_ident, schema_name
 from stem_core.adapters.postgres.sql import LATEST_VERSION, Queries, migrate, migrations
 from tests.specs import require_service
@@ -54,8 +54,8 @@ async def test_migrations_build_the_schema(conn: psycopg.AsyncConnection, namesp
     # Every named query, and each fused broker+status statement, plans against the migrated
     # schema (catches a column renamed on one side only)
     queries = Queries(schema)
-    fused = _Fused(queries, queries)
-    statements = {**vars(queries), **{name: getattr(fused, name) for name in _Fused.__slots__}}
+    fused = FusedStatements(queries, queries)
+    statements = {**vars(queries), **{name: getattr(fused, name) for name in FusedStatements.__slots__}}
     for name, text in statements.items():
         if name in ("schema", "fragments"):
             continue

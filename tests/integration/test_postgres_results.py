@@ -11,13 +11,14 @@ from typing import Awaitable, Callable
 import psycopg
 import pytest
 
-from stem_core import TaskState, WorkerHeartbeat
+from stem_core import TaskState, TaskStatus, WorkerHeartbeat
 from stem_core.adapters.postgres import PostgresBackend
-from stem_core.adapters.postgres.connection import Database, quote_ident, schema_name
-from stem_core.clock import monotonic, utcnow
+from stem_core.adapters.postgres.connection import PostgresDatabase, quote_ident, schema_name
+from stem_core.clock import utcnow
 from stem_core.errors import BackendUnavailable
 from tests.specs import AdapterSpec, require_service
 from tests.specs.postgres import SPEC, URL
+from tests.support import eventually
 
 BackendFactory = Callable[..., Awaitable[PostgresBackend]]
 DEADLINE_S = 10.0
@@ -29,13 +30,6 @@ def backend_spec() -> AdapterSpec:
     namespace, closes them and removes the namespace afterwards."""
     require_service("postgres")
     return SPEC
-
-
-async def poll(probe: Callable[[], Awaitable[object]], wanted: object) -> None:
-    deadline = monotonic() + DEADLINE_S
-    while (value := await probe()) != wanted:
-        assert monotonic() < deadline, f"gave up waiting: {value!r} != {wanted!r}"
-        await asyncio.sleep(0.05)
 
 
 async def test_set_status_overwrites_and_keeps_created_at(backend_factory: BackendFactory) -> None:
@@ -56,7 +50,7 @@ async def test_ttl_expiry_and_cleanup(backend_factory: BackendFactory, namespace
     await backend.set_status("long", "succeeded")
     await backend.set_status("renewed", "succeeded", ttl=0.2)
     await backend.expire("renewed", 60)
-    await poll(lambda: backend.get_status("short"), None)
+    await eventually(lambda: backend.get_status("short"), equals=None, timeout=DEADLINE_S)
     assert await backend.get_status("renewed") is not None
     assert await backend.cleanup() == 1
     async with await psycopg.AsyncConnection.connect(URL) as conn:
@@ -107,7 +101,7 @@ async def test_watch_sees_updates_from_another_process_in_order(backend_factory:
                 return
 
     task = asyncio.ensure_future(watch())
-    await poll(lambda: _len(seen), 1)
+    await eventually(lambda: len(seen), equals=1, timeout=DEADLINE_S)
     # Rapid updates from another backend (its own connections): none may be skipped
     for state in ("running", "retried", "running", "succeeded"):
         await writer_side.set_status("w1", state)
@@ -115,16 +109,14 @@ async def test_watch_sees_updates_from_another_process_in_order(backend_factory:
     assert seen == ["queued", "running", "retried", "running", "succeeded"]
 
 
-async def _len(items: list[str]) -> int:
-    return len(items)
-
-
 async def test_watch_rereads_statuses_too_large_for_notify(backend_factory: BackendFactory) -> None:
     backend = await backend_factory()
     big = "x" * 20_000
+    await backend.set_status("big", "queued")
     it = backend.watch("big").__aiter__()
+    current = await asyncio.wait_for(it.__anext__(), DEADLINE_S)  # read once LISTEN is in place
+    assert current.state is TaskState.QUEUED
     waiting = asyncio.ensure_future(it.__anext__())
-    await asyncio.sleep(0.2)
     await backend.set_status("big", "succeeded", payload=big)
     status = await asyncio.wait_for(waiting, DEADLINE_S)
     assert status.payload == big
@@ -133,9 +125,15 @@ async def test_watch_rereads_statuses_too_large_for_notify(backend_factory: Back
 
 async def test_closing_ends_a_watch(backend_factory: BackendFactory) -> None:
     backend = await backend_factory()
-    it = backend.watch("never").__aiter__()
-    waiting = asyncio.ensure_future(it.__anext__())
-    await asyncio.sleep(0.2)
+    await backend.set_status("open", "queued")
+    seen: list[TaskStatus] = []
+
+    async def watch() -> None:
+        async for status in backend.watch("open"):
+            seen.append(status)
+
+    waiting = asyncio.ensure_future(watch())
+    await eventually(lambda: seen, timeout=DEADLINE_S)  # read once LISTEN is in place; now waiting
     await backend.close()
     with pytest.raises(BackendUnavailable):
         await asyncio.wait_for(waiting, DEADLINE_S)
@@ -153,7 +151,7 @@ async def test_heartbeats_expire(backend_factory: BackendFactory) -> None:
     await backend.set_heartbeat(_heartbeat("w-a"))
     await backend.set_heartbeat(_heartbeat("w-gone"), ttl=0.2)
     assert (await backend.get_heartbeat("w-a")).processed == 3
-    await poll(lambda: backend.get_heartbeat("w-gone"), None)
+    await eventually(lambda: backend.get_heartbeat("w-gone"), equals=None, timeout=DEADLINE_S)
     assert [hb.worker_id for hb in await backend.list_heartbeats()] == ["w-a", "w-b"]
 
 
@@ -163,7 +161,7 @@ async def test_records_and_audit(backend_factory: BackendFactory) -> None:
     await backend.put_record("paused", "temp", {"reason": "x"}, ttl=0.2)
     await backend.put_record("revoked", "t1", {"terminate": True})
     assert await backend.get_record("paused", "emails") == {"reason": "maintenance"}
-    await poll(lambda: backend.get_record("paused", "temp"), None)
+    await eventually(lambda: backend.get_record("paused", "temp"), equals=None, timeout=DEADLINE_S)
     assert await backend.list_records("paused") == {"emails": {"reason": "maintenance"}}
     assert await backend.delete_record("paused", "emails") is True
     assert await backend.delete_record("paused", "emails") is False
@@ -198,13 +196,13 @@ async def test_status_writes_of_one_turn_go_out_as_one_statement(
     backend = await backend_factory()
     first = await backend.set_status("c1", "queued", meta={"queue": "q"})
     statements: list[str] = []
-    real = Database.fetch
+    real = PostgresDatabase.fetch
 
-    async def counted(self: Database, query: str, params: object = None) -> list[tuple]:
+    async def counted(self: PostgresDatabase, query: str, params: object = None) -> list[tuple]:
         statements.append(query)
         return await real(self, query, params)
 
-    monkeypatch.setattr(Database, "fetch", counted)
+    monkeypatch.setattr(PostgresDatabase, "fetch", counted)
     writes = [
         backend.set_status("c1", "running", attempt=1, meta={"worker": "w"}),
         backend.set_status("c2", "running", meta={"worker": "w"}),

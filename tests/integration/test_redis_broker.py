@@ -26,6 +26,7 @@ from stem_core.errors import InvalidName
 from tests.contract.helpers import Consumer
 from tests.specs import AdapterSpec, require_service
 from tests.specs.redis import REDIS_TEST_URL, SPEC
+from tests.support import eventually
 
 BrokerFactory = Callable[..., Awaitable[RedisBroker]]
 # Upper bound for waiting on an event; tests never assert on timings.
@@ -59,15 +60,16 @@ async def subscription(broker: RedisBroker, queues: list[str], **options: object
         await it.aclose()  # type: ignore[attr-defined]
 
 
+async def group_exists(raw: Redis, stream: str) -> bool:
+    return bool(await raw.exists(stream) and await raw.xinfo_groups(stream))
+
+
 @contextlib.asynccontextmanager
 async def listening(broker: RedisBroker, raw: Redis, stream: str) -> AsyncIterator[Consumer]:
     """A channel-only subscription whose group certainly exists (it is made on first read)."""
     listener = Consumer(broker, [], channels=["ctl"])
     try:
-        deadline = asyncio.get_running_loop().time() + DEADLINE_S
-        while not (await raw.exists(stream) and await raw.xinfo_groups(stream)):
-            assert asyncio.get_running_loop().time() < deadline, "the subscription never opened"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: group_exists(raw, stream), timeout=DEADLINE_S, message="the subscription to open")
         yield listener
     finally:
         await listener.close()
@@ -255,10 +257,7 @@ async def test_a_silent_subscriber_is_reaped_and_a_live_one_resubscribes(broker_
         await broker.broadcast("ctl", Envelope(name="to-nobody"))
         assert await raw.xinfo_groups(stream) == []
         # The live subscriber notices its group is gone and subscribes again
-        deadline = asyncio.get_running_loop().time() + DEADLINE_S
-        while not await raw.xinfo_groups(stream):
-            assert asyncio.get_running_loop().time() < deadline, "the subscriber did not come back"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: raw.xinfo_groups(stream), timeout=DEADLINE_S, message="the subscriber to come back")
         await broker.broadcast("ctl", Envelope(name="again"))
         assert (await listener.expect()).envelope.name == "again"
 

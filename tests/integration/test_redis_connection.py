@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from stem_core import Envelope, connect_backend, connect_broker
-from stem_core.adapters.redis import RedisBroker, connection
+from stem_core.adapters.redis import RedisBroker, connection, wire
 from stem_core.errors import BackendUnavailable, BrokerUnavailable, ConfigurationError
 from tests.specs import require_service, require_tool
 from tests.specs.redis import REDIS_TEST_URL, delete_namespace
@@ -345,14 +345,14 @@ async def test_a_server_that_stops_answering_is_a_timeout_and_the_client_recover
 
 async def test_connections_of_a_burst_go_back_to_the_pool(namespace: str) -> None:
     require_service("redis")
-    limit = connection.KEPT_CONNECTIONS + 2
+    limit = wire.KEPT_CONNECTIONS + 2
     broker = await connect_broker(f"{REDIS_TEST_URL}?max_connections={limit}", namespace=namespace)
     try:
         await broker.publish(Envelope(name="t.first"))  # the queue is known: publishing is one packed XADD
         # When as many publishes as the pool allows run at once (each on its own connection)
         await asyncio.gather(*[broker.publish(Envelope(name="t.burst")) for _ in range(limit)])
         # Then all but the kept ones are back in the pool, for its other users at once
-        stats = await asyncio.gather(*[broker.queue_stats(["default"]) for _ in range(limit - connection.KEPT_CONNECTIONS)])
+        stats = await asyncio.gather(*[broker.queue_stats(["default"]) for _ in range(limit - wire.KEPT_CONNECTIONS)])
         assert [s.pending for (s,) in stats] == [limit + 1] * len(stats)
     finally:
         await broker.close()

@@ -17,8 +17,9 @@ import pytest
 from redis.asyncio import Redis
 
 from stem_core import Envelope, TaskState, connect_backend, connect_broker
-from stem_core.adapters.redis import connection as redis_connection
-from stem_core.adapters.redis.connection import StemConnection, function_library
+from stem_core.adapters.redis import scripts as redis_scripts
+from stem_core.adapters.redis.internals import StemConnection
+from stem_core.adapters.redis.scripts import function_library
 from tests.contract.helpers import receive_one, stats_of
 from tests.specs import require_service
 from tests.specs.redis import REDIS_TEST_URL, delete_namespace
@@ -150,8 +151,8 @@ async def test_a_new_version_loads_its_own_library_beside_the_old_one(made: list
     old_broker, old_backend = await open_pair(made)
     await old_broker.enqueue([Envelope(name="t", queue="v")], old_backend)
     old = function_library()[0]
-    text = redis_connection._lua_text
-    monkeypatch.setattr(redis_connection, "_lua_text",
+    text = redis_scripts.lua_text
+    monkeypatch.setattr(redis_scripts, "lua_text",
                         lambda name: text(name) + ("\n-- changed" if name == "ack" else ""))
     function_library.cache_clear()
     try:
@@ -174,7 +175,7 @@ async def test_a_new_version_loads_its_own_library_beside_the_old_one(made: list
 
 
 async def test_servers_before_7_get_evalsha(made: list[Any], sent: Sent, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redis_connection, "FUNCTIONS_SINCE", (99, 0))
+    monkeypatch.setattr(redis_scripts, "FUNCTIONS_SINCE", (99, 0))
     broker, backend = await open_pair(made)
     sent.clear()
     await settle_one(broker, backend, "old")

@@ -8,7 +8,7 @@ Real server, database 9 (the other-database backend uses 10). Round trips are co
 where every command of both adapters is written to a socket
 (``StemConnection.send_packed_command``: one write per command or pipeline; connection
 setup left out), script calls
-at ``Connection.evalsha``, the one place every Stem script goes through.
+at ``RedisConnection.evalsha``, the one place every Stem script goes through.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from typing import Any, AsyncIterator
 import pytest
 
 from stem_core import Envelope, TaskState, connect_backend, connect_broker
-from stem_core.adapters.redis import results as redis_results
-from stem_core.adapters.redis.connection import Connection, StemConnection
+from stem_core.adapters.redis import backend as redis_backend
+from stem_core.adapters.redis.connection import RedisConnection
+from stem_core.adapters.redis.internals import StemConnection
 from stem_core.errors import BackendUnavailable, BrokerUnavailable
 from tests.contract.helpers import assert_nothing, receive_one, stats_of
 from tests.integration.test_redis_connection import FreezingProxy
 from tests.specs import require_service
 from tests.specs.redis import REDIS_TEST_URL, delete_namespace
+from tests.support import eventually
 
 # The same server, another database: reachable, but not in the broker's scripts.
 OTHER_DB_URL = REDIS_TEST_URL.rsplit("/", 1)[0] + "/10"
@@ -52,7 +54,7 @@ class Wire:
 @pytest.fixture
 def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
     seen = Wire()
-    send, evalsha = StemConnection.send_packed_command, Connection.evalsha
+    send, evalsha = StemConnection.send_packed_command, RedisConnection.evalsha
 
     async def counted_send(self: Any, command: Any, check_health: bool = True) -> None:
         raw = bytes(command if isinstance(command, bytes) else b"".join(command))
@@ -64,13 +66,13 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
         seen.log.append(name)
         await send(self, command, check_health)
 
-    async def named(self: Connection, name: str, nkeys: int, nargs: int, packed: bytes) -> Any:
+    async def named(self: RedisConnection, name: str, nkeys: int, nargs: int, packed: bytes) -> Any:
         seen.scripts.append(name)
         return await evalsha(self, name, nkeys, nargs, packed)
 
     monkeypatch.setattr(StemConnection, "send_packed_command", counted_send)
-    monkeypatch.setattr(redis_results, "PRUNE_INTERVAL_S", float("inf"))  # no prune round trips in the counts
-    monkeypatch.setattr(Connection, "evalsha", named)
+    monkeypatch.setattr(redis_backend, "PRUNE_INTERVAL_S", float("inf"))  # no prune round trips in the counts
+    monkeypatch.setattr(RedisConnection, "evalsha", named)
     return seen
 
 
@@ -258,8 +260,7 @@ async def test_a_turn_repeating_a_task_id_writes_in_call_order(made: list[Any], 
                 return
 
     watching = asyncio.ensure_future(watch())
-    while not seen:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: seen)
     wire.reset()
     running, done, other = await asyncio.gather(
         backend.set_status("x", TaskState.RUNNING, meta={"queue": "q"}),

@@ -16,10 +16,11 @@ from redis.asyncio import Redis
 
 from stem_core import TaskState, TaskStatus
 from stem_core.adapters.redis import RedisBackend
-from stem_core.adapters.redis import results as redis_results
+from stem_core.adapters.redis import backend as redis_backend
 from stem_core.adapters.redis.keys import results_prefix
 from tests.specs import AdapterSpec, require_service
 from tests.specs.redis import REDIS_TEST_URL, SPEC
+from tests.support import eventually
 
 BackendFactory = Callable[..., Awaitable[RedisBackend]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ async def test_a_status_moving_between_queues_leaves_its_old_index(backend_facto
 
 async def test_expired_statuses_are_pruned_from_every_index(backend_factory: BackendFactory, raw: Redis,
                                                             namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redis_results, "PRUNE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(redis_backend, "PRUNE_INTERVAL_S", 0.0)
     backend = await backend_factory()
     for i in range(5):
         await backend.set_status(f"old{i}", "succeeded", meta={"queue": "q", "task": "t"}, ttl=0.05)
@@ -87,7 +88,7 @@ async def test_watch_sees_every_update_written_by_another_process(backend_factor
     await backend.set_status("job", "queued")
     seen: list[str] = []
     watcher = asyncio.create_task(collect(backend.watch("job"), seen))
-    await asyncio.wait_for(_until(lambda: seen == ["queued"]), DEADLINE_S)
+    await eventually(lambda: seen == ["queued"], timeout=DEADLINE_S)
     script = (
         "import asyncio\n"
         "from stem_core import connect_backend\n"
@@ -110,13 +111,13 @@ async def test_watch_recovers_when_its_pubsub_connection_is_killed(backend_facto
     await backend.set_status("job", "queued")
     seen: list[str] = []
     watcher = asyncio.create_task(collect(backend.watch("job"), seen))
-    await asyncio.wait_for(_until(lambda: seen == ["queued"]), DEADLINE_S)
+    await eventually(lambda: seen == ["queued"], timeout=DEADLINE_S)
     # When the server drops every pub/sub client
     killed = await raw.client_kill_filter(_type="pubsub")
     assert killed >= 1
     # Then later updates still arrive (the hub reconnects and re-reads the status)
     await writer.set_status("job", "running")
-    await asyncio.wait_for(_until(lambda: seen[-1:] == ["running"]), DEADLINE_S)
+    await eventually(lambda: seen[-1:] == ["running"], timeout=DEADLINE_S)
     await writer.set_status("job", "succeeded")
     await asyncio.wait_for(watcher, DEADLINE_S)
     assert seen[0] == "queued" and seen[-1] == "succeeded"
@@ -124,9 +125,10 @@ async def test_watch_recovers_when_its_pubsub_connection_is_killed(backend_facto
 
 async def test_closing_the_backend_ends_open_watches(backend_factory: BackendFactory) -> None:
     backend = await backend_factory()
+    await backend.set_status("open", "queued")
     seen: list[str] = []
-    watcher = asyncio.create_task(collect(backend.watch("never"), seen))
-    await asyncio.sleep(0.1)
+    watcher = asyncio.create_task(collect(backend.watch("open"), seen))
+    await eventually(lambda: seen == ["queued"], timeout=DEADLINE_S)  # subscribed: the current status came
     await backend.close()
     with pytest.raises(Exception) as caught:
         await asyncio.wait_for(watcher, DEADLINE_S)
@@ -140,11 +142,6 @@ async def test_statuses_expire_on_the_server(backend_factory: BackendFactory, ra
     assert 3_500_000 < ttl_ms <= 3_600_000
     await backend.expire("kept", 30)
     assert 0 < await raw.pttl(results_prefix(namespace) + "s:kept") <= 30_000
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)
 
 
 def test_subprocess_helper_runs_in_the_project(tmp_path: Path) -> None:

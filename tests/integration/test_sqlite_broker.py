@@ -10,56 +10,29 @@ import sqlite3
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
-from stem_core import Broker, Envelope, connect_backend, connect_broker
+from stem_core import Broker, Envelope
 from stem_core.adapters.sqlite import broadcasts, jobs
 from stem_core.adapters.sqlite.schema import Q
 from stem_core.clock import utcnow
+from tests.support import eventually
 
-DEADLINE_S = 10.0
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "stem.db"
+from .sqlite_helpers import DEADLINE_S, SQLiteOpener, rows, take
 
 
-@pytest.fixture
-async def broker(db_path: Path, namespace: str) -> AsyncIterator[Broker]:
-    broker = await connect_broker(f"sqlite://{db_path}", namespace=namespace)
-    yield broker
-    await broker.close()
-
-
-async def take(broker: Broker, queues: list[str], count: int, **options: Any) -> list[Any]:
-    """Exactly ``count`` deliveries (fails after DEADLINE_S)."""
-    out = []
-    deliveries = broker.consume(queues, prefetch=max(count, 1), **options)
-    try:
-        async with asyncio.timeout(DEADLINE_S):
-            async for delivery in deliveries:
-                out.append(delivery)
-                if len(out) == count:
-                    break
-    finally:
-        await deliveries.aclose()  # type: ignore[attr-defined]
-    return out
-
-
-async def test_two_namespaces_share_a_file_without_seeing_each_other(db_path: Path) -> None:
+async def test_two_namespaces_share_a_file_without_seeing_each_other(open_sqlite: SQLiteOpener) -> None:
     # Given two namespaces on one file, each with a message, a dead letter, a status and a subscriber
-    url = f"sqlite://{db_path}"
-    a = await connect_broker(url, namespace="alpha")
-    b = await connect_broker(url, namespace="beta")
+    a = await open_sqlite.broker(namespace="alpha")
+    b = await open_sqlite.broker(namespace="beta")
     await a.publish(Envelope(name="a.task", queue="shared"))
     await b.publish(Envelope(name="b.task", queue="shared"))
     [dead] = await take(b, ["shared"], 1)
     await b.dead_letter(dead, reason="test")
-    backend_a = await connect_backend(url, namespace="alpha")
-    backend_b = await connect_backend(url, namespace="beta")
+    backend_a = await open_sqlite.backend(namespace="alpha")
+    backend_b = await open_sqlite.backend(namespace="beta")
     await backend_a.set_status("t", "queued")
     # Then each namespace sees only its own rows
     [stats_a] = await a.queue_stats(["shared"])
@@ -70,82 +43,92 @@ async def test_two_namespaces_share_a_file_without_seeing_each_other(db_path: Pa
     assert [d.envelope.name for d in await take(a, ["shared"], 1)] == ["a.task"]
     assert await backend_b.get_status("t") is None
     assert (await backend_a.get_status("t")) is not None
-    for closable in (a, b, backend_a, backend_b):
-        await closable.close()
+
+
+async def pending(broker: Broker, queue: str) -> int:
+    return (await broker.queue_stats([queue]))[0].pending
+
+
+def subscribers(path: Path, namespace: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def real_counts(path: Path, namespace: str, queue: str) -> tuple[int, int, int, int]:
-    conn = sqlite3.connect(path)
     counts = {state: 0 for state in ("ready", "delayed", "leased")}
-    for state, n in conn.execute("SELECT state, count(*) FROM jobs WHERE ns = ? AND queue = ? GROUP BY state", (namespace, queue)):
+    where = "WHERE ns = ? AND queue = ?"
+    for state, n in rows(path, f"SELECT state, count(*) FROM jobs {where} GROUP BY state", namespace, queue):
         counts[state] = n
-    dead = conn.execute("SELECT count(*) FROM dead_letters WHERE ns = ? AND queue = ?", (namespace, queue)).fetchone()[0]
-    kept = conn.execute(
-        "SELECT ready, delayed, leased, dead FROM queue_counts WHERE ns = ? AND queue = ?", (namespace, queue)
-    ).fetchone()
-    conn.close()
+    [(dead,)] = rows(path, f"SELECT count(*) FROM dead_letters {where}", namespace, queue)
+    [kept] = rows(path, f"SELECT ready, delayed, leased, dead FROM queue_counts {where}", namespace, queue)
     assert kept == (counts["ready"], counts["delayed"], counts["leased"], dead), "counters drifted from the rows"
     return counts["ready"], counts["delayed"], counts["leased"], dead
 
 
-async def test_counters_always_equal_the_rows(broker: Broker, db_path: Path, namespace: str) -> None:
+async def test_counters_always_equal_the_rows(sqlite_broker: Broker, db_path: Path, namespace: str) -> None:
     # Given a seeded random mix of every operation that changes a message's state
     rng = random.Random(20261129)
     queue = "mix"
     for step in range(60):
         action = rng.choice(["publish", "delay", "claim", "ack", "nack", "drop", "dead", "requeue", "remove", "purge", "replay"])
         if action == "publish":
-            await broker.publish_many([Envelope(name="t", queue=queue, priority=rng.randint(0, 9)) for _ in range(rng.randint(1, 5))])
+            batch = [Envelope(name="t", queue=queue, priority=rng.randint(0, 9)) for _ in range(rng.randint(1, 5))]
+            await sqlite_broker.publish_many(batch)
         elif action == "delay":
-            await broker.publish(Envelope(name="t", queue=queue, not_before=utcnow() + timedelta(seconds=60)))
+            await sqlite_broker.publish(Envelope(name="t", queue=queue, not_before=utcnow() + timedelta(seconds=60)))
         elif action in ("claim", "ack", "nack", "drop", "dead"):
-            [stats] = await broker.queue_stats([queue])
+            [stats] = await sqlite_broker.queue_stats([queue])
             if stats.pending == 0:
                 continue
-            [delivery] = await take(broker, [queue], 1)
+            [delivery] = await take(sqlite_broker, [queue], 1)
             if action == "ack":
-                await broker.ack(delivery)
+                await sqlite_broker.ack(delivery)
             elif action == "nack":
-                await broker.nack(delivery, delay=rng.choice([None, 30.0]))
+                await sqlite_broker.nack(delivery, delay=rng.choice([None, 30.0]))
             elif action == "drop":
-                await broker.nack(delivery, requeue=False)
+                await sqlite_broker.nack(delivery, requeue=False)
             elif action == "dead":
-                await broker.dead_letter(delivery, reason="mix")
+                await sqlite_broker.dead_letter(delivery, reason="mix")
         elif action in ("requeue", "remove"):
-            infos = await broker.peek(queue, state=rng.choice(["pending", "delayed", "inflight"]))
+            infos = await sqlite_broker.peek(queue, state=rng.choice(["pending", "delayed", "inflight"]))
             ids = [info.envelope.id for info in infos[: rng.randint(0, 3)]]
-            await (broker.requeue(queue, ids) if action == "requeue" else broker.remove(queue, ids))
+            await (sqlite_broker.requeue(queue, ids) if action == "requeue" else sqlite_broker.remove(queue, ids))
         elif action == "purge" and rng.random() < 0.2:
-            await broker.purge(queue)
+            await sqlite_broker.purge(queue)
         elif action == "replay":
-            await broker.replay_dead_letters(queue, limit=rng.randint(1, 3))
+            await sqlite_broker.replay_dead_letters(queue, limit=rng.randint(1, 3))
         # Then after every step the trigger-kept counters equal a real count of the rows
         ready, delayed, leased, dead = real_counts(db_path, namespace, queue)
-        [stats] = await broker.queue_stats([queue])
+        [stats] = await sqlite_broker.queue_stats([queue])
         assert (stats.pending, stats.delayed, stats.inflight, stats.dead) == (ready, delayed, leased, dead), action
 
 
-async def test_stats_count_overdue_rows_before_any_consumer_moves_them(broker: Broker, db_path: Path, namespace: str) -> None:
+async def test_stats_count_overdue_rows_before_any_consumer_moves_them(
+    sqlite_broker: Broker, db_path: Path, namespace: str
+) -> None:
     # Given a leased message whose lease has expired and a delayed one now due, untouched since
-    await broker.publish(Envelope(name="t", queue="q", visibility_timeout=0.05))
-    [delivery] = await take(broker, ["q"], 1)
-    await broker.publish(Envelope(name="t", queue="q", not_before=utcnow() + timedelta(seconds=0.05)))
+    await sqlite_broker.publish(Envelope(name="t", queue="q", visibility_timeout=0.05))
+    [delivery] = await take(sqlite_broker, ["q"], 1)
+    await sqlite_broker.publish(Envelope(name="t", queue="q", not_before=utcnow() + timedelta(seconds=0.05)))
     await asyncio.sleep(0.2)
     # Then the stored states are still 'leased' and 'delayed' ...
     assert real_counts(db_path, namespace, "q") == (0, 1, 1, 0)
     # ... but queue_stats reports both as pending, with an age
-    [stats] = await broker.queue_stats(["q"])
+    [stats] = await sqlite_broker.queue_stats(["q"])
     assert (stats.pending, stats.delayed, stats.inflight) == (2, 0, 0)
     assert stats.oldest_pending_age is not None and stats.oldest_pending_age > 0
     # And the old receipt still settles the expired (not yet redelivered) message
-    await broker.ack(delivery)
-    assert (await broker.queue_stats(["q"]))[0].pending == 1
+    await sqlite_broker.ack(delivery)
+    assert (await sqlite_broker.queue_stats(["q"]))[0].pending == 1
 
 
 @pytest.mark.parametrize("name", ["queue_counts", "oldest_pending", "ready_head", "next_delayed", "next_expiry", "promote_due", "reap_expired"])
-def test_statistics_and_claims_are_served_by_indexes(db_path: Path, name: str) -> None:
+async def test_statistics_and_claims_are_served_by_indexes(open_sqlite: SQLiteOpener, db_path: Path, name: str) -> None:
     # Given the migrated schema
-    asyncio.run(_migrate(db_path))
+    await open_sqlite.broker()
     conn = sqlite3.connect(db_path)
     params = {"ns": "n", "queue": "q", "queues": '["q"]', "now": 0.0, "limit": 10}
     # Then no step of the plan scans the jobs table
@@ -153,12 +136,9 @@ def test_statistics_and_claims_are_served_by_indexes(db_path: Path, name: str) -
     assert not [step for step in plan if step.startswith("SCAN jobs")], plan
 
 
-async def _migrate(path: Path) -> None:
-    broker = await connect_broker(f"sqlite://{path}")
-    await broker.close()
-
-
-async def test_a_cancelled_claim_hands_its_rows_back(broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_cancelled_claim_hands_its_rows_back(
+    sqlite_broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a claim that commits only after its caller was cancelled
     entered = threading.Event()
     real_step = jobs.receive_step
@@ -171,8 +151,8 @@ async def test_a_cancelled_claim_hands_its_rows_back(broker: Broker, namespace: 
 
     release = threading.Event()
     monkeypatch.setattr(jobs, "receive_step", slow_step)
-    await broker.publish(Envelope(name="t", queue="q"))
-    deliveries = broker.consume(["q"])
+    await sqlite_broker.publish(Envelope(name="t", queue="q"))
+    deliveries = sqlite_broker.consume(["q"])
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
     assert await asyncio.to_thread(entered.wait, DEADLINE_S)
     # When the consumer is cancelled mid-claim
@@ -182,25 +162,23 @@ async def test_a_cancelled_claim_hands_its_rows_back(broker: Broker, namespace: 
     monkeypatch.setattr(jobs, "receive_step", real_step)
     release.set()
     # Then the claimed row goes back to pending, as if never delivered
-    async with asyncio.timeout(DEADLINE_S):
-        while (await broker.queue_stats(["q"]))[0].pending != 1:
-            await asyncio.sleep(0.01)
-    [again] = await take(broker, ["q"], 1)
+    await eventually(lambda: pending(sqlite_broker, "q"), equals=1, timeout=DEADLINE_S)
+    [again] = await take(sqlite_broker, ["q"], 1)
     assert again.delivery_count == 1
 
 
-async def test_rows_claimed_but_not_handed_out_go_back_uncounted(broker: Broker) -> None:
+async def test_rows_claimed_but_not_handed_out_go_back_uncounted(sqlite_broker: Broker) -> None:
     # Given a prefetch-3 batch of which the consumer took only the first
-    await broker.publish_many([Envelope(name="t", queue="q", visibility_timeout=60) for _ in range(3)])
-    deliveries = broker.consume(["q"], prefetch=3)
+    await sqlite_broker.publish_many([Envelope(name="t", queue="q", visibility_timeout=60) for _ in range(3)])
+    deliveries = sqlite_broker.consume(["q"], prefetch=3)
     await asyncio.wait_for(anext(deliveries), DEADLINE_S)  # type: ignore[arg-type]
     # When it stops, then the other two rows are back at once, their claim not counted
     await deliveries.aclose()  # type: ignore[attr-defined]
-    assert [(s.pending, s.inflight) for s in await broker.queue_stats(["q"])] == [(2, 1)]
-    assert [d.delivery_count for d in await take(broker, ["q"], 2)] == [1, 1]
+    assert [(s.pending, s.inflight) for s in await sqlite_broker.queue_stats(["q"])] == [(2, 1)]
+    assert [d.delivery_count for d in await take(sqlite_broker, ["q"], 2)] == [1, 1]
 
 
-async def test_broadcast_rows_and_dead_subscribers_are_swept(broker: Broker, db_path: Path, namespace: str,
+async def test_broadcast_rows_and_dead_subscribers_are_swept(sqlite_broker: Broker, db_path: Path, namespace: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a subscriber (of another process) that read nothing, and a broadcast it holds back
     monkeypatch.setattr(broadcasts, "SUBSCRIBER_TOUCH_S", 0.05)
@@ -211,29 +189,24 @@ async def test_broadcast_rows_and_dead_subscribers_are_swept(broker: Broker, db_
         "VALUES (?, 'gone', 'ch', 'dead', 0, (julianday('now') - 2440587.5) * 86400.0)",
         (namespace,),
     )
-    await broker.broadcast("ch", Envelope(name="one"))
+    await sqlite_broker.broadcast("ch", Envelope(name="one"))
     assert conn.execute("SELECT count(*) FROM broadcasts WHERE ns = ?", (namespace,)).fetchone()[0] == 1
     # When that subscriber goes stale (its process died) and a live subscription reads a newer broadcast
     monkeypatch.setattr(broadcasts, "SUBSCRIBER_STALE_S", 0.2)
     await asyncio.sleep(0.3)
-    deliveries = broker.consume(["idle"], channels=["ch"])
+    deliveries = sqlite_broker.consume(["idle"], channels=["ch"])
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    async with asyncio.timeout(DEADLINE_S):
-        while conn.execute("SELECT count(*) FROM subscribers WHERE ns = ? AND subscription != 'gone'", (namespace,)).fetchone()[0] != 1:
-            await asyncio.sleep(0.01)
-    await broker.broadcast("ch", Envelope(name="two"))
+    await eventually(lambda: conn.execute("SELECT count(*) FROM subscribers WHERE ns = ? AND subscription != 'gone'",
+                                          (namespace,)).fetchone()[0], equals=1, timeout=DEADLINE_S)
+    await sqlite_broker.broadcast("ch", Envelope(name="two"))
     delivery = await asyncio.wait_for(receiver, DEADLINE_S)
     assert delivery.envelope.name == "two"
     # Then, while the subscription keeps polling, its sweep drops the dead subscriber and
     # every row the live one has read
     polling = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    async with asyncio.timeout(DEADLINE_S):
-        while True:
-            rows = conn.execute("SELECT count(*) FROM broadcasts WHERE ns = ?", (namespace,)).fetchone()[0]
-            subs = conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0]
-            if (rows, subs) == (0, 1):
-                break
-            await asyncio.sleep(0.01)
+    await eventually(lambda: (conn.execute("SELECT count(*) FROM broadcasts WHERE ns = ?", (namespace,)).fetchone()[0],
+                              conn.execute("SELECT count(*) FROM subscribers WHERE ns = ?", (namespace,)).fetchone()[0]),
+                     equals=(0, 1), timeout=DEADLINE_S)
     # And stopping the subscription removes its row
     polling.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -244,7 +217,7 @@ async def test_broadcast_rows_and_dead_subscribers_are_swept(broker: Broker, db_
 
 
 async def test_commits_elsewhere_in_the_file_cost_an_idle_consumer_no_write_lock(
-    db_path: Path, broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch
+    open_sqlite: SQLiteOpener, sqlite_broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an idle consumer whose write-locked claims are counted
     write_claims = 0
@@ -256,13 +229,11 @@ async def test_commits_elsewhere_in_the_file_cost_an_idle_consumer_no_write_lock
         return real_claim(conn, request, now)
 
     monkeypatch.setattr(jobs, "_claim", counting_claim)
-    deliveries = broker.consume(["mine"])
+    deliveries = sqlite_broker.consume(["mine"])
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    async with asyncio.timeout(DEADLINE_S):
-        while write_claims < 1:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: write_claims >= 1, timeout=DEADLINE_S)
     # When another namespace in the same file commits hundreds of times
-    other = await connect_broker(f"sqlite://{db_path}", namespace=namespace + "x")
+    other = await open_sqlite.broker(namespace=namespace + "x")
     for _ in range(200):
         await other.publish(Envelope(name="noise", queue="mine"))
     # Then the idle consumer looked (read-only) but never took the write lock for nothing
@@ -270,24 +241,23 @@ async def test_commits_elsewhere_in_the_file_cost_an_idle_consumer_no_write_lock
     assert not receiver.done()
     # And its own work still arrives
     sent = Envelope(name="mine.task", queue="mine")
-    await broker.publish(sent)
+    await sqlite_broker.publish(sent)
     delivery = await asyncio.wait_for(receiver, DEADLINE_S)
     assert delivery.envelope.id == sent.id
     await deliveries.aclose()  # type: ignore[attr-defined]
-    await other.close()
 
 
 async def test_a_backlog_longer_than_one_read_is_delivered_without_new_commits(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
+    sqlite_broker: Broker, db_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a subscriber with more broadcasts waiting than one round reads
     monkeypatch.setattr(broadcasts, "BROADCAST_BATCH", 3)
-    deliveries = broker.consume([], channels=["ch"])
+    deliveries = sqlite_broker.consume([], channels=["ch"])
     first = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)  # let the subscription register
+    await eventually(lambda: subscribers(db_path, namespace), equals=1, timeout=DEADLINE_S)  # registered
     sent = [Envelope(name=f"b{i}") for i in range(10)]
     for envelope in sent:
-        await broker.broadcast("ch", envelope)
+        await sqlite_broker.broadcast("ch", envelope)
     # Then all of them arrive, in order, with nothing else committed meanwhile
     got = [await asyncio.wait_for(first, DEADLINE_S)]
     async with asyncio.timeout(DEADLINE_S):
@@ -297,21 +267,21 @@ async def test_a_backlog_longer_than_one_read_is_delivered_without_new_commits(
     await deliveries.aclose()  # type: ignore[attr-defined]
 
 
-async def test_a_sub_millisecond_lease_gets_the_default_lease_like_its_wire_form(broker: Broker) -> None:
+async def test_a_sub_millisecond_lease_gets_the_default_lease_like_its_wire_form(sqlite_broker: Broker) -> None:
     # The wire format carries whole milliseconds, so 0.2 ms decodes as "no timeout"
-    await broker.publish(Envelope(name="t", queue="q", visibility_timeout=0.0002))
-    [delivery] = await take(broker, ["q"], 1)
+    await sqlite_broker.publish(Envelope(name="t", queue="q", visibility_timeout=0.0002))
+    [delivery] = await take(sqlite_broker, ["q"], 1)
     assert delivery.envelope.visibility_timeout is None
     assert delivery.lease_expires_at is not None
-    assert (delivery.lease_expires_at - utcnow()).total_seconds() > broker.lease_seconds - 5
+    assert (delivery.lease_expires_at - utcnow()).total_seconds() > sqlite_broker.lease_seconds - 5
 
 
 @pytest.mark.parametrize("queues, channels", [([], ["ch"]), (["q"], []), (["q"], ["ch"])])
 async def test_an_idle_subscription_sleeps_instead_of_spinning(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch, queues: list[str], channels: list[str]
+    sqlite_broker: Broker, monkeypatch: pytest.MonkeyPatch, queues: list[str], channels: list[str]
 ) -> None:
     # Given an idle subscription whose sleeps are counted
-    poller = broker._db.poller  # type: ignore[attr-defined]
+    poller = sqlite_broker._db.poller  # type: ignore[attr-defined]
     waits = 0
     real_wait = poller.wait
 
@@ -321,7 +291,7 @@ async def test_an_idle_subscription_sleeps_instead_of_spinning(
         await real_wait(*args)
 
     monkeypatch.setattr(poller, "wait", counting_wait)
-    deliveries = broker.consume(queues, channels=channels)
+    deliveries = sqlite_broker.consume(queues, channels=channels)
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
     # When nothing happens for a while
     await asyncio.sleep(0.3)
@@ -333,18 +303,18 @@ async def test_an_idle_subscription_sleeps_instead_of_spinning(
     await deliveries.aclose()  # type: ignore[attr-defined]
 
 
-async def test_dead_letters_in_quick_succession_keep_their_order_for_since(broker: Broker) -> None:
+async def test_dead_letters_in_quick_succession_keep_their_order_for_since(sqlite_broker: Broker) -> None:
     # Given messages dead-lettered back to back (SQLite's own clock has only milliseconds)
     sent = [Envelope(name="t", queue="dlq") for _ in range(20)]
-    await broker.publish_many(sent)
-    deliveries = await take(broker, ["dlq"], len(sent))
+    await sqlite_broker.publish_many(sent)
+    deliveries = await take(sqlite_broker, ["dlq"], len(sent))
     for delivery in deliveries:
-        await broker.dead_letter(delivery, reason="quick")
+        await sqlite_broker.dead_letter(delivery, reason="quick")
     # Then every dead_at is distinct and in dead-letter order
-    page = await broker.list_dead_letters("dlq", limit=50)
+    page = await sqlite_broker.list_dead_letters("dlq", limit=50)
     stamps = [entry.dead_at for entry in reversed(page.entries)]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     # And since=<an entry's dead_at> starts exactly at that entry
     cutoff = page.entries[5].dead_at
-    picked = await broker.replay_dead_letters("dlq", since=cutoff, dry_run=True)
+    picked = await sqlite_broker.replay_dead_letters("dlq", since=cutoff, dry_run=True)
     assert picked.entries[0].envelope.id == page.entries[5].envelope.id and picked.count == 6

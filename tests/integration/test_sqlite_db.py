@@ -11,15 +11,15 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from stem_core.adapters.sqlite.db import Database, immediate
+from stem_core.adapters.sqlite.db import SQLiteDatabase, immediate
 from stem_core.errors import BrokerUnavailable
 
-DEADLINE_S = 10.0
+from .sqlite_helpers import DEADLINE_S, rows
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "stem.db", busy_timeout_s=5.0, unavailable=BrokerUnavailable, label="test")
+async def db(db_path: Path) -> AsyncIterator[SQLiteDatabase]:
+    database = SQLiteDatabase(db_path, busy_timeout_s=5.0, unavailable=BrokerUnavailable, label="test")
     await database.open()
     await database.run(_create)
     yield database
@@ -48,14 +48,12 @@ def _bad_sql(conn: sqlite3.Connection) -> None:
 
 
 def _values(path: Path) -> list[int]:
-    conn = sqlite3.connect(path)
-    try:
-        return sorted(row[0] for row in conn.execute("SELECT v FROM t"))
-    finally:
-        conn.close()
+    return sorted(row[0] for row in rows(path, "SELECT v FROM t"))
 
 
-async def test_queued_calls_share_one_commit_and_fail_alone(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_queued_calls_share_one_commit_and_fail_alone(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the database thread held busy, with calls queued behind it (two of them failing)
     groups: list[int] = []
     assert db._link is not None
@@ -92,7 +90,7 @@ async def test_queued_calls_share_one_commit_and_fail_alone(db: Database, monkey
     assert _values(db.path) == [1, 2, 3, 4, 5, 6]
 
 
-async def test_a_lone_call_runs_in_its_own_transaction(db: Database) -> None:
+async def test_a_lone_call_runs_in_its_own_transaction(db: SQLiteDatabase) -> None:
     assert await db.run(_insert, 7) == 7
     with pytest.raises(ValueError):
         await db.run(_insert_then_fail, 8)
@@ -101,7 +99,7 @@ async def test_a_lone_call_runs_in_its_own_transaction(db: Database) -> None:
     assert await db.run(lambda conn: conn.in_transaction) is False
 
 
-async def test_a_closed_database_refuses_calls(db: Database) -> None:
+async def test_a_closed_database_refuses_calls(db: SQLiteDatabase) -> None:
     await db.close()
     with pytest.raises(BrokerUnavailable, match="closed"):
         await db.run(_insert, 1)

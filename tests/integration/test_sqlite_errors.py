@@ -13,6 +13,8 @@ from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.adapters.sqlite import SQLiteBackend, SQLiteBroker
 from stem_core.errors import BackendUnavailable, BrokerUnavailable, ConfigurationError
 
+from .sqlite_helpers import SQLiteOpener
+
 
 def test_absolute_relative_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -80,15 +82,16 @@ async def test_a_folder_in_place_of_the_file_names_the_path(tmp_path: Path) -> N
         await connect_broker(f"sqlite://{path}")
 
 
-async def test_a_writer_holding_the_lock_too_long_is_broker_unavailable(tmp_path: Path, namespace: str) -> None:
+async def test_a_writer_holding_the_lock_too_long_is_broker_unavailable(
+    open_sqlite: SQLiteOpener, db_path: Path
+) -> None:
     # Given a broker with a short busy timeout and another connection holding the write lock
-    path = tmp_path / "stem.db"
-    broker = await connect_broker(f"sqlite://{path}", namespace=namespace, busy_timeout=0.05)
-    holder = sqlite3.connect(path, isolation_level=None)
+    broker = await open_sqlite.broker(busy_timeout=0.05)
+    holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         # When the broker needs to write, Then it reports the lock, naming the file
-        with pytest.raises(BrokerUnavailable, match=f"{path} stayed locked"):
+        with pytest.raises(BrokerUnavailable, match=f"{db_path} stayed locked"):
             await broker.publish(Envelope(name="t"))
     finally:
         holder.execute("ROLLBACK")
@@ -96,13 +99,11 @@ async def test_a_writer_holding_the_lock_too_long_is_broker_unavailable(tmp_path
     # And once the lock is released it works again
     await broker.publish(Envelope(name="t"))
     assert (await broker.queue_stats(["default"]))[0].pending == 1
-    await broker.close()
 
 
-async def test_backend_lock_errors_are_backend_unavailable(tmp_path: Path, namespace: str) -> None:
-    path = tmp_path / "stem.db"
-    backend = await connect_backend(f"sqlite://{path}", namespace=namespace, busy_timeout=0.05)
-    holder = sqlite3.connect(path, isolation_level=None)
+async def test_backend_lock_errors_are_backend_unavailable(open_sqlite: SQLiteOpener, db_path: Path) -> None:
+    backend = await open_sqlite.backend(busy_timeout=0.05)
+    holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(BackendUnavailable, match="stayed locked"):
@@ -110,11 +111,10 @@ async def test_backend_lock_errors_are_backend_unavailable(tmp_path: Path, names
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    await backend.close()
 
 
-async def test_a_closed_broker_is_unavailable(tmp_path: Path) -> None:
-    broker = await connect_broker(f"sqlite://{tmp_path / 'stem.db'}")
+async def test_a_closed_broker_is_unavailable(open_sqlite: SQLiteOpener) -> None:
+    broker = await open_sqlite.broker()
     await broker.close()
     await broker.close()  # idempotent
     with pytest.raises(BrokerUnavailable, match="closed"):
@@ -124,4 +124,3 @@ async def test_a_closed_broker_is_unavailable(tmp_path: Path) -> None:
     # And connecting again reopens it
     await broker.connect()
     assert await broker.list_queues() == []
-    await broker.close()

@@ -10,13 +10,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from stem_core import Envelope, TaskState, connect_backend, connect_broker
-from stem_core.adapters.sqlite import jobs
-from stem_core.adapters.sqlite.broker import SQLiteBroker
+from stem_core import Envelope, TaskState
+from stem_core.adapters.sqlite import SQLiteBroker, jobs
+from tests.support import eventually
+
+from .sqlite_helpers import SQLiteOpener
 
 DEADLINE_S = 30.0
 MESSAGES = 1500
@@ -85,31 +87,17 @@ async def read_line(proc: asyncio.subprocess.Process) -> str:
     return (await asyncio.wait_for(proc.stdout.readline(), DEADLINE_S)).decode().strip()
 
 
-async def eventually(check: Callable[[], Any], message: str) -> None:
-    """Poll ``check`` (sync or async) until it is truthy; fail naming ``message``."""
-    try:
-        async with asyncio.timeout(DEADLINE_S):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {message}") from None
-
-
 @pytest.mark.slow
-async def test_two_processes_claiming_one_file_never_share_a_message(tmp_path: Path, namespace: str) -> None:
+async def test_two_processes_claiming_one_file_never_share_a_message(
+    open_sqlite: SQLiteOpener, sqlite_url: str, tmp_path: Path, namespace: str
+) -> None:
     # Given many messages and two consumer processes released at the same moment
-    url = f"sqlite://{tmp_path / 'stem.db'}"
-    broker = await connect_broker(url, namespace=namespace)
+    broker = await open_sqlite.broker()
     sent = [Envelope(name="work.item", queue="work", args={"n": n}) for n in range(MESSAGES)]
     for start in range(0, MESSAGES, 100):
         await broker.publish_many(sent[start : start + 100])
     go = tmp_path / "go"
-    peers = [await spawn(CONSUMER, url, namespace, f"stop-{i}", str(go)) for i in range(CONSUMERS)]
+    peers = [await spawn(CONSUMER, sqlite_url, namespace, f"stop-{i}", str(go)) for i in range(CONSUMERS)]
     try:
         for peer in peers:
             assert await read_line(peer) == "ready"
@@ -118,7 +106,7 @@ async def test_two_processes_claiming_one_file_never_share_a_message(tmp_path: P
         async def drained() -> bool:
             [stats] = await broker.queue_stats(["work"])
             return stats.completed_total == MESSAGES
-        await eventually(drained, "the queue to drain")
+        await eventually(drained, timeout=DEADLINE_S, message="the queue to drain")
         for index in range(CONSUMERS):
             await broker.publish(Envelope(name="stop", queue=f"stop-{index}"))
         outputs = [json.loads(await read_line(peer)) for peer in peers]
@@ -136,14 +124,12 @@ async def test_two_processes_claiming_one_file_never_share_a_message(tmp_path: P
     assert {item[1] for output in outputs for item in output} == {1}
     [stats] = await broker.queue_stats(["work"])
     assert (stats.pending, stats.inflight, stats.delayed) == (0, 0, 0)
-    await broker.close()
 
 
 async def test_an_idle_consumer_runs_no_claims_and_wakes_on_another_process_commit(
-    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+    open_sqlite: SQLiteOpener, sqlite_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an idle consumer, with its claim transactions counted
-    url = f"sqlite://{tmp_path / 'stem.db'}"
     claims = 0
     real_step = jobs.receive_step
 
@@ -153,33 +139,33 @@ async def test_an_idle_consumer_runs_no_claims_and_wakes_on_another_process_comm
         return real_step(conn, request)
 
     monkeypatch.setattr(jobs, "receive_step", counting_step)
-    broker = await connect_broker(url, namespace=namespace)
+    broker = await open_sqlite.broker()
     deliveries = broker.consume(["work"])
     receiver = asyncio.create_task(anext(deliveries))  # type: ignore[arg-type]
-    await eventually(lambda: claims >= 1, "the first claim")
+    await eventually(lambda: claims >= 1, timeout=DEADLINE_S, message="the first claim")
     # When nothing is committed for a while, Then it only probes data_version: no more claims
     await asyncio.sleep(0.3)
     assert claims <= 2
     assert not receiver.done()
     # When another process publishes, Then the idle consumer gets the message
     sent = Envelope(name="cross.process", queue="work")
-    producer = await spawn(PRODUCER, url, namespace, sent.to_json())
+    producer = await spawn(PRODUCER, sqlite_url, namespace, sent.to_json())
     assert await asyncio.wait_for(producer.wait(), DEADLINE_S) == 0
     delivery = await asyncio.wait_for(receiver, DEADLINE_S)
     assert delivery.envelope.id == sent.id
     await broker.ack(delivery)
     await deliveries.aclose()  # type: ignore[attr-defined]
-    await broker.close()
 
 
-async def test_watch_sees_every_state_written_by_another_process(tmp_path: Path, namespace: str) -> None:
+async def test_watch_sees_every_state_written_by_another_process(
+    open_sqlite: SQLiteOpener, sqlite_url: str, tmp_path: Path, namespace: str
+) -> None:
     # Given a watcher in this process and a writer process held at the start line
-    url = f"sqlite://{tmp_path / 'stem.db'}"
-    backend = await connect_backend(url, namespace=namespace)
+    backend = await open_sqlite.backend()
     await backend.set_status("task-1", TaskState.QUEUED)
     go = tmp_path / "go"
     states = ["running", "retried", "running", "succeeded"]
-    writer = await spawn(WRITER, url, namespace, "task-1", str(go), *states)
+    writer = await spawn(WRITER, sqlite_url, namespace, "task-1", str(go), *states)
     watch = backend.watch("task-1")
     try:
         assert (await asyncio.wait_for(anext(watch), DEADLINE_S)).state is TaskState.QUEUED  # type: ignore[arg-type]
@@ -195,12 +181,11 @@ async def test_watch_sees_every_state_written_by_another_process(tmp_path: Path,
         if writer.returncode is None:
             writer.kill()
             await writer.wait()
-    await backend.close()
 
 
-def test_a_forked_child_opens_its_own_connections(tmp_path: Path, namespace: str) -> None:
+def test_a_forked_child_opens_its_own_connections(sqlite_url: str, namespace: str) -> None:
     # Given a broker that has been used in this process (its connections are open)
-    broker = SQLiteBroker.from_url(f"sqlite://{tmp_path / 'stem.db'}", namespace=namespace)
+    broker = SQLiteBroker.from_url(sqlite_url, namespace=namespace)
 
     async def use() -> None:
         await broker.connect()

@@ -7,37 +7,25 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
-from stem_core import ResultBackend, WorkerHeartbeat, connect_backend
-from stem_core.adapters.sqlite import results, store
+from stem_core import ResultBackend, WorkerHeartbeat
+from stem_core.adapters.sqlite import store
 from stem_core.clock import utcnow
 
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "stem.db"
-
-
-@pytest.fixture
-async def backend(db_path: Path, namespace: str) -> AsyncIterator[ResultBackend]:
-    backend = await connect_backend(f"sqlite://{db_path}", namespace=namespace)
-    yield backend
-    await backend.close()
+from .sqlite_helpers import rows
 
 
 def count(path: Path, table: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-    finally:
-        conn.close()
+    [(n,)] = rows(path, f"SELECT count(*) FROM {table}")
+    return int(n)
 
 
 @pytest.mark.parametrize("filters", [(), ("state",), ("queue",), ("task",), ("state", "queue")])
-async def test_list_statuses_walks_an_index_newest_first(backend: ResultBackend, db_path: Path, filters: tuple[str, ...]) -> None:
+async def test_list_statuses_walks_an_index_newest_first(
+    sqlite_backend: ResultBackend, db_path: Path, filters: tuple[str, ...]
+) -> None:
     sql = store._LIST_BASE + "".join(f for key, f in store._LIST_FILTERS if key in filters) + store._LIST_ORDER
     params = {"ns": "n", "state": "queued", "queue": "q", "task": "t", "limit": 5, "offset": 0, "now": 0.0}
     conn = sqlite3.connect(db_path)
@@ -48,68 +36,65 @@ async def test_list_statuses_walks_an_index_newest_first(backend: ResultBackend,
     assert "expiry" not in plan[0]
 
 
-async def test_expired_rows_are_invisible_then_swept(backend: ResultBackend, db_path: Path,
+async def test_expired_rows_are_invisible_then_swept(sqlite_backend: ResultBackend, db_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a short-lived status, heartbeat and record next to long-lived ones
-    await backend.set_status("short", "queued", ttl=0.05)
-    await backend.set_status("long", "queued")
+    await sqlite_backend.set_status("short", "queued", ttl=0.05)
+    await sqlite_backend.set_status("long", "queued")
     beat = WorkerHeartbeat(worker_id="w1", namespace="stem", host="h", pid=1, queues=["q"], concurrency=1,
                            inflight=[], processed=0, failed=0, retried=0, paused_queues=[], version="0",
                            timestamp=utcnow())
-    await backend.set_heartbeat(beat, ttl=0.05)
-    await backend.put_record("pause", "q", {"by": "ops"}, ttl=0.05)
+    await sqlite_backend.set_heartbeat(beat, ttl=0.05)
+    await sqlite_backend.put_record("pause", "q", {"by": "ops"}, ttl=0.05)
     await asyncio.sleep(0.2)
     # Then they are invisible at once, although still stored
-    assert await backend.get_status("short") is None
-    assert await backend.list_heartbeats() == []
-    assert await backend.get_record("pause", "q") is None
+    assert await sqlite_backend.get_status("short") is None
+    assert await sqlite_backend.list_heartbeats() == []
+    assert await sqlite_backend.get_record("pause", "q") is None
     assert count(db_path, "statuses") == 2
     # When the next write comes after the sweep interval
-    monkeypatch.setattr(results, "CLEANUP_INTERVAL_S", 0.0)
-    backend._next_cleanup = 0.0  # type: ignore[attr-defined]
-    await backend.set_status("long", "running")
+    monkeypatch.setattr("stem_core.adapters.sqlite.backend.CLEANUP_INTERVAL_S", 0.0)
+    sqlite_backend._next_cleanup = 0.0  # type: ignore[attr-defined]
+    await sqlite_backend.set_status("long", "running")
     # Then the expired rows are gone and the live one stays
     assert count(db_path, "statuses") == 1
     assert count(db_path, "heartbeats") == 0
     assert count(db_path, "records") == 0
-    assert (await backend.get_status("long")) is not None
+    assert (await sqlite_backend.get_status("long")) is not None
 
 
-async def test_the_change_log_is_trimmed_by_age(backend: ResultBackend, db_path: Path,
+async def test_the_change_log_is_trimmed_by_age(sqlite_backend: ResultBackend, db_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a task with a few updates in the change log
     for state in ("queued", "running", "succeeded"):
-        await backend.set_status("t", state)
+        await sqlite_backend.set_status("t", state)
     assert count(db_path, "status_events") == 3
     # When the sweep runs with a retention shorter than their age
     monkeypatch.setattr(store, "EVENT_RETENTION_S", 0.0)
-    backend._next_cleanup = 0.0  # type: ignore[attr-defined]
+    sqlite_backend._next_cleanup = 0.0  # type: ignore[attr-defined]
     await asyncio.sleep(0.01)
-    await backend.set_status("t2", "queued")
+    await sqlite_backend.set_status("t2", "queued")
     # Then only events newer than the retention are kept (the one just written)
     assert count(db_path, "status_events") == 1
-    assert (await backend.get_status("t")).state.value == "succeeded"  # type: ignore[union-attr]
+    assert (await sqlite_backend.get_status("t")).state.value == "succeeded"  # type: ignore[union-attr]
 
 
-async def test_trimming_the_whole_change_log_keeps_ids_growing(backend: ResultBackend, db_path: Path,
+async def test_trimming_the_whole_change_log_keeps_ids_growing(sqlite_backend: ResultBackend, db_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # Given events that are all older than the retention
     for state in ("queued", "running"):
-        await backend.set_status("t", state)
+        await sqlite_backend.set_status("t", state)
     last = _max_event_id(db_path)
     monkeypatch.setattr(store, "EVENT_RETENTION_S", -60.0)  # "older than a minute from now": all of them
     # When the sweep runs (riding on a write) and another event follows
-    backend._next_cleanup = 0.0  # type: ignore[attr-defined]
-    await backend.set_status("t", "succeeded")
-    await backend.set_status("t", "failed")
+    sqlite_backend._next_cleanup = 0.0  # type: ignore[attr-defined]
+    await sqlite_backend.set_status("t", "succeeded")
+    await sqlite_backend.set_status("t", "failed")
     # Then the newest row survived each sweep, so ids never went back (watch cursors stay valid)
     assert count(db_path, "status_events") >= 1
     assert _max_event_id(db_path) == last + 2
 
 
 def _max_event_id(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("SELECT max(id) FROM status_events").fetchone()[0])
-    finally:
-        conn.close()
+    [(last,)] = rows(path, "SELECT max(id) FROM status_events")
+    return int(last)

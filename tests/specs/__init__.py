@@ -36,12 +36,20 @@ class AdapterSpec:
 
     ``url(tmp_path)`` gives the URL (a fresh file or store per test where that matters);
     each test also gets its own random namespace. ``cleanup(url, namespace)`` removes
-    what the test left on a shared server. A broker-only adapter (``has_backend=False``)
-    names in ``paired_backend`` the adapter whose URL serves as its result backend in the
-    app and worker tests. ``requeue_keeps_age=False`` says a nacked or requeued message
-    goes to the back of its queue (RabbitMQ: AMQP cannot reinsert a message by age), so
-    the model test ranks it by the time it went back. ``knows_age=False``: its
-    ``queue_stats`` cannot tell a queue's ``oldest_pending_age`` (always None).
+    what the test left on a shared server.
+
+    A broker-only adapter (``has_backend=False``) names in ``paired_backend`` the adapter
+    whose URL (and cleanup, and server) serves as its result backend in the app, worker
+    and ops tests (``backend_url_of``). ``oldest_first`` is False for a broker that orders
+    by priority but not strictly by age among equals (SQS: queues of equal priority take
+    turns). ``requeue_keeps_age`` is False when a nacked or requeued message goes to the
+    back of its queue (RabbitMQ, SQS: neither can reinsert a message by age), so the model
+    test ranks it by the time it went back. ``knows_age`` is False when ``queue_stats``
+    cannot tell a queue's ``oldest_pending_age`` (always None: SQS, RabbitMQ).
+    ``purges_delayed`` is False when ``purge`` leaves delayed messages (SQS hides them
+    until due; RabbitMQ, without peek too, purges its delay queues). ``load``
+    scales the task counts of the heavy multi-process tests (moto, the local SQS, answers
+    a few hundred requests a second at best).
     """
 
     id: str
@@ -49,16 +57,32 @@ class AdapterSpec:
     service: str | None = None
     has_backend: bool = True
     cross_process: bool = True
+    paired_backend: "AdapterSpec | None" = None
+    oldest_first: bool = True
+    requeue_keeps_age: bool = True
+    knows_age: bool = True
+    purges_delayed: bool = True
+    load: float = 1.0
     broker_options: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[str, str], Awaitable[None]] | None = None
-    paired_backend: "AdapterSpec | None" = None
-    requeue_keeps_age: bool = True
-    knows_age: bool = True
 
     def backend_spec(self) -> "AdapterSpec | None":
         """The adapter that stores results next to this broker (itself where it can)."""
         return self if self.has_backend else self.paired_backend
+
+
+# Servers the tests start themselves (moto for SQS): name -> start(), which returns once
+# the server answers (and skips, or fails under STEM_REQUIRE_SERVICES=1, when it cannot).
+STARTERS: dict[str, Callable[[], None]] = {}
+
+
+def backend_url_of(spec: AdapterSpec, tmp_path: Path) -> str:
+    """The result backend a worker or ops test uses with ``spec``'s broker (``spec`` must
+    have one: ``spec.backend_spec()`` is not None)."""
+    paired = spec.backend_spec()
+    assert paired is not None, f"{spec.id} is a broker only and names no paired_backend"
+    return paired.url(tmp_path)
 
 
 def service_up(name: str) -> bool:
@@ -72,6 +96,9 @@ def service_up(name: str) -> bool:
 
 def require_service(name: str | None) -> None:
     """Skip (or, under STEM_REQUIRE_SERVICES=1, fail) when ``name``'s server is down."""
+    if name in STARTERS:
+        STARTERS[name]()
+        return
     if name is None or service_up(name):
         return
     host, port = SERVICES[name]

@@ -7,6 +7,7 @@ import asyncio
 
 from stem_core import Stem, Worker
 from stem_core.control.pause import paused_queues
+from tests.support import eventually
 from tests.tui.helpers import audit_actions, counts, make_app, press, settle, started, store_ops, table_keys
 from tests.tui.seed import FrozenClock, heartbeat, poll, task_id
 
@@ -224,10 +225,12 @@ async def test_broadcast_ping_reaches_a_live_worker(store, clock: FrozenClock) -
             await press(pilot, "b")
             assert isinstance(app.screen, BroadcastDialog)
             await pilot.click("#submit")
-            deadline = asyncio.get_running_loop().time() + 30  # the reply arrives over the broker
-            while not isinstance(app.screen, PanelDialog) and asyncio.get_running_loop().time() < deadline:
+
+            async def reply_shown() -> bool:
                 await settle(pilot)
-                await asyncio.sleep(0.05)
+                return isinstance(app.screen, PanelDialog)
+
+            await eventually(reply_shown, timeout=30, interval=0.05)  # the reply arrives over the broker
             # Then its reply is shown and the command is audited
             assert isinstance(app.screen, PanelDialog)
             assert "w-live" in str(app.screen.body)

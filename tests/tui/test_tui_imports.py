@@ -1,9 +1,11 @@
-"""The CLI starts without Textual: only `stem tui` / `stem demo` import it when they run."""
+"""The front ends are peers: the CLI starts without Textual (only `stem tui` / `stem demo`
+import it when they run), and the TUI never imports the CLI nor Typer."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_cli_does_not_import_textual() -> None:
@@ -12,6 +14,22 @@ def test_cli_does_not_import_textual() -> None:
             "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_tui_does_not_import_the_cli() -> None:
+    # Given every module of stem_tui outside stem_tui/cli (found on disk: walking the
+    # package with pkgutil would import stem_tui.cli itself)
+    root = Path(__file__).resolve().parents[2] / "stem_tui"
+    names = sorted(".".join(("stem_tui", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+                   for p in root.rglob("*.py") if p.relative_to(root).parts[0] != "cli")
+    # When a fresh interpreter imports them all
+    code = (f"import importlib, sys; [importlib.import_module(n) for n in {names!r}]; "
+            "print(sorted(m for m in sys.modules if m.startswith('stem_tui.cli') or m.split('.')[0] in ('typer', 'click')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # Then the app, its screens, widgets and dialogs load without any CLI module or Typer
+    assert done.returncode == 0, done.stderr
+    assert {"stem_tui.app", "stem_tui.source", "stem_tui.dialogs.plans", "stem_tui.widgets.literal"} <= set(names)
     assert done.stdout.strip() == "[]"
 
 

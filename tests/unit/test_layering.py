@@ -48,3 +48,17 @@ def test_core_sources_never_import_front_ends() -> None:
             ):
                 offenders.append(f"{path.relative_to(ROOT)}: {stripped}")
     assert offenders == []
+
+
+def test_the_layers_and_adapter_independence_are_import_linter_contracts() -> None:
+    # The contracts test_import_linter_contracts_hold runs must include these, not only exist
+    # as prose: the core's layers and the adapters' independence.
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = [c for c in contracts if c["type"] == "layers"]
+    assert layers and layers[0]["layers"][-1].split(" | ")[0] == "stem_core.errors"
+    independent = {m for c in contracts if c["type"] == "independence" for m in c["modules"]}
+    adapters = {f"stem_core.adapters.{p.name}" for p in (ROOT / "stem_core" / "adapters").iterdir()
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert adapters <= independent, f"adapters missing from the independence contract: {adapters - independent}"

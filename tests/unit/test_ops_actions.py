@@ -16,7 +16,9 @@ from stem_core.errors import StemError, Unsupported
 from stem_core.ops import Ops
 from stem_core.ops.audit import AUDIT_LIST_MAX_ITEMS, AUDIT_VALUE_MAX_CHARS, default_actor
 from stem_core.worker import Worker
-from tests.cli.helpers import claim, heartbeat, inflight_entry, open_memory, wait_until
+from tests.cli.helpers import claim, heartbeat, inflight_entry, open_memory
+from tests.support import eventually
+from tests.worker.helpers import start
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ async def env(namespace: str) -> AsyncIterator[tuple[Ops, Any, Any]]:
 
 async def enqueue_n(ops: Ops, n: int, queue: str = "q", **kw: Any) -> list[str]:
     result = await ops.enqueue_many([("t.work", {"i": i}, {"queue": queue, **kw}) for i in range(n)])
-    return result.detail["ids"]
+    return result.detail.ids
 
 
 async def stats(broker: Any, queue: str = "q") -> Any:
@@ -47,7 +49,7 @@ async def test_requeue_stuck_leases_previews_then_acts_and_audits(env: tuple[Ops
     # When previewed
     preview = await ops.requeue("q", stuck_leases=True, dry_run=True)
     # Then it counts the dead worker's leases only and changes nothing
-    assert preview.dry_run and preview.count == 2 and sorted(preview.detail["ids"]) == sorted(d.envelope.id for d in dead)
+    assert preview.dry_run and preview.count == 2 and sorted(preview.detail.ids) == sorted(d.envelope.id for d in dead)
     assert {s["holder"] for s in preview.sample} == {"dead"} and (await stats(broker)).inflight == 3
     assert [r["action"] for r in await backend.list_audit()] == ["enqueue"]
     # When run for real
@@ -68,7 +70,7 @@ async def test_requeue_with_previewed_ids_never_widens_the_set(env: tuple[Ops, A
     await backend.set_heartbeat(heartbeat("dead", ["q"], age=60))
     # only the first was previewed; the second became stuck too, but was not confirmed
     done = await ops.requeue("q", stuck_leases=True, ids=[first.envelope.id])
-    assert done.count == 1 and done.detail["ids"] == [first.envelope.id]
+    assert done.count == 1 and done.detail.ids == [first.envelope.id]
     assert (await stats(broker)).inflight == 1
 
 
@@ -118,7 +120,7 @@ async def test_purge_counts_pending_and_delayed_and_keeps_leases(env: tuple[Ops,
     await enqueue_n(ops, 2, delay=600)
     await claim(broker, ["q"], "w", 1)
     preview = await ops.purge("q", dry_run=True)
-    assert preview.count == 4 and preview.detail["inflight_kept"] == 1 and (await stats(broker)).pending == 2
+    assert preview.count == 4 and preview.detail.inflight_kept == 1 and (await stats(broker)).pending == 2
     done = await ops.purge("q")
     s = await stats(broker)
     assert done.count == 4 and (s.pending, s.delayed, s.inflight) == (0, 0, 1)
@@ -187,25 +189,24 @@ async def test_broadcast_reaches_a_live_worker_and_pause_goes_through_the_contro
         return i
 
     worker = Worker(app, queues=["q"], concurrency=1, worker_id="w-live", heartbeat_interval=0.2)
-    runner = asyncio.create_task(worker.run())
+    runner = await start(worker)
     try:
-        await wait_until(lambda: worker.ready.is_set(), message="worker ready")
         preview = await ops.broadcast("ping", dry_run=True)
         assert preview.count == 1 and preview.sample == [{"worker_id": "w-live"}]
         pong = await ops.broadcast("ping", timeout=10)
-        assert pong.ok and pong.count == 1 and pong.detail["replies"]["w-live"]["worker_id"] == "w-live"
+        assert pong.ok and pong.count == 1 and pong.detail.replies["w-live"]["worker_id"] == "w-live"
         # a dead worker's heartbeat still lingers: it is stale, so nobody waits for it or fails on it
         await backend.set_heartbeat(heartbeat("ghost", ["q"], age=60))
         assert (await ops.broadcast("ping", dry_run=True)).sample == [{"worker_id": "w-live"}]
         ghost_ping = await ops.broadcast("ping", timeout=10)
-        assert ghost_ping.ok and ghost_ping.detail["targeted"] == ["w-live"] and ghost_ping.detail["missing"] == []
+        assert ghost_ping.ok and ghost_ping.detail.targeted == ["w-live"] and ghost_ping.detail.missing == []
         paused = await ops.broadcast("pause", {"queues": ["q"], "reason": "maintenance"}, timeout=1)
-        assert paused.detail["replies_from"] == ["w-live"] and (await paused_queues(backend))["q"]["reason"] == "maintenance"
-        assert paused.ok and paused.detail["targeted"] == ["w-live"] and paused.detail["missing"] == []
-        await wait_until(lambda: "q" in worker.paused, message="worker paused q")
+        assert paused.detail.replies_from == ["w-live"] and (await paused_queues(backend))["q"]["reason"] == "maintenance"
+        assert paused.ok and paused.detail.targeted == ["w-live"] and paused.detail.missing == []
+        await eventually(lambda: "q" in worker.paused, message="worker paused q")
         resumed = await ops.resume(["q"], timeout=10)
         assert resumed.count == 1
-        await wait_until(lambda: "q" not in worker.paused, message="worker resumed q")
+        await eventually(lambda: "q" not in worker.paused, message="worker resumed q")
     finally:
         worker.request_stop("hard")
         await asyncio.wait_for(runner, 30)
@@ -223,11 +224,18 @@ async def test_broadcast_with_nobody_listening_reports_no_replies(env: tuple[Ops
 
 async def test_broadcast_raw_reaches_channel_subscribers(env: tuple[Ops, Any, Any]) -> None:
     ops, broker, _ = env
-    stream = broker.consume([], channels=["news"], consumer="sub")
-    first = asyncio.create_task(stream.__anext__())
-    await asyncio.sleep(0.05)  # let the subscription open before publishing
+    # Given a subscriber of "news", certainly open: a marker queued for it came through
+    # (the queue and the channel are subscribed in one step)
+    stream = broker.consume(["sub-ready"], channels=["news"], consumer="sub")
+    marker = Envelope(name="t.marker", queue="sub-ready")
+    await broker.publish(marker)
+    opened = await asyncio.wait_for(anext(stream), 10)
+    assert opened.envelope.id == marker.id
+    await broker.ack(opened)
+    # When a raw broadcast goes to the channel
     result = await ops.broadcast_raw("news", "t.hello", {"who": "all"})
-    delivery = await asyncio.wait_for(first, 10)
+    # Then the subscriber gets it
+    delivery = await asyncio.wait_for(anext(stream), 10)
     await stream.aclose()
     assert result.count == 1 and delivery.envelope.name == "t.hello" and delivery.envelope.args == {"who": "all"}
 
@@ -238,7 +246,7 @@ async def test_enqueue_goes_through_stem_and_a_dry_run_publishes_nothing(env: tu
     assert dry.count == 1 and dry.sample[0]["priority"] == 5 and await broker.list_queues() == []
     done = await ops.enqueue("t.work", {"x": 1}, queue="q", priority=5, task_id="fixed-id")
     status = await backend.get_status("fixed-id")
-    assert done.detail["ids"] == ["fixed-id"] and status.state == TaskState.QUEUED and status.meta["queue"] == "q"
+    assert done.detail.ids == ["fixed-id"] and status.state == TaskState.QUEUED and status.meta["queue"] == "q"
     with pytest.raises(ValueError, match="priority"):
         await ops.enqueue("t.work", queue="q", priority=12)
 
@@ -250,7 +258,7 @@ async def test_enqueue_many_validates_everything_first_and_reports_progress(env:
     assert await broker.list_queues() == []
     seen: list[tuple[int, int]] = []
     done = await ops.enqueue_many([("t.a", {"i": i}) for i in range(7)], batch_size=3, on_progress=lambda d, t: seen.append((d, t)))
-    assert done.count == 7 and len(done.detail["ids"]) == 7 and seen == [(3, 7), (6, 7), (7, 7)]
+    assert done.count == 7 and len(done.detail.ids) == 7 and seen == [(3, 7), (6, 7), (7, 7)]
     (record,) = await backend.list_audit()
     assert record["arguments"] == {"count": 7, "tasks": {"t.a": 7}}
 
@@ -259,7 +267,7 @@ async def test_enqueue_builds_each_envelope_once(env: tuple[Ops, Any, Any], monk
     # The validated envelopes are the ones published: ids match, nothing is built twice
     ops, broker, backend = env
     built: list[str] = []
-    stem = ops._stem()
+    stem = ops.dispatcher.app()
     original = stem.build_envelope
 
     def counting(*args: Any, **kwargs: Any) -> Any:
@@ -270,7 +278,7 @@ async def test_enqueue_builds_each_envelope_once(env: tuple[Ops, Any, Any], monk
     monkeypatch.setattr(stem, "build_envelope", counting)
     many = await ops.enqueue_many([("t.a", {"i": i}) for i in range(5)], batch_size=2)
     one = await ops.enqueue("t.b", {"x": 1}, queue="q")
-    assert built == many.detail["ids"] + one.detail["ids"]
+    assert built == many.detail.ids + one.detail.ids
     assert (await broker.queue_stats(["default"]))[0].pending == 5
 
 
@@ -364,7 +372,7 @@ async def test_enqueue_with_a_time_is_audited(env: tuple[Ops, Any, Any]) -> None
     eta = utcnow() + timedelta(hours=2)
     done = await ops.enqueue("t.x", queue="q", eta=eta)
     later = await ops.enqueue("t.x", queue="q", delay=timedelta(minutes=5))
-    assert "audit_error" not in done.detail and "audit_error" not in later.detail
+    assert done.detail.audit_error is None and later.detail.audit_error is None
     records = await backend.list_audit()
     assert records[1]["arguments"]["eta"] == ops_iso(eta) and records[0]["arguments"]["delay"] == 300.0
     assert done.command.endswith(f"--eta {ops_iso(eta)}") and later.command.endswith("--delay 300s")

@@ -22,7 +22,7 @@ async def env(namespace: str) -> AsyncIterator[tuple[Ops, Any, Any]]:
 
 
 async def enqueue(ops: Ops, queue: str = "q", **kw: Any) -> str:
-    return (await ops.enqueue("t.work", {"x": 1}, queue=queue, **kw)).detail["ids"][0]
+    return (await ops.enqueue("t.work", {"x": 1}, queue=queue, **kw)).detail.ids[0]
 
 
 def codes(ex: Any) -> list[str]:
@@ -173,3 +173,32 @@ async def test_explanation_is_json_ready(env: tuple[Ops, Any, Any]) -> None:
     assert json.loads(json.dumps(data))["lease"]["holder"] == "w1"
     assert data["lease"]["lease_expires_at"].endswith("Z")
     assert isinstance(data["blockers"][0], dict)
+
+
+async def test_a_running_status_of_a_worker_that_stopped_heartbeating_says_so(env: tuple[Ops, Any, Any]) -> None:
+    # Given a task the dead worker "vm-1" claimed and marked running, its heartbeat 60 s old
+    ops, broker, backend = env
+    task = await enqueue(ops)
+    [held] = await claim(broker, ["q"], "vm-1", 1)
+    await backend.set_status(task, TaskState.RUNNING, meta={"queue": "q", "worker": "vm-1"})
+    await backend.set_heartbeat(heartbeat("vm-1", ["q"], age=60.0, inflight=[inflight_entry(held)]))
+    # When it is explained while vm-1 still holds the lease
+    ex = await ops.explain(task)
+    # Then the status is not shown as live: the worker is gone and the task runs again later
+    assert ex.status["state"] == "running"
+    assert ex.status_note.startswith("running on vm-1, which stopped heartbeating 1m ago; will run again when its lease")
+    assert codes(ex) == ["dead-holder"] and "runs again when its lease expires" in ex.blockers[0].message
+    # And once the lease went back to the queue, it says the task was redelivered
+    await broker.requeue("q", [task])
+    ex = await ops.explain(task)
+    assert ex.state == "queued" and "was running on vm-1" in ex.status_note and "redelivered" in ex.status_note
+
+
+async def test_a_running_status_of_a_live_worker_has_no_note(env: tuple[Ops, Any, Any]) -> None:
+    ops, broker, backend = env
+    task = await enqueue(ops)
+    [held] = await claim(broker, ["q"], "vm-2", 1)
+    await backend.set_status(task, TaskState.RUNNING, meta={"queue": "q", "worker": "vm-2"})
+    await backend.set_heartbeat(heartbeat("vm-2", ["q"], inflight=[inflight_entry(held)]))
+    ex = await ops.explain(task)
+    assert ex.state == "running" and ex.status_note is None

@@ -109,6 +109,50 @@ async def test_leases_without_a_live_heartbeat_are_unaccounted_and_stuck(env: tu
     assert all(lease.holder == "ghost" and lease.delivery_count == 1 and lease.expires_in > 0 for lease in leases)
 
 
+async def test_a_lease_taken_since_its_live_holders_last_heartbeat_is_not_orphaned(
+    env: tuple[Ops, Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a live worker whose last heartbeat reported one lease, and which has taken two
+    # more since (the overview's count of in-flight exceeds what heartbeats say)
+    ops, broker, backend = env
+    await publish(broker, "q", 3)
+    first = await claim(broker, ["q"], "w1", 1)
+    await backend.set_heartbeat(heartbeat("w1", ["q"], inflight=[inflight_entry(first[0])]))
+    await claim(broker, ["q"], "w1", 2)
+    peeks: list[str] = []
+    real = broker.peek
+
+    async def spy(*args: Any, **kw: Any) -> list[MessageInfo]:
+        peeks.append(kw.get("state", "pending"))
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(broker, "peek", spy)
+    # When the overview is read
+    row = (await ops.overview()).queues[0]
+    # Then no lease is orphaned: every holder is alive (it looked at the leases to be sure)
+    assert row.inflight == 3 and row.unaccounted_leases == 0
+    assert peeks == ["inflight"]
+    # And once the heartbeat reports all three, it does not even look
+    peeks.clear()
+    held = [inflight_entry(d) for d in first]
+    await backend.set_heartbeat(heartbeat("w1", ["q"], inflight=held * 3))
+    assert (await ops.overview()).queues[0].unaccounted_leases == 0 and peeks == []
+
+
+async def test_a_lease_whose_holder_stopped_heartbeating_is_orphaned_even_when_counts_match(
+    env: tuple[Ops, Any, Any]
+) -> None:
+    # Given a live worker whose heartbeat still lists two leases it already finished, and a
+    # dead worker holding two: in flight (2) equals what live heartbeats report (2)
+    ops, broker, backend = env
+    await publish(broker, "q", 2)
+    dead = await claim(broker, ["q"], "dead-worker", 2)
+    await backend.set_heartbeat(heartbeat("dead-worker", ["q"], age=60.0, inflight=[inflight_entry(d) for d in dead]))
+    await backend.set_heartbeat(heartbeat("live-worker", ["q"], inflight=[inflight_entry(d) for d in dead]))
+    # Then the dead worker's two leases are orphaned
+    assert (await ops.overview()).queues[0].unaccounted_leases == 2
+
+
 async def test_lease_of_a_stale_worker_is_stuck_and_of_a_live_one_is_not(env: tuple[Ops, Any, Any]) -> None:
     ops, broker, backend = env
     await publish(broker, "q", 2)
@@ -118,7 +162,7 @@ async def test_lease_of_a_stale_worker_is_stuck_and_of_a_live_one_is_not(env: tu
     await backend.set_heartbeat(heartbeat("live-worker", ["q"], inflight=[inflight_entry(live[0], running_for=7.0)]))
     by_holder = {lease.holder: lease for lease in await ops.leases("q")}
     stale, fine = by_holder["dead-worker"], by_holder["live-worker"]
-    assert stale.stuck and not stale.holder_alive and "heartbeat 1m old" in stale.stuck_reason
+    assert stale.stuck and not stale.holder_alive and "stopped heartbeating 1m ago" in stale.stuck_reason
     assert not fine.stuck and fine.holder_alive and fine.state == "active"
     assert fine.held_for == pytest.approx(7.0, abs=5.0) and fine.heartbeat_age < 5.0
     workers = {w.worker_id: w for w in await ops.workers()}
@@ -132,7 +176,7 @@ async def test_an_expired_lease_is_stuck(env: tuple[Ops, Any, Any]) -> None:
     ops, _, _ = env
     info = MessageInfo(envelope=Envelope(name="t"), state="inflight", lease_holder="w",
                        lease_expires_at=utcnow() - timedelta(seconds=90), delivery_count=2)
-    lease = ops._lease("q", info, {"w": heartbeat("w", ["q"])}, utcnow())
+    lease = ops.inspector.lease("q", info, {"w": heartbeat("w", ["q"])}, utcnow())
     assert lease.stuck and lease.stuck_reason.startswith("lease expired 1m")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
 
 from stem_core.clock import utcnow
 from stem_core.ops import RateTracker, Sample, queue_verdict
+from stem_core.ops.verdict import Verdict, VerdictMemory
 from stem_core.ops.rates import PERSIST_GAP_S, QueueCounters, Rates, rates_between
 
 T0 = utcnow()
@@ -110,18 +112,26 @@ def rates(**kw: object) -> Rates:
 @pytest.mark.parametrize(
     ("counts", "pause", "serving", "r", "code", "words"),
     [
-        ((0, 0, 0, None), None, 1, rates(), "idle", "idle"),
+        ((0, 0, 0, None), None, 1, rates(in_rate=0.0, out_rate=0.0, completions=0.0), "idle", "idle"),
+        ((0, 0, 0, None), None, 1, None, "idle", "idle"),
+        ((0, 0, 0, None), None, 1, rates(in_rate=12.0, out_rate=12.0), "steady", "keeping up, 12/s"),
         ((0, 3, 0, None), None, 0, None, "scheduled", "3 delayed"),
+        ((0, 0, 0, None), {"by": "ann", "reason": "deploy"}, 1, None, "paused", "paused by ann: deploy"),
         ((5, 0, 0, 9.0), {"by": "ann", "reason": "deploy"}, 1, rates(), "paused", "paused by ann: deploy"),
         ((5, 0, 0, 9.0), None, 0, rates(), "no-workers", "no workers (5 waiting)"),
         ((5, 0, 0, 9.0), None, 2, None, "unknown", "rates after a second sample"),
         ((5, 0, 1, 40.0), None, 2, rates(completions=0.0, out_rate=0.0, age_before=10.0), "stalled", "nothing done in 30s"),
+        ((5, 0, 1, 40.0), None, 2, rates(completions=0.0, out_rate=0.0, age_before=39.0, span=3.0), "steady", "flat"),
         ((0, 0, 3, None), None, 2, rates(completions=0.0, out_rate=0.0), "busy", "3 in flight"),
         ((50, 0, 2, 1.0), None, 2, rates(net_rate=2.0), "growing", "+2/s"),
         ((50, 0, 10, 1.0), None, 2, rates(net_rate=-2.0), "draining", "empties in ~30s"),
         ((50, 0, 2, 1.0), None, 2, rates(net_rate=0.0, out_rate=5.0), "steady", "5/s"),
-        # An in-flight count the broker cannot know (RabbitMQ without its management API)
-        ((0, 0, None, None), None, 2, rates(), "unknown", "in flight n/a"),
+        # An in-flight count the broker cannot know (RabbitMQ without its management API):
+        # an otherwise empty queue is unknown, not idle; with traffic it still keeps up
+        ((0, 0, None, None), None, 2, rates(in_rate=0.0, out_rate=0.0, completions=0.0), "unknown", "in flight n/a"),
+        ((0, 0, None, None), None, 2, None, "unknown", "in flight n/a"),
+        ((0, 0, None, None), None, 2, rates(in_rate=4.0, out_rate=4.0), "steady", "keeping up, 4/s"),
+        ((0, 2, None, None), None, 2, None, "scheduled", "2 delayed"),
         ((5, 0, None, 9.0), None, 0, rates(), "no-workers", "no workers (5 waiting)"),
     ],
 )
@@ -144,3 +154,101 @@ def test_a_queue_whose_age_does_not_grow_is_not_stalled() -> None:
     verdict = queue_verdict(pending=2, delayed=0, inflight=0, oldest_age=1.0, pause=None, serving=1,
                             rates=rates(completions=0.0, out_rate=0.0, age_before=5.0, net_rate=0.1))
     assert verdict.code == "growing"
+
+
+def trend(change: int, last: int, span: float = 5.0, span_: float | None = None, **kw: object) -> Rates:
+    """Rates with a short-window trend (``span``); ``span_`` overrides the whole window's span."""
+    if span_ is not None:
+        kw["span"] = span_
+    return rates(backlog_change=change, trend_span=span, last_change=last, **kw)
+
+
+@pytest.mark.parametrize(
+    ("pending", "r", "code"),
+    [
+        (40, trend(20, 4), "growing"),  # +20 in 5 s and still rising
+        (40, trend(20, -3), "steady"),  # it rose, but turned at the last reading
+        (40, trend(3, 1), "steady"),  # +3: below the noise floor
+        (5000, trend(60, 10), "steady"),  # +60 on 5,000: 1.2 %, noise
+        (40, trend(-20, -4), "draining"),
+        (0, trend(-20, -4, in_rate=0.0, out_rate=4.0), "steady"),  # drained: empty but flowing
+    ],
+)
+def test_growth_and_drain_come_from_the_recent_backlog_trend(pending: int, r: Rates, code: str) -> None:
+    # A window-wide net rate that says the opposite is ignored when the trend is known.
+    opposite = dataclasses.replace(r, net_rate=-(r.backlog_change or 0) / 5.0)
+    verdict = queue_verdict(pending=pending, delayed=0, inflight=0, oldest_age=1.0, pause=None, serving=1, rates=opposite)
+    assert verdict.code == code
+
+
+def test_a_burst_then_drain_is_draining_not_growing() -> None:
+    # Given a window that starts before a burst of 200 (net +), and a backlog falling since
+    r = trend(-60, -15, span=8.0, net_rate=3.0)
+    verdict = queue_verdict(pending=140, delayed=0, inflight=4, oldest_age=2.0, pause=None, serving=2, rates=r)
+    assert verdict.code == "draining"
+    assert verdict.eta_seconds == pytest.approx(144 / 7.5)
+
+
+def test_memory_changes_a_flow_verdict_only_when_two_readings_agree() -> None:
+    memory = VerdictMemory()
+    steady, growing = Verdict("steady", "steady"), Verdict("growing", "growing (+2/s)")
+    assert memory.settle("q", steady, pending=9).code == "steady"
+    assert memory.settle("q", growing, pending=9).code == "steady"  # one reading: noise
+    assert memory.settle("q", steady, pending=9).code == "steady"
+    assert memory.settle("q", growing, pending=9).code == "steady"  # the count restarted
+    assert memory.settle("q", growing, pending=9).code == "growing"  # two in a row
+    assert memory.settle("other", growing, pending=9).code == "growing"  # per queue
+
+
+def test_memory_shows_facts_at_once() -> None:
+    memory = VerdictMemory()
+    memory.settle("q", Verdict("steady", "steady"), pending=3)
+    assert memory.settle("q", Verdict("no-workers", "no workers (3 waiting)"), pending=3).code == "no-workers"
+    assert memory.settle("q", Verdict("growing", "growing"), pending=3).code == "growing"
+
+
+def test_memory_never_holds_a_backlog_verdict_over_an_empty_queue() -> None:
+    memory = VerdictMemory()
+    memory.settle("q", Verdict("growing", "growing (+2/s)"), pending=40)
+    assert memory.settle("q", Verdict("steady", "steady (keeping up)"), pending=0).code == "steady"
+
+
+def test_tracker_reads_the_backlog_trend_over_the_recent_window_only() -> None:
+    # Given samples 30 s ago (a burst's peak), 6 s and 3 s ago, and now
+    now = utcnow()
+
+    def at(seconds_ago: float, pending: int) -> Sample:
+        counters = QueueCounters(enqueued=None, completed=None, depth=pending, pending=pending, age=1.0)
+        return Sample(at=now - timedelta(seconds=seconds_ago), queues={"q": counters}, workers={})
+
+    tracker = RateTracker()
+    for sample in (at(30, 500), at(6, 40), at(3, 30)):
+        tracker.observe(sample)
+    # When rates are read for the current sample
+    r = tracker.rates("q", at(0, 20))
+    # Then the window-wide net rate sees the fall since the peak, and the trend only the
+    # recent 6 s: -20 over that span, -10 at the last step
+    assert r is not None and r.net_rate == pytest.approx(-16.0)
+    assert r.backlog_change == -20 and r.trend_span == pytest.approx(6.0) and r.last_change == -10
+
+
+@pytest.mark.parametrize(
+    ("r", "code"),
+    [
+        # +0.6/s for a minute: +3 in the short window (noise), +36 over the window, in > out
+        (trend(3, -1, span=5.0, window_change=36, span_=None, in_rate=1.3, out_rate=0.7), "growing"),
+        # the same, but more out than in: the backlog figure is not to be trusted
+        (trend(3, -1, span=5.0, window_change=36, span_=None, in_rate=0.7, out_rate=1.3), "steady"),
+        # a burst a minute ago, falling now: not growing
+        (trend(-3, -1, span=5.0, window_change=36, span_=None, in_rate=1.3, out_rate=0.7), "steady"),
+        # a busy queue whose pending count rose, with in and out 3 % apart: steady
+        (trend(2, 1, span=5.0, window_change=12, span_=None, in_rate=6.2, out_rate=6.0), "steady"),
+        # a slow drain
+        (trend(-3, 1, span=5.0, window_change=-30, span_=None, in_rate=0.5, out_rate=1.0), "draining"),
+        # the window is too short to call slow growth
+        (trend(3, 1, span=5.0, window_change=36, span_=20.0, in_rate=1.3, out_rate=0.7), "steady"),
+    ],
+)
+def test_slow_steady_growth_shows_over_the_whole_window(r: Rates, code: str) -> None:
+    verdict = queue_verdict(pending=60, delayed=0, inflight=3, oldest_age=40.0, pause=None, serving=1, rates=r)
+    assert verdict.code == code

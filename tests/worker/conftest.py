@@ -8,11 +8,12 @@ from typing import AsyncIterator, Callable, Iterator
 import pytest
 
 from stem_core import Stem
-from tests.specs import BROKER_SPECS, AdapterSpec, require_service
+from tests.specs import BROKER_SPECS, AdapterSpec, backend_url_of, require_service
 from tests.worker.helpers import WorkerProcess
 
-# In-process worker tests run on every adapter that is, or is paired with, a result
-# backend; tests with real worker processes only where the broker crosses processes.
+# In-process worker tests run on every adapter that is also a result backend, and on
+# broker-only adapters paired with the backend their spec names; tests with real worker
+# processes only where the broker crosses processes.
 WORKER_SPECS = [s for s in BROKER_SPECS if s.backend_spec() is not None]
 PROCESS_SPECS = [s for s in WORKER_SPECS if s.cross_process]
 
@@ -34,11 +35,6 @@ def process_spec(request: pytest.FixtureRequest) -> AdapterSpec:
     return _require(request.param)
 
 
-def backend_url_for(spec: AdapterSpec, broker_url: str, tmp_path: Path) -> str:
-    """The result backend beside ``spec``'s broker: the same URL, or its paired adapter's."""
-    return broker_url if spec.has_backend or spec.paired_backend is None else spec.paired_backend.url(tmp_path)
-
-
 async def _cleanup(spec: AdapterSpec, url: str, backend_url: str, namespace: str) -> None:
     if spec.cleanup is not None:  # the memory spec drops its store too
         await spec.cleanup(url, namespace)
@@ -51,7 +47,7 @@ async def _cleanup(spec: AdapterSpec, url: str, backend_url: str, namespace: str
 async def app_factory(worker_spec: AdapterSpec, tmp_path: Path, namespace: str) -> AsyncIterator[Callable[[], Stem]]:
     """``make()``: a new Stem on this test's store and namespace (each with its own connections)."""
     url = worker_spec.url(tmp_path)
-    backend_url = backend_url_for(worker_spec, url, tmp_path)
+    backend_url = backend_url_of(worker_spec, tmp_path)
     apps: list[Stem] = []
 
     def make() -> Stem:
@@ -71,8 +67,8 @@ def process_url(process_spec: AdapterSpec, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def process_backend_url(process_spec: AdapterSpec, process_url: str, tmp_path: Path) -> str:
-    return backend_url_for(process_spec, process_url, tmp_path)
+def process_backend_url(process_spec: AdapterSpec, tmp_path: Path) -> str:
+    return backend_url_of(process_spec, tmp_path)
 
 
 @pytest.fixture

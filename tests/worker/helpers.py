@@ -1,4 +1,4 @@
-"""Helpers for worker tests: polling with a deadline, in-process workers, worker processes."""
+"""Helpers for worker tests: in-process workers started on their readiness, worker processes."""
 
 from __future__ import annotations
 
@@ -10,48 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
-from stem_core import Broker, Envelope, Stem, TaskState, TaskStatus, Worker
+from stem_core import Delivery, Envelope, Stem, TaskState, TaskStatus, Worker
+from tests.support import DEADLINE_S, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_PATH = "tests.worker.apps.tasks:app"
-# Deadlines only bound a hang; tests never assert on how fast something happened.
-DEADLINE_S = 60.0
-POLL_S = 0.02
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[Any] | Any], *, timeout: float = DEADLINE_S, message: str = "condition"
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
-        await asyncio.sleep(POLL_S)
-
-
-async def ready_envelopes(broker: Broker, queue: str) -> list[Envelope]:
-    """The envelopes ready in ``queue``: peeked where the broker can; on a broker that
-    cannot peek (RabbitMQ) received, once each, and left leased until the test ends."""
-    if broker.capabilities.peek:
-        return [info.envelope for info in await broker.peek(queue)]
-    (stats,) = await broker.queue_stats([queue])
-    deliveries = broker.consume([queue], prefetch=max(1, stats.pending))
-    out = []
-    try:
-        for _ in range(stats.pending):
-            async with asyncio.timeout(DEADLINE_S):
-                out.append((await deliveries.__anext__()).envelope)  # type: ignore[attr-defined]
-    finally:
-        await deliveries.aclose()  # type: ignore[attr-defined]
-    return out
+# How often a test looks whether a worker process has exited.
+EXIT_POLL_S = 0.1
 
 
 async def statuses(app: Stem, ids: list[str]) -> dict[str, TaskStatus | None]:
@@ -74,12 +41,25 @@ async def all_in_state(app: Stem, ids: list[str], *states: TaskState) -> bool:
     return True
 
 
+async def start(worker: Worker) -> asyncio.Task[None]:
+    """Run ``worker`` in the background and return once it is ready (``worker.ready``: its
+    persisted state read, first heartbeat written, control subscription open, fetching),
+    or once it has exited, so a failed start surfaces instead of hanging."""
+    task = asyncio.create_task(worker.run())
+    ready = asyncio.create_task(worker.ready.wait())
+    try:
+        done, _ = await asyncio.wait({task, ready}, timeout=DEADLINE_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    assert done, f"worker {worker.worker_id} neither became ready nor exited within {DEADLINE_S:g} s"
+    return task
+
+
 @contextlib.asynccontextmanager
 async def running(worker: Worker, *, stop: str = "hard") -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``worker`` in the background; stop it (``stop`` mode) on exit."""
-    task = asyncio.create_task(worker.run())
+    """Run ``worker`` in the background once ready; stop it (``stop`` mode) on exit."""
+    task = await start(worker)
     try:
-        await wait_until(lambda: task.done() or worker.ready.is_set(), message="worker start")
         yield task
     finally:
         if not task.done():
@@ -120,17 +100,21 @@ class WorkerProcess:
         self.proc.wait()
 
     async def wait(self, timeout: float = DEADLINE_S) -> int:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {self.pid} did not exit within {timeout:.0f} s; stderr:\n{self.stderr()}")
-            await asyncio.sleep(POLL_S * 5)
+        try:
+            await eventually(lambda: self.proc.poll() is not None, timeout=timeout, interval=EXIT_POLL_S,
+                             message=f"worker {self.pid} to exit")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; stderr:\n{self.stderr()}") from None
         self._stderr.close()
         return self.proc.returncode
 
+    def log(self) -> str:
+        """Everything the worker has logged so far (its stderr)."""
+        return self.stderr_path.read_text(errors="replace")
+
     def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")[-4000:]
+        """The tail of the log, for failure messages."""
+        return self.log()[-4000:]
 
     def stop_now(self) -> None:
         """Teardown: make sure nothing outlives the test."""
@@ -138,6 +122,29 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait()
         self._stderr.close()
+
+
+async def ready_envelopes(app: Stem, queue: str = "default") -> list[Envelope]:
+    """The envelopes ready on ``queue``: peeked, or, where the broker cannot peek (SQS,
+    RabbitMQ), received and handed straight back (``requeue`` of deliveries this process
+    holds; their attempt is left as it was)."""
+    broker = app.broker
+    if broker.capabilities.peek:
+        return [m.envelope for m in await broker.peek(queue, state="pending")]
+    count = (await broker.queue_stats([queue]))[0].pending
+    taken: list[Delivery] = []
+    if count:
+        stream = broker.consume([queue], prefetch=count)
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                async for delivery in stream:
+                    taken.append(delivery)
+                    if len(taken) == count:
+                        break
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        await broker.requeue(queue, [d.envelope.id for d in taken])
+    return [d.envelope for d in taken]
 
 
 async def live_worker_ids(app: Stem) -> set[str]:

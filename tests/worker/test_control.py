@@ -17,9 +17,9 @@ from stem_core.control import CONTROL_COMMANDS, Command, ControlClient, ControlR
 from stem_core.control.liveness import STALE_AFTER_S
 from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
-from stem_core.worker.heartbeat import build_heartbeat
 from tests.contract.helpers import known
-from tests.worker.helpers import one_active_two_reserved, ready_envelopes, running, wait_until
+from tests.support import eventually
+from tests.worker.helpers import one_active_two_reserved, ready_envelopes, running
 
 
 def _client(app: Stem) -> ControlClient:
@@ -31,7 +31,7 @@ async def test_ping_reaches_every_worker_and_names_the_missing(app_factory: Call
     app = app_factory()
     await app.connect()
     async with running(Worker(app, worker_id="w1")), running(Worker(app_factory(), worker_id="w2")):
-        dead = build_heartbeat(Worker(app, worker_id="w-dead"))
+        dead = Worker(app, worker_id="w-dead").heartbeat()
         await app.backend.set_heartbeat(replace(dead, timestamp=utcnow() - timedelta(seconds=STALE_AFTER_S + 1)))
         # When pinged without targets
         result = await _client(app).send("ping", timeout=10)
@@ -58,7 +58,7 @@ async def test_stats_and_inspect_describe_active_and_reserved_work(app_factory: 
     ids = [await app.enqueue("held") for _ in range(3)]
     worker = Worker(app, worker_id="w-insp", concurrency=1, prefetch=3)
     async with running(worker):
-        await wait_until(lambda: one_active_two_reserved(worker), message="one active, two reserved")
+        await eventually(lambda: one_active_two_reserved(worker), message="one active, two reserved")
         await _client(app).send("revoke", {"task_ids": ["some-other-id"]}, timeout=5)
         result = await _client(app).send("inspect", timeout=10)
         report = result.replies["w-insp"]
@@ -166,40 +166,46 @@ async def test_pause_hands_back_reserved_deliveries(app_factory: Callable[[], St
     ids = [await app.enqueue("gated") for _ in range(3)]
     worker = Worker(app, worker_id="w-g", concurrency=1, prefetch=3)
     async with running(worker):
-        await wait_until(lambda: one_active_two_reserved(worker), message="one active, two reserved")
+        await eventually(lambda: one_active_two_reserved(worker), message="one active, two reserved")
         await _client(app).send("pause", {"queues": ["qg"]}, timeout=10)
         # The two reserved ones go back to the queue with their attempt unchanged
-        await wait_until(lambda: len(worker.held) == 1, message="reserved handed back")
+        await eventually(lambda: len(worker.held) == 1, message="reserved handed back")
         stats = (await app.broker.queue_stats(["qg"]))[0]
         assert stats.pending == 2 and known(stats.inflight) == 1
-        pending = await ready_envelopes(app.broker, "qg")
+        pending = await ready_envelopes(app, "qg")
         assert sorted(e.id for e in pending) == sorted(ids[1:])
         assert all(e.attempt == 0 for e in pending)
         gate.set()
 
 
 async def test_shutdown_command_stops_the_worker_after_running_tasks(app_factory: Callable[[], Stem]) -> None:
+    # Given a worker running a task that finishes only when the test lets it
     app = app_factory()
     started = asyncio.Event()
+    finish = asyncio.Event()
 
     @app.task(name="finishing")
     async def finishing(ctx: TaskContext) -> str:
         started.set()
-        await asyncio.sleep(0.3)
+        await finish.wait()
         return "finished"
 
     task_id = await app.enqueue("finishing")
     worker = Worker(app, worker_id="w-sd")
     runner = asyncio.create_task(worker.run())
     await asyncio.wait_for(started.wait(), 60)
+    # When a warm shutdown is sent while the task runs
     result = await _client(app).send("shutdown", {"mode": "warm"}, targets=["w-sd"], timeout=10)
     assert result.replies["w-sd"] == {"mode": "warm", "active": 1}
+    # Then the worker waits for the task, and exits once it is done
+    assert not runner.done()
+    finish.set()
     await asyncio.wait_for(runner, 60)
     assert worker.exit_code == 0
     status = await app.backend.get_status(task_id)
     assert status is not None and status.state is TaskState.SUCCEEDED
     # And its heartbeat is gone from the live list soon after
-    await wait_until(lambda: _no_heartbeats(app), message="heartbeat expiry")
+    await eventually(lambda: _no_heartbeats(app), message="heartbeat expiry")
 
 
 async def _no_heartbeats(app: Stem) -> bool:
@@ -259,14 +265,14 @@ async def test_terminate_releases_a_sync_task_that_ignores_it(app_factory: Calla
     task_id = await app.enqueue("sync.blocked")
     await app.connect()
     async with running(Worker(app, worker_id="w-term", concurrency=1)):
-        await wait_until(started.is_set, message="sync task started")
+        await eventually(started.is_set, message="sync task started")
         # When it is revoked with terminate
         result = await _client(app).send("revoke", {"task_ids": [task_id], "terminate": True}, timeout=10)
         assert result.replies["w-term"]["terminated"] == [task_id]
         # Then its status is cancelled and the thread was told
         status = await app.wait(task_id, timeout=60)
         assert status.state is TaskState.CANCELLED
-        await wait_until(noticed.is_set, message="ctx.cancelled seen by the thread")
+        await eventually(noticed.is_set, message="ctx.cancelled seen by the thread")
 
 
 async def test_a_pause_with_an_expiry_ends_by_itself(app_factory: Callable[[], Stem]) -> None:

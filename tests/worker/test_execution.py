@@ -12,7 +12,8 @@ import pytest
 from stem_core import Stem, TaskState, Worker
 from stem_core.worker import Reject, Retry, TaskContext
 from tests.contract.helpers import known
-from tests.worker.helpers import all_in_state, one_active_two_reserved, running, wait_until
+from tests.support import eventually
+from tests.worker.helpers import all_in_state, one_active_two_reserved, running
 
 FAST = {"retry_backoff": 0.01, "retry_backoff_max": 0.05}
 
@@ -251,13 +252,13 @@ async def test_prefetch_bounds_held_deliveries(app_factory: Callable[[], Stem]) 
     worker = Worker(app, concurrency=1, prefetch=3)
     async with running(worker):
         # When it has filled up
-        await wait_until(lambda: one_active_two_reserved(worker), message="three held deliveries, one of them running")
+        await eventually(lambda: one_active_two_reserved(worker), message="three held deliveries, one of them running")
         # Then the broker shows three in flight, one active and two reserved
         stats = (await app.broker.queue_stats(["default"]))[0]
         assert known(stats.inflight) == 3 and stats.pending == 7
         assert [h.state for h in worker.held].count("active") == 1
         gate.set()
-        await wait_until(lambda: all_in_state(app, ids, TaskState.SUCCEEDED), message="all done")
+        await eventually(lambda: all_in_state(app, ids, TaskState.SUCCEEDED), message="all done")
 
 
 async def test_progress_and_extend_lease_from_async_and_sync_tasks(app_factory: Callable[[], Stem]) -> None:
@@ -281,7 +282,7 @@ async def test_progress_and_extend_lease_from_async_and_sync_tasks(app_factory: 
     task_id = await app.enqueue("reports")
     sync_id = await app.enqueue("reports.sync")
     async with running(Worker(app, concurrency=2)):
-        status = await wait_until(lambda: _progress(app, task_id), message="progress")
+        status = await eventually(lambda: _progress(app, task_id), message="progress")
         assert status.meta["progress"] == {"done": 1, "total": 2}
         step.set()
         assert (await app.wait(task_id, timeout=60)).state is TaskState.SUCCEEDED
@@ -297,8 +298,8 @@ async def _progress(app: Stem, task_id: str) -> object:
 @pytest.mark.parametrize("blocking", ["sleep", "cpu"])
 async def test_blocking_sync_task_keeps_its_lease(app_factory: Callable[[], Stem], blocking: str) -> None:
     # Given a sync task that blocks its thread for twice its 1.5 s lease. The lease is long
-    # enough for the 0.75 s renewal margin to absorb GIL convoys: with two threads spinning
-    # on the CPU, one SQLite renewal was measured taking up to 0.3 s on this 2-core host.
+    # enough for the 0.75 s renewal margin to absorb GIL convoys (threads spinning on the
+    # CPU slow every renewal: docs/worker.md, "Leases").
     producer = app_factory()
     lease = 1.5
 
@@ -323,6 +324,6 @@ async def test_blocking_sync_task_keeps_its_lease(app_factory: Callable[[], Stem
     # When two workers (separate connections) compete for them
     async with running(Worker(app_a, concurrency=2, prefetch=2, worker_id="a")):
         async with running(Worker(app_b, concurrency=2, prefetch=2, worker_id="b")):
-            await wait_until(lambda: all_in_state(producer, ids, TaskState.SUCCEEDED), message="both done")
+            await eventually(lambda: all_in_state(producer, ids, TaskState.SUCCEEDED), message="both done")
     # Then each ran exactly once: renewals from the loop kept the leases
     assert sorted(runs_a + runs_b) == sorted(ids)

@@ -12,7 +12,8 @@ from typing import AsyncIterator, TypeVar
 from stem_core import Delivery, Stem, Worker
 from stem_core.adapters.memory import MemoryBroker, drop_stores
 from stem_core.worker import TaskContext
-from tests.worker.helpers import running, wait_until
+from tests.support import eventually
+from tests.worker.helpers import running
 
 B = TypeVar("B", bound=MemoryBroker)
 
@@ -62,7 +63,7 @@ async def test_a_hanging_renewal_does_not_stall_the_others(namespace: str) -> No
         try:
             async with running(Worker(app, concurrency=2, prefetch=2)):
                 # Then the healthy delivery keeps being renewed while the other renewal hangs
-                await wait_until(lambda: broker.renewed[healthy] >= 2, message="healthy lease renewed twice")
+                await eventually(lambda: broker.renewed[healthy] >= 2, message="healthy lease renewed twice")
                 broker.release.set()
                 finish.set()
         finally:
@@ -97,7 +98,7 @@ async def test_renewals_go_on_after_an_unexpected_error(namespace: str) -> None:
         try:
             async with running(Worker(app, concurrency=1, prefetch=1)):
                 # Then the keeper logs it and renews again, instead of dying with it
-                await wait_until(lambda: broker.calls["renewed"] >= 2, message="two renewals after the error")
+                await eventually(lambda: broker.calls["renewed"] >= 2, message="two renewals after the error")
                 finish.set()
         finally:
             finish.set()

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from typing import Callable
 
 import pytest
 
 from stem_core import Stem, TaskState, Worker
+from stem_core.clock import utcnow
 from stem_core.worker import TaskContext
-from tests.worker.helpers import one_active_two_reserved, ready_envelopes, wait_until
-
-
-async def _start(worker: Worker) -> asyncio.Task[None]:
-    task = asyncio.create_task(worker.run())
-    await wait_until(lambda: worker.ready.is_set(), message="worker ready")
-    return task
+from stem_core.worker.burst import queues_drained
+from tests.support import eventually
+from tests.worker.helpers import one_active_two_reserved, ready_envelopes, start
 
 
 async def test_warm_shutdown_finishes_active_and_hands_back_reserved(app_factory: Callable[[], Stem]) -> None:
@@ -31,11 +29,11 @@ async def test_warm_shutdown_finishes_active_and_hands_back_reserved(app_factory
 
     ids = [await app.enqueue("gated") for _ in range(3)]
     worker = Worker(app, concurrency=1, prefetch=3)
-    runner = await _start(worker)
-    await wait_until(lambda: one_active_two_reserved(worker), message="one active, two reserved")
+    runner = await start(worker)
+    await eventually(lambda: one_active_two_reserved(worker), message="one active, two reserved")
     # When a warm stop is requested
     worker.request_stop("warm")
-    await wait_until(lambda: len(worker.held) == 1, message="reserved handed back")
+    await eventually(lambda: len(worker.held) == 1, message="reserved handed back")
     assert not runner.done()
     gate.set()
     await asyncio.wait_for(runner, 60)
@@ -43,7 +41,7 @@ async def test_warm_shutdown_finishes_active_and_hands_back_reserved(app_factory
     assert worker.exit_code == 0
     first = await app.backend.get_status(ids[0])
     assert first is not None and first.state is TaskState.SUCCEEDED
-    pending = await ready_envelopes(app.broker, "default")
+    pending = await ready_envelopes(app)
     assert sorted(e.id for e in pending) == sorted(ids[1:])
     assert all(e.attempt == 0 for e in pending)
 
@@ -59,15 +57,15 @@ async def test_soft_shutdown_interrupts_after_the_grace_period_and_requeues(app_
 
     task_id = await app.enqueue("forever")
     worker = Worker(app, concurrency=1, shutdown_grace=0.2)
-    runner = await _start(worker)
+    runner = await start(worker)
     await asyncio.wait_for(started.wait(), 60)
     worker.request_stop("soft")
     await asyncio.wait_for(runner, 60)
     assert worker.exit_code == 0
     status = await app.backend.get_status(task_id)
     assert status is not None and status.state is TaskState.QUEUED and "shutdown" in status.meta["requeued_by"]
-    [ready] = await ready_envelopes(app.broker, "default")
-    assert ready.id == task_id and ready.attempt == 0
+    [info] = await ready_envelopes(app)
+    assert info.id == task_id and info.attempt == 0
 
 
 async def test_hard_shutdown_hands_everything_back_now(app_factory: Callable[[], Stem]) -> None:
@@ -83,9 +81,9 @@ async def test_hard_shutdown_hands_everything_back_now(app_factory: Callable[[],
 
     ids = [await app.enqueue("blocked") for _ in range(2)]
     worker = Worker(app, concurrency=1, prefetch=2)
-    runner = await _start(worker)
+    runner = await start(worker)
     try:
-        await wait_until(lambda: started.is_set() and len(worker.held) == 2, message="active and reserved")
+        await eventually(lambda: started.is_set() and len(worker.held) == 2, message="active and reserved")
         # When a warm stop escalates to hard
         worker.request_stop("warm")
         worker.request_stop("hard")
@@ -93,7 +91,7 @@ async def test_hard_shutdown_hands_everything_back_now(app_factory: Callable[[],
         await asyncio.wait_for(runner, 60)
         # Then both are back in the queue and the worker reports a hard exit
         assert worker.exit_code == 1 and worker.stop_mode == "hard"
-        pending = await ready_envelopes(app.broker, "default")
+        pending = await ready_envelopes(app)
         assert sorted(e.id for e in pending) == sorted(ids)
     finally:
         release.set()
@@ -140,26 +138,28 @@ async def test_burst_sees_a_delayed_task_that_falls_due_while_it_checks(
     # Given a delayed task that falls due just after the queue was counted (CI saw this as
     # a burst worker stopping before a retry, with the retry's peek finding nothing delayed)
     app = app_factory()
-    await app.enqueue("soon", delay=0.2)
+    due = utcnow() + timedelta(seconds=0.2)
+    await app.enqueue("soon", eta=due)
     counted = app.broker.queue_stats
 
     async def count_then_fall_due(queues: list[str]) -> object:
         stats = await counted(queues)
-        await asyncio.sleep(0.4)
+        await eventually(lambda: utcnow() > due, message="the delayed task to fall due")
         return stats
 
     monkeypatch.setattr(app.broker, "queue_stats", count_then_fall_due)
-    worker = Worker(app, burst=True, queues=["default"])
-    worker.broker = app.broker  # what run() sets before the burst loop starts
-    # Then the queue is not drained
-    assert await worker._drained() is False
+    # When burst mode checks whether the queue is drained
+    drained = await queues_drained(app.broker, ["default"])
+    # Then it is not
+    assert drained is False
 
 
 async def test_burst_does_not_wait_for_far_future_tasks(app_factory: Callable[[], Stem]) -> None:
     app = app_factory()
-    await app.enqueue("later", delay=3600)
+    await app.connect()
     if not app.broker.capabilities.peek:
-        pytest.skip(f"the {app.broker.scheme} broker cannot peek at delayed tasks, so a burst worker waits for them")
+        pytest.skip("a burst worker on a broker without peek cannot tell when delayed tasks fall due, so it waits")
+    await app.enqueue("later", delay=3600)
     worker = Worker(app, burst=True, queues=["default"])
     await asyncio.wait_for(worker.run(), 60)
     assert worker.exit_code == 0
@@ -176,9 +176,9 @@ async def test_heartbeat_describes_the_worker(app_factory: Callable[[], Stem]) -
 
     task_id = await app.enqueue("hb.task")
     worker = Worker(app, worker_id="w-hb", concurrency=2, heartbeat_interval=0.05)
-    runner = await _start(worker)
+    runner = await start(worker)
     try:
-        beat = await wait_until(lambda: _beat_with_inflight(app, "w-hb"), message="heartbeat with the task")
+        beat = await eventually(lambda: _beat_with_inflight(app, "w-hb"), message="heartbeat with the task")
         assert beat.queues == ["hbq"] and beat.concurrency == 2 and beat.version
         [entry] = beat.inflight
         assert entry["id"] == task_id and entry["name"] == "hb.task" and entry["queue"] == "hbq"

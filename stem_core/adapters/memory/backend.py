@@ -24,11 +24,12 @@ from ..._aio import make_waker
 from ...clock import monotonic, utcnow
 from ...contract.backend import ResultBackend
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
-from ...errors import BackendUnavailable, ConfigurationError
+from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
-from .registry import parse_memory_url, store_for
+from .registry import store_for
+from .url import parse_memory_url
 
-BACKEND_OPTIONS: dict[str, type] = {"result_ttl": float, "heartbeat_ttl": float}
+BACKEND_OPTIONS = frozenset({"result_ttl", "heartbeat_ttl"})
 
 
 class _Row:
@@ -52,7 +53,7 @@ class _Watcher:
         self.wake: Callable[[], None] | None = None
 
 
-class BackendStore:
+class MemoryResultStore:
     """Everything one ``(memory://NAME, namespace)`` result backend holds."""
 
     def __init__(self) -> None:
@@ -97,7 +98,7 @@ class MemoryBackend(ResultBackend):
 
     scheme: ClassVar[str] = "memory"
 
-    def __init__(self, store: BackendStore, *, name: str = "default", namespace: str = DEFAULT_NAMESPACE,
+    def __init__(self, store: MemoryResultStore, *, name: str = "default", namespace: str = DEFAULT_NAMESPACE,
                  result_ttl: float = RESULT_TTL_SECONDS, heartbeat_ttl: float = HEARTBEAT_TTL_SECONDS) -> None:
         super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
         self.name = name
@@ -107,12 +108,9 @@ class MemoryBackend(ResultBackend):
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "MemoryBackend":
-        name, opts = parse_memory_url(url, options, BACKEND_OPTIONS)
-        for key, value in opts.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}")
-        store = store_for("backend", name, namespace, BackendStore)
-        return cls(store, name=name, namespace=namespace, **{k: float(v) for k, v in opts.items()})
+        config = parse_memory_url(url, options, BACKEND_OPTIONS)
+        store = store_for("backend", config.name, namespace, MemoryResultStore)
+        return cls(store, name=config.name, namespace=namespace, **config.options)
 
     async def connect(self) -> "MemoryBackend":
         self._closed = False
@@ -318,4 +316,4 @@ class MemoryBackend(ResultBackend):
         return [json.loads(t) for t in texts]
 
 
-__all__ = ["MemoryBackend"]
+__all__ = ["BACKEND_OPTIONS", "MemoryBackend", "MemoryResultStore"]

@@ -1,14 +1,13 @@
-"""Connections to PostgreSQL: URL parsing, pools, the schema of a namespace, and the one
-place where psycopg errors become ``stem_core.errors``.
+"""Connections to PostgreSQL: the pools, the schema of a namespace, and the one place
+where psycopg errors become ``stem_core.errors``.
 
 One namespace is one schema (``stem_<namespace>``): its tables, indexes, triggers and
 NOTIFY channels are separate from every other namespace's, so two environments share a
 server without sharing a row, and a namespace is removed with one ``DROP SCHEMA``.
 
-URL query parameters that are not Stem options go to libpq unchanged (``sslmode``,
-``sslrootcert``, ``application_name``, ``connect_timeout``, ``options`` ...); libpq
-rejects unknown ones, and we turn that into a ``ConfigurationError``. Passwords never
-appear in a message: every text we raise goes through ``redact``.
+``PostgresConnection`` is what every part of the broker (and the result backend) is
+given: two pools of autocommit connections and the open/closed state the parts check
+before each statement.
 """
 
 from __future__ import annotations
@@ -16,25 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Awaitable, Callable, Iterator
 
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ...errors import BackendUnavailable, BrokerUnavailable, ConfigurationError, StemError
-from ...settings import redact_url
+from ...errors import BrokerUnavailable, ConfigurationError, StemError
+from .url import PostgresConfig
 
-# libpq gives up on an unreachable server after this long (per attempt).
-CONNECT_TIMEOUT_S = 5
 # A pool checkout waits at most this long for a connection (e.g. while the server restarts).
 POOL_TIMEOUT_S = 10.0
 # ``connect()`` waits this long for the first connection before reporting the server down.
 OPEN_TIMEOUT_S = 10.0
-# Safety net: the server ends any of our sessions left idle inside a transaction this long.
-IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 # Schema names are identifiers (63 bytes at most); long namespaces are shortened with a hash.
 SCHEMA_PREFIX = "stem_"
 SCHEMA_MAX_CHARS = 55
@@ -63,102 +56,6 @@ def quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
-@dataclass(frozen=True)
-class PgConfig:
-    """What ``from_url`` parsed: the libpq conninfo, Stem options and the redacted URL."""
-
-    conninfo: str
-    shown_url: str
-    password: str | None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def redact(self, text: str) -> str:
-        """``text`` with the password (if any) replaced by ``***``."""
-        if self.password:
-            text = text.replace(self.password, "***")
-        return text
-
-
-def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any], Any]]) -> PgConfig:
-    """Split ``url`` into libpq conninfo and the Stem options named in ``known``.
-
-    ``known`` maps option name -> converter (raising ``ValueError`` on bad input); keyword
-    ``options`` win over query parameters; anything else in ``options`` is an error.
-    """
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigurationError(f"malformed PostgreSQL URL {shown!r}: {exc}") from None
-    stem_opts: dict[str, Any] = {}
-    libpq_query = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in known:
-            stem_opts[key] = value
-        else:
-            libpq_query.append((key, value))
-    for key, value in options.items():
-        if key not in known:
-            raise ConfigurationError(
-                f"unknown PostgreSQL option {key!r}; known: {', '.join(sorted(known))} (libpq parameters go in the URL query)"
-            )
-        stem_opts[key] = value
-    parsed: dict[str, Any] = {}
-    for key, value in stem_opts.items():
-        try:
-            parsed[key] = known[key](value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"PostgreSQL option {key}={value!r} is invalid: {exc}") from None
-    scheme = "postgresql" if parts.scheme.lower() in ("postgres", "postgresql") else parts.scheme
-    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(libpq_query), ""))
-    try:
-        params = conninfo_to_dict(clean)
-    except psycopg.Error as exc:
-        raise ConfigurationError(f"invalid PostgreSQL URL {shown!r}: {_redact_text(str(exc), parts.password)}") from None
-    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
-    params.setdefault("application_name", "stem")
-    # Our own session settings travel in the startup packet: UTC timestamps in JSON we
-    # build server-side, and a server-side guard against a leaked open transaction.
-    extra = f"-c TimeZone=UTC -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
-    params["options"] = f"{params['options']} {extra}" if params.get("options") else extra
-    conninfo = make_conninfo("", **params)
-    return PgConfig(conninfo=conninfo, shown_url=shown, password=parts.password, options=parsed)
-
-
-# What makes two conninfos the same database as the same role: a broker and a result
-# backend agreeing on these can write to each other's tables in one statement.
-_DATABASE_KEYS = ("host", "hostaddr", "port", "dbname", "user", "service")
-
-
-def same_database(a: PgConfig, b: PgConfig) -> bool:
-    """True when ``a`` and ``b`` reach the same database as the same user (other libpq
-    parameters, such as ``application_name`` or ``sslmode``, may differ)."""
-    if a.conninfo == b.conninfo:
-        return True
-    da, db = conninfo_to_dict(a.conninfo), conninfo_to_dict(b.conninfo)
-    return all(da.get(key) == db.get(key) for key in _DATABASE_KEYS)
-
-
-def _redact_text(text: str, password: str | None) -> str:
-    return text.replace(password, "***") if password else text
-
-
-def positive_float(value: Any) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError("must be positive")
-    return number
-
-
-def positive_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("must be an integer")
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be >= 1")
-    return number
-
-
 # -- errors ---------------------------------------------------------------------------
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, OSError)
@@ -170,7 +67,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def translate(config: PgConfig, unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> Iterator[None]:
+def translate(config: PostgresConfig, unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> Iterator[None]:
     """The one boundary: psycopg and pool exceptions become ``stem_core.errors`` here."""
     try:
         yield
@@ -190,7 +87,7 @@ def translate(config: PgConfig, unavailable: type[BrokerUnavailable] = BrokerUna
 # -- pools ----------------------------------------------------------------------------
 
 
-async def prepare_schema(config: PgConfig, migrate: Callable[[psycopg.AsyncConnection], Any],
+async def prepare_schema(config: PostgresConfig, migrate: Callable[[psycopg.AsyncConnection], Any],
                          unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> None:
     """One direct connection for the migrations: a down server fails here at once (libpq's
     own error) instead of after the pool's open timeout."""
@@ -199,7 +96,7 @@ async def prepare_schema(config: PgConfig, migrate: Callable[[psycopg.AsyncConne
             await migrate(conn)
 
 
-class Database:
+class PostgresDatabase:
     """One pool of autocommit connections plus the retry-once-after-a-broken-connection rule.
 
     ``settle=True`` pools run with ``synchronous_commit=off``: claims and settlements
@@ -207,7 +104,7 @@ class Database:
     message is delivered again (at-least-once), never lost. Publishes use a durable pool.
     """
 
-    def __init__(self, config: PgConfig, *, name: str, min_size: int, max_size: int, settle: bool = False,
+    def __init__(self, config: PostgresConfig, *, name: str, min_size: int, max_size: int, settle: bool = False,
                  unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> None:
         self.config = config
         self.unavailable = unavailable
@@ -250,12 +147,6 @@ class Database:
         if size > self.pool.max_size:
             await self.pool.resize(self.pool.min_size, size)
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        with translate(self.config, self.unavailable):
-            async with self.pool.connection() as conn:
-                yield conn
-
     async def run(self, fn: Callable[[psycopg.AsyncConnection], Any]) -> Any:
         """``await fn(conn)`` on a pooled connection; after a broken connection (a server
         restart leaves every pooled connection dead) check the pool and try once more."""
@@ -285,61 +176,86 @@ class Database:
         return await self.run(go)
 
 
-class Pools:
-    """An adapter's two pools of one size: ``main`` (durable commits), opened by ``open``
-    after the migrations, and ``fast`` (``synchronous_commit=off``, see ``Database``),
-    opened on first use; ``main`` is None until opened and after ``close``."""
+class PostgresConnection:
+    """An adapter's two pools of one size and its open/closed state.
 
-    def __init__(self, config: PgConfig, *, name: str, pool_size: int | None,
+    ``durable()`` is the pool whose commits wait for the WAL flush (publishes, operator
+    repairs), opened by ``open`` after the migrations; ``fast()`` is the
+    ``synchronous_commit=off`` pool (see ``PostgresDatabase``), opened on first use.
+    Both raise ``unavailable`` once the owner started closing, so a waiter woken by
+    ``close`` finds the adapter closed instead of a half-closed pool."""
+
+    def __init__(self, config: PostgresConfig, schema: str, *, name: str, pool_size: int | None, label: str,
                  unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> None:
         self.config = config
-        self.name = name
-        self.max_size = pool_size or DEFAULT_POOL_MAX
+        self.schema = schema
         self.unavailable = unavailable
-        self.main: Database | None = None
-        self.fast_db: Database | None = None
+        self.durable_pool: PostgresDatabase | None = None
+        self.fast_pool: PostgresDatabase | None = None
+        self._name = name
+        self._max_size = pool_size or DEFAULT_POOL_MAX
+        self._label = label
+        self._closed = False
         self._fast_lock = asyncio.Lock()
 
-    def _database(self, name: str, *, settle: bool) -> Database:
-        return Database(self.config, name=name, min_size=DEFAULT_POOL_MIN, max_size=self.max_size, settle=settle,
-                        unavailable=self.unavailable)
+    def _database(self, name: str, *, settle: bool) -> PostgresDatabase:
+        return PostgresDatabase(self.config, name=name, min_size=DEFAULT_POOL_MIN, max_size=self._max_size,
+                                settle=settle, unavailable=self.unavailable)
 
-    async def open(self, migrate: Callable[[psycopg.AsyncConnection], Any]) -> None:
-        """Migrate the schema on a direct connection, then open ``main`` (idempotent)."""
-        if self.main is not None:
-            return
+    async def open(self, migrate: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> bool:
+        """Migrate the schema on a direct connection, then open the durable pool; True when
+        this call opened it, False when it was open already."""
+        if self.durable_pool is not None:
+            return False
         await prepare_schema(self.config, migrate, self.unavailable)
-        db = self._database(self.name, settle=False)
+        db = self._database(self._name, settle=False)
         await db.open()
-        self.main = db
+        self.durable_pool = db
+        self._closed = False
+        return True
 
-    async def fast(self) -> Database:
-        """The ``synchronous_commit=off`` pool, opened on first use."""
-        if self.fast_db is None:
+    @property
+    def is_open(self) -> bool:
+        return not self._closed and self.durable_pool is not None
+
+    def durable(self) -> PostgresDatabase:
+        """The durable pool; raises ``unavailable`` when the adapter is closed (or closing)."""
+        db = self.durable_pool
+        if self._closed or db is None:
+            raise self.unavailable(f"the PostgreSQL {self._label} for {self.config.shown_url} is closed")
+        return db
+
+    async def fast(self) -> PostgresDatabase:
+        """The ``synchronous_commit=off`` pool, opened on first use (raises like ``durable``)."""
+        self.durable()
+        if self.fast_pool is None:
             async with self._fast_lock:
-                if self.fast_db is None:
-                    db = self._database(f"{self.name}-fast", settle=True)
+                if self.fast_pool is None:
+                    db = self._database(f"{self._name}-fast", settle=True)
                     await db.open()
-                    self.fast_db = db
-        return self.fast_db
+                    self.fast_pool = db
+        return self.fast_pool
+
+    def mark_closed(self) -> None:
+        """Refuse work from now on: the owner's ``close`` first wakes its waiters, which must
+        find it closed, and only then calls ``close`` to release the pools."""
+        self._closed = True
 
     async def close(self) -> None:
-        main, fast, self.main, self.fast_db = self.main, self.fast_db, None, None
-        for db in (fast, main):
+        self._closed = True
+        durable, fast, self.durable_pool, self.fast_pool = self.durable_pool, self.fast_pool, None, None
+        for db in (fast, durable):
             if db is not None:
                 await db.close()
 
 
 __all__ = [
-    "BackendUnavailable",
-    "Database",
-    "Pools",
-    "PgConfig",
-    "parse_url",
-    "positive_float",
-    "positive_int",
+    "PostgresConnection",
+    "PostgresDatabase",
+    "QUEUE_CHANNEL_SUFFIX",
+    "RESULT_CHANNEL_SUFFIX",
+    "is_unavailable",
     "quote_ident",
-    "same_database",
     "schema_name",
     "translate",
 ]

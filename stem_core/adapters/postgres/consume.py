@@ -1,34 +1,42 @@
-"""The consuming side of ``PostgresBroker``: subscriptions, LISTEN wake-ups, claims,
-broadcast cursors and the janitor loop (see ``broker.py`` for the whole design).
+"""Consuming from the PostgreSQL broker: subscriptions, LISTEN wake-ups, claims, the
+janitor loop, and settling (see ``broker.py`` for the whole design).
 
 A claim is one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`` over the
 subscription's queues, best first, limited to the room under the prefetch cap; every
 ``MAINTAIN_INTERVAL_S`` (and whenever a NOTIFY says delayed rows arrived, or an idle wait
 ran out) it is preceded, in the same round trip, by the maintenance statement that makes
 due delayed rows and expired leases ready again.
+
+Claims and settlements run on the ``synchronous_commit=off`` pool: a server crash can
+lose the last few of those, which means a message is delivered again (at-least-once),
+never that one is lost. A receipt is ``"<row id>:<lease number>"``; every statement that
+settles it matches both, so a stale receipt changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import psycopg
 
+from ..._aio import UNSENT, TurnBatch
 from ...clock import monotonic
-from ...contract.broker import Subscription, raise_if_cancelled
+from ...contract.backend import ResultBackend, StatusWrite
+from ...contract.broker import Broker, Subscription, raise_if_cancelled
 from ...envelope import Delivery, Envelope
-from ...errors import BrokerUnavailable
-from .connection import QUEUE_CHANNEL_SUFFIX, Database, Pools
+from ...errors import BrokerUnavailable, LeaseLost
+from .channels import PostgresChannels
+from .connection import QUEUE_CHANNEL_SUFFIX, PostgresConnection, PostgresDatabase
+from .fused import FusedStatements, PostgresFused
 from .janitor import VACUUM_CHECK_S, janitor_pass
-from .listener import Listener
-from .rows import INVALID_REASON, dead_letter_meta, decode, parse_receipt
-
-if TYPE_CHECKING:
-    from .connection import PgConfig
-    from .sql import Queries
+from .listener import PostgresListener
+from .results import status_params, status_row, status_rows_params
+from .rows import INVALID_REASON, dead_letter_meta, decode, parse_receipt, unique_runs
+from .sql import Queries
+from .subscription import NEVER, PostgresSubscription, PostgresSubscriptions
 
 log = logging.getLogger(__name__)
 
@@ -38,164 +46,101 @@ IDLE_RECHECK_S = 0.5
 # A busy consumer runs the maintenance statement (promote due rows, reap expired
 # leases) at least this often, so due work is not starved by a steady backlog.
 MAINTAIN_INTERVAL_S = 0.5
-# Broadcast copies are read when a NOTIFY says so, and at least this often.
-BROADCAST_POLL_S = 2.0
-BROADCAST_READ_LIMIT = 1000
-# Subscribers refresh ``seen_at`` this often; ones silent for SUBSCRIBER_STALE_S are
-# forgotten (a crashed process must not pin broadcast rows forever).
-SUBSCRIBER_TOUCH_S = 30.0
-SUBSCRIBER_STALE_S = 300.0
 # A consumer rides out a server restart: it retries every OUTAGE_RETRY_S and gives up
 # (raising BrokerUnavailable) after CONSUME_OUTAGE_GRACE_S without a successful query.
 OUTAGE_RETRY_S = 0.25
 CONSUME_OUTAGE_GRACE_S = 30.0
-NEVER = float("inf")
 JANITOR_TABLES = ("jobs", "queue_counts", "broadcasts", "subscribers")
 
-
-class _Sub:
-    """Per-subscription state kept in ``Subscription.state``."""
-
-    __slots__ = ("key", "queues", "channels", "wake", "dirty", "broadcast_dirty", "next_due", "last_maintain",
-                 "last_broadcast", "last_touch", "outage_since")
-
-    def __init__(self, key: str, queues: tuple[str, ...], channels: tuple[str, ...]) -> None:
-        self.key = key
-        self.queues = queues
-        self.channels = channels
-        self.wake = asyncio.Event()
-        self.dirty = True
-        self.broadcast_dirty = True
-        self.next_due = NEVER
-        self.last_maintain = 0.0
-        self.last_broadcast = 0.0
-        self.last_touch = monotonic()
-        self.outage_since: float | None = None
+# One ack_with_status waiting for the end of its event-loop turn: (statements, status
+# row, row id, lease).
+Settle = tuple[FusedStatements, tuple[Any, ...], int, int]
 
 
-class ConsumeMixin:
-    """Mixed into ``PostgresBroker``, which provides the attributes declared here."""
+class PostgresConsumer:
+    """Subscriptions, ``receive`` and the settle primitives of one broker."""
 
-    schema: str
-    namespace: str
-    _config: "PgConfig"
-    _q: "Queries"
-    _listener: Listener | None
-    _pools: Pools
-    _by_queue: dict[str, set[_Sub]]
-    _by_channel: dict[str, set[_Sub]]
-    _prefetch_total: int
-    _closed: bool
-    _default_ms: int
-    _background: set["asyncio.Task[Any]"]
-    _janitor: "asyncio.Task[None] | None"
+    def __init__(self, connection: PostgresConnection, queries: Queries, channels: PostgresChannels,
+                 fused: PostgresFused, *, namespace: str, lease_seconds: float) -> None:
+        self._connection = connection
+        self._q = queries
+        self._channels = channels
+        self._fused = fused
+        self._namespace = namespace
+        self._default_ms = int(round(lease_seconds * 1000))
+        self._subs = PostgresSubscriptions()
+        self._listener: PostgresListener | None = None
+        self._janitor: asyncio.Task[None] | None = None
+        # Releases of claims that committed after their consumer was cancelled.
+        self._background: set[asyncio.Task[Any]] = set()
+        # ack_with_status calls made in one event-loop turn settle together.
+        self._settles: TurnBatch[Settle] = TurnBatch(self._settle_rows)
 
-    if TYPE_CHECKING:
-        def _check_open(self) -> Database: ...
-        async def _settle_pool(self) -> Database: ...
-        def _channel_key(self, channel: str) -> str: ...
+    async def close(self) -> None:
+        """Stop the janitor, wake every waiter (the connection is marked closed first, so
+        they stop), finish the settles and releases under way, close the listener."""
+        janitor, self._janitor = self._janitor, None
+        if janitor is not None:
+            janitor.cancel()
+            await asyncio.gather(janitor, return_exceptions=True)
+        self._subs.wake_all()
+        await self._settles.drain()
+        for task in list(self._background):
+            await asyncio.gather(task, return_exceptions=True)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
 
-    def _on_notify(self, payload: str) -> None:
-        kind, _, name = payload.partition(":")
-        if kind == "b":
-            for st in self._by_channel.get(name, ()):
-                st.broadcast_dirty = True
-                st.wake.set()
-            return
-        for st in self._by_queue.get(name, ()):
-            if kind == "d":
-                st.dirty = True
-            st.wake.set()
+    # -- subscriptions --------------------------------------------------------------
 
-    def _on_reconnect(self) -> None:
-        for subs in (*self._by_queue.values(), *self._by_channel.values()):
-            for st in subs:
-                st.dirty = st.broadcast_dirty = True
-                st.wake.set()
-
-    async def _open_subscription(self, sub: Subscription) -> None:
-        self._check_open()
-        st = _Sub(uuid.uuid4().hex, sub.queues, sub.channels)
-        sub.state = st
-        for name in sub.queues:
-            self._by_queue.setdefault(name, set()).add(st)
-        for name in sub.channels:
-            self._by_channel.setdefault(name, set()).add(st)
-        if sub.queues:
-            self._prefetch_total += sub.prefetch
+    async def open_subscription(self, sub: Subscription) -> None:
+        self._connection.durable()
+        st = self._subs.add(sub)
         try:
             if self._listener is None:
-                self._listener = Listener(self._config, self.schema + QUEUE_CHANNEL_SUFFIX, self._on_notify,
-                                          self._on_reconnect)
+                channel = self._connection.schema + QUEUE_CHANNEL_SUFFIX
+                self._listener = PostgresListener(self._connection.config, channel, self._subs.on_notify,
+                                                  self._subs.on_reconnect)
             await self._listener.start()
-            settle = await self._settle_pool()
-            await settle.grow(self._prefetch_total + 1)
+            settle = await self._connection.fast()
+            await settle.grow(self._subs.prefetch_total + 1)
             if self._janitor is None and sub.queues:
-                self._janitor = asyncio.create_task(self._janitor_loop(), name=f"stem-pg-janitor-{self.namespace}")
+                self._janitor = asyncio.create_task(self._janitor_loop(), name=f"stem-pg-janitor-{self._namespace}")
             if sub.channels:
-                await self._subscribe(st, sub.consumer)
+                await self._channels.subscribe(st, sub.consumer)
             raise_if_cancelled()
         except BaseException:
-            self._forget(sub)
+            self._subs.forget(sub)
             raise
 
     async def _janitor_loop(self) -> None:
         """Consumers create the dead rows, so while this broker consumes it keeps them in check."""
         while True:
             await asyncio.sleep(VACUUM_CHECK_S)
-            if self._pools.fast_db is not None:
-                await janitor_pass(self._pools.fast_db, self.schema, JANITOR_TABLES)
+            if self._connection.fast_pool is not None:
+                await janitor_pass(self._connection.fast_pool, self._connection.schema, JANITOR_TABLES)
 
-    async def _subscribe(self, st: _Sub, consumer: str) -> None:
-        q = self._q
+    async def close_subscription(self, sub: Subscription) -> None:
+        st: PostgresSubscription | None = sub.state
+        self._subs.forget(sub)
+        if st is not None:
+            await self._channels.unsubscribe(st)
 
-        async def go(conn: psycopg.AsyncConnection) -> None:
-            async with conn.transaction():
-                for channel in sorted(st.channels):
-                    await conn.execute(q.channel_lock, {"key": self._channel_key(channel)})
-                    await conn.execute(q.subscribe, {"subscription": st.key, "channel": channel, "consumer": consumer[:200]})
+    # -- receiving ------------------------------------------------------------------
 
-        await self._check_open().run(go)
-        st.last_touch = monotonic()
-
-    def _forget(self, sub: Subscription) -> None:
-        st: _Sub | None = sub.state
-        if st is None:
-            return
-        for index, names in ((self._by_queue, st.queues), (self._by_channel, st.channels)):
-            for name in names:
-                group = index.get(name)
-                if group is not None:
-                    group.discard(st)
-                    if not group:
-                        del index[name]
-        if sub.queues:
-            self._prefetch_total -= sub.prefetch
-        sub.state = None
-
-    async def _close_subscription(self, sub: Subscription) -> None:
-        st: _Sub | None = sub.state
-        self._forget(sub)
-        db = self._pools.main
-        if st is not None and st.channels and db is not None and not self._closed:
-            try:
-                await db.execute(self._q.unsubscribe, {"subscription": st.key})
-            except BrokerUnavailable:
-                pass  # the row goes stale and broadcast cleanup forgets it
-
-    async def _receive(self, sub: Subscription, limit: int, timeout: float) -> list[Delivery]:
-        st: _Sub = sub.state
+    async def receive(self, sub: Subscription, limit: int, timeout: float) -> list[Delivery]:
+        st: PostgresSubscription = sub.state
         deadline = monotonic() + timeout
         while True:
             raise_if_cancelled()
-            self._check_open()
+            self._connection.durable()
             st.wake.clear()
             try:
                 out = await self._fetch(sub, st, limit)
                 st.outage_since = None
             except BrokerUnavailable:
                 now = monotonic()
-                if self._closed:
+                if not self._connection.is_open:
                     raise
                 st.outage_since = st.outage_since if st.outage_since is not None else now
                 if now - st.outage_since > CONSUME_OUTAGE_GRACE_S:
@@ -219,16 +164,11 @@ class ConsumeMixin:
             except TimeoutError:
                 st.dirty = True
 
-    async def _fetch(self, sub: Subscription, st: _Sub, limit: int) -> list[Delivery]:
+    async def _fetch(self, sub: Subscription, st: PostgresSubscription, limit: int) -> list[Delivery]:
         out: list[Delivery] = []
         now = monotonic()
         if st.channels:
-            if now - st.last_touch >= SUBSCRIBER_TOUCH_S:
-                await self._touch(st, sub.consumer)
-            if st.broadcast_dirty or now - st.last_broadcast >= BROADCAST_POLL_S:
-                st.broadcast_dirty = False
-                st.last_broadcast = now
-                out.extend(await self._read_broadcasts(st))
+            out.extend(await self._channels.receive(st, sub.consumer, now))
         if limit > 0 and st.queues:
             maintain = st.dirty or now >= st.next_due or now - st.last_maintain >= MAINTAIN_INTERVAL_S
             task = asyncio.ensure_future(self._claim(sub, st, limit, maintain))
@@ -240,7 +180,7 @@ class ConsumeMixin:
                 raise
         return out
 
-    async def _claim(self, sub: Subscription, st: _Sub, limit: int, maintain: bool) -> list[Delivery]:
+    async def _claim(self, sub: Subscription, st: PostgresSubscription, limit: int, maintain: bool) -> list[Delivery]:
         q = self._q
         queues = list(st.queues)
         params: dict[str, Any] = {"limit": limit, "consumer": sub.consumer, "default_ms": self._default_ms}
@@ -258,7 +198,7 @@ class ConsumeMixin:
                 ccur = await conn.execute(claim, params)
             return await mcur.fetchone(), await ccur.fetchall()
 
-        settle = await self._settle_pool()
+        settle = await self._connection.fast()
         started = monotonic()
         mrow, rows = await settle.run(go)
         if mrow is not None:
@@ -280,7 +220,7 @@ class ConsumeMixin:
     async def _dead_letter_invalid(self, row_id: int, lease: int, envelope: Envelope) -> None:
         log.warning("stem: dead-lettering undecodable envelope in row %s of queue %s: %s",
                     row_id, envelope.queue, envelope.meta.get("error"))
-        await (await self._settle_pool()).execute(self._q.dead_letter, {
+        await (await self._connection.fast()).execute(self._q.dead_letter, {
             "id": row_id, "lease": lease, "msg_id": envelope.id, "name": envelope.name, "reason": INVALID_REASON,
             "meta": dead_letter_meta({"error": str(envelope.meta.get("error"))}), "envelope": envelope.to_json(),
         })
@@ -293,7 +233,7 @@ class ConsumeMixin:
 
         async def release() -> None:
             try:
-                await (await self._settle_pool()).execute(self._q.release, params)
+                await (await self._connection.fast()).execute(self._q.release, params)
             except BrokerUnavailable:
                 pass  # the leases expire and the rows are delivered again
 
@@ -301,24 +241,102 @@ class ConsumeMixin:
         self._background.add(bg)
         bg.add_done_callback(self._background.discard)
 
-    async def _read_broadcasts(self, st: _Sub) -> list[Delivery]:
-        rows = await self._check_open().fetch(self._q.broadcast_read, {"subscription": st.key, "limit": BROADCAST_READ_LIMIT})
-        out = []
-        for row_id, channel, raw in rows:
-            envelope, ok = decode(raw, row_id, channel)
-            if not ok:
-                log.warning("stem: skipping undecodable broadcast %s on channel %s", row_id, channel)
-                continue
-            out.append(Delivery(envelope=envelope, receipt=f"b:{channel}:{row_id}", queue=channel, channel=channel))
-        if len(rows) >= BROADCAST_READ_LIMIT:
-            st.broadcast_dirty = True
-        return out
+    # -- settling -------------------------------------------------------------------
 
-    async def _touch(self, st: _Sub, consumer: str) -> None:
-        st.last_touch = monotonic()
-        if not await self._check_open().execute(self._q.touch_subscription, {"subscription": st.key}):
-            # Forgotten as stale (this process stalled for minutes): subscribe again from now.
-            await self._subscribe(st, consumer)
+    async def _settle_args(self, delivery: Delivery) -> tuple[PostgresDatabase, int, int] | None:
+        """The pool and ``(row id, lease)`` for a queue delivery; None when there is nothing
+        to settle (a broadcast copy, or a receipt that is not ours)."""
+        self._connection.durable()
+        if delivery.channel is not None:
+            return None
+        parsed = parse_receipt(delivery.receipt)
+        if parsed is None:
+            return None
+        return await self._connection.fast(), parsed[0], parsed[1]
+
+    async def ack(self, delivery: Delivery) -> None:
+        args = await self._settle_args(delivery)
+        if args is not None:
+            db, row_id, lease = args
+            await db.execute(self._q.ack, {"id": row_id, "lease": lease})
+
+    async def nack(self, delivery: Delivery, *, requeue: bool, delay: float | None) -> None:
+        args = await self._settle_args(delivery)
+        if args is None:
+            return
+        db, row_id, lease = args
+        if not requeue:
+            await db.execute(self._q.drop, {"id": row_id, "lease": lease})
+            return
+        env = Broker.requeued_envelope(delivery.envelope, delay)
+        await db.execute(self._q.nack, {
+            "id": row_id, "lease": lease, "not_before": env.not_before, "ready_at": env.ready_at,
+            "envelope": env.to_json(),
+        })
+
+    async def extend_lease(self, delivery: Delivery, seconds: float) -> datetime:
+        args = await self._settle_args(delivery)
+        if args is None:
+            raise LeaseLost(f"receipt {delivery.receipt!r} does not hold a PostgreSQL lease")
+        db, row_id, lease = args
+        rows = await db.fetch(self._q.extend, {"id": row_id, "lease": lease, "seconds": seconds})
+        if not rows:
+            raise LeaseLost(f"lease of message {delivery.envelope.id} is no longer held by this receipt")
+        return rows[0][0]
+
+    async def dead_letter(self, delivery: Delivery, *, reason: str, meta: dict[str, Any]) -> None:
+        args = await self._settle_args(delivery)
+        if args is None:
+            return
+        db, row_id, lease = args
+        await db.execute(self._q.dead_letter, {
+            "id": row_id, "lease": lease, "msg_id": None, "name": None, "reason": reason,
+            "meta": dead_letter_meta(meta), "envelope": None,
+        })
+
+    async def ack_with(self, delivery: Delivery, backend: ResultBackend, write: StatusWrite) -> bool:
+        """``Broker._ack_with``: the status and the fenced delete in one statement, or False."""
+        fused = self._fused.statements_for(backend)
+        if fused is None:
+            return False
+        args = await self._settle_args(delivery)
+        if args is None:
+            return False
+        _, row_id, lease = args
+        await self._settles.add((fused, status_row(write), row_id, lease))
+        return True
+
+    async def _settle_rows(self, batch: list[Settle]) -> list[Any]:
+        """Settle together what was settled during one event-loop turn (tasks of one
+        claimed batch tend to finish together): one statement instead of one each.
+
+        Status upserts and fenced DELETEs in one statement on the settle pool
+        (synchronous_commit=off): a server crash loses both or neither, so the worst case
+        is a task running again, never an acked task without its status. A stale receipt
+        deletes nothing; its status is stored all the same. Outcomes: None per settle, or
+        the error of its statement (and of every later one: they are not sent)."""
+        outcomes: list[Any] = [UNSENT] * len(batch)
+        try:
+            db = await self._connection.fast()
+            by_backend: dict[int, list[tuple[int, Settle]]] = {}
+            for k, item in enumerate(batch):
+                by_backend.setdefault(id(item[0]), []).append((k, item))
+            for items in by_backend.values():
+                for run in unique_runs(items, lambda entry: entry[1][1][0]):  # one status per task a statement
+                    fused = run[0][1][0]
+                    if len(run) == 1:
+                        _, row, row_id, lease = run[0][1]
+                        query, params = fused.ack_one, {**status_params(row), "id": row_id, "lease": lease}
+                    else:
+                        query, params = fused.ack_many, status_rows_params([item[1] for _, item in run])
+                        params["row_ids"] = [item[2] for _, item in run]
+                        params["leases"] = [item[3] for _, item in run]
+                    await db.execute(query, params)
+                    for k, _ in run:
+                        outcomes[k] = None
+        except Exception as exc:  # noqa: BLE001 - the settles not yet sent fail with it
+            outcomes = [exc if outcome is UNSENT else outcome for outcome in outcomes]
+        return outcomes
 
 
-__all__ = ["ConsumeMixin", "SUBSCRIBER_STALE_S"]
+__all__ = ["PostgresConsumer"]

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from ...errors import BrokerUnavailable
-from .connection import Database, quote_ident
+from .connection import PostgresDatabase, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ VACUUM_DEAD_FRACTION = 0.2
 VACUUM_LOCK_PREFIX = "stem-vacuum:"
 
 
-async def vacuum_if_needed(db: Database, schema: str, tables: tuple[str, ...]) -> list[str]:
+async def vacuum_if_needed(db: PostgresDatabase, schema: str, tables: tuple[str, ...]) -> list[str]:
     """VACUUM (ANALYZE) each of ``tables`` that needs it; returns the names vacuumed."""
     rows = await db.fetch(
         "SELECT relname, n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
@@ -57,7 +57,7 @@ async def vacuum_if_needed(db: Database, schema: str, tables: tuple[str, ...]) -
     return vacuumed
 
 
-async def janitor_pass(db: Database, schema: str, tables: tuple[str, ...]) -> Any:
+async def janitor_pass(db: PostgresDatabase, schema: str, tables: tuple[str, ...]) -> Any:
     """One check, logging instead of raising when the server is away (the loop goes on)."""
     try:
         return await vacuum_if_needed(db, schema, tables)

@@ -16,8 +16,9 @@ from typing import Callable
 
 import psycopg
 
-from .connection import PgConfig, quote_ident, translate
 from ...errors import BrokerUnavailable
+from .connection import quote_ident, translate
+from .url import PostgresConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,10 @@ RECONNECT_BACKOFF_MIN_S = 0.1
 RECONNECT_BACKOFF_MAX_S = 2.0
 
 
-class Listener:
+class PostgresListener:
     """One LISTEN connection for one channel, started lazily, restarted after failures."""
 
-    def __init__(self, config: PgConfig, channel: str, on_notify: Callable[[str], None],
+    def __init__(self, config: PostgresConfig, channel: str, on_notify: Callable[[str], None],
                  on_reconnect: Callable[[], None], unavailable: type[BrokerUnavailable] = BrokerUnavailable) -> None:
         self._config = config
         self._channel = channel
@@ -110,4 +111,4 @@ async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
         pass
 
 
-__all__ = ["Listener", "LISTEN_PROBE_INTERVAL_S"]
+__all__ = ["PostgresListener", "LISTEN_PROBE_INTERVAL_S"]

@@ -4,7 +4,7 @@
 -- becomes the quoted schema, {queue_channel}/{result_channel} the NOTIFY channels. Values
 -- are always bind parameters (%(name)s); a literal percent sign is written %%.
 -- A "-- fragment: <name>" block is not a statement: statements include it as {@name},
--- and broker.py composes the fused enqueue/settle statements from fragments.
+-- and fused.py composes the fused enqueue/settle statements from fragments.
 -- Counters (queue_counts) and queue wake-ups are kept by the triggers of
 -- migrations/0001_broker.sql, so no statement here maintains them by hand; an ack only
 -- marks its deletions as completions (stem.completing).
@@ -288,7 +288,7 @@ UPDATE {schema}.jobs AS j
 -- (created_at survives unless the old row had expired) from rows t(id, state, payload,
 -- error, attempt, meta, at, ttl). Every status write is status_upsert (one, scalar
 -- parameters) or statuses_upsert (many, binary arrays: one-element arrays cost the
--- client more than the statement), then status_notify; broker.py puts its own CTE
+-- client more than the statement), then status_notify; fused.py puts the broker's CTE
 -- between the two in its fused enqueue/settle statements. Ids are unique within a
 -- statement (results.py splits batches that repeat one).
 INSERT INTO {schema}.statuses AS s (task_id, state, payload, error, attempt, meta, created_at, updated_at, expires_at)

@@ -27,27 +27,18 @@ import logging
 from collections import deque
 from typing import Any, AsyncIterator, ClassVar, Iterable
 
+from ..._aio import UNSENT, TurnBatch
 from ...clock import utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
-from .connection import (
-    RESULT_CHANNEL_SUFFIX,
-    Database,
-    PgConfig,
-    Pools,
-    parse_url,
-    positive_float,
-    positive_int,
-    same_database,
-    schema_name,
-)
+from .connection import RESULT_CHANNEL_SUFFIX, PostgresConnection, PostgresDatabase, schema_name
 from .janitor import VACUUM_CHECK_S, janitor_pass
-from .listener import Listener
-from ..._aio import UNSENT, TurnBatch
+from .listener import PostgresListener
 from .rows import dumps, unique_runs
 from .sql import Queries, migrate
+from .url import PostgresConfig, parse_url, positive_float, positive_int, same_database
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +56,9 @@ def _status(row: tuple[Any, ...]) -> TaskStatus:
                       meta=dict(meta or {}), created_at=created, updated_at=updated)
 
 
-class _Watch:
+class PostgresWatch:
+    """One ``watch`` call's queue of statuses (or re-read markers) to yield."""
+
     __slots__ = ("items", "wake")
 
     def __init__(self) -> None:
@@ -82,18 +75,19 @@ class PostgresBackend(ResultBackend):
 
     scheme: ClassVar[str] = "postgresql"
 
-    def __init__(self, config: PgConfig, *, namespace: str = DEFAULT_NAMESPACE, result_ttl: float = RESULT_TTL_SECONDS,
-                 heartbeat_ttl: float = HEARTBEAT_TTL_SECONDS, pool_size: int | None = None) -> None:
+    def __init__(self, config: PostgresConfig, *, namespace: str = DEFAULT_NAMESPACE,
+                 result_ttl: float = RESULT_TTL_SECONDS, heartbeat_ttl: float = HEARTBEAT_TTL_SECONDS,
+                 pool_size: int | None = None) -> None:
         super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
         self._config = config
         self.schema = schema_name(self.namespace)
         self._q = Queries(self.schema)
-        self._pools = Pools(config, name=f"stem-{self.namespace}-results", pool_size=pool_size,
-                            unavailable=BackendUnavailable)
-        self._listener: Listener | None = None
-        self._watches: dict[str, set[_Watch]] = {}
+        self._connection = PostgresConnection(config, self.schema, name=f"stem-{self.namespace}-results",
+                                              pool_size=pool_size, label="result backend",
+                                              unavailable=BackendUnavailable)
+        self._listener: PostgresListener | None = None
+        self._watches: dict[str, set[PostgresWatch]] = {}
         self._cleaner: asyncio.Task[None] | None = None
-        self._closed = False
         self._list_queries: dict[tuple[bool, ...], str] = {}
         # Status writes made in one event-loop turn go out together.
         self._writes: TurnBatch[tuple[Any, ...]] = TurnBatch(self._write_rows)
@@ -107,15 +101,12 @@ class PostgresBackend(ResultBackend):
         return f"PostgresBackend({self._config.shown_url!r}, namespace={self.namespace!r})"
 
     async def connect(self) -> "PostgresBackend":
-        if self._pools.main is not None:
-            return self
-        await self._pools.open(lambda conn: migrate(conn, self.schema))
-        self._closed = False
-        self._cleaner = asyncio.create_task(self._cleanup_loop(), name=f"stem-pg-cleanup-{self.namespace}")
+        if await self._connection.open(lambda conn: migrate(conn, self.schema)):
+            self._cleaner = asyncio.create_task(self._cleanup_loop(), name=f"stem-pg-cleanup-{self.namespace}")
         return self
 
     async def close(self) -> None:
-        self._closed = True
+        self._connection.mark_closed()  # first: the watchers woken here must find it closed
         for group in self._watches.values():
             for watch in group:
                 watch.wake.set()
@@ -127,27 +118,23 @@ class PostgresBackend(ResultBackend):
         if listener is not None:
             await listener.close()
         await self._writes.drain()  # writes of this turn start (and fail: closed)
-        await self._pools.close()
+        await self._connection.close()
 
-    async def _fast(self) -> Database:
+    async def _fast(self) -> PostgresDatabase:
         """The ``synchronous_commit=off`` pool for writes a crash may lose without harm:
         non-terminal statuses (the broker row, not the status, is the truth of a queued or
         running task) and heartbeats. Terminal statuses always commit durably."""
-        self._check_open()
-        return await self._pools.fast()
+        return await self._connection.fast()
 
-    def _check_open(self) -> Database:
-        db = self._pools.main
-        if self._closed or db is None:
-            raise BackendUnavailable(f"the PostgreSQL result backend for {self._config.shown_url} is closed")
-        return db
+    def _check_open(self) -> PostgresDatabase:
+        return self._connection.durable()
 
     async def _cleanup_loop(self) -> None:
         """Vacuum check every ``VACUUM_CHECK_S``, TTL cleanup every ``CLEANUP_INTERVAL_S``."""
         last_cleanup = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(VACUUM_CHECK_S)
-            db = self._pools.main
+            db = self._connection.durable_pool
             if db is None:
                 return
             await janitor_pass(db, self.schema, JANITOR_TABLES)
@@ -209,10 +196,13 @@ class PostgresBackend(ResultBackend):
         db = self._check_open() if any(w.state.is_terminal for w in fresh) else await self._fast()
         await db.fetch(self._q.set_statuses, statuses_params(fresh))
 
-    def colocated(self, config: PgConfig) -> bool:
-        """True when this backend is open on the database ``config`` points at, so a broker
-        there can write our statuses in its own statements (``PostgresBroker``)."""
-        return not self._closed and self._pools.main is not None and same_database(self._config, config)
+    def colocated_queries(self, config: PostgresConfig) -> Queries | None:
+        """This backend's statements when it is open on the database ``config`` points at,
+        so a broker there can write our statuses in its own statements (``fused.py``);
+        None otherwise."""
+        if self._connection.is_open and same_database(self._config, config):
+            return self._q
+        return None
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
         rows = await self._check_open().fetch(self._q.get_status, {"id": task_id})
@@ -260,12 +250,12 @@ class PostgresBackend(ResultBackend):
 
     async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
         self._check_open()
-        watch = _Watch()
+        watch = PostgresWatch()
         self._watches.setdefault(task_id, set()).add(watch)
         try:
             if self._listener is None:
-                self._listener = Listener(self._config, self.schema + RESULT_CHANNEL_SUFFIX, self._on_notify,
-                                          self._on_reconnect, unavailable=BackendUnavailable)
+                self._listener = PostgresListener(self._config, self.schema + RESULT_CHANNEL_SUFFIX, self._on_notify,
+                                                  self._on_reconnect, unavailable=BackendUnavailable)
             await self._listener.start()
             last: TaskStatus | None = None
             watch.push(_REREAD)  # the current status, read after LISTEN is in place

@@ -6,7 +6,7 @@ package only when a Redis URL is used.
 
 from __future__ import annotations
 
+from .backend import RedisBackend
 from .broker import RedisBroker
-from .results import RedisBackend
 
 __all__ = ["RedisBackend", "RedisBroker"]

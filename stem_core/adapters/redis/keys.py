@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from ...clock import UTC
-from .connection import resp
+from ...contract.types import TaskState
+from .wire import resp
 
 BANDS = 10  # one stream per priority 0..9
 QUEUE_SUFFIXES = tuple(f"s{band}" for band in range(BANDS)) + (
@@ -28,6 +29,9 @@ SETTLE_SUFFIXES = ("leases", "lease", "idx", "stats", "delayed", "dly", "dead", 
 ACK_KEYS = 5  # ack.lua (and ack_with.lua) take the first five settle keys
 # Bounded so a process that touches many queue names does not grow without end.
 KEY_CACHE_LIMIT = 4096
+# The result backend's states in results_lib.lua's order (its x:<state> keys, its state index).
+STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRIED,
+          TaskState.CANCELLED)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -66,7 +70,7 @@ def from_us(value: int | float) -> datetime:
 class QueueKeys:
     """Every key list the scripts of one queue take, built once (as bytes: redis-py sends
     bytes as they are, which matters on the per-message paths); the per-message ones also
-    packed for the wire (``connection.resp``)."""
+    packed for the wire (``wire.resp``)."""
 
     __slots__ = ("block", "settle", "packed_block", "packed_ack")
 
@@ -103,7 +107,45 @@ class KeyCache:
         return keys
 
 
+class ResultKeys:
+    """The keys of a namespace's result backend (``lua/results_lib.lua`` draws them):
+    ``s:<id>`` statuses; the ``ix``, ``exp``, ``all``, ``x:<state>``, ``q:<queue>``,
+    ``t:<task>`` indexes; ``ver``; ``w:<id>`` watch channels; ``hb:<worker>`` and ``hbs``;
+    ``rec:<kind>``/``recx:<kind>`` records; ``audit``."""
+
+    __slots__ = ("prefix", "index", "expiries", "all", "version", "states", "status_keys", "packed_status_keys",
+                 "watch_prefix", "heartbeats", "audit")
+
+    def __init__(self, namespace: str) -> None:
+        p = self.prefix = results_prefix(namespace)
+        self.index, self.expiries, self.all, self.version = p + "ix", p + "exp", p + "all", p + "ver"
+        self.states = [p + "x:" + s.value for s in STATES]
+        # results_lib.lua's status_keys, the same for every status write.
+        self.status_keys: tuple[str, ...] = (self.index, self.expiries, self.all, *self.states, self.version)
+        self.packed_status_keys = resp(*self.status_keys)
+        self.watch_prefix = p + "w:"
+        self.heartbeats = p + "hbs"
+        self.audit = p + "audit"
+
+    def status(self, task_id: str) -> str:
+        return self.prefix + "s:" + task_id
+
+    def queue_index(self, queue: str) -> str:
+        """The index of a queue label; ``all`` for no label (the scripts then skip it)."""
+        return self.prefix + "q:" + queue if queue else self.all
+
+    def task_index(self, task: str) -> str:
+        return self.prefix + "t:" + task if task else self.all
+
+    def heartbeat(self, worker_id: str) -> str:
+        return self.prefix + "hb:" + worker_id
+
+    def records(self, kind: str) -> list[str]:
+        """``[records, expiries]`` of one record kind."""
+        return [self.prefix + "rec:" + kind, self.prefix + "recx:" + kind]
+
+
 __all__ = [
-    "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "P_INDEX", "W_INDEX", "KeyCache", "QueueKeys", "channel_keys", "from_us", "queue_block",
-    "registry_key", "results_prefix", "to_us",
+    "BANDS", "BLOCK_SIZE", "DEADBODY_INDEX", "DEAD_INDEX", "P_INDEX", "STATES", "W_INDEX", "KeyCache", "QueueKeys",
+    "ResultKeys", "channel_keys", "from_us", "queue_block", "registry_key", "results_prefix", "to_us",
 ]

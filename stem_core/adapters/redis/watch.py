@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from redis import exceptions as rex
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from .connection import RedisConnection
 
 log = logging.getLogger("stem.redis")
 
@@ -34,10 +34,10 @@ RESYNC = object()  # a watcher re-reads the current status
 CLOSED = object()  # the backend closed
 
 
-class WatchHub:
+class RedisWatchHub:
     """Fans messages of one ``PubSub`` connection out to per-watch queues."""
 
-    def __init__(self, conn: "Connection") -> None:
+    def __init__(self, conn: "RedisConnection") -> None:
         self._conn = conn
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -170,4 +170,4 @@ class WatchHub:
                 pass
 
 
-__all__ = ["CLOSED", "RESYNC", "WatchHub"]
+__all__ = ["CLOSED", "RESYNC", "RedisWatchHub"]

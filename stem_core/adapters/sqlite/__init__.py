@@ -14,11 +14,33 @@ Options (URL query or keyword, seconds): broker ``lease_seconds`` (30), ``busy_t
 For one machine and up to about ten worker processes: there is one writer at a time,
 and WAL needs shared memory, so never put the file on NFS or another network file
 system. Every capability is supported.
+
+The recipe's shape (``docs/adapters.md``), part by part. The async parts run on the event
+loop; each has its transactions - functions that take the connection first and run on
+the database thread, one hop per call - in a module beside it::
+
+    url.py         SQLiteConfig, parse_sqlite_url
+    db.py          SQLiteDatabase: the recipe's connection (open/close, one hop per
+                   transaction, driver errors translated); built on thread.py (the
+                   database thread and its group commit), bell.py (the in-process
+                   doorbell) and poller.py (data_version probes for other processes)
+    publish.py     SQLitePublisher, fused enqueue        transactions: jobs.py
+    consume.py     SQLiteConsumer, SQLiteSubscription    transactions: jobs.py
+    channels.py    SQLiteChannels                        transactions: broadcasts.py
+    inspect.py     SQLiteInspector                       transactions: repair.py
+    dead.py        SQLiteDeadLetters                     transactions: repair.py
+    broker.py      SQLiteBroker, one-line delegations
+    backend.py     SQLiteBackend                         transactions: store.py
+    rows.py        envelopes to rows and back; schema.py, queries.sql, migrations/ the SQL
+
+A receive round reads the subscription's broadcasts in the claim's transaction, so the
+broadcast cursors live on ``SQLiteSubscription`` and ``SQLiteChannels`` supplies the rest
+(publishing, registration, the touch and sweep schedule).
 """
 
 from __future__ import annotations
 
+from .backend import SQLiteBackend
 from .broker import SQLiteBroker
-from .results import SQLiteBackend
 
 __all__ = ["SQLiteBackend", "SQLiteBroker"]

@@ -1,7 +1,7 @@
 """Waiting for new work: an in-process doorbell per database file.
 
-Idle consumers poll ``PRAGMA data_version`` (see ``db.Database.data_version``) with an
-adaptive interval; that covers commits by any process. Between polls they sleep on this
+Idle consumers poll ``PRAGMA data_version`` (see ``SQLiteDatabase.data_version``) with
+an adaptive interval; that covers commits by any process. Between polls they sleep on this
 doorbell, which every broker or backend on the same file *in this process* rings after
 it commits something a waiter may want, so local work is picked up at once instead of
 at the next poll. Waiters may live on different event loops or threads.

@@ -1,4 +1,5 @@
-"""One SQLite database file: its connections, the thread they live on, and error translation.
+"""``SQLiteDatabase``: one SQLite database file - its connections, the thread they live on,
+and error translation. The SQLite adapter's connection (``connection.py`` in the recipe).
 
 Every statement runs on the dedicated thread of the file's ``Link`` (``thread.py``), and
 every transaction is *one* hop to it: ``await db.run(fn, ...)`` calls ``fn(conn, ...)``
@@ -24,10 +25,10 @@ A second, read-only connection answers ``PRAGMA data_version`` on the event loop
 (about 3 microseconds, no hop): the value changes whenever another connection - in this
 process or another one - commits, which is how idle consumers notice new work cheaply.
 
-Connections never cross ``fork``: a child that uses an inherited ``Database`` abandons the
-parent's link (without closing its connections, which could disturb the parent's locks)
-and opens its own. ``sqlite3`` exceptions are translated here and nowhere else, as the
-error type of the adapter that made the call.
+Connections never cross ``fork``: a child that uses an inherited ``SQLiteDatabase``
+abandons the parent's link (without closing its connections, which could disturb the
+parent's locks) and opens its own. ``sqlite3`` exceptions are translated here and nowhere
+else, as the error type of the adapter that made the call.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class Link:
         # The kinds of adapter using it, at most one of each (see link_for).
         self.roles: set[str] = set()
 
-    def open_sync(self, owner: "Database") -> None:
+    def open_sync(self, owner: "SQLiteDatabase") -> None:
         """Create the file (and its folder), set the pragmas and migrate; on the thread.
         Idempotent: the second adapter to open finds the connections there."""
         if self.conn is not None:
@@ -187,7 +188,7 @@ class Link:
                 except sqlite3.Error:
                     pass
 
-    def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], "Database"]]) -> list[tuple[bool, Any]]:
+    def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], SQLiteDatabase]]) -> list[tuple[bool, Any]]:
         """Run ``fn(conn, *args)`` for each call (on the database thread); several calls
         share one transaction, each in its own SAVEPOINT. Errors are translated for the
         adapter that made the call."""
@@ -222,7 +223,7 @@ class Link:
         return outcomes
 
 
-def _one(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...], owner: "Database", *,
+def _one(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...], owner: "SQLiteDatabase", *,
          savepoint: bool = False) -> tuple[bool, Any]:
     try:
         if not savepoint:
@@ -299,7 +300,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-class Database:
+class SQLiteDatabase:
     """One adapter instance's handle on a database file: its error type and label, its
     open/closed state, the file's doorbell (``bell``: ring it after a commit a waiter may
     want) and the adapter's ``poller`` (wait on it for commits by anyone). Connections
@@ -358,7 +359,7 @@ class Database:
         if self._closed:
             raise self.unavailable(f"sqlite {self.label} on {self.path} is closed")
 
-    def shares_link(self, other: "Database") -> bool:
+    def shares_link(self, other: "SQLiteDatabase") -> bool:
         """Both open on one link (one connection, one thread): one transaction can write
         for both adapters."""
         link = self._link
@@ -414,4 +415,4 @@ async def _release(link: Link, role: str) -> None:
         link.thread.stop()
 
 
-__all__ = ["Database", "Link", "NOW_SQL", "db_now", "immediate", "link_for", "snapshot", "translate"]
+__all__ = ["Link", "NOW_SQL", "SQLiteDatabase", "db_now", "immediate", "link_for", "snapshot", "translate"]

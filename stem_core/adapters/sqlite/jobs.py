@@ -1,7 +1,7 @@
 """Producing, claiming and settling: the transactions of the hot path.
 
 Every function here takes the connection first and runs on the database thread, as one
-hop (``Database.run``); writes happen inside ``immediate(conn)``. A receipt is
+hop (``SQLiteDatabase.run``); writes happen inside ``immediate(conn)``. A receipt is
 ``"<row id>:<token>"``; the token fences every settle (see migrations/0001_broker.sql).
 """
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from .bell import Doorbell
 
 if TYPE_CHECKING:
-    from .db import Database
+    from .db import SQLiteDatabase
 
 # After a change the next probe comes this soon; idle probes back off by POLL_BACKOFF.
 POLL_MIN_INTERVAL_S = 0.0005
@@ -31,7 +31,7 @@ POLL_BACKOFF = 2.0
 class ChangePoller:
     """Rings ``bell`` when ``db`` sees a commit from any connection, while someone waits."""
 
-    def __init__(self, db: Database, bell: Doorbell, poll_interval: float) -> None:
+    def __init__(self, db: SQLiteDatabase, bell: Doorbell, poll_interval: float) -> None:
         self._db = db
         self._bell = bell
         self._poll_max = poll_interval

@@ -1,4 +1,4 @@
-"""``sqlite://`` URLs and adapter options.
+"""``sqlite://`` URLs and adapter options: ``SQLiteConfig``.
 
 Accepted forms::
 
@@ -32,14 +32,15 @@ POLL_INTERVAL_S = 0.004
 
 
 @dataclass(frozen=True, slots=True)
-class SQLiteURL:
-    """A parsed ``sqlite://`` URL: the database file and the options given with it."""
+class SQLiteConfig:
+    """A parsed ``sqlite://`` URL: the database file and the options given with it (a file
+    path carries no credentials, so there is nothing to redact)."""
 
     path: Path
     options: dict[str, float]
 
 
-def parse_sqlite_url(url: str, options: Mapping[str, Any], allowed: frozenset[str]) -> SQLiteURL:
+def parse_sqlite_url(url: str, options: Mapping[str, Any], allowed: frozenset[str]) -> SQLiteConfig:
     """Split ``url`` into an absolute file path and checked options (query, then keywords)."""
     if not isinstance(url, str) or not url.lower().startswith(SCHEME + "://"):
         raise ConfigurationError(f"not a sqlite:// URL: {redact_url(str(url))!r}")
@@ -65,7 +66,7 @@ def parse_sqlite_url(url: str, options: Mapping[str, Any], allowed: frozenset[st
         if key not in allowed:
             raise ConfigurationError(f"unknown sqlite:// option {key!r}; known: {', '.join(sorted(allowed))}")
         checked[key] = _seconds(key, value)
-    return SQLiteURL(path=path, options=checked)
+    return SQLiteConfig(path=path, options=checked)
 
 
 def _seconds(key: str, value: Any) -> float:
@@ -79,4 +80,4 @@ def _seconds(key: str, value: Any) -> float:
     return float(value)
 
 
-__all__ = ["BUSY_TIMEOUT_S", "POLL_INTERVAL_S", "SCHEME", "SQLiteURL", "parse_sqlite_url"]
+__all__ = ["BUSY_TIMEOUT_S", "POLL_INTERVAL_S", "SCHEME", "SQLiteConfig", "parse_sqlite_url"]

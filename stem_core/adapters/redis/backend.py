@@ -9,7 +9,7 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_lib.lua`` draws t
   memory follows the result TTL.
 * ``watch`` is pub/sub (``watch.py``): the write and its message are one atomic step.
 * Every status write goes through ``results_lib.lua`` with records ``StatusBatch``
-  packs: ``set_status`` (``results_set.lua``), ``set_statuses`` (one
+  (``statuses.py``) packs: ``set_status`` (``results_set.lua``), ``set_statuses`` (one
   ``results_set_many.lua`` call per ``STATUS_CHUNK``), and a ``RedisBroker`` on the same
   server and database, which writes the statuses in the same script as its own step
   (``Broker.enqueue``, ``Broker.ack_with_status``; see ``shares_server``).
@@ -19,34 +19,35 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_lib.lua`` draws t
   ``results_set.lua``. A failed call raises in every caller; a status moving to another
   queue/task index makes the batch do nothing, and each write goes alone. ``close``
   waits for the batches in flight.
-* ``hb:<worker>`` expires by itself (``PX``); ``hbs`` (worker -> expiry) lists live ones.
-* ``rec:<kind>`` / ``recx:<kind>`` hold records and the expiry of those with a TTL;
-  ``audit`` is a capped list, newest first.
+* Heartbeats, records and the audit log (``hb:``, ``rec:``, ``audit``) are
+  ``RedisRecords`` (``records.py``).
 """
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from datetime import datetime
 from typing import Any, AsyncIterator, ClassVar, Iterable
 
 from ..._aio import UNSENT, TurnBatch
-from ...clock import monotonic, parse_iso, to_iso, utcnow
+from ...clock import monotonic, parse_iso, utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import StemError
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
-from .codec import dumps, text
-from .connection import Connection, RedisConfig, parse_url, resp
-from .keys import results_prefix, to_us
-from .watch import CLOSED, RESYNC, WatchHub
+from .codec import text
+from .connection import RedisConnection
+from .keys import STATES, ResultKeys, to_us
+from .records import RedisRecords
+from .statuses import STATUS_ARGS, StatusBatch, decode_status, stored
+from .url import RedisConfig, parse_url
+from .watch import CLOSED, RESYNC, RedisWatchHub
+from .wire import resp
 
 log = logging.getLogger("stem.redis")
 
 BACKEND_OPTIONS = {"result_ttl": float, "heartbeat_ttl": float}
-STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRIED,
-          TaskState.CANCELLED)  # results_set.lua's order
 # Expired statuses are dropped from the indexes at most this often, this many at a time.
 PRUNE_INTERVAL_S = 1.0
 PRUNE_BATCH = 200
@@ -56,11 +57,6 @@ LIST_CHUNK = 200
 SET_ATTEMPTS = 3
 # Statuses per results_set_many.lua call (keeps one script call short).
 STATUS_CHUNK = 1000
-# StatusBatch.args(): records, updated ISO, updated us, watch channel prefix.
-STATUS_ARGS = 4
-STATE_INDEX = {state: k + 1 for k, state in enumerate(STATES)}  # results_lib.lua's state index
-# The audit log keeps this many newest records.
-AUDIT_MAX_ENTRIES = 100_000
 
 
 class RedisBackend(ResultBackend):
@@ -71,17 +67,13 @@ class RedisBackend(ResultBackend):
     def __init__(self, config: RedisConfig, *, namespace: str = DEFAULT_NAMESPACE,
                  result_ttl: float = RESULT_TTL_SECONDS, heartbeat_ttl: float = HEARTBEAT_TTL_SECONDS) -> None:
         super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
-        self._conn = Connection(config, role="backend")
-        self._hub = WatchHub(self._conn)
-        p = self._p = results_prefix(self.namespace)
-        self._ix, self._exp, self._all, self._ver = p + "ix", p + "exp", p + "all", p + "ver"
-        self._state_keys = [p + "x:" + s.value for s in STATES]
-        # results_lib.lua's status_keys, the same for every status write.
-        self.status_keys: tuple[str, ...] = (self._ix, self._exp, self._all, *self._state_keys, self._ver)
-        self.packed_status_keys = resp(*self.status_keys)
-        self._watch_prefix = p + "w:"
-        self._hbs = p + "hbs"
-        self._audit = p + "audit"
+        self._conn = RedisConnection(config, role="backend")
+        self._hub = RedisWatchHub(self._conn)
+        self._keys = keys = ResultKeys(self.namespace)
+        # results_lib.lua's status_keys (the same for every status write), for the broker's scripts too.
+        self.status_keys: tuple[str, ...] = keys.status_keys
+        self.packed_status_keys = keys.packed_status_keys
+        self._records = RedisRecords(self._conn, keys)
         self._last_prune = 0.0
         # Status writes made in one event-loop turn go out together.
         self._writes: TurnBatch[StatusWrite] = TurnBatch(self._write_batch)
@@ -97,7 +89,7 @@ class RedisBackend(ResultBackend):
     async def connect(self) -> "RedisBackend":
         await self._conn.open()
         if self._hub.closed:
-            self._hub = WatchHub(self._conn)
+            self._hub = RedisWatchHub(self._conn)
         return self
 
     async def close(self) -> None:
@@ -106,11 +98,7 @@ class RedisBackend(ResultBackend):
         await self._conn.close()
 
     async def ping(self) -> None:
-        with self._conn.guard:
-            await self._conn.client.ping()
-
-    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._conn.call(name, keys, args)
+        await self._conn.ping()
 
     # -- statuses -------------------------------------------------------------------
 
@@ -126,7 +114,7 @@ class RedisBackend(ResultBackend):
     def status_batch(self, first_key: int, writes: Iterable[StatusWrite]) -> "StatusBatch":
         """A ``StatusBatch`` of ``writes`` (in order) whose keys start at KEYS position
         ``first_key`` of a script."""
-        batch = StatusBatch(self, first_key)
+        batch = StatusBatch(self._keys, first_key)
         for write in writes:
             batch.add(write)
         return batch
@@ -166,8 +154,8 @@ class RedisBackend(ResultBackend):
                     written = await self._set_many(chunk)
                     if written is not None:
                         created, stamp = written
-                        stored = [_stored(w, parse_iso(text(c)), stamp) for w, c in zip(chunk, created)]
-                        outcomes[start:start + len(chunk)] = stored
+                        outcomes[start:start + len(chunk)] = [stored(w, parse_iso(text(c)), stamp)
+                                                              for w, c in zip(chunk, created)]
                         continue
                     for k, write in enumerate(chunk, start):
                         try:
@@ -188,7 +176,7 @@ class RedisBackend(ResultBackend):
         them one by one (``_set_one``, in call order), each naming its old index keys
         when told them."""
         statuses = self.status_batch(1 + len(self.status_keys), writes)
-        reply = await self._run("results_set_many", [*self.status_keys, *statuses.keys], statuses.args())
+        reply = await self._conn.call("results_set_many", [*self.status_keys, *statuses.keys], statuses.args())
         return (reply[1:], statuses.stamp) if reply[0] == 1 else None
 
     async def _set_one(self, write: StatusWrite) -> TaskStatus:
@@ -206,13 +194,12 @@ class RedisBackend(ResultBackend):
                 raise StemError(f"status {task_id!r} kept changing queue while being written; try again")
             # The status moves to another queue/task index: name the old keys and go again.
             old_q, old_t = text(reply[1]), text(reply[2])
-            p = self._p
-            keys[len(self.status_keys) + len(batch.keys):] = [p + "q:" + old_q if old_q else self._all,
-                                                             p + "t:" + old_t if old_t else self._all]
+            layout = self._keys
+            keys[len(self.status_keys) + len(batch.keys):] = [layout.queue_index(old_q), layout.task_index(old_t)]
             args[STATUS_ARGS:] = [old_q, old_t]
-            reply = await self._run("results_set", keys, args)
+            reply = await self._conn.call("results_set", keys, args)
             attempts += 1
-        return _stored(write, parse_iso(text(reply[1])), batch.stamp)
+        return stored(write, parse_iso(text(reply[1])), batch.stamp)
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
         writes = [StatusWrite(task_id, state, None, None, 0, meta, ttl) for task_id, state, meta in items]
@@ -225,35 +212,35 @@ class RedisBackend(ResultBackend):
 
     async def _prune(self) -> None:
         now = to_us(utcnow())
+        layout = self._keys
         client = self._conn.client
         with self._conn.guard:
-            ids = await client.zrangebyscore(self._exp, "-inf", now, start=0, num=PRUNE_BATCH)
+            ids = await client.zrangebyscore(layout.expiries, "-inf", now, start=0, num=PRUNE_BATCH)
             if not ids:
                 return
-            marks = await client.hmget(self._ix, ids)
-        p = self._p
-        keys = [self._ix, self._exp, self._all, *self._state_keys]  # results_prune.lua's first nine
+            marks = await client.hmget(layout.index, ids)
+        keys = [layout.index, layout.expiries, layout.all, *layout.states]  # results_prune.lua's first nine
         args: list[Any] = [now]
         for raw_id, mark in zip(ids, marks):
             task_id = text(raw_id)
             _, queue, task = json.loads(mark) if mark is not None else (0, "", "")
-            keys += [p + "s:" + task_id, p + "q:" + queue if queue else self._all, p + "t:" + task if task else self._all]
+            keys += [layout.status(task_id), layout.queue_index(queue), layout.task_index(task)]
             args.append(task_id)
-        await self._run("results_prune", keys, args)
+        await self._conn.call("results_prune", keys, args)
 
     async def _read(self, task_id: str) -> tuple[TaskStatus, int] | None:
         with self._conn.guard:
-            body, created, version = await self._conn.client.hmget(self._p + "s:" + task_id, "j", "c", "v")
+            body, created, version = await self._conn.client.hmget(self._keys.status(task_id), "j", "c", "v")
         if body is None:
             return None
-        return _decode(body, created), int(version or 0)
+        return decode_status(body, created), int(version or 0)
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
         found = await self._read(task_id)
         return found[0] if found is not None else None
 
     async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
-        channel = self._watch_prefix + task_id
+        channel = self._keys.watch_prefix + task_id
         queue = await self._hub.subscribe(channel)
         try:
             seen = 0
@@ -277,21 +264,21 @@ class RedisBackend(ResultBackend):
                 version, created, body = bytes(item).split(b"\n", 2)
                 if int(version) > seen:
                     seen = int(version)
-                    yield _decode(body, created)
+                    yield decode_status(body, created)
         finally:
             await self._hub.unsubscribe(channel, queue)
 
     async def _list_statuses(self, state: TaskState | None, queue: str | None, task: str | None,
                              limit: int, offset: int) -> list[TaskStatus]:
-        p = self._p
+        layout = self._keys
         if task is not None:
-            index = p + "t:" + task
+            index = layout.prefix + "t:" + task
         elif queue is not None:
-            index = p + "q:" + queue
+            index = layout.prefix + "q:" + queue
         elif state is not None:
-            index = self._state_keys[STATES.index(state)]
+            index = layout.states[STATES.index(state)]
         else:
-            index = self._all
+            index = layout.all
         out: list[TaskStatus] = []
         skipped = 0
         start = 0
@@ -304,12 +291,12 @@ class RedisBackend(ResultBackend):
                     break
                 async with client.pipeline(transaction=False) as pipe:
                     for raw_id in ids:
-                        pipe.hmget(p + "s:" + text(raw_id), "j", "c")
+                        pipe.hmget(layout.status(text(raw_id)), "j", "c")
                     rows = await pipe.execute()
             for body, created in rows:
                 if body is None:
                     continue  # expired; the prune removes it from the index
-                status = _decode(body, created)
+                status = decode_status(body, created)
                 if (state is not None and status.state != state) or (queue is not None and status.meta.get("queue") != queue) \
                         or (task is not None and status.meta.get("task") != task):
                     continue
@@ -326,171 +313,57 @@ class RedisBackend(ResultBackend):
         ms = max(1, int(ttl * 1000))
         client = self._conn.client
         with self._conn.guard:
-            if await client.pexpire(self._p + "s:" + task_id, ms):
-                await client.zadd(self._exp, {task_id: to_us(utcnow()) + ms * 1000})
+            if await client.pexpire(self._keys.status(task_id), ms):
+                await client.zadd(self._keys.expiries, {task_id: to_us(utcnow()) + ms * 1000})
 
-    # -- heartbeats -----------------------------------------------------------------
+    # -- heartbeats, records and audit: RedisRecords -----------------------------------
 
     async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
-        ms = max(1, int(ttl * 1000))
-        now = to_us(utcnow())
-        body = dumps(heartbeat.to_dict())
-        with self._conn.guard:
-            async with self._conn.client.pipeline(transaction=True) as pipe:
-                pipe.set(self._p + "hb:" + heartbeat.worker_id, body, px=ms)
-                pipe.zadd(self._hbs, {heartbeat.worker_id: now + ms * 1000})
-                pipe.zremrangebyscore(self._hbs, "-inf", now)
-                await pipe.execute()
+        await self._records.set_heartbeat(heartbeat, ttl)
 
     async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
-        with self._conn.guard:
-            raw = await self._conn.client.get(self._p + "hb:" + worker_id)
-        return WorkerHeartbeat.from_dict(json.loads(raw)) if raw is not None else None
+        return await self._records.get_heartbeat(worker_id)
 
     async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
-        client = self._conn.client
-        with self._conn.guard:
-            ids = await client.zrangebyscore(self._hbs, f"({to_us(utcnow())}", "+inf")
-            raws = await client.mget([self._p + "hb:" + text(i) for i in ids]) if ids else []
-        beats = [WorkerHeartbeat.from_dict(json.loads(raw)) for raw in raws if raw is not None]
-        return sorted(beats, key=lambda hb: hb.worker_id)
-
-    # -- records and audit ----------------------------------------------------------
-
-    def _record_keys(self, kind: str) -> list[str]:
-        return [self._p + "rec:" + kind, self._p + "recx:" + kind]
+        return await self._records.list_heartbeats()
 
     async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
-        records, expiries = self._record_keys(kind)
-        body = dumps(value)
-        now = to_us(utcnow())
-        client = self._conn.client
-        with self._conn.guard:
-            script = self._conn.script("results_records_prune")
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.hset(records, key, body)
-                if ttl is not None:
-                    pipe.zadd(expiries, {key: now + int(ttl * 1_000_000)})
-                else:
-                    pipe.zrem(expiries, key)
-                await script(keys=[records, expiries], args=[now], client=pipe)
-                await pipe.execute()
+        await self._records.put_record(kind, key, value, ttl)
 
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        records, expiries = self._record_keys(kind)
-        with self._conn.guard:
-            async with self._conn.client.pipeline(transaction=True) as pipe:
-                pipe.hget(records, key)
-                pipe.zscore(expiries, key)
-                raw, expiry = await pipe.execute()
-        if raw is None or (expiry is not None and expiry <= to_us(utcnow())):
-            return None
-        return json.loads(raw)
+        return await self._records.get_record(kind, key)
 
     async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
-        records, expiries = self._record_keys(kind)
-        now = to_us(utcnow())
-        with self._conn.guard:
-            async with self._conn.client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(records)
-                pipe.zrangebyscore(expiries, "-inf", now)
-                rows, expired = await pipe.execute()
-        gone = {text(k) for k in expired}
-        live = {text(k): json.loads(v) for k, v in rows.items() if text(k) not in gone}
-        return dict(sorted(live.items()))
+        return await self._records.list_records(kind)
 
     async def _delete_record(self, kind: str, key: str) -> bool:
-        records, expiries = self._record_keys(kind)
-        with self._conn.guard:
-            async with self._conn.client.pipeline(transaction=True) as pipe:
-                pipe.zscore(expiries, key)
-                pipe.hdel(records, key)
-                pipe.zrem(expiries, key)
-                expiry, deleted, _ = await pipe.execute()
-        return bool(deleted) and (expiry is None or expiry > to_us(utcnow()))
+        return await self._records.delete_record(kind, key)
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        body = dumps(record)
-        with self._conn.guard:
-            async with self._conn.client.pipeline(transaction=True) as pipe:
-                pipe.lpush(self._audit, body)
-                pipe.ltrim(self._audit, 0, AUDIT_MAX_ENTRIES - 1)
-                await pipe.execute()
+        await self._records.append_audit(record)
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        if limit == 0:
-            return []
-        with self._conn.guard:
-            rows = await self._conn.client.lrange(self._audit, offset, offset + limit - 1)
-        return [json.loads(r) for r in rows]
+        return await self._records.list_audit(limit, offset)
 
 
-class StatusBatch:
-    """Status writes for one script call, packed as results_lib.lua's records: the one
-    place a status is encoded for Redis (``set_status``, ``set_statuses`` and the
-    broker's ``enqueue_with.lua``/``ack_with.lua`` all use it).
+class SharedBackend:
+    """Finds the result backend that shares a broker's server and database, whose
+    statuses the broker's fused scripts then write (the last one found is remembered and
+    checked by identity: a worker passes the same backend every time)."""
 
-    ``keys`` are the keys the records name, numbered from KEYS position ``first_key``
-    (each queue/task index key once); ``args()`` the records, the updated_at stamp (one per batch) and the
-    watch channel prefix, the arguments every status-writing script takes in that order.
-    """
+    __slots__ = ("_config", "_last")
 
-    __slots__ = ("stamp", "iso", "keys", "_backend", "_first", "_labels", "_parts")
+    def __init__(self, config: RedisConfig) -> None:
+        self._config = config
+        self._last: RedisBackend | None = None
 
-    def __init__(self, backend: RedisBackend, first_key: int) -> None:
-        self.stamp: datetime = utcnow()
-        self.iso = to_iso(self.stamp)
-        self.keys: list[str] = []
-        self._backend = backend
-        self._first = first_key
-        # (queue, task) -> the records' "<q>,<t>," key positions and the labels, encoded
-        # (a batch's statuses mostly share them; each index key is passed once).
-        self._labels: dict[tuple[str, str], tuple[str, bytes, bytes]] = {}
-        self._parts: list[bytes] = []
-
-    def _key(self, key: str) -> int:
-        self.keys.append(key)
-        return self._first + len(self.keys) - 1
-
-    def add(self, write: StatusWrite) -> None:
-        p = self._backend._p
-        task_id, state, meta = write.task_id, write.state, write.meta
-        status = TaskStatus(id=task_id, state=state, payload=write.payload, error=write.error, attempt=write.attempt,
-                            meta=meta)
-        fields = status.to_dict()
-        fields["updated_at"] = self.iso  # formatted once per batch
-        body = dumps(fields).encode()
-        ident = task_id.encode()
-        labels = (_label(meta.get("queue")), _label(meta.get("task")))
-        known = self._labels.get(labels)
-        if known is None:
-            queue, task = labels
-            at = f"{self._key(p + 'q:' + queue) if queue else 0},{self._key(p + 't:' + task) if task else 0},"
-            known = self._labels[labels] = (at, queue.encode(), task.encode())
-        at, q, t = known
-        head = (f"{STATE_INDEX[state]},{self._key(p + 's:' + task_id)},{at}{max(1, int(write.ttl * 1000))},"
-                f"{len(ident)},{len(body)},{len(q)},{len(t)}:")
-        self._parts += (head.encode(), ident, body, q, t)
-
-    def args(self) -> list[Any]:
-        return [b"".join(self._parts), self.iso, to_us(self.stamp), self._backend._watch_prefix]
+    def find(self, backend: ResultBackend) -> RedisBackend | None:
+        if backend is self._last and backend.is_open:
+            return backend
+        if isinstance(backend, RedisBackend) and backend.shares_server(self._config):
+            self._last = backend
+            return backend
+        return None
 
 
-def _stored(write: StatusWrite, created_at: datetime, updated_at: datetime) -> TaskStatus:
-    """What ``set_status`` returns for ``write``, stored with these timestamps."""
-    return TaskStatus(id=write.task_id, state=write.state, payload=write.payload, error=write.error,
-                      attempt=write.attempt, meta=write.meta, created_at=created_at, updated_at=updated_at)
-
-
-def _label(value: Any) -> str:
-    """An index label from a meta value: strings only ('' = not indexed)."""
-    return value if isinstance(value, str) else ""
-
-
-def _decode(body: bytes | str, created: bytes | str | None) -> TaskStatus:
-    data = json.loads(body)
-    data["created_at"] = text(created) if created is not None else data.get("updated_at")
-    return TaskStatus.from_dict(data)
-
-
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "SharedBackend"]

@@ -22,7 +22,7 @@ from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from . import store
-from .db import Database
+from .db import SQLiteDatabase
 from .url import BUSY_TIMEOUT_S, POLL_INTERVAL_S, parse_sqlite_url
 
 BACKEND_OPTIONS = frozenset({"result_ttl", "heartbeat_ttl", "busy_timeout", "poll_interval"})
@@ -49,14 +49,14 @@ class SQLiteBackend(ResultBackend):
     ) -> None:
         super().__init__(namespace=namespace, result_ttl=result_ttl, heartbeat_ttl=heartbeat_ttl)
         self.path = path
-        self._db = Database(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable, label="result backend",
-                            poll_interval=poll_interval)
+        self._db = SQLiteDatabase(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable,
+                                  label="result backend", poll_interval=poll_interval)
         self._next_cleanup = 0.0
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "SQLiteBackend":
-        parsed = parse_sqlite_url(url, options, BACKEND_OPTIONS)
-        return cls(parsed.path, namespace=namespace, **parsed.options)
+        config = parse_sqlite_url(url, options, BACKEND_OPTIONS)
+        return cls(config.path, namespace=namespace, **config.options)
 
     async def connect(self) -> "SQLiteBackend":
         await self._db.open()
@@ -87,7 +87,7 @@ class SQLiteBackend(ResultBackend):
         await self._db.run(store.set_statuses, self.namespace, writes, self._cleanup_due())
         self._db.bell.ring()
 
-    def fused_statuses(self, db: Database, writes: list[StatusWrite]) -> store.StatusWrites | None:
+    def fused_statuses(self, db: SQLiteDatabase, writes: list[StatusWrite]) -> store.StatusWrites | None:
         """For a broker about to write ``writes`` in its own transaction on ``db``: the
         arguments of ``store.put_statuses`` (namespace, writes, clean) when ``db`` shares
         this backend's connection, else None (write them through the backend)."""
@@ -159,4 +159,13 @@ class SQLiteBackend(ResultBackend):
         return await self._db.run(store.list_audit, self.namespace, limit, offset)
 
 
-__all__ = ["BACKEND_OPTIONS", "SQLiteBackend"]
+def fused_statuses(backend: ResultBackend, db: SQLiteDatabase, writes: list[StatusWrite]) -> store.StatusWrites | None:
+    """``writes`` ready to ride in a broker's transaction on ``db`` when ``backend`` is a
+    SQLite backend on that connection (same file, this process), else None: the broker's
+    fused ``enqueue`` and ``ack_with_status`` then take the contract's two steps."""
+    if not isinstance(backend, SQLiteBackend):
+        return None
+    return backend.fused_statuses(db, writes)
+
+
+__all__ = ["BACKEND_OPTIONS", "SQLiteBackend", "fused_statuses"]

@@ -1,0 +1,121 @@
+"""``RedisRecords``: what ``RedisBackend`` keeps besides statuses: worker heartbeats,
+named records (``Worker`` registrations, schedules, pauses) and the audit log.
+
+* ``hb:<worker>`` expires by itself (``PX``); ``hbs`` (worker -> expiry) lists live ones.
+* ``rec:<kind>`` / ``recx:<kind>`` hold records and the expiry of those with a TTL
+  (``results_records_prune.lua`` drops the expired ones with every write);
+* ``audit`` is a capped list, newest first.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...clock import utcnow
+from ...contract.types import WorkerHeartbeat
+from .codec import dumps, text
+from .connection import RedisConnection
+from .keys import ResultKeys, to_us
+
+# The audit log keeps this many newest records.
+AUDIT_MAX_ENTRIES = 100_000
+
+
+class RedisRecords:
+    """Heartbeats, records and the audit log of one namespace."""
+
+    def __init__(self, conn: RedisConnection, keys: ResultKeys) -> None:
+        self._conn = conn
+        self._keys = keys
+
+    async def set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
+        ms = max(1, int(ttl * 1000))
+        now = to_us(utcnow())
+        body = dumps(heartbeat.to_dict())
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.set(self._keys.heartbeat(heartbeat.worker_id), body, px=ms)
+                pipe.zadd(self._keys.heartbeats, {heartbeat.worker_id: now + ms * 1000})
+                pipe.zremrangebyscore(self._keys.heartbeats, "-inf", now)
+                await pipe.execute()
+
+    async def get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
+        with self._conn.guard:
+            raw = await self._conn.client.get(self._keys.heartbeat(worker_id))
+        return WorkerHeartbeat.from_dict(json.loads(raw)) if raw is not None else None
+
+    async def list_heartbeats(self) -> list[WorkerHeartbeat]:
+        client = self._conn.client
+        with self._conn.guard:
+            ids = await client.zrangebyscore(self._keys.heartbeats, f"({to_us(utcnow())}", "+inf")
+            raws = await client.mget([self._keys.heartbeat(text(i)) for i in ids]) if ids else []
+        beats = [WorkerHeartbeat.from_dict(json.loads(raw)) for raw in raws if raw is not None]
+        return sorted(beats, key=lambda hb: hb.worker_id)
+
+    async def put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
+        records, expiries = self._keys.records(kind)
+        body = dumps(value)
+        now = to_us(utcnow())
+        client = self._conn.client
+        with self._conn.guard:
+            script = self._conn.script("results_records_prune")
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(records, key, body)
+                if ttl is not None:
+                    pipe.zadd(expiries, {key: now + int(ttl * 1_000_000)})
+                else:
+                    pipe.zrem(expiries, key)
+                await script(keys=[records, expiries], args=[now], client=pipe)
+                await pipe.execute()
+
+    async def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        records, expiries = self._keys.records(kind)
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.hget(records, key)
+                pipe.zscore(expiries, key)
+                raw, expiry = await pipe.execute()
+        if raw is None or (expiry is not None and expiry <= to_us(utcnow())):
+            return None
+        return json.loads(raw)
+
+    async def list_records(self, kind: str) -> dict[str, dict[str, Any]]:
+        records, expiries = self._keys.records(kind)
+        now = to_us(utcnow())
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(records)
+                pipe.zrangebyscore(expiries, "-inf", now)
+                rows, expired = await pipe.execute()
+        gone = {text(k) for k in expired}
+        live = {text(k): json.loads(v) for k, v in rows.items() if text(k) not in gone}
+        return dict(sorted(live.items()))
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        records, expiries = self._keys.records(kind)
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.zscore(expiries, key)
+                pipe.hdel(records, key)
+                pipe.zrem(expiries, key)
+                expiry, deleted, _ = await pipe.execute()
+        return bool(deleted) and (expiry is None or expiry > to_us(utcnow()))
+
+    async def append_audit(self, record: dict[str, Any]) -> None:
+        body = dumps(record)
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.lpush(self._keys.audit, body)
+                pipe.ltrim(self._keys.audit, 0, AUDIT_MAX_ENTRIES - 1)
+                await pipe.execute()
+
+    async def list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        if limit == 0:
+            return []
+        with self._conn.guard:
+            rows = await self._conn.client.lrange(self._keys.audit, offset, offset + limit - 1)
+        return [json.loads(r) for r in rows]
+
+
+__all__ = ["AUDIT_MAX_ENTRIES", "RedisRecords"]
