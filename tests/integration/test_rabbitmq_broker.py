@@ -23,9 +23,10 @@ from stem_core.adapters.rabbitmq.topology import REPLY_QUEUE_EXPIRES_MS, REPLY_Q
 from stem_core.adapters.rabbitmq.url import parse_url
 from stem_core.control.protocol import REPLY_QUEUE_PREFIX as CONTROL_REPLY_PREFIX
 from stem_core.errors import LeaseLost
-from tests.contract.helpers import assert_nothing, consuming, eventually, receive_one, stats_of
+from tests.contract.helpers import assert_nothing, consuming, receive_one, stats_of
 from tests.specs import require_service
 from tests.specs.rabbitmq import MANAGEMENT_URL, RABBITMQ_TEST_URL, delete_namespace
+from tests.support import eventually
 
 DEADLINE_S = 30.0
 ROOT = Path(__file__).resolve().parents[2]

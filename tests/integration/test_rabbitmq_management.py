@@ -19,9 +19,10 @@ from typing import AsyncIterator
 import pytest
 
 from stem_core import Broker, Envelope, connect_broker
-from tests.contract.helpers import eventually, receive_one, stats_of
+from tests.contract.helpers import receive_one, stats_of
 from tests.specs import require_service
 from tests.specs.rabbitmq import MANAGEMENT_URL, RABBITMQ_TEST_URL, delete_namespace
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 STEM = str(Path(sys.executable).parent / "stem")

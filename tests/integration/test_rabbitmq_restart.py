@@ -22,9 +22,9 @@ import pytest
 
 from stem_core import Envelope, connect_broker
 from stem_core.errors import BrokerUnavailable, LeaseLost
-from tests.contract.helpers import eventually
 from tests.specs import require_service, require_tool
 from tests.specs.rabbitmq import RABBITMQ_TEST_URL, delete_namespace
+from tests.support import eventually
 
 TASKS = 1_500
 RESTART_AFTER = 500  # confirmed publishes before the restart
