@@ -211,6 +211,10 @@ async def drop_namespace(url: str, namespace: str) -> None:
 
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema_name(namespace))} CASCADE")
+    elif scheme in ("amqp", "amqps"):
+        from tests.specs.rabbitmq import delete_namespace
+
+        await delete_namespace(url, namespace)
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float:

@@ -1,5 +1,6 @@
 """Display rules both front ends share, so the CLI and the TUI show data the same way:
-``neutralise`` (text from data made safe for a terminal) and the style of each verdict.
+``neutralise`` (text from data made safe for a terminal), the style of each verdict, and
+how a count the broker knows only approximately, or not at all, is shown.
 
 Neutral ground: it imports neither Typer nor Textual, and both front ends import it.
 """
@@ -37,9 +38,18 @@ def neutralise(value: object) -> str:
     return "".join(out)
 
 
-def approx(value: int, approximate: bool) -> str | int:
-    """A count as shown: ``~N`` when the broker only knows it approximately (SQS)."""
+# A count the broker cannot know (None: RabbitMQ's in-flight count without its management
+# API), in a cell and in a sentence.
+UNKNOWN_COUNT = "n/a"
+INFLIGHT_NA_NOTE = "n/a (needs the management API)"
+
+
+def approx(value: int | None, approximate: bool = False) -> str | int:
+    """A count as shown: ``~N`` when the broker only knows it approximately (SQS), ``n/a``
+    when it cannot know it at all (None)."""
+    if value is None:
+        return UNKNOWN_COUNT
     return f"~{value}" if approximate else value
 
 
-__all__ = ["VERDICT_STYLES", "approx", "neutralise"]
+__all__ = ["INFLIGHT_NA_NOTE", "UNKNOWN_COUNT", "VERDICT_STYLES", "approx", "neutralise"]

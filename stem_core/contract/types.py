@@ -37,7 +37,9 @@ class QueueStats:
     """Counts for one queue, read without scanning its messages.
 
     ``oldest_pending_age`` is seconds since the oldest *ready* message became ready
-    (enqueue time, or ``not_before`` when it was delayed), None when nothing is pending.
+    (enqueue time, or ``not_before`` when it was delayed), None when nothing is pending
+    or the broker cannot tell. ``inflight`` is None when the broker cannot know it
+    (RabbitMQ without its management API: AMQP does not count unacknowledged messages).
     ``enqueued_total`` / ``completed_total`` are monotonically growing counters (None
     when the adapter keeps none); ``stem_core.ops`` samples them to derive rates.
     ``approximate`` is True when the server only gives approximate counts (SQS: they may
@@ -47,7 +49,7 @@ class QueueStats:
     queue: str
     pending: int
     delayed: int
-    inflight: int
+    inflight: int | None
     dead: int
     oldest_pending_age: float | None
     enqueued_total: int | None = None

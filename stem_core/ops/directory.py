@@ -135,6 +135,11 @@ class Directory:
         known = await self.known_queues(heartbeats, pauses)
         if queue in known:
             return queue
+        # A broker that cannot list its queues (RabbitMQ without its management API)
+        # still counts the messages of one it is asked about.
+        (stats,) = await self.broker.queue_stats([queue])
+        if stats.pending or stats.delayed or stats.dead or stats.inflight:
+            return queue
         close = difflib.get_close_matches(queue, known, n=3)
         if close:
             hint = f"; did you mean {', '.join(close)}?"

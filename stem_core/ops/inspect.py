@@ -89,7 +89,11 @@ class Inspector:
         The in-flight page (bounded by ``LEASES_LIMIT``, and by the workers' prefetch, never
         by the queue's length) is read only when the heartbeats leave room for a doubt: more
         leases than the live workers reported, or a worker of this queue that stopped
-        heartbeating. A broker that cannot peek answers None (unknown), not a guess."""
+        heartbeating. A broker that cannot peek, or cannot count its in-flight messages
+        (``s.inflight`` None: RabbitMQ without its management API), answers None (unknown),
+        not a guess."""
+        if s.inflight is None:
+            return None
         if s.inflight == 0:
             return 0
         reported = 0
@@ -182,7 +186,7 @@ class Inspector:
             names = [await self.directory.require_queue(queue, heartbeats=heartbeats)]
         else:
             stats = await self.broker.queue_stats()
-            names = [s.queue for s in stats if s.inflight > 0 and not is_internal(s.queue)]
+            names = [s.queue for s in stats if (s.inflight or 0) > 0 and not is_internal(s.queue)]
         out: list[LeaseInfo] = []
         for name in names:
             for info in await self.broker.peek(name, state="inflight", limit=limit):

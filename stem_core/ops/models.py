@@ -48,7 +48,7 @@ class QueueOverview(_Model):
     queue: str
     pending: int
     delayed: int
-    inflight: int
+    inflight: int | None  # None: the broker cannot know (RabbitMQ without its management API)
     dead: int
     oldest_pending_age: float | None
     in_rate: float | None

@@ -79,7 +79,7 @@ class Sample:
             s.queue: QueueCounters(
                 enqueued=s.enqueued_total,
                 completed=s.completed_total,
-                depth=s.pending + s.delayed + s.inflight,
+                depth=s.pending + s.delayed + (s.inflight or 0),
                 pending=s.pending,
                 age=s.oldest_pending_age,
             )

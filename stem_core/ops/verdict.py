@@ -6,6 +6,7 @@ different times. Rules, first match wins (``docs/ops.md`` has the table and the 
 ==========  =================================================================================
 paused      a pause record covers every worker of the queue
 idle        nothing queued, delayed or in flight, and no traffic in the rate window
+unknown     (empty, no traffic) nothing queued or delayed, but the broker cannot count in-flight
 steady      (empty but flowing) nothing waiting, yet tasks went in or out in the window
 scheduled   only delayed messages, no traffic
 no-workers  messages wait and no live worker consumes the queue
@@ -60,13 +61,17 @@ def queue_verdict(
     *,
     pending: int,
     delayed: int,
-    inflight: int,
+    inflight: int | None,
     oldest_age: float | None,
     pause: dict[str, Any] | None,
     serving: int,
     rates: Rates | None,
 ) -> Verdict:
-    """Decide the verdict of one queue from its counts, pause record, serving workers and rates."""
+    """Decide the verdict of one queue from its counts, pause record, serving workers and rates.
+    An unknown in-flight count (None) counts as 0, except that an otherwise empty queue is
+    then ``unknown``, not ``idle``: its workers may be busy."""
+    inflight_known = inflight is not None
+    inflight = inflight or 0
     depth = pending + delayed + inflight
     backlog = pending + inflight
     if pause is not None:
@@ -78,6 +83,8 @@ def queue_verdict(
     if backlog == 0:
         if flowing is not None:
             return Verdict("steady", f"steady (keeping up, {text.rate(flowing)})")
+        if depth == 0 and not inflight_known:
+            return Verdict("unknown", "nothing waiting (in flight n/a: needs the management API)")
         if depth == 0:
             return Verdict("idle", "idle")
         return Verdict("scheduled", f"scheduled ({text.count(delayed)} delayed)")

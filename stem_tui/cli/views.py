@@ -16,7 +16,7 @@ from rich.text import Text
 from stem_core.ops import ActionResult, Explanation, LeaseInfo, Overview, QueueDetail, WorkerInfo
 from stem_core.ops import text as words
 
-from ..text import VERDICT_STYLES, approx, neutralise
+from ..text import INFLIGHT_NA_NOTE, VERDICT_STYLES, approx, neutralise
 
 # Args and reasons are cut to this many characters in table cells; queue names to fewer.
 CELL_MAX_CHARS = 60
@@ -100,7 +100,8 @@ def overview(ov: Overview) -> Group:
     window = next((q.rate_window for q in ov.queues if q.rate_window), None)
     footer = (f"{ov.live_workers} live worker(s) · broker {ov.broker} · namespace {ov.namespace} · "
               + (f"rates over {words.duration(window)}" if window else "rates: need a second sample (try --watch)")
-              + (" · ~ approximate counts" if any(q.approximate for q in ov.queues) else ""))
+              + (" · ~ approximate counts" if any(q.approximate for q in ov.queues) else "")
+              + (f" · in flight {INFLIGHT_NA_NOTE}" if any(q.inflight is None for q in ov.queues) else ""))
     if not ov.queues:
         return Group(t("no queues yet"), t(footer, "dim"))
     return Group(table, t(footer, "dim"))
@@ -142,8 +143,9 @@ def queue_detail(detail: QueueDetail) -> Group:
     if detail.overview is not None:
         q = detail.overview
         a = q.approximate
+        flying = INFLIGHT_NA_NOTE if q.inflight is None else approx(q.inflight, a)
         parts.append(t(f"{q.queue}: {approx(q.pending, a)} pending, {approx(q.delayed, a)} delayed, "
-                       f"{approx(q.inflight, a)} in flight, {approx(q.dead, a)} dead; "
+                       f"{flying} in flight, {approx(q.dead, a)} dead; "
                        f"oldest {words.duration(q.oldest_pending_age)}; {q.verdict_text}",
                        VERDICT_STYLES.get(q.verdict, "")))
     if not detail.messages:

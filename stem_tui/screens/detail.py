@@ -14,6 +14,7 @@ from stem_core.ops import QueueDetail
 
 from ..dialogs import plans
 from ..source import PAGE_SIZE, Snapshot, Want
+from ..text import approx
 from ..widgets.filter import Facets
 from ..widgets.literal import age, clean, field, literal, short_id, since
 from ..widgets.message import MessagePanel, describe
@@ -103,7 +104,8 @@ class DetailView(ViewScreen):
         row = self._detail.overview if self._detail is not None else None
         if row is None:
             return
-        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": row.inflight, "dead": row.dead}
+        numbers = {"pending": row.pending, "delayed": row.delayed, "inflight": approx(row.inflight),
+                   "dead": row.dead}
         for state, count in numbers.items():
             tab = self.query_one(f"#tab-{state}", Tab)
             label = f"{STATE_LABELS[state]} {count}"

@@ -12,7 +12,7 @@ from stem_core.clock import utcnow
 from stem_core.contract.broker import REPLAY_COUNT_META, REPLAYED_AT_META
 from tests.support import eventually
 
-from .helpers import DELIVERY_DEADLINE_S, QUIET_S, assert_nothing, consuming, env, qname, receive_one, stats_of
+from .helpers import DELIVERY_DEADLINE_S, QUIET_S, assert_nothing, consuming, counts, env, qname, receive_one, stats_of
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ async def test_dead_letter_moves_the_job_out_of_the_queue(broker: Broker) -> Non
     assert page.entries[0].reason == "contract-test" and page.next_offset is None
     await assert_nothing(broker, queue)
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.inflight, stats.dead) == (0, 0, 1)
+    assert counts(stats, "pending", "inflight", "dead") == (0, 0, 1)
 
 
 async def test_dead_letter_entries_are_retrievable_and_purgeable(broker: Broker) -> None:
@@ -219,4 +219,4 @@ async def test_dead_letter_then_replay_is_visible_to_an_idle_consumer(broker: Br
 
 async def _all_clear(broker: Broker, queue: str) -> bool:
     stats = await stats_of(broker, queue)
-    return (stats.pending, stats.inflight, stats.dead) == (0, 0, 0)
+    return counts(stats, "pending", "inflight", "dead") == (0, 0, 0)

@@ -21,9 +21,12 @@ from .helpers import (
     addressable,
     assert_nothing,
     consuming,
+    counts,
     delayed_env,
     env,
+    known,
     qname,
+    ready_consumer,
     receive_one,
     stats_of,
 )
@@ -83,8 +86,11 @@ async def test_extending_a_lease_never_duplicates_the_message(broker: Broker) ->
     queue = qname()
     sent = env(queue=queue, visibility_timeout=SHORT_LEASE_S)
     await broker.publish(sent)
-    async with consuming(broker, queue) as holder, consuming(broker, queue) as rival:
+    # The rival subscribes once the holder has the message: which of two consumers that
+    # open together gets a message is up to the broker (RabbitMQ pushes to either).
+    async with consuming(broker, queue) as holder:
         held = await holder.expect()
+        rival = await ready_consumer(broker, queue)
         for _ in range(6):
             await broker.extend_lease(held, SHORT_LEASE_S)
             # The rival sees nothing while the lease is kept alive
@@ -94,12 +100,13 @@ async def test_extending_a_lease_never_duplicates_the_message(broker: Broker) ->
                 f"renewed {held.envelope.id} (delivery {held.delivery_count})"
             )
         stats = await stats_of(broker, queue)
-        assert (stats.pending, stats.delayed, stats.inflight) == (0, 0, 1)
+        assert counts(stats, "pending", "delayed", "inflight") == (0, 0, 1)
         await broker.ack(held)
         assert await rival.next(QUIET_S) is None
-    assert len(holder.received) == 1 and rival.received == []
+        await rival.close()
+    assert len(holder.received) == 1 and [d.envelope.name for d in rival.received] == ["contract.marker"]
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.inflight) == (0, 0)
+    assert counts(stats, "pending", "inflight") == (0, 0)
 
 
 async def test_requeue_fences_the_old_holder(broker: Broker) -> None:
@@ -111,7 +118,7 @@ async def test_requeue_fences_the_old_holder(broker: Broker) -> None:
     assert old is not None
     assert await broker.requeue(queue, [sent.id]) == 1
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.inflight) == (1, 0)
+    assert counts(stats, "pending", "inflight") == (1, 0)
     new = await receive_one(broker, queue)
     assert new is not None and new.envelope.id == sent.id and new.delivery_count == 2
     # When the old holder settles, then nothing changes
@@ -122,12 +129,12 @@ async def test_requeue_fences_the_old_holder(broker: Broker) -> None:
     with pytest.raises(LeaseLost):
         await broker.extend_lease(old, 30)
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.delayed, stats.inflight, stats.dead) == (0, 0, 1, 0)
+    assert counts(stats, "pending", "delayed", "inflight", "dead") == (0, 0, 1, 0)
     # And the new holder still owns it
     await broker.extend_lease(new, 30)
     await broker.ack(new)
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.inflight, stats.dead) == (0, 0, 0)
+    assert counts(stats, "pending", "inflight", "dead") == (0, 0, 0)
 
 
 async def test_requeue_before_redelivery_fences_too(broker: Broker) -> None:
@@ -142,7 +149,7 @@ async def test_requeue_before_redelivery_fences_too(broker: Broker) -> None:
     with pytest.raises(LeaseLost):
         await broker.extend_lease(old, 30)
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.inflight) == (1, 0)
+    assert counts(stats, "pending", "inflight") == (1, 0)
 
 
 async def test_redelivery_after_expiry_fences_the_old_holder(broker: Broker) -> None:
@@ -158,10 +165,10 @@ async def test_redelivery_after_expiry_fences_the_old_holder(broker: Broker) -> 
     with pytest.raises(LeaseLost):
         await broker.extend_lease(old, 30)
     stats = await stats_of(broker, queue)
-    assert (stats.inflight, stats.dead) == (1, 0)
+    assert counts(stats, "inflight", "dead") == (1, 0)
     await broker.extend_lease(new, 30)
     await broker.ack(new)
-    assert (await stats_of(broker, queue)).inflight == 0
+    assert known((await stats_of(broker, queue)).inflight) == 0
 
 
 async def test_expired_receipt_still_settles_while_nobody_else_holds_it(broker: Broker) -> None:
@@ -173,7 +180,7 @@ async def test_expired_receipt_still_settles_while_nobody_else_holds_it(broker: 
     await broker.ack(late)
     await assert_nothing(broker, queue)
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.inflight) == (0, 0)
+    assert counts(stats, "pending", "inflight") == (0, 0)
 
 
 async def test_settling_twice_is_a_silent_no_op(broker: Broker) -> None:
@@ -221,7 +228,7 @@ async def test_remove_deletes_in_any_live_state_and_fences_holders(broker: Broke
     assert await broker.remove(queue, [pending.id, delayed.id, leased.id, "missing"]) == 3
     assert await broker.remove(queue, [pending.id]) == 0
     stats = await stats_of(broker, queue)
-    assert (stats.pending, stats.delayed, stats.inflight) == (1, 0, 0)
+    assert counts(stats, "pending", "delayed", "inflight") == (1, 0, 0)
     with pytest.raises(LeaseLost):
         await broker.extend_lease(held, 5)
     await broker.ack(held)  # a no-op: it was removed
@@ -254,4 +261,4 @@ async def test_stopping_mid_batch_hands_back_the_deliveries_never_handed_out(bro
 
 async def _stats_if(broker: Broker, queue: str, **wanted: int) -> object:
     stats = await stats_of(broker, queue)
-    return stats if all(getattr(stats, k) == v for k, v in wanted.items()) else None
+    return stats if counts(stats, *wanted) == tuple(wanted.values()) else None

@@ -32,6 +32,7 @@ from stem_core import Broker, Delivery, connect_broker
 from stem_core.clock import utcnow
 from stem_core.envelope import Envelope
 from stem_core.errors import LeaseLost
+from tests.contract.helpers import counts
 from tests.specs import AdapterSpec
 
 QUEUES = ("ma", "mb")
@@ -178,7 +179,8 @@ def build_machine(spec: AdapterSpec, root: Path) -> type[RuleBasedStateMachine]:
                 changes["not_before"] = utcnow() + timedelta(seconds=FAR_S)
             model.envelope = model.envelope.replace(**changes)
             model.state = "delayed" if far else "pending"
-            model.ready_at = _ready_at(model.envelope)
+            # Where requeues go to the back of the queue, it ranks from now on.
+            model.ready_at = _ready_at(model.envelope) if spec.requeue_keeps_age or far else utcnow()
 
         @precondition(lambda self: self.in_state("inflight"))
         @rule(index=st.integers(0, 1000))
@@ -216,6 +218,8 @@ def build_machine(spec: AdapterSpec, root: Path) -> type[RuleBasedStateMachine]:
                 # Ready from now on: ranks among equals by the time it became ready
                 model.ready_at = before
                 model.envelope = model.envelope.replace(not_before=None)
+            elif not spec.requeue_keeps_age:
+                model.ready_at = utcnow()  # at the back of its queue, as a nack
             self.fence(model)
             model.state = "pending"
 
@@ -233,9 +237,9 @@ def build_machine(spec: AdapterSpec, root: Path) -> type[RuleBasedStateMachine]:
 
         @rule(queue=st.sampled_from(QUEUES))
         def purge(self, queue: str) -> None:
-            # A broker that cannot reach messages it does not hold (no peek) purges the ready
-            # ones only: SQS hides a delayed message until it is due.
-            reach = self.in_state("delayed", queue) if self.broker.capabilities.peek else []
+            # A broker whose purge cannot reach delayed messages purges the ready ones only
+            # (spec.purges_delayed False: SQS hides a delayed message until it is due).
+            reach = self.in_state("delayed", queue) if spec.purges_delayed else []
             doomed = self.in_state("pending", queue) + reach
             assert self.run(self.broker.purge(queue)) == len(doomed)
             for model in doomed:
@@ -266,7 +270,7 @@ def build_machine(spec: AdapterSpec, root: Path) -> type[RuleBasedStateMachine]:
             for queue in QUEUES:
                 s = stats[queue]
                 expected = tuple(len(self.in_state(state, queue)) for state in ("pending", "delayed", "inflight", "dead"))
-                assert (s.pending, s.delayed, s.inflight, s.dead) == expected, f"{queue}: counts diverged from the model"
+                assert counts(s, "pending", "delayed", "inflight", "dead") == expected, f"{queue}: counts diverged from the model"
                 if not self.broker.capabilities.peek:
                     continue
                 for state in ("pending", "delayed", "inflight"):

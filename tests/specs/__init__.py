@@ -25,6 +25,8 @@ SERVICES: dict[str, tuple[str, int]] = {
     "redis": ("127.0.0.1", 6379),
     "postgres": ("127.0.0.1", 5432),
     "rabbitmq": ("127.0.0.1", 5672),
+    # The management plugin's HTTP API (tests clean up RabbitMQ namespaces through it).
+    "rabbitmq-management": ("127.0.0.1", 15672),
 }
 
 
@@ -36,12 +38,18 @@ class AdapterSpec:
     each test also gets its own random namespace. ``cleanup(url, namespace)`` removes
     what the test left on a shared server.
 
-    A broker-only adapter (``has_backend=False``) names in ``results(tmp_path)`` the result
-    backend its worker tests pair it with. ``oldest_first`` is False for a broker that
-    orders by priority but not strictly by age among equals (SQS: queues of equal
-    priority take turns, and a message given back queues behind newer ones).
-    ``load`` scales the task counts of the heavy multi-process tests (moto, the local SQS,
-    answers a few hundred requests a second at best).
+    A broker-only adapter (``has_backend=False``) names in ``paired_backend`` the adapter
+    whose URL (and cleanup, and server) serves as its result backend in the app, worker
+    and ops tests (``backend_url_of``). ``oldest_first`` is False for a broker that orders
+    by priority but not strictly by age among equals (SQS: queues of equal priority take
+    turns). ``requeue_keeps_age`` is False when a nacked or requeued message goes to the
+    back of its queue (RabbitMQ, SQS: neither can reinsert a message by age), so the model
+    test ranks it by the time it went back. ``knows_age`` is False when ``queue_stats``
+    cannot tell a queue's ``oldest_pending_age`` (always None: SQS, RabbitMQ).
+    ``purges_delayed`` is False when ``purge`` leaves delayed messages (SQS hides them
+    until due; RabbitMQ, without peek too, purges its delay queues). ``load``
+    scales the task counts of the heavy multi-process tests (moto, the local SQS, answers
+    a few hundred requests a second at best).
     """
 
     id: str
@@ -49,12 +57,19 @@ class AdapterSpec:
     service: str | None = None
     has_backend: bool = True
     cross_process: bool = True
-    results: Callable[[Path], str] | None = None
+    paired_backend: "AdapterSpec | None" = None
     oldest_first: bool = True
+    requeue_keeps_age: bool = True
+    knows_age: bool = True
+    purges_delayed: bool = True
     load: float = 1.0
     broker_options: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[str, str], Awaitable[None]] | None = None
+
+    def backend_spec(self) -> "AdapterSpec | None":
+        """The adapter that stores results next to this broker (itself where it can)."""
+        return self if self.has_backend else self.paired_backend
 
 
 # Servers the tests start themselves (moto for SQS): name -> start(), which returns once
@@ -63,8 +78,11 @@ STARTERS: dict[str, Callable[[], None]] = {}
 
 
 def backend_url_of(spec: AdapterSpec, tmp_path: Path) -> str:
-    """The result backend a worker test uses with ``spec``'s broker."""
-    return spec.results(tmp_path) if spec.results is not None else spec.url(tmp_path)
+    """The result backend a worker or ops test uses with ``spec``'s broker (``spec`` must
+    have one: ``spec.backend_spec()`` is not None)."""
+    paired = spec.backend_spec()
+    assert paired is not None, f"{spec.id} is a broker only and names no paired_backend"
+    return paired.url(tmp_path)
 
 
 def service_up(name: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from tests.specs import REQUIRE_SERVICES, STARTERS, AdapterSpec
+from tests.specs.sqlite import SPEC as SQLITE
 
 MOTO_START_DEADLINE_S = 60.0
 MOTO_REGION = "us-east-1"
@@ -126,8 +127,11 @@ SPEC = AdapterSpec(
     url=sqs_url,
     service="moto",
     has_backend=False,
-    results=lambda tmp: f"sqlite://{(tmp / 'results.db').as_posix()}",
+    paired_backend=SQLITE,
     oldest_first=False,
+    requeue_keeps_age=False,
+    knows_age=False,
+    purges_delayed=False,
     load=0.25,
     cleanup=delete_namespace,
 )

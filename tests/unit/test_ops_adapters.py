@@ -13,20 +13,24 @@ from stem_core import Envelope, connect_backend
 from stem_core.clock import utcnow
 from stem_core.ops import Ops
 from tests.cli.helpers import claim, heartbeat, inflight_entry
-from tests.specs import AdapterSpec, backend_url_of
+from tests.specs import AdapterSpec, backend_url_of, require_service
 
 
 @pytest.fixture
 async def ops(broker_spec: AdapterSpec, tmp_path: Path, namespace: str, broker: Any) -> AsyncIterator[Ops]:
-    if not broker_spec.has_backend and broker_spec.results is None:
+    paired = broker_spec.backend_spec()
+    if paired is None:
         pytest.skip(f"{broker_spec.id} is a broker only")
-    # A broker-only adapter (SQS) pairs with the result backend its spec names.
-    backend = await connect_backend(backend_url_of(broker_spec, tmp_path), namespace=namespace,
-                                    **broker_spec.backend_options)
+    # A broker-only adapter (SQS, RabbitMQ) pairs with the result backend its spec names.
+    require_service(paired.service)
+    backend_url = backend_url_of(broker_spec, tmp_path)
+    backend = await connect_backend(backend_url, namespace=namespace, **paired.backend_options)
     try:
         yield Ops(broker, backend, actor="tester", stale_after=5.0)
     finally:
         await backend.close()
+        if paired is not broker_spec and paired.cleanup is not None:
+            await paired.cleanup(backend_url, namespace)
 
 
 async def test_overview_leases_explain_and_repair_on_every_adapter(ops: Ops) -> None:

@@ -126,6 +126,13 @@ def rates(**kw: object) -> Rates:
         ((50, 0, 2, 1.0), None, 2, rates(net_rate=2.0), "growing", "+2/s"),
         ((50, 0, 10, 1.0), None, 2, rates(net_rate=-2.0), "draining", "empties in ~30s"),
         ((50, 0, 2, 1.0), None, 2, rates(net_rate=0.0, out_rate=5.0), "steady", "5/s"),
+        # An in-flight count the broker cannot know (RabbitMQ without its management API):
+        # an otherwise empty queue is unknown, not idle; with traffic it still keeps up
+        ((0, 0, None, None), None, 2, rates(in_rate=0.0, out_rate=0.0, completions=0.0), "unknown", "in flight n/a"),
+        ((0, 0, None, None), None, 2, None, "unknown", "in flight n/a"),
+        ((0, 0, None, None), None, 2, rates(in_rate=4.0, out_rate=4.0), "steady", "keeping up, 4/s"),
+        ((0, 2, None, None), None, 2, None, "scheduled", "2 delayed"),
+        ((5, 0, None, 9.0), None, 0, rates(), "no-workers", "no workers (5 waiting)"),
     ],
 )
 def test_verdict_rules(counts: tuple, pause: dict | None, serving: int, r: Rates | None, code: str, words: str) -> None:

@@ -14,45 +14,51 @@ from tests.worker.helpers import WorkerProcess
 # In-process worker tests run on every adapter that is also a result backend, and on
 # broker-only adapters paired with the backend their spec names; tests with real worker
 # processes only where the broker crosses processes.
-WORKER_SPECS = [s for s in BROKER_SPECS if s.has_backend or s.results is not None]
+WORKER_SPECS = [s for s in BROKER_SPECS if s.backend_spec() is not None]
 PROCESS_SPECS = [s for s in WORKER_SPECS if s.cross_process]
+
+
+def _require(spec: AdapterSpec) -> AdapterSpec:
+    require_service(spec.service)
+    if spec.paired_backend is not None:
+        require_service(spec.paired_backend.service)
+    return spec
 
 
 @pytest.fixture(params=WORKER_SPECS, ids=lambda s: s.id)
 def worker_spec(request: pytest.FixtureRequest) -> AdapterSpec:
-    spec: AdapterSpec = request.param
-    require_service(spec.service)
-    return spec
+    return _require(request.param)
 
 
 @pytest.fixture(params=PROCESS_SPECS, ids=lambda s: s.id)
 def process_spec(request: pytest.FixtureRequest) -> AdapterSpec:
-    spec: AdapterSpec = request.param
-    require_service(spec.service)
-    return spec
+    return _require(request.param)
 
 
-async def _cleanup(spec: AdapterSpec, url: str, namespace: str) -> None:
+async def _cleanup(spec: AdapterSpec, url: str, backend_url: str, namespace: str) -> None:
     if spec.cleanup is not None:  # the memory spec drops its store too
         await spec.cleanup(url, namespace)
+    paired = spec.paired_backend
+    if not spec.has_backend and paired is not None and paired.cleanup is not None:
+        await paired.cleanup(backend_url, namespace)
 
 
 @pytest.fixture
 async def app_factory(worker_spec: AdapterSpec, tmp_path: Path, namespace: str) -> AsyncIterator[Callable[[], Stem]]:
     """``make()``: a new Stem on this test's store and namespace (each with its own connections)."""
     url = worker_spec.url(tmp_path)
-    backend = backend_url_of(worker_spec, tmp_path)
+    backend_url = backend_url_of(worker_spec, tmp_path)
     apps: list[Stem] = []
 
     def make() -> Stem:
-        app = Stem(broker=url, backend=backend, namespace=namespace)
+        app = Stem(broker=url, backend=backend_url, namespace=namespace)
         apps.append(app)
         return app
 
     yield make
     for app in apps:
         await app.close()
-    await _cleanup(worker_spec, url, namespace)
+    await _cleanup(worker_spec, url, backend_url, namespace)
 
 
 @pytest.fixture
@@ -75,7 +81,7 @@ async def producer(process_spec: AdapterSpec, process_url: str, process_backend_
     await app.connect()
     yield app
     await app.close()
-    await _cleanup(process_spec, process_url, namespace)
+    await _cleanup(process_spec, process_url, process_backend_url, namespace)
 
 
 @pytest.fixture

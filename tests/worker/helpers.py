@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from stem_core import Delivery, Envelope, Stem, TaskState, TaskStatus, Worker
 from tests.support import DEADLINE_S, eventually
@@ -125,8 +125,9 @@ class WorkerProcess:
 
 
 async def ready_envelopes(app: Stem, queue: str = "default") -> list[Envelope]:
-    """The envelopes ready on ``queue``: peeked, or, where the broker cannot peek (SQS),
-    received and handed straight back (``requeue`` of deliveries this process holds)."""
+    """The envelopes ready on ``queue``: peeked, or, where the broker cannot peek (SQS,
+    RabbitMQ), received and handed straight back (``requeue`` of deliveries this process
+    holds; their attempt is left as it was)."""
     broker = app.broker
     if broker.capabilities.peek:
         return [m.envelope for m in await broker.peek(queue, state="pending")]

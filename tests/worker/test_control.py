@@ -17,6 +17,7 @@ from stem_core.control import CONTROL_COMMANDS, Command, ControlClient, ControlR
 from stem_core.control.liveness import STALE_AFTER_S
 from stem_core.control.protocol import reply_queue_name
 from stem_core.worker import TaskContext
+from tests.contract.helpers import known
 from tests.support import eventually
 from tests.worker.helpers import one_active_two_reserved, ready_envelopes, running
 
@@ -170,7 +171,7 @@ async def test_pause_hands_back_reserved_deliveries(app_factory: Callable[[], St
         # The two reserved ones go back to the queue with their attempt unchanged
         await eventually(lambda: len(worker.held) == 1, message="reserved handed back")
         stats = (await app.broker.queue_stats(["qg"]))[0]
-        assert stats.pending == 2 and stats.inflight == 1
+        assert stats.pending == 2 and known(stats.inflight) == 1
         pending = await ready_envelopes(app, "qg")
         assert sorted(e.id for e in pending) == sorted(ids[1:])
         assert all(e.attempt == 0 for e in pending)

@@ -14,6 +14,7 @@ import pytest
 
 from stem_core import Stem, TaskState
 from stem_core.control import ControlClient
+from tests.contract.helpers import counts
 from tests.worker.apps.tasks import SIDE_QUEUE, read_log, summarize
 from tests.specs import AdapterSpec
 from tests.support import eventually
@@ -80,7 +81,7 @@ async def test_killed_workers_lose_nothing_and_every_duplicate_is_explained(
     assert len(ids) == len(set(ids)) == total
     assert set(runs["finishes"]) >= set(ids)
     stats = (await producer.broker.queue_stats(["default"]))[0]
-    assert (stats.pending, stats.delayed, stats.inflight, stats.dead) == (0, 0, 0, 0)
+    assert counts(stats, "pending", "delayed", "inflight", "dead") == (0, 0, 0, 0)
     # And every duplicate execution is explained by a kill: at most one run of an id was
     # on a worker that survived
     duplicates = {task_id: pids for task_id, pids in runs["starts"].items() if len(pids) > 1}
@@ -128,7 +129,7 @@ async def test_poison_and_unknown_tasks_end_in_dead_letters_and_good_ones_comple
     assert await all_in_state(producer, good, TaskState.SUCCEEDED)
     assert all(starts[task_id] >= 1 for task_id in good)
     stats = (await producer.broker.queue_stats(["default"]))[0]
-    assert (stats.pending, stats.inflight, stats.dead) == (0, 0, 2)
+    assert counts(stats, "pending", "inflight", "dead") == (0, 0, 2)
 
 
 async def test_control_plane_with_three_worker_processes(producer: Stem, spawn: Spawn, log_dir: Path) -> None:
