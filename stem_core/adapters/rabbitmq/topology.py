@@ -22,13 +22,11 @@ from typing import Any, Awaitable, Callable
 
 from aiormq.abc import AbstractChannel
 
+from ...settings import REPLY_QUEUE_PREFIX
 from .connection import RabbitMQConnection, shielded
 from .names import LEVELS, MAX_PRIORITY, RabbitMQNames
 
 CLASSIC = {"x-queue-type": "classic"}
-# stem_core.control.protocol.REPLY_QUEUE_PREFIX (a unit test keeps the two equal; the
-# adapter does not import the control plane, which sits above it).
-REPLY_QUEUE_PREFIX = "stem.reply."
 REPLY_QUEUE_EXPIRES_MS = 300_000
 
 
