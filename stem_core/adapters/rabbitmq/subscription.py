@@ -75,6 +75,7 @@ class RabbitMQSubscription:
         self._exchanges: dict[str, str] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self._closer: asyncio.Future[None] | None = None
+        self._late: set[str] = set()  # queues of messages handed back as they arrived after close
 
     @property
     def window(self) -> int:
@@ -177,6 +178,7 @@ class RabbitMQSubscription:
             await self._hand_back(message, envelope)
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
+        await self._settled_back(channel, {queue for *_, queue in unused} | self._late)
         self._close_if_idle(channel)
 
     async def _hand_back(self, message: DeliveredMessage, envelope: Envelope) -> None:
@@ -187,6 +189,19 @@ class RabbitMQSubscription:
             await message.channel.basic_nack(message.delivery_tag or 0, requeue=True, wait=False)
         except TRANSIENT:
             pass
+
+    async def _settled_back(self, channel: AbstractChannel | None, queues: set[str]) -> None:
+        """Return only once the queues hold what was handed back. ``basic.nack`` has no
+        reply; a passive declare on the same channel does, and the server answers it after
+        the requeues sent before it (the channel talks to each queue in order), so a
+        ``queue_stats`` read after ``close`` counts those messages as pending again."""
+        if channel is None or channel.is_closed:
+            return
+        for queue in sorted(queues):
+            try:
+                await channel.queue_declare(self._names.work(queue), passive=True)
+            except TRANSIENT:
+                return
 
     def released(self, channel: AbstractChannel) -> None:
         """A delivery handed out on ``channel`` was settled (``HoldOwner``)."""
@@ -216,6 +231,7 @@ class RabbitMQSubscription:
     def _arrive(self, queue: str, message: DeliveredMessage) -> None:
         envelope, ok = codec.decode(message.body, f"amqp-{self.token}-{message.delivery_tag}", queue)
         if self.closed:
+            self._late.add(queue)
             self._spawn(self._hand_back(message, envelope))
             return
         if not ok:
