@@ -27,6 +27,8 @@ MAX_PAGE_LIMIT = 1000
 MAX_BATCH_LIMIT = 100_000
 # How deep an offset may reach (``--offset``): further than this, page by cursor.
 MAX_PAGE_OFFSET = 10_000
+# An opaque page cursor (``peek_page``) an adapter hands out is at most this long.
+MAX_CURSOR_LENGTH = 512
 # Retries a task may ask for (``max_retries``, ``--max-retries``).
 MAX_RETRIES = 100_000
 # An envelope's ``attempt`` fits the 32-bit integer columns that store it.
@@ -96,6 +98,7 @@ __all__ = [
     "MAX_ATTEMPT",
     "MAX_BATCH_LIMIT",
     "MAX_CONCURRENCY",
+    "MAX_CURSOR_LENGTH",
     "MAX_DURATION_SECONDS",
     "MAX_PAGE_LIMIT",
     "MAX_PAGE_OFFSET",

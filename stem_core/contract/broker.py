@@ -66,10 +66,10 @@ from typing import Any, AsyncIterator, ClassVar, Iterable, Sequence
 from ..clock import to_iso, utcnow
 from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, delay_to_not_before, validate_name
 from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
-from ..limits import MAX_BATCH_LIMIT, check_int, check_page
+from ..limits import MAX_BATCH_LIMIT, MAX_CURSOR_LENGTH, MAX_PAGE_OFFSET, check_int, check_page
 from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, max_envelope_bytes, validate_namespace
 from .backend import ResultBackend, StatusWrite
-from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult, TaskState
+from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats, ReplayResult, TaskState
 
 # One adapter ``_receive`` call blocks at most this long, so a closed iterator or a
 # cancelled consumer is noticed promptly.
@@ -400,6 +400,21 @@ class Broker(ABC):
             raise Unsupported(f"the {self.scheme} broker cannot peek at messages")
         return await self._peek(queue, state, limit, offset)
 
+    async def peek_page(self, queue: str, *, state: str = "pending", limit: int = DEFAULT_PAGE_LIMIT,
+                        cursor: str | None = None) -> MessagePage:
+        """One page of ``peek`` from ``cursor`` (None: the start); page on with the
+        returned ``next_cursor``. Unlike an offset, a cursor costs the same however deep
+        it is: the way to walk a long queue."""
+        validate_name(queue)
+        if state not in PEEK_STATES:
+            raise ValueError(f"state must be one of {', '.join(PEEK_STATES)}, got {state!r}")
+        check_page(limit, 0)
+        if cursor is not None and (not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR_LENGTH):
+            raise ValueError(f"cursor must be a next_cursor of an earlier page, got {str(cursor)[:40]!r}")
+        if not self.capabilities.peek:
+            raise Unsupported(f"the {self.scheme} broker cannot peek at messages")
+        return await self._peek_page(queue, state, limit, cursor)
+
     async def requeue(self, queue: str, ids: Iterable[str]) -> int:
         """Make leased or delayed messages ready now; returns how many changed."""
         validate_name(queue)
@@ -551,6 +566,20 @@ class Broker(ABC):
 
     @abstractmethod
     async def _peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]: ...
+
+    async def _peek_page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
+        """Adapters with a native cursor override this; the default pages by offset,
+        encoded in the cursor (``o<offset>``) and bounded by ``MAX_PAGE_OFFSET``."""
+        offset = 0
+        if cursor is not None:
+            digits = cursor[1:]
+            if not cursor.startswith("o") or not digits.isdigit() or len(digits) > 9:
+                raise ValueError(f"invalid cursor {cursor[:40]!r}: pass back a next_cursor of this queue and state")
+            offset = int(digits)
+        check_page(limit, offset)
+        infos = await self._peek(queue, state, limit, offset) if limit else []
+        more = limit > 0 and len(infos) == limit and offset + limit <= MAX_PAGE_OFFSET
+        return MessagePage(messages=infos, next_cursor=f"o{offset + limit}" if more else None)
 
     @abstractmethod
     async def _requeue(self, queue: str, ids: set[str]) -> int: ...
