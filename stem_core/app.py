@@ -28,6 +28,7 @@ from .clock import UTC
 from .contract import Broker, ResultBackend, TaskStatus
 from .envelope import DEFAULT_QUEUE, Envelope, delay_to_not_before, validate_name
 from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
+from .limits import ID_MAX_LENGTH, MAX_DURATION_SECONDS, MAX_RETRIES, check_int, check_seconds, check_task_name
 from .settings import (
     DEFAULT_MAX_RETRIES,
     ENV_BACKEND_URL,
@@ -236,15 +237,13 @@ class Stem:
         def register(fn: Callable[..., Any]) -> Task:
             if not callable(fn):
                 raise TypeError(f"@app.task needs a function, got {type(fn).__name__}")
-            task_name = name if name is not None else f"{fn.__module__}.{fn.__qualname__}"
-            if not isinstance(task_name, str) or not task_name.strip():
-                raise ValueError("task name must be a non-empty string")
+            task_name = check_task_name(name if name is not None else f"{fn.__module__}.{fn.__qualname__}")
             task = Task(
                 app=self,
                 name=task_name,
                 func=fn,
                 queue=validate_name(queue),
-                max_retries=_non_negative_int(max_retries, "max_retries"),
+                max_retries=check_int(max_retries, "max_retries", 0, MAX_RETRIES),
                 time_limit=_positive_or_none(time_limit, "time_limit"),
                 visibility_timeout=_positive_or_none(visibility_timeout, "visibility_timeout"),
                 priority=_priority(priority),
@@ -282,8 +281,9 @@ class Stem:
         max_retries: int | None = None,
     ) -> Envelope:
         """The envelope ``enqueue`` would publish, fully validated (``ValueError`` family)."""
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError("task name must be a non-empty string")
+        check_task_name(name)
+        if max_retries is not None:
+            check_int(max_retries, "max_retries", 0, MAX_RETRIES)
         if args is None:
             args = {}
         if type(args) is not dict and not isinstance(args, Mapping):
@@ -300,8 +300,9 @@ class Stem:
         if task is not None and task.visibility_timeout is not None:
             fields["visibility_timeout"] = task.visibility_timeout
         if task_id is not None:
-            if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
-                raise ValueError(f"task_id must be a non-empty string of at most 200 characters, got {task_id!r}")
+            if not isinstance(task_id, str) or not task_id or len(task_id) > ID_MAX_LENGTH:
+                shown = repr(task_id) if not isinstance(task_id, str) or len(task_id) <= 60 else repr(task_id[:57]) + "..."
+                raise ValueError(f"task_id must be a non-empty string of at most {ID_MAX_LENGTH} characters, got {shown}")
             fields["id"] = task_id
         envelope = Envelope(**fields)
         envelope.to_json()  # raises InvalidEnvelope when args are not JSON
@@ -401,26 +402,20 @@ def _not_before(delay: float | timedelta | None, eta: datetime | None) -> dateti
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"delay must be seconds >= 0 or a timedelta, got {delay!r}")
-    return delay_to_not_before(seconds)
-
-
-def _non_negative_int(value: object, label: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{label} must be an integer >= 0, got {value!r}")
-    return value
+    return delay_to_not_before(check_seconds(seconds, "delay"))
 
 
 def _non_negative(value: object, label: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{label} must be seconds >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_DURATION_SECONDS:
+        raise ValueError(f"{label} must be seconds 0..{MAX_DURATION_SECONDS:g} (10 years), got {value!r}")
     return float(value)
 
 
 def _positive_or_none(value: object, label: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{label} must be positive seconds or None, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= MAX_DURATION_SECONDS:
+        raise ValueError(f"{label} must be positive seconds (at most 10 years) or None, got {value!r}")
     return float(value)
 
 

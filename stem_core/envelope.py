@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .clock import UTC, parse_iso, to_iso, utcnow
-from .errors import InvalidEnvelope, InvalidName
+from .errors import EnvelopeTooLarge, InvalidEnvelope, InvalidName
+from .limits import ID_MAX_LENGTH, MAX_ATTEMPT, MAX_DURATION_SECONDS, MAX_RETRIES, NAME_MAX_LENGTH, check_task_name
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
-NAME_MAX_LENGTH = 200
 DEFAULT_QUEUE = "default"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._:\-]{1,%d}" % NAME_MAX_LENGTH)
@@ -141,10 +141,14 @@ class Envelope:
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise InvalidEnvelope("envelope name must be a non-empty string")
-        if not isinstance(self.id, str) or not self.id or len(self.id) > 200:
-            raise InvalidEnvelope(f"envelope id must be a non-empty string of at most 200 characters, got {self.id!r}")
+        if not isinstance(self.name, str) or len(self.name) > NAME_MAX_LENGTH or not self.name.strip():
+            try:
+                check_task_name(self.name)
+            except ValueError as exc:
+                raise InvalidEnvelope(f"envelope {exc}") from None
+        if not isinstance(self.id, str) or not self.id or len(self.id) > ID_MAX_LENGTH:
+            shown = repr(self.id) if not isinstance(self.id, str) or len(self.id) <= 60 else repr(self.id[:57]) + "..."
+            raise InvalidEnvelope(f"envelope id must be a non-empty string of at most {ID_MAX_LENGTH} characters, got {shown}")
         object.__setattr__(self, "args", _check_json_map(self.args, "args"))
         headers = _check_json_map(self.headers, "headers")
         for key, val in headers.items():
@@ -156,12 +160,13 @@ class Envelope:
         if self.not_before is not None:
             object.__setattr__(self, "not_before", _check_time(self.not_before, "not_before"))
         _check_int(self.priority, "priority", MIN_PRIORITY, MAX_PRIORITY)
-        _check_int(self.attempt, "attempt", 0)
-        _check_int(self.max_retries, "max_retries", 0)
+        _check_int(self.attempt, "attempt", 0, MAX_ATTEMPT)
+        _check_int(self.max_retries, "max_retries", 0, MAX_RETRIES)
         vt = self.visibility_timeout
         if vt is not None:
-            if isinstance(vt, bool) or not isinstance(vt, (int, float)) or not vt > 0:
-                raise InvalidEnvelope(f"envelope visibility_timeout must be a positive number of seconds, got {vt!r}")
+            if isinstance(vt, bool) or not isinstance(vt, (int, float)) or not 0 < vt <= MAX_DURATION_SECONDS:
+                raise InvalidEnvelope("envelope visibility_timeout must be a positive number of seconds, at most 10 years, "
+                                      f"got {vt!r}")
             object.__setattr__(self, "visibility_timeout", float(vt))
         try:
             validate_name(self.queue)
@@ -204,6 +209,20 @@ class Envelope:
             "queue": self.queue,
             "meta": self.meta,
         }
+
+    def check_size(self, max_bytes: int) -> None:
+        """Raise ``EnvelopeTooLarge`` when the encoded envelope (UTF-8 JSON) is larger
+        than ``max_bytes``. Cheap for the usual small envelope: a character is at most
+        four bytes, so only a long text is encoded to count."""
+        text = self.to_json()
+        if len(text) * 4 <= max_bytes:
+            return
+        size = len(text.encode("utf-8", errors="surrogatepass"))
+        if size > max_bytes:
+            raise EnvelopeTooLarge(
+                f"envelope {self.id} ({self.name[:60]!r}) is {size} bytes encoded, more than the {max_bytes} allowed "
+                "(STEM_MAX_ENVELOPE_BYTES): keep large data elsewhere and pass a reference"
+            )
 
     def to_json(self) -> str:
         """Compact JSON with all 12 keys. Raises ``InvalidEnvelope`` if args/meta are not JSON."""
@@ -287,6 +306,8 @@ def delay_to_not_before(delay: float | timedelta | None, *, now: datetime | None
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
     if seconds <= 0:
         return None
+    if not seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(f"delay must be at most 10 years ({MAX_DURATION_SECONDS:g} s), got {delay!r}")
     return (now or utcnow()) + timedelta(seconds=seconds)
 
 
@@ -297,6 +318,7 @@ __all__ = [
     "JSON_KEYS",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
+    "NAME_MAX_LENGTH",
     "delay_to_not_before",
     "uuid7",
     "validate_name",

@@ -5,12 +5,14 @@ Every adapter translates its driver's exceptions here, in one place, so that no
 
     StemError
     ├── InvalidEnvelope (also ValueError)    a message or its fields are malformed
+    │   └── EnvelopeTooLarge                 encoded, it is over STEM_MAX_ENVELOPE_BYTES
     ├── InvalidName (also ValueError)        a queue or channel name is not allowed
     ├── ConfigurationError (also ValueError) bad URL, unknown scheme, missing extra
     ├── Unsupported                          the adapter lacks the capability asked for
     ├── LeaseLost                            the receipt no longer holds the message
     ├── BrokerUnavailable (also ConnectionError)
     │   └── BackendUnavailable               the server cannot be reached or went away
+    ├── StorageRejected                      the server refused the data for good
     ├── TaskNotFound (also LookupError)
     ├── WaitTimeout (also TimeoutError)      Stem.wait gave up before a terminal state
     ├── SignatureInvalid                     an envelope failed its HMAC check
@@ -29,6 +31,10 @@ class StemError(Exception):
 
 class InvalidEnvelope(StemError, ValueError):
     """An envelope (or its JSON) is malformed; the message says which field and why."""
+
+
+class EnvelopeTooLarge(InvalidEnvelope):
+    """The encoded envelope is larger than ``STEM_MAX_ENVELOPE_BYTES`` (1 MiB by default)."""
 
 
 class InvalidName(StemError, ValueError):
@@ -55,6 +61,12 @@ class BackendUnavailable(BrokerUnavailable):
     """The result backend cannot be reached."""
 
 
+class StorageRejected(StemError):
+    """The server refused a write for a reason that retrying cannot cure: a value too long
+    or out of range, a constraint. Adapters raise it instead of a plain ``StemError`` so
+    the worker stops retrying such a write (it dead-letters the task instead)."""
+
+
 class TaskNotFound(StemError, LookupError):
     """No task, status or dead letter with that id exists."""
 
@@ -79,11 +91,13 @@ __all__ = [
     "BackendUnavailable",
     "BrokerUnavailable",
     "ConfigurationError",
+    "EnvelopeTooLarge",
     "InvalidEnvelope",
     "InvalidName",
     "LeaseLost",
     "SignatureInvalid",
     "StemError",
+    "StorageRejected",
     "TaskNotFound",
     "TaskRevoked",
     "Unsupported",

@@ -15,10 +15,15 @@ from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
+from .limits import DEFAULT_MAX_ENVELOPE_BYTES
 
 ENV_BROKER_URL = "STEM_BROKER_URL"
 ENV_BACKEND_URL = "STEM_RESULT_BACKEND_URL"
 ENV_NAMESPACE = "STEM_NAMESPACE"
+# The largest envelope (encoded JSON bytes) a producer may publish; default in ``limits``.
+ENV_MAX_ENVELOPE_BYTES = "STEM_MAX_ENVELOPE_BYTES"
+# STEM_MAX_ENVELOPE_BYTES may not be set below this (a control command must still fit).
+MIN_MAX_ENVELOPE_BYTES = 1024
 
 DEFAULT_NAMESPACE = "stem"
 DEFAULT_LEASE_SECONDS = 30.0
@@ -156,6 +161,20 @@ def load_settings(
     )
 
 
+def max_envelope_bytes(env: Mapping[str, str] | None = None) -> int:
+    """``STEM_MAX_ENVELOPE_BYTES`` (a whole number of bytes, at least 1 KiB), else the
+    default of 1 MiB; ``ConfigurationError`` when it is set to anything else."""
+    env = os.environ if env is None else env
+    raw = (env.get(ENV_MAX_ENVELOPE_BYTES) or "").strip()
+    if not raw:
+        return DEFAULT_MAX_ENVELOPE_BYTES
+    if not raw.isdigit() or len(raw) > 12 or int(raw) < MIN_MAX_ENVELOPE_BYTES:
+        shown = raw if len(raw) <= 24 else raw[:21] + "..."
+        raise ConfigurationError(f"{ENV_MAX_ENVELOPE_BYTES} must be a whole number of bytes of at least "
+                                 f"{MIN_MAX_ENVELOPE_BYTES}, got {shown!r}")
+    return int(raw)
+
+
 __all__ = [
     "REPLY_QUEUE_PREFIX",
     "CONTROL_MAX_AGE_SECONDS",
@@ -166,6 +185,7 @@ __all__ = [
     "DEFAULT_PAGE_LIMIT",
     "ENV_BACKEND_URL",
     "ENV_BROKER_URL",
+    "ENV_MAX_ENVELOPE_BYTES",
     "ENV_NAMESPACE",
     "HEARTBEAT_INTERVAL_SECONDS",
     "HEARTBEAT_TTL_SECONDS",
@@ -177,6 +197,7 @@ __all__ = [
     "data_home",
     "default_sqlite_url",
     "load_settings",
+    "max_envelope_bytes",
     "redact_url",
     "validate_namespace",
 ]

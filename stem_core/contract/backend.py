@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any, AsyncIterator, ClassVar, NamedTuple, Sequence
 
 from ..errors import ConfigurationError
+from ..limits import check_page
 from ..settings import DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS, validate_namespace
 from .types import TaskState, TaskStatus, WorkerHeartbeat
 
@@ -197,10 +198,7 @@ class ResultBackend(ABC):
     ) -> list[TaskStatus]:
         """Statuses newest first, filtered on state, ``meta.queue`` and ``meta.task``."""
         st = TaskState(state) if state is not None else None
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+        check_page(limit, offset)
         return await self._list_statuses(st, queue, task, limit, offset)
 
     async def expire(self, task_id: str, ttl: float | timedelta) -> None:
@@ -260,8 +258,7 @@ class ResultBackend(ABC):
 
     async def list_audit(self, limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0) -> list[dict[str, Any]]:
         """Audit records, newest first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
-            raise ValueError("limit and offset must be integers >= 0")
+        check_page(limit, offset)
         return await self._list_audit(limit, offset)
 
     # -- primitives -----------------------------------------------------------------

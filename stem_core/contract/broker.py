@@ -66,9 +66,10 @@ from typing import Any, AsyncIterator, ClassVar, Iterable, Sequence
 from ..clock import to_iso, utcnow
 from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, delay_to_not_before, validate_name
 from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
-from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, validate_namespace
+from ..limits import MAX_BATCH_LIMIT, MAX_CURSOR_LENGTH, MAX_PAGE_OFFSET, check_int, check_page
+from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, max_envelope_bytes, validate_namespace
 from .backend import ResultBackend, StatusWrite
-from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult, TaskState
+from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats, ReplayResult, TaskState
 
 # One adapter ``_receive`` call blocks at most this long, so a closed iterator or a
 # cancelled consumer is noticed promptly.
@@ -133,6 +134,8 @@ class Broker(ABC):
         if not lease_seconds > 0:
             raise ConfigurationError(f"lease_seconds must be positive, got {lease_seconds!r}")
         self.lease_seconds = float(lease_seconds)
+        # Checked on every publish (``route``) and broadcast: a bigger envelope is refused.
+        self.max_envelope_bytes = max_envelope_bytes()
         self._holders: dict[str, Subscription] = {}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -174,7 +177,9 @@ class Broker(ABC):
             if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
                 raise ValueError(f"priority must be an integer {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority!r}")
             changes["priority"] = priority
-        return envelope.replace(**changes) if changes else envelope
+        routed = envelope.replace(**changes) if changes else envelope
+        routed.check_size(self.max_envelope_bytes)
+        return routed
 
     async def publish(self, envelope: Envelope, *, queue: str | None = None, priority: int | None = None) -> None:
         """Persist one envelope (see the module rules)."""
@@ -246,6 +251,7 @@ class Broker(ABC):
             raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
         if not self.capabilities.broadcast:
             raise Unsupported(f"the {self.scheme} broker does not support broadcast")
+        envelope.check_size(self.max_envelope_bytes)
         await self._broadcast(channel, envelope)
 
     # -- consuming ------------------------------------------------------------------
@@ -394,6 +400,21 @@ class Broker(ABC):
             raise Unsupported(f"the {self.scheme} broker cannot peek at messages")
         return await self._peek(queue, state, limit, offset)
 
+    async def peek_page(self, queue: str, *, state: str = "pending", limit: int = DEFAULT_PAGE_LIMIT,
+                        cursor: str | None = None) -> MessagePage:
+        """One page of ``peek`` from ``cursor`` (None: the start); page on with the
+        returned ``next_cursor``. Unlike an offset, a cursor costs the same however deep
+        it is: the way to walk a long queue."""
+        validate_name(queue)
+        if state not in PEEK_STATES:
+            raise ValueError(f"state must be one of {', '.join(PEEK_STATES)}, got {state!r}")
+        check_page(limit, 0)
+        if cursor is not None and (not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR_LENGTH):
+            raise ValueError(f"cursor must be a next_cursor of an earlier page, got {str(cursor)[:40]!r}")
+        if not self.capabilities.peek:
+            raise Unsupported(f"the {self.scheme} broker cannot peek at messages")
+        return await self._peek_page(queue, state, limit, cursor)
+
     async def requeue(self, queue: str, ids: Iterable[str]) -> int:
         """Make leased or delayed messages ready now; returns how many changed."""
         validate_name(queue)
@@ -434,7 +455,7 @@ class Broker(ABC):
     ) -> ReplayResult:
         """Move up to ``limit`` matching dead letters (oldest first) back onto ``queue``."""
         validate_name(queue)
-        _check_page(limit, 0)
+        check_int(limit, "limit", 0, MAX_BATCH_LIMIT)
         wanted = _ids(ids) if ids is not None else None
         return await self._replay_dead_letters(
             queue, limit=limit, since=since, delay=_seconds(delay), dry_run=dry_run, ids=wanted, task=task
@@ -444,7 +465,7 @@ class Broker(ABC):
         """Delete dead letters (``dead_at >= since``, oldest first up to ``limit``); returns how many."""
         validate_name(queue)
         if limit is not None:
-            _check_page(limit, 0)
+            check_int(limit, "limit", 0, MAX_BATCH_LIMIT)
         return await self._purge_dead_letters(queue, since=since, limit=limit)
 
     # -- policy helpers for adapters ------------------------------------------------
@@ -546,6 +567,20 @@ class Broker(ABC):
     @abstractmethod
     async def _peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]: ...
 
+    async def _peek_page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
+        """Adapters with a native cursor override this; the default pages by offset,
+        encoded in the cursor (``o<offset>``) and bounded by ``MAX_PAGE_OFFSET``."""
+        offset = 0
+        if cursor is not None:
+            digits = cursor[1:]
+            if not cursor.startswith("o") or not digits.isdigit() or len(digits) > 9:
+                raise ValueError(f"invalid cursor {cursor[:40]!r}: pass back a next_cursor of this queue and state")
+            offset = int(digits)
+        check_page(limit, offset)
+        infos = await self._peek(queue, state, limit, offset) if limit else []
+        more = limit > 0 and len(infos) == limit and offset + limit <= MAX_PAGE_OFFSET
+        return MessagePage(messages=infos, next_cursor=f"o{offset + limit}" if more else None)
+
     @abstractmethod
     async def _requeue(self, queue: str, ids: set[str]) -> int: ...
 
@@ -594,10 +629,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
 
 
 def _check_page(limit: int, offset: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+    check_page(limit, offset)
 
 
 def _ids(ids: Iterable[str] | str) -> set[str]:

@@ -124,6 +124,18 @@ class DeadLetterPage:
 
 
 @dataclass(frozen=True, slots=True)
+class MessagePage:
+    """One ``peek_page``: the messages, and the opaque cursor of the next page (None on
+    the last page). A cursor belongs to the queue and state it came from."""
+
+    messages: list["MessageInfo"]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"messages": [m.to_dict() for m in self.messages], "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayResult:
     """What a replay moved (or, with ``dry_run``, would move), oldest first."""
 
@@ -283,6 +295,7 @@ __all__ = [
     "DeadLetterEntry",
     "DeadLetterPage",
     "MessageInfo",
+    "MessagePage",
     "QueueStats",
     "ReplayResult",
     "TaskState",

@@ -39,17 +39,19 @@ class _Found:
 async def scan_pages(broker: Broker, queue: str, state: str) -> AsyncIterator[tuple[int, list[MessageInfo]]]:
     """``(offset, page)`` of ``state`` in queue order: the in-flight messages as one page
     of ``LEASES_LIMIT``, pending or delayed ones ``EXPLAIN_PAGE`` at a time up to
-    ``EXPLAIN_SCAN_LIMIT`` (a last page that is full means the scan stopped there)."""
+    ``EXPLAIN_SCAN_LIMIT`` (a last page that is full means the scan stopped there). Pages
+    follow the broker's cursor, so each costs one page however deep the scan is."""
     if state == "inflight":
         yield 0, await broker.peek(queue, state=state, limit=LEASES_LIMIT)
         return
-    offset = 0
+    offset, cursor = 0, None
     while offset < EXPLAIN_SCAN_LIMIT:
-        page = await broker.peek(queue, state=state, limit=EXPLAIN_PAGE, offset=offset)
-        yield offset, page
-        if len(page) < EXPLAIN_PAGE:
+        page = await broker.peek_page(queue, state=state, limit=EXPLAIN_PAGE, cursor=cursor)
+        yield offset, page.messages
+        if len(page.messages) < EXPLAIN_PAGE or page.next_cursor is None:
             return
         offset += EXPLAIN_PAGE
+        cursor = page.next_cursor
 
 
 class Explainer:

@@ -4,7 +4,10 @@ Order is the guarantee: the final status is written *before* the broker is told 
 nack, dead letter), so a crash in between re-runs the task and never loses a result
 (``Broker.ack_with_status`` does status and ack in one round trip when the backend shares
 the broker's server, in the same order). If the status cannot be written at all, the
-delivery is nacked so it runs again.
+delivery is nacked so it runs again; when the backend refused it for good
+(``StorageRejected``: a value too long, a constraint), the worker gives up after
+``STATUS_WRITE_MAX_TRIES`` deliveries and dead-letters the task (``status-write-failed``)
+instead of retrying it every second forever.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..clock import monotonic, to_iso, utcnow
 from ..contract import Broker, ResultBackend, TaskState
-from ..errors import StemError, Unsupported
+from ..errors import StemError, StorageRejected, Unsupported
+from ..limits import STATUS_WRITE_MAX_TRIES
 from .context import TaskContext
 from .held import ACTIVE, SETTLED, Held
 from .leases import LeaseKeeper
@@ -36,12 +41,15 @@ UNREGISTERED_TASK = "unregistered-task"
 INVALID_ENVELOPE = "invalid-envelope"
 INVALID_RESULT = "invalid-result"
 REJECTED = "rejected"
+STATUS_WRITE_FAILED = "status-write-failed"
 
 # After cancelling an async body, how long its cleanup (finally blocks) may take.
 CANCEL_GRACE_S = 1.0
 # When a status cannot be stored, the delivery comes back after this delay.
 STATUS_RETRY_DELAY_S = 1.0
 TRACEBACK_MAX_CHARS = 16_000
+# Tasks whose status writes were refused, remembered per worker (oldest forgotten first).
+REJECTED_MEMORY = 10_000
 
 
 @dataclass(slots=True)
@@ -93,6 +101,8 @@ class Executor:
         self.leases = leases
         self.counters = counters
         self.revocation = revocation
+        # Task id -> deliveries whose status write the backend refused for good.
+        self._refused: OrderedDict[str, int] = OrderedDict()
 
     # -- entry point ----------------------------------------------------------------
 
@@ -110,12 +120,40 @@ class Executor:
             self.counters.processed += 1
         except asyncio.CancelledError:
             raise
+        except StorageRejected as exc:
+            await self._refused_write(held, exc)
         except Exception as exc:  # noqa: BLE001 - a server failure or a bug outside the task body
             log.error("task %s (%s): %s; it will run again", env.id, env.name, exc, exc_info=not isinstance(exc, StemError))
             try:
                 await self.broker.nack(held.delivery, requeue=True, delay=STATUS_RETRY_DELAY_S)
             except StemError as nack_exc:
                 log.error("could not give task %s back (%s); it returns when its lease expires", env.id, nack_exc)
+
+    async def _refused_write(self, held: Held, exc: StorageRejected) -> None:
+        """A write the backend refused for good: try again (a later delivery) until
+        ``STATUS_WRITE_MAX_TRIES``, then dead-letter the task rather than loop forever."""
+        env = held.delivery.envelope
+        tries = self._refused.pop(env.id, 0) + 1
+        if tries < STATUS_WRITE_MAX_TRIES:
+            self._refused[env.id] = tries
+            while len(self._refused) > REJECTED_MEMORY:
+                self._refused.popitem(last=False)
+            log.error("task %s: the backend refused its status (%s); try %d of %d", env.id, exc, tries,
+                      STATUS_WRITE_MAX_TRIES)
+            try:
+                await self.broker.nack(held.delivery, requeue=True, delay=STATUS_RETRY_DELAY_S)
+            except StemError as nack_exc:
+                log.error("could not give task %s back (%s); it returns when its lease expires", env.id, nack_exc)
+            return
+        log.error("task %s: the backend refused its status %d times (%s); dead-lettering it as %s", env.id, tries, exc,
+                  STATUS_WRITE_FAILED)
+        self.counters.failed += 1
+        meta = {"error": _problem("StorageRejected", str(exc)), "worker": self.worker_id, "attempts": env.attempt + 1,
+                "tries": tries}
+        try:
+            await self.broker.dead_letter(held.delivery, reason=STATUS_WRITE_FAILED, meta=meta)
+        except StemError as dead_exc:
+            log.error("could not dead-letter task %s (%s); it returns when its lease expires", env.id, dead_exc)
 
     async def _process(self, held: Held, release_slot: Callable[[], None]) -> None:
         env = held.delivery.envelope
@@ -308,6 +346,7 @@ __all__ = [
     "INVALID_RESULT",
     "MAX_RETRIES_EXHAUSTED",
     "REJECTED",
+    "STATUS_WRITE_FAILED",
     "UNREGISTERED_TASK",
     "error_info",
 ]

@@ -8,6 +8,7 @@ import typer
 from rich.console import Group
 from rich.text import Text
 
+from stem_core.limits import MAX_BATCH_LIMIT, MAX_PAGE_LIMIT, MAX_PAGE_OFFSET
 from stem_core.contract import DeadLetterEntry, DeadLetterPage
 from stem_core.ops import Ops
 from stem_core.settings import DEFAULT_PAGE_LIMIT
@@ -29,8 +30,8 @@ DEAD_COLUMNS = [("TASK ID", "id"), ("NAME", "name"), ("DEAD AT", "dead_at"), ("R
 @common_options()
 def list_(
     queue: QueueArg,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Rows per page.")] = DEFAULT_PAGE_LIMIT,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=0, max=MAX_PAGE_LIMIT, help="Rows per page.")] = DEFAULT_PAGE_LIMIT,
+    offset: Annotated[int, typer.Option("--offset", min=0, max=MAX_PAGE_OFFSET, help="Rows to skip.")] = 0,
     *,
     opts: CommonOptions,
 ) -> None:
@@ -88,7 +89,7 @@ def replay(
     ids: IdsOpt = None,
     task: TaskOpt = None,
     since: SinceOpt = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, oldest first.")] = DEFAULT_PAGE_LIMIT,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_BATCH_LIMIT, help="At most this many, oldest first.")] = DEFAULT_PAGE_LIMIT,
     delay: DelayOpt = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
@@ -113,7 +114,7 @@ def replay(
 def purge(
     queue: QueueArg,
     since: SinceOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many, oldest first.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=MAX_BATCH_LIMIT, help="At most this many, oldest first.")] = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     reason: ReasonOpt = None,

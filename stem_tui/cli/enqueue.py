@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from stem_core.limits import MAX_RETRIES
 from stem_core.clock import parse_iso
 
 from . import views
@@ -88,7 +89,7 @@ def enqueue(
     priority: Annotated[int | None, typer.Option("--priority", help="0..9, higher first.")] = None,
     delay: Annotated[str | None, typer.Option("--delay", help="Run after this long, e.g. 10s, 5m.")] = None,
     eta: Annotated[str | None, typer.Option("--eta", help="Run at this ISO-8601 time.")] = None,
-    max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Retries after a failure.")] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, max=MAX_RETRIES, help="Retries after a failure.")] = None,
     task_id: Annotated[str | None, typer.Option("--id", help="Task id (default: a new UUID v7).")] = None,
     file: Annotated[str | None, typer.Option("--file", "-f", help="JSON lines to enqueue in bulk ('-' = stdin).")] = None,
     dry_run: DryRunOpt = False,

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from stem_core.limits import MAX_PAGE_LIMIT, MAX_PAGE_OFFSET
 from stem_core.ops import DETAIL_STATES, LeaseInfo, Ops
 from stem_core.settings import DEFAULT_PAGE_LIMIT
 
@@ -26,8 +27,8 @@ inspect_app = typer.Typer(name="inspect", help="Look at queues, tasks, workers a
 SampleOpt = Annotated[
     str, typer.Option("--sample", help="With no recent rate history, read again after this long to get rates (0: don't).")
 ]
-LimitOpt = Annotated[int, typer.Option("--limit", min=0, help="Rows per page.")]
-OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")]
+LimitOpt = Annotated[int, typer.Option("--limit", min=0, max=MAX_PAGE_LIMIT, help="Rows per page.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, max=MAX_PAGE_OFFSET, help="Rows to skip.")]
 
 
 def _states() -> list[str]:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from stem_core.limits import MAX_BATCH_LIMIT
 from .common import preview_then_act
 from .options import CommonOptions, DryRunOpt, ReasonOpt, YesOpt, common_options
 from .output import EXIT_USAGE, fail
@@ -20,7 +21,7 @@ def purge(
     dead: Annotated[bool, typer.Option("--dead", help="Purge the dead letters instead.")] = False,
     ids: IdsOpt = None,
     since: SinceOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="With --dead: at most this many, oldest first.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=MAX_BATCH_LIMIT, help="With --dead: at most this many, oldest first.")] = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     reason: ReasonOpt = None,

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from stem_core.limits import MAX_BATCH_LIMIT
 from .common import preview_then_act
 from .options import CommonOptions, DryRunOpt, ReasonOpt, YesOpt, common_options
 from .output import EXIT_USAGE, fail
@@ -34,7 +35,7 @@ def requeue(
     dead: Annotated[bool, typer.Option("--dead", help="Dead letters (oldest first).")] = False,
     task: TaskOpt = None,
     since: SinceOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many (dead letters: default 50).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=MAX_BATCH_LIMIT, help="At most this many (dead letters: default 50).")] = None,
     delay: DelayOpt = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,

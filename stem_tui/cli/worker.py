@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from stem_core.limits import MAX_CONCURRENCY, MAX_PREFETCH
 from stem_core.app import Stem
 from stem_core.envelope import validate_name
 from stem_core.errors import InvalidName
@@ -78,8 +79,8 @@ def configure_logging(level: str) -> None:
 def worker(
     app_path: Annotated[str, typer.Option("--app", "-A", envvar="STEM_APP", help="The app: pkg.module:attribute.", show_envvar=True)],
     queues: Annotated[str | None, typer.Option("--queues", "-q", help="Comma-separated queues (default: the queues of the app's tasks).")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Tasks run at once (default: CPU count).")] = None,
-    prefetch: Annotated[int | None, typer.Option("--prefetch", min=1, help="Deliveries held at once (default: concurrency x 2).")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=MAX_CONCURRENCY, help="Tasks run at once (default: CPU count).")] = None,
+    prefetch: Annotated[int | None, typer.Option("--prefetch", min=1, max=MAX_PREFETCH, help="Deliveries held at once (default: concurrency x 2).")] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit once the queues are drained.")] = False,
     worker_id: Annotated[str | None, typer.Option("--worker-id", help="Worker id (default: <hostname>-<pid>).")] = None,
     heartbeat_interval: Annotated[str, typer.Option("--heartbeat-interval", help="Heartbeat period, e.g. 10s.")] = "10s",

@@ -9,6 +9,7 @@ import pytest
 from stem_core import Broker, Envelope
 from stem_core.clock import utcnow
 from stem_core.errors import InvalidEnvelope
+from stem_core.limits import MAX_CURSOR_LENGTH, MAX_PAGE_LIMIT, MAX_PAGE_OFFSET
 from tests.specs import AdapterSpec
 
 from .helpers import NO_AGES, consuming, counts, delayed_env, env, known, qname, receive_one, stats_of
@@ -164,6 +165,65 @@ async def test_peek_inflight_names_the_lease_holder(broker: Broker) -> None:
         assert abs((info.lease_expires_at - delivery.lease_expires_at).total_seconds()) < 1.0
         await broker.ack(delivery)
     assert await broker.peek(queue, state="inflight") == []
+
+
+async def _walk(broker: Broker, queue: str, state: str, limit: int) -> list[str]:
+    ids: list[str] = []
+    cursor = None
+    for _ in range(100):
+        page = await broker.peek_page(queue, state=state, limit=limit, cursor=cursor)
+        ids += [m.envelope.id for m in page.messages]
+        assert all(m.state == state for m in page.messages)
+        if page.next_cursor is None:
+            return ids
+        cursor = page.next_cursor
+    raise AssertionError("peek_page never reached the last page")
+
+
+@pytest.mark.parametrize("state", ["pending", "delayed"])
+async def test_peek_pages_by_cursor_in_the_order_of_one_peek(broker: Broker, state: str) -> None:
+    # Given 23 messages over three priorities (delayed ones over 23 due times)
+    _needs_peek(broker)
+    queue = qname()
+    if state == "delayed":
+        sent = [delayed_env(3600 + 60 * (i % 7) + i, queue=queue, priority=i % 3) for i in range(23)]
+    else:
+        sent = [env(queue=queue, priority=i % 3) for i in range(23)]
+    await broker.publish_many(sent)
+    # When they are walked five at a time by cursor
+    ids = await _walk(broker, queue, state, 5)
+    # Then the pages give every message once, in the order one big peek gives them
+    assert ids == [i.envelope.id for i in await broker.peek(queue, state=state, limit=100)]
+    assert sorted(ids) == sorted(e.id for e in sent)
+
+
+async def test_peek_pages_in_flight_messages_by_cursor(broker: Broker) -> None:
+    _needs_peek(broker)
+    queue = qname()
+    sent = [env(queue=queue) for _ in range(7)]
+    await broker.publish_many(sent)
+    async with consuming(broker, queue, prefetch=7) as consumer:
+        held = [await consumer.expect() for _ in sent]
+        ids = await _walk(broker, queue, "inflight", 3)
+        assert ids == [i.envelope.id for i in await broker.peek(queue, state="inflight", limit=100)]
+        assert sorted(ids) == sorted(e.id for e in sent)
+        for delivery in held:
+            await broker.ack(delivery)
+
+
+@pytest.mark.parametrize("limit, offset", [(MAX_PAGE_LIMIT + 1, 0), (10, MAX_PAGE_OFFSET + 1), (10**20, 0), (1, -1)])
+async def test_peek_limit_and_offset_are_bounded(broker: Broker, limit: int, offset: int) -> None:
+    with pytest.raises(ValueError, match="limit|offset"):
+        await broker.peek(qname(), limit=limit, offset=offset)
+
+
+async def test_peek_page_refuses_a_cursor_it_did_not_give(broker: Broker) -> None:
+    _needs_peek(broker)
+    queue = qname()
+    await broker.publish(env(queue=queue))
+    for bad in ("x" * (MAX_CURSOR_LENGTH + 1), "", "not|a|cursor' or 1=1", "o99999999999"):
+        with pytest.raises(ValueError, match="cursor"):
+            await broker.peek_page(queue, cursor=bad)
 
 
 async def test_peek_rejects_unknown_states(broker: Broker) -> None:

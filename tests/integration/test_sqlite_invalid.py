@@ -46,6 +46,7 @@ async def first(broker: Broker, queue: str) -> Delivery:
         ('{"name": "x", "priority": 42}', "priority"),
         ('["a", "list"]', "JSON object"),
         (b"\xff\xfe binary", "JSON"),
+        ('{"name": "' + "n" * 9000 + '"}', "at most 200"),  # issue 15: a 9 KB task name
     ],
 )
 async def test_an_invalid_row_is_dead_lettered_and_the_queue_moves_on(
@@ -64,7 +65,7 @@ async def test_an_invalid_row_is_dead_lettered_and_the_queue_moves_on(
     assert entry.envelope.name == INVALID_NAME and entry.envelope.queue == "work"
     assert error in entry.envelope.meta["error"] and error in entry.meta["error"]
     raw = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
-    assert entry.envelope.meta["raw"] == raw
+    assert entry.envelope.meta["raw"] == raw[:RAW_KEEP_CHARS]
     # And the counters agree: nothing pending, one in flight, one dead
     [stats] = await sqlite_broker.queue_stats(["work"])
     assert (stats.pending, stats.inflight, stats.dead) == (0, 1, 1)

@@ -152,14 +152,17 @@ async def test_a_preview_by_id_stops_reading_once_every_id_is_found(
 ) -> None:
     ops, broker, _ = env
     ids = await enqueue_n(ops, 1200)  # pending pages of 500: the first holds the id
-    real = broker.peek
     states: list[str] = []
 
-    async def spy(queue: str, *, state: str, **kw: Any) -> Any:
-        states.append(state)
-        return await real(queue, state=state, **kw)
+    def spying(real: Any) -> Any:
+        async def spy(queue: str, *, state: str, **kw: Any) -> Any:
+            states.append(state)
+            return await real(queue, state=state, **kw)
+        return spy
 
-    monkeypatch.setattr(broker, "peek", spy)
+    # Pages are read by offset (in flight) or by cursor (delayed, pending): count both.
+    monkeypatch.setattr(broker, "peek", spying(broker.peek))
+    monkeypatch.setattr(broker, "peek_page", spying(broker.peek_page))
     assert (await ops.remove("q", [ids[0]], dry_run=True)).count == 1
     assert states == ["inflight", "delayed", "pending"]
 

@@ -21,7 +21,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ...errors import BrokerUnavailable, ConfigurationError, StemError
+from ...errors import BrokerUnavailable, ConfigurationError, StemError, StorageRejected
 from .url import PostgresConfig
 
 # A pool checkout waits at most this long for a connection (e.g. while the server restarts).
@@ -58,6 +58,8 @@ def quote_ident(name: str) -> str:
 
 # -- errors ---------------------------------------------------------------------------
 
+# SQLSTATE classes 22 (data exception), 23 (integrity constraint), 54 (program limit).
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, OSError)
 
 
@@ -79,6 +81,10 @@ def translate(config: PostgresConfig, unavailable: type[BrokerUnavailable] = Bro
             raise unavailable(f"PostgreSQL at {config.shown_url} is unavailable: {detail}") from None
         if isinstance(exc, psycopg.errors.UndefinedTable):
             raise unavailable(f"Stem's tables are missing at {config.shown_url} (schema dropped?): {config.redact(str(exc))}") from None
+        if isinstance(exc, _REFUSED):
+            # Retrying cannot cure these: a value too long or out of range, a constraint.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageRejected(f"PostgreSQL at {config.shown_url} refused the data: {config.redact(first)}") from None
         if isinstance(exc, psycopg.Error):
             raise StemError(f"PostgreSQL error at {config.shown_url}: {config.redact(str(exc).strip())}") from None
         raise

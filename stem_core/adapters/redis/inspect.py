@@ -10,10 +10,11 @@ indexed by envelope id (requeue/remove are O(1)); undelivered entries are not, s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...clock import utcnow
-from ...contract.types import MessageInfo, QueueStats
+from ...contract.types import MessageInfo, MessagePage, QueueStats
 from .codec import decode, text
 from .connection import RedisConnection
 from .keys import BANDS, KeyCache, from_us, to_us
@@ -22,6 +23,14 @@ from .keys import BANDS, KeyCache, from_us, to_us
 REPAIR_BATCH = 1000
 # Due delayed messages a peek considers (as a claim would).
 PEEK_DUE_SCAN = 256
+# An offset is skipped by cursor pages of at most this many entries (one script each).
+PEEK_SKIP_CHUNK = 500
+# What peek.lua's cursors look like (anything else is refused before it reaches Lua).
+_CURSOR_RE = {
+    "pending": re.compile(r"[0-9]\|[0-9]{1,9}\|(?:[0-9]{1,20}-[0-9]{1,20})?"),
+    "delayed": re.compile(r"[0-9]{1,20}\|[0-9]:[\x21-\x7e]{1,300}"),
+    "inflight": re.compile(r"[0-9]{1,20}\|[0-9][sp]:[0-9]{1,20}-[0-9]{1,20}"),
+}
 
 
 class RedisInspector:
@@ -61,16 +70,38 @@ class RedisInspector:
         return out
 
     async def peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:
+        """A page at ``offset``: the offset is walked by cursor, ``PEEK_SKIP_CHUNK`` entries
+        per script call, so no single call does more than a page's work."""
         if limit == 0:
             return []
-        rows = await self._conn.call("peek", self._keys(queue), [state, limit, offset, PEEK_DUE_SCAN])
+        cursor = ""
+        while offset > 0:
+            step = min(offset, PEEK_SKIP_CHUNK)
+            cursor, _read, _rows = await self.walk(queue, state, step, cursor, emit=False)
+            offset -= step
+            if not cursor:
+                return []
+        return (await self.page(queue, state, limit, cursor)).messages
+
+    async def page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
+        if cursor and _CURSOR_RE[state].fullmatch(cursor) is None:
+            raise ValueError(f"invalid {state} cursor {cursor[:40]!r}: pass back a next_cursor of this queue and state")
+        if limit == 0:
+            return MessagePage(messages=[], next_cursor=cursor or None)
+        after, _, messages = await self.walk(queue, state, limit, cursor or "", emit=True)
+        return MessagePage(messages=messages, next_cursor=after or None)
+
+    async def walk(self, queue: str, state: str, limit: int, cursor: str, *, emit: bool) -> tuple[str, int, list[MessageInfo]]:
+        """One ``peek.lua`` call: ``(next cursor or '', entries read, rows)``."""
+        reply = await self._conn.call("peek", self._keys(queue), [state, limit, cursor, PEEK_DUE_SCAN, "1" if emit else "0"])
+        after, read, rows = text(reply[0]), int(reply[1]), reply[2:]
         out = []
         for k in range(0, len(rows), 4):
             raw, holder, until, count = rows[k:k + 4]
             envelope, _ = decode(raw, "?", queue)
             out.append(MessageInfo(envelope=envelope, state=state, lease_holder=text(holder) or None,
                                    lease_expires_at=from_us(until) if until >= 0 else None, delivery_count=int(count)))
-        return out
+        return after, read, out
 
     async def requeue(self, queue: str, ids: set[str]) -> int:
         keys = self._keys(queue)

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from ...errors import BrokerUnavailable, ConfigurationError, StemError
+from ...errors import BrokerUnavailable, ConfigurationError, StemError, StorageRejected
 from .bell import doorbell_for
 from .poller import ChangePoller
 from .schema import migrate
@@ -128,6 +128,9 @@ def translate(exc: BaseException, path: Path, unavailable: type[BrokerUnavailabl
         return ConfigurationError(f"cannot open sqlite database {path} for writing: {text}")
     if "not a database" in low or "malformed" in low or "encrypted" in low:
         return ConfigurationError(f"{path} is not a usable sqlite database: {text}")
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)) or "too big" in low:
+        # Retrying cannot cure these: a constraint, a value too large.
+        return StorageRejected(f"sqlite database {path} refused the data: {text}")
     return unavailable(f"sqlite error on {path}: {text}")
 
 
