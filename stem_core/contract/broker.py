@@ -49,6 +49,12 @@ Inspecting and repairing
     ``meta["stem.replayCount"]`` / ``meta["stem.replayedAt"]``. A dry run changes nothing.
   * Names are validated (``validate_name``) before they reach any key or statement.
 
+Signing (``stem_core.signing``): when this process has a signing key, every envelope is
+signed here, after the overrides that change it: ``route`` (publish, publish_many,
+enqueue), ``broadcast``, and the copies adapters store instead of the original
+(``requeued_envelope``, ``replayed_envelope``, ``ready_now_envelope``). An adapter that
+rewrites a signed field any other way must go through one of these.
+
 Errors: adapters raise only ``stem_core.errors`` types; driver exceptions are
 translated at the adapter boundary (connection problems -> ``BrokerUnavailable``).
 """
@@ -66,6 +72,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterable, Sequence
 from ..clock import to_iso, utcnow
 from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, delay_to_not_before, validate_name
 from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
+from ..signing import sign_if_able
 from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, validate_namespace
 from .backend import ResultBackend, StatusWrite
 from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult, TaskState
@@ -164,7 +171,8 @@ class Broker(ABC):
     # -- producing ------------------------------------------------------------------
 
     def route(self, envelope: Envelope, queue: str | None = None, priority: int | None = None) -> Envelope:
-        """The envelope as it will be stored: overrides applied and validated."""
+        """The envelope as it will be stored: overrides applied and validated, then signed
+        when this process signs."""
         if not isinstance(envelope, Envelope):
             raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
         changes: dict[str, Any] = {}
@@ -174,7 +182,7 @@ class Broker(ABC):
             if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
                 raise ValueError(f"priority must be an integer {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority!r}")
             changes["priority"] = priority
-        return envelope.replace(**changes) if changes else envelope
+        return sign_if_able(envelope.replace(**changes) if changes else envelope)
 
     async def publish(self, envelope: Envelope, *, queue: str | None = None, priority: int | None = None) -> None:
         """Persist one envelope (see the module rules)."""
@@ -246,7 +254,7 @@ class Broker(ABC):
             raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
         if not self.capabilities.broadcast:
             raise Unsupported(f"the {self.scheme} broker does not support broadcast")
-        await self._broadcast(channel, envelope)
+        await self._broadcast(channel, sign_if_able(envelope))
 
     # -- consuming ------------------------------------------------------------------
 
@@ -461,17 +469,28 @@ class Broker(ABC):
         not_before = delay_to_not_before(delay)
         if not_before is not None:
             changes["not_before"] = not_before
-        return envelope.replace(**changes)
+        return sign_if_able(envelope.replace(**changes))
 
     @staticmethod
-    def replayed_envelope(envelope: Envelope, delay: float | None, *, now: datetime | None = None) -> Envelope:
-        """The envelope a replay publishes: same id, attempt 0, replay recorded in meta."""
+    def replayed_envelope(envelope: Envelope, delay: float | None, *, now: datetime | None = None,
+                          queue: str | None = None) -> Envelope:
+        """The envelope a replay publishes (onto ``queue`` when given): same id, attempt 0,
+        replay recorded in meta."""
         now = now or utcnow()
         meta = dict(envelope.meta)
         meta[REPLAY_COUNT_META] = int(meta.get(REPLAY_COUNT_META) or 0) + 1
         meta[REPLAYED_AT_META] = to_iso(now)
         not_before = now + timedelta(seconds=delay) if delay and delay > 0 else None
-        return envelope.replace(attempt=0, not_before=not_before, meta=meta)
+        changes: dict[str, Any] = {"attempt": 0, "not_before": not_before, "meta": meta}
+        if queue is not None:
+            changes["queue"] = queue
+        return sign_if_able(envelope.replace(**changes))
+
+    @staticmethod
+    def ready_now_envelope(envelope: Envelope, now: datetime) -> Envelope:
+        """The envelope ``requeue`` stores for a delayed message it makes ready: its
+        ``not_before`` is ``now`` (its age starts now)."""
+        return sign_if_able(envelope.replace(not_before=now))
 
     @staticmethod
     def matches_replay(entry: DeadLetterEntry, since: datetime | None, ids: set[str] | None, task: str | None) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...clock import utcnow
+from ...contract.broker import Broker
 from ...contract.types import MessageInfo, QueueStats
 from .codec import decode, text
 from .connection import RedisConnection
@@ -82,7 +83,7 @@ class RedisInspector:
             envelope, ok = decode(reply[k + 1], "?", queue)
             if ok:
                 # Ready from now: its age (and its place among equals) starts now.
-                moves.extend([reply[k], envelope.replace(not_before=now).to_json(), to_us(now)])
+                moves.extend([reply[k], Broker.ready_now_envelope(envelope, now).to_json(), to_us(now)])
         if moves:
             changed += int(await self._conn.call("promote_now", keys, moves))
         return changed
