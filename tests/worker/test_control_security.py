@@ -119,9 +119,13 @@ async def test_forged_and_replayed_commands_are_ignored_and_audited(
         use_keys(monkeypatch, None)
         await app.broker.broadcast(channel, genuine)
         expected = {forged.id: "forged", genuine.id: "replayed"}
+        if app.broker.scheme == "sqs":
+            # SQS channel subscribers drop a copy whose envelope id they have seen: the
+            # replay never reaches the worker (and changing the id breaks the signature).
+            del expected[genuine.id]
         assert await eventually(lambda: rejections(app), equals=expected)
-        assert "default" not in worker.paused
         await still_answers(app, worker, KEYS, monkeypatch)
+        assert "default" not in worker.paused
 
 
 async def test_future_sent_at_and_a_task_queue_reply_to_are_refused_without_keys(
@@ -141,4 +145,4 @@ async def test_future_sent_at_and_a_task_queue_reply_to_are_refused_without_keys
         await still_answers(app, worker, None, monkeypatch)
     # No reply landed in the task queue as a task.
     [stats] = await app.broker.queue_stats(["default"])
-    assert (stats.pending, stats.delayed, stats.inflight) == (0, 0, 0)
+    assert (stats.pending, stats.delayed, stats.inflight or 0) == (0, 0, 0)
