@@ -29,6 +29,7 @@ from .contract import Broker, ResultBackend, TaskStatus
 from .envelope import DEFAULT_QUEUE, Envelope, delay_to_not_before, validate_name
 from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
 from .limits import ID_MAX_LENGTH, MAX_DURATION_SECONDS, MAX_RETRIES, check_int, check_seconds, check_task_name
+from .signing import require_signer
 from .settings import (
     DEFAULT_MAX_RETRIES,
     ENV_BACKEND_URL,
@@ -355,6 +356,9 @@ class Stem:
         batch = list(envelopes)
         if not batch:
             return []
+        # With signing on, the broker signs each envelope as it routes it; a process that
+        # can only verify fails here instead of publishing tasks every worker would reject.
+        require_signer("the enqueue")
         await self.connect()
         await self.broker.enqueue(batch, self.backend)
         return [e.id for e in batch]

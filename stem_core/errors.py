@@ -15,7 +15,7 @@ Every adapter translates its driver's exceptions here, in one place, so that no
     ├── StorageRejected                      the server refused the data for good
     ├── TaskNotFound (also LookupError)
     ├── WaitTimeout (also TimeoutError)      Stem.wait gave up before a terminal state
-    ├── SignatureInvalid                     an envelope failed its HMAC check
+    ├── SignatureInvalid                     an envelope or control command failed its signature check
     └── TaskRevoked                          the task was revoked while it ran
 
 The CLI maps them to its exit codes: ``ValueError`` family -> 2, ``BrokerUnavailable``
@@ -80,7 +80,14 @@ class WaitTimeout(StemError, TimeoutError):
 
 
 class SignatureInvalid(StemError):
-    """An envelope or control message failed its HMAC-SHA256 signature check."""
+    """An envelope or control command failed its signature check (missing, unknown key,
+    malformed or mismatching signature). ``key_id`` is the key it named (None when it
+    named none); ``error`` a short kind (``missing signature``, ``unknown key``, ...)."""
+
+    def __init__(self, message: str, *, key_id: str | None = None, error: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+        self.error = error or message
 
 
 class TaskRevoked(StemError):

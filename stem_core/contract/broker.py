@@ -49,6 +49,12 @@ Inspecting and repairing
     ``meta["stem.replayCount"]`` / ``meta["stem.replayedAt"]``. A dry run changes nothing.
   * Names are validated (``validate_name``) before they reach any key or statement.
 
+Signing (``stem_core.signing``): when this process has a signing key, every envelope is
+signed here, after the overrides that change it: ``route`` (publish, publish_many,
+enqueue), ``broadcast``, and the copies adapters store instead of the original
+(``requeued_envelope``, ``replayed_envelope``, ``ready_now_envelope``). An adapter that
+rewrites a signed field any other way must go through one of these.
+
 Errors: adapters raise only ``stem_core.errors`` types; driver exceptions are
 translated at the adapter boundary (connection problems -> ``BrokerUnavailable``).
 """
@@ -68,6 +74,7 @@ from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, delay_to_
 from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
 from ..limits import MAX_BATCH_LIMIT, MAX_CURSOR_LENGTH, MAX_PAGE_OFFSET, check_int, check_page
 from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, max_envelope_bytes, validate_namespace
+from ..signing import resign, sign_if_able
 from .backend import ResultBackend, StatusWrite
 from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats, ReplayResult, TaskState
 
@@ -167,7 +174,8 @@ class Broker(ABC):
     # -- producing ------------------------------------------------------------------
 
     def route(self, envelope: Envelope, queue: str | None = None, priority: int | None = None) -> Envelope:
-        """The envelope as it will be stored: overrides applied and validated."""
+        """The envelope as it will be stored: overrides applied and validated, then signed
+        when this process signs."""
         if not isinstance(envelope, Envelope):
             raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
         changes: dict[str, Any] = {}
@@ -177,7 +185,7 @@ class Broker(ABC):
             if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
                 raise ValueError(f"priority must be an integer {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority!r}")
             changes["priority"] = priority
-        routed = envelope.replace(**changes) if changes else envelope
+        routed = sign_if_able(envelope.replace(**changes) if changes else envelope)
         routed.check_size(self.max_envelope_bytes)
         return routed
 
@@ -251,8 +259,9 @@ class Broker(ABC):
             raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
         if not self.capabilities.broadcast:
             raise Unsupported(f"the {self.scheme} broker does not support broadcast")
-        envelope.check_size(self.max_envelope_bytes)
-        await self._broadcast(channel, envelope)
+        signed = sign_if_able(envelope)
+        signed.check_size(self.max_envelope_bytes)
+        await self._broadcast(channel, signed)
 
     # -- consuming ------------------------------------------------------------------
 
@@ -482,17 +491,28 @@ class Broker(ABC):
         not_before = delay_to_not_before(delay)
         if not_before is not None:
             changes["not_before"] = not_before
-        return envelope.replace(**changes)
+        return resign(envelope, envelope.replace(**changes))
 
     @staticmethod
-    def replayed_envelope(envelope: Envelope, delay: float | None, *, now: datetime | None = None) -> Envelope:
-        """The envelope a replay publishes: same id, attempt 0, replay recorded in meta."""
+    def replayed_envelope(envelope: Envelope, delay: float | None, *, now: datetime | None = None,
+                          queue: str | None = None) -> Envelope:
+        """The envelope a replay publishes (onto ``queue`` when given): same id, attempt 0,
+        replay recorded in meta."""
         now = now or utcnow()
         meta = dict(envelope.meta)
         meta[REPLAY_COUNT_META] = int(meta.get(REPLAY_COUNT_META) or 0) + 1
         meta[REPLAYED_AT_META] = to_iso(now)
         not_before = now + timedelta(seconds=delay) if delay and delay > 0 else None
-        return envelope.replace(attempt=0, not_before=not_before, meta=meta)
+        changes: dict[str, Any] = {"attempt": 0, "not_before": not_before, "meta": meta}
+        if queue is not None:
+            changes["queue"] = queue
+        return resign(envelope, envelope.replace(**changes))
+
+    @staticmethod
+    def ready_now_envelope(envelope: Envelope, now: datetime) -> Envelope:
+        """The envelope ``requeue`` stores for a delayed message it makes ready: its
+        ``not_before`` is ``now`` (its age starts now)."""
+        return resign(envelope, envelope.replace(not_before=now))
 
     @staticmethod
     def matches_replay(entry: DeadLetterEntry, since: datetime | None, ids: set[str] | None, task: str | None) -> bool:

@@ -25,6 +25,7 @@ from ..clock import utcnow
 from ..contract import Broker, ResultBackend
 from ..errors import StemError
 from ..settings import CONTROL_TIMEOUT_SECONDS
+from ..signing import require_signer
 from .liveness import live_worker_ids
 from .pause import pause_queues, resume_queues
 from .protocol import Command, Reply, control_channel, new_request_id, normalize_arguments, reply_queue_name
@@ -87,6 +88,8 @@ class ControlClient:
         """Broadcast ``command`` and collect replies until all targeted workers answered or
         ``timeout`` seconds passed."""
         args = normalize_arguments(command, arguments)
+        # The broker signs the command; a verify-only process would send one every worker ignores.
+        require_signer(f"the {command} command")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
         if targets is not None:

@@ -5,6 +5,11 @@ A command is an ``Envelope`` named ``stem.control.<command>`` broadcast on the c
 ``request_id``, ``reply_to``, ``targets``, ``sent_at`` and ``deadline``. A worker answers
 with an envelope named ``stem.control.reply`` published to the ``reply_to`` queue
 (``stem.reply.<hex>``) with ``args = {request_id, worker_id, command, ok, result, error}``.
+
+A worker ignores a command whose ``reply_to`` is not a reply queue, whose ``sent_at`` is
+more than ``CONTROL_CLOCK_SKEW_SECONDS`` in the future or older than
+``CONTROL_MAX_AGE_SECONDS``, or whose request id it has seen; with signing keys it also
+ignores (and audits) an unsigned or forged one (``worker/listener.py``).
 """
 
 from __future__ import annotations
@@ -78,8 +83,11 @@ class Command:
         targets = args.pop("targets", None)
         sent_at = args.pop("sent_at", None)
         deadline = args.pop("deadline", None)
-        if not isinstance(request_id, str) or not request_id:
+        if not isinstance(request_id, str) or not request_id or len(request_id) > 200:
             raise ValueError("control command without a request_id")
+        if not isinstance(reply_to, str) or not reply_to.startswith(REPLY_QUEUE_PREFIX):
+            # Else a command could make every worker publish its reply into a task queue.
+            raise ValueError(f"control reply_to must be a reply queue ({REPLY_QUEUE_PREFIX}*)")
         validate_name(reply_to)
         if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
             raise ValueError("control targets must be a list of worker ids")

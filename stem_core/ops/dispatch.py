@@ -16,6 +16,7 @@ from ..control.protocol import normalize_arguments, until_iso
 from ..envelope import Envelope, validate_name
 from ..errors import Unsupported
 from ..settings import CONTROL_TIMEOUT_SECONDS
+from ..signing import require_signer
 from .audit import AuditTrail, scrub
 from .directory import SAMPLE_SIZE, Directory
 from .models import ActionDetail, ActionResult
@@ -139,6 +140,7 @@ class Dispatcher:
                             dry_run: bool = False, reason: str | None = None) -> ActionResult:
         """Publish one envelope to every subscriber of ``channel``."""
         validate_name(channel, kind="channel")
+        require_signer("the broadcast")  # the broker signs it; a verify-only process cannot
         envelope = Envelope(name=task, args=dict(args or {}))
         envelope.to_json()  # InvalidEnvelope when the args are not JSON
         if not self.broker.capabilities.broadcast:

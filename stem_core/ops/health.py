@@ -3,7 +3,9 @@ capability flags) and run the optional checks that turn it into a probe: a queue
 message too old, no live worker, a stuck lease.
 
 The report is plain JSON-ready data; a front end decides what a failure means (``stem
-health`` exits 3 when a server is unreachable, 1 when a check fails).
+health`` exits 3 when a server is unreachable, 1 when a check fails). ``warnings`` say
+what is unsafe but not broken (no signing keys: the control plane is open); they never
+change the exit code.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from ..errors import BrokerUnavailable, StemError
 from ..settings import Settings, redact_url
 from .api import Ops
 from .connect import CONNECT_TIMEOUT_S, open_backend, open_broker
+
+CONTROL_PLANE_OPEN = (
+    "no signing keys (STEM_SIGNING_*): the control plane is open: anyone who can write to the broker can "
+    "pause, revoke or shut down every worker and enqueue any task; see docs/security.md"
+)
 
 # Pings per server; the median is reported.
 PING_ROUNDS = 3
@@ -47,13 +54,15 @@ class HealthReport:
     namespace: str
     servers: list[dict[str, Any]]
     checks: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def unreachable(self) -> list[dict[str, Any]]:
         return [s for s in self.servers if not s["reachable"]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "namespace": self.namespace, "servers": self.servers, "checks": self.checks}
+        return {"ok": self.ok, "namespace": self.namespace, "servers": self.servers, "checks": self.checks,
+                "warnings": self.warnings}
 
 
 async def probe(role: str, url: str, connect: Callable[[], Awaitable[Any]]) -> tuple[dict[str, Any], Any]:
@@ -123,7 +132,19 @@ async def health(settings: Settings, checks: HealthChecks = HealthChecks(), *,
                 await adapter.close()
     reachable = broker is not None and backend is not None
     return HealthReport(ok=reachable and all(c["ok"] for c in results), namespace=settings.namespace,
-                        servers=[b_row, r_row], checks=results)
+                        servers=[b_row, r_row], checks=results, warnings=security_warnings(settings))
 
 
-__all__ = ["HealthChecks", "HealthReport", "PING_ROUNDS", "health", "probe", "run_checks"]
+def security_warnings(settings: Settings) -> list[dict[str, Any]]:
+    """``{warning, detail}`` rows for what ``settings`` leaves open (nothing when signing is on)."""
+    signing = settings.signing
+    if not signing.enabled:
+        return [{"warning": "control-plane-open", "detail": CONTROL_PLANE_OPEN}]
+    if not signing.can_sign:
+        return [{"warning": "signing-verify-only",
+                 "detail": f"signing is {signing.describe()}: this host cannot enqueue or send control commands"}]
+    return []
+
+
+__all__ = ["CONTROL_PLANE_OPEN", "HealthChecks", "HealthReport", "PING_ROUNDS", "health", "probe", "run_checks",
+           "security_warnings"]

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..clock import monotonic, to_iso, utcnow
 from ..contract import Broker, ResultBackend, TaskState
-from ..errors import StemError, StorageRejected, Unsupported
+from ..errors import SignatureInvalid, StemError, StorageRejected, Unsupported
 from ..limits import STATUS_WRITE_MAX_TRIES
+from ..signing import SIGNATURE_INVALID, Signer
 from .context import TaskContext
 from .held import ACTIVE, SETTLED, Held
 from .leases import LeaseKeeper
@@ -42,6 +43,9 @@ INVALID_ENVELOPE = "invalid-envelope"
 INVALID_RESULT = "invalid-result"
 REJECTED = "rejected"
 STATUS_WRITE_FAILED = "status-write-failed"
+# A verify-only worker (Ed25519 public keys, no private key) cannot re-sign a retry: the
+# copy with attempt + 1 would fail every worker's check, so it is dead-lettered instead.
+RETRY_NOT_SIGNED = "retry-not-signed"
 
 # After cancelling an async body, how long its cleanup (finally blocks) may take.
 CANCEL_GRACE_S = 1.0
@@ -92,8 +96,10 @@ class Executor:
         leases: LeaseKeeper,
         counters: Counters,
         revocation: Callable[[str], dict[str, Any] | None],
+        signer: Signer | None = None,
     ) -> None:
         self.app = app
+        self.signer = signer
         self.broker = broker
         self.backend = backend
         self.worker_id = worker_id
@@ -158,6 +164,13 @@ class Executor:
     async def _process(self, held: Held, release_slot: Callable[[], None]) -> None:
         env = held.delivery.envelope
         meta = held.meta
+        if self.signer is not None:
+            # Before anything else: an unverified envelope runs nothing and writes no status
+            # (its id may be a real task's, whose status it must not change).
+            try:
+                self.signer.verify(env)
+            except SignatureInvalid as exc:
+                return await self._reject_signature(held, exc)
         task = self.app.registry.get(env.name)
         if task is None:
             message = f"no task named {env.name!r} is registered on worker {self.worker_id}"
@@ -280,6 +293,10 @@ class Executor:
             delay = exc.delay
         else:
             delay = backoff_seconds(env.attempt, base=task.retry_backoff, maximum=task.retry_backoff_max)
+        if self.signer is not None and not self.signer.can_sign:
+            message = (f"worker {self.worker_id} can verify but not sign (no private key for the active key), so "
+                       "its retry with attempt + 1 cannot be signed; replay it from a process that signs")
+            return await self._finish_failed(held, {**error, "retry_problem": message}, RETRY_NOT_SIGNED)
         held.meta["retry_in"] = round(delay, 3)
         held.meta["next_attempt_at"] = to_iso(utcnow() + timedelta(seconds=delay))
         await self.backend.set_status(env.id, TaskState.RETRIED, error=error, attempt=env.attempt, meta=held.meta)
@@ -293,6 +310,14 @@ class Executor:
         self.counters.failed += 1
         dl_meta = {"error": error, "worker": self.worker_id, "attempts": env.attempt + 1}
         await self.broker.dead_letter(held.delivery, reason=reason, meta=dl_meta)
+
+    async def _reject_signature(self, held: Held, exc: SignatureInvalid) -> None:
+        env = held.delivery.envelope
+        log.warning("task %s (%r) on %s failed its signature check (%s): dead-lettered as %s, not run",
+                    env.id, env.name, held.queue, exc, SIGNATURE_INVALID)
+        self.counters.failed += 1
+        await self.broker.dead_letter(held.delivery, reason=SIGNATURE_INVALID,
+                                      meta={"error": str(exc), "keyId": exc.key_id, "worker": self.worker_id})
 
     async def _cancel(self, held: Held, reason: str, record: dict[str, Any] | None) -> None:
         env = held.delivery.envelope
@@ -347,6 +372,7 @@ __all__ = [
     "MAX_RETRIES_EXHAUSTED",
     "REJECTED",
     "STATUS_WRITE_FAILED",
+    "RETRY_NOT_SIGNED",
     "UNREGISTERED_TASK",
     "error_info",
 ]

@@ -28,10 +28,11 @@ from ..contract import WorkerHeartbeat
 from ..envelope import Delivery, validate_name
 from ..errors import StemError
 from ..settings import HEARTBEAT_INTERVAL_SECONDS
+from .. import signing
 from .burst import BURST_CHECK_INTERVAL_S, queues_drained
 from .commands import CommandTarget
 from .control_state import ControlState
-from .execution import Counters, Executor
+from .execution import RETRY_NOT_SIGNED, Counters, Executor
 from .heartbeat import GONE_HEARTBEAT_TTL_S, build_heartbeat
 from .held import ACTIVE, RESERVED, SETTLED, Held, HeldSet, lease_deadline
 from .leases import LeaseKeeper
@@ -89,6 +90,7 @@ class Worker:
         self.ready = asyncio.Event()
         self._signals: list[int] = []
         self._running = False
+        self.signer: signing.Signer | None = None
 
     # -- public control -------------------------------------------------------------
 
@@ -143,6 +145,12 @@ class Worker:
         if self._running:
             raise StemError("this worker is already running")
         self._running = True
+        # This worker's keys, fixed for its run (a key rotation rolls workers).
+        self.signer = signing.current()
+        if self.signer is not None and not self.signer.can_sign:
+            log.warning("worker %s verifies signatures but cannot sign (%s): its retries are dead-lettered as %s "
+                        "instead of being published unsigned", self.worker_id, self.signer.settings.describe(),
+                        RETRY_NOT_SIGNED)
         await self.app.connect()
         self.broker, self.backend = self.app.broker, self.app.backend
         if not self._prefetch_given:
@@ -160,13 +168,14 @@ class Worker:
             leases=self.leases,
             counters=self.counters,
             revocation=self.control.revocation,
+            signer=self.signer,
         )
         background: list[asyncio.Task[Any]] = []
         try:
             if self.broker.capabilities.broadcast:
                 target = CommandTarget(control=self.control, held=self.held, counters=self.counters, leases=self.leases,
                                        concurrency=self.concurrency, prefetch=self.prefetch, started_at=self.started_at)
-                listener = ControlListener(self.broker, target)
+                listener = ControlListener(self.broker, target, backend=self.backend, signer=self.signer)
                 background.append(asyncio.create_task(listener.run()))
                 await listener.await_ready()
             else:

@@ -1,6 +1,7 @@
 """``stem health``: connect to each configured server, report round-trip time and the
 broker's capability flags; optional checks turn it into a probe (exit 1 when one fails,
-3 when a server cannot be reached). The probing and the checks are
+3 when a server cannot be reached); security warnings (an open control plane) are shown
+but never fail it. The probing and the checks are
 ``stem_core.ops.health``; this module reads the options and prints the report."""
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def _render(report: HealthReport) -> object:
     parts = [views.records(rows, SERVER_COLUMNS, "")]
     parts += [views.t(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}", "" if c["ok"] else "bold red")
               for c in report.checks]
+    parts += [views.t(f"WARN {w['warning']}: {w['detail']}", "yellow") for w in report.warnings]
     return Group(*parts)
 
 

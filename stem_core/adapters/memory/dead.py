@@ -59,7 +59,7 @@ class MemoryDeadLetters:
                 for entry in picked:
                     del q.dead[entry.envelope.id]
                 store.publish([
-                    Broker.replayed_envelope(entry.envelope, delay, now=now).replace(queue=queue) for entry in picked
+                    Broker.replayed_envelope(entry.envelope, delay, now=now, queue=queue) for entry in picked
                 ])
                 waiting = store.waiting_on({queue})
         wake(waiting)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 
 from ...clock import to_epoch, utcnow
+from ...contract.broker import Broker
 from ...contract.types import MessageInfo, QueueStats
 from .connection import MemoryConnection
 from .store import DELAYED, INFLIGHT, READY, live_entries, wake
@@ -80,7 +81,7 @@ class MemoryInspector:
                     msg.lease_expires_at = None
                 elif msg.state == DELAYED:
                     # Ready from now: its age (and its place among equals) starts now.
-                    msg.envelope = msg.envelope.replace(not_before=utcnow())
+                    msg.envelope = Broker.ready_now_envelope(msg.envelope, utcnow())
                 else:
                     continue
                 store.move(q, msg, READY)

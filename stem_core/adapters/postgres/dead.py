@@ -64,7 +64,7 @@ class PostgresDeadLetters:
                     return entries
                 now = utcnow()
                 replayed = [
-                    Broker.replayed_envelope(e.envelope, delay, now=now).replace(queue=queue)
+                    Broker.replayed_envelope(e.envelope, delay, now=now, queue=queue)
                     for e in entries
                 ]
                 await conn.execute(q.dead_delete_ids, {"ids": [row[0] for row in rows]})

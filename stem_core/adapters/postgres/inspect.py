@@ -13,7 +13,9 @@ from typing import Any
 
 import psycopg
 
+from ... import signing
 from ...clock import to_iso, utcnow
+from ...contract.broker import Broker
 from ...contract.types import MessageInfo, QueueStats
 from .connection import PostgresConnection
 from .rows import decode
@@ -71,8 +73,20 @@ class PostgresInspector:
 
     async def requeue(self, queue: str, ids: set[str]) -> int:
         now = utcnow()
+        wanted = sorted(ids)
+        signed_ids: list[str] = []
+        signed: list[str] = []
+        if signing.current() is not None:
+            # notBefore is signed: the rewritten envelope is signed in Python, not by jsonb_set.
+            for row_id, msg_id, raw in await self._connection.durable().fetch(
+                    self._q.requeue_delayed_envelopes, {"queue": queue, "ids": wanted}):
+                envelope, ok = decode(raw, row_id, queue)
+                if ok:
+                    signed_ids.append(msg_id)
+                    signed.append(Broker.ready_now_envelope(envelope, now).to_json())
         rows = await self._maintained([queue], self._q.requeue,
-                                      {"queue": queue, "ids": sorted(ids), "now": now, "now_iso": to_iso(now)})
+                                      {"queue": queue, "ids": wanted, "now": now, "now_iso": to_iso(now),
+                                       "signed_ids": signed_ids, "signed_envelopes": signed})
         return int(rows[0][0])
 
     async def remove(self, queue: str, ids: set[str]) -> int:

@@ -226,13 +226,23 @@ SELECT id, queue, envelope, locked_by, locked_until, delivery_count FROM {schema
  WHERE state = 'leased' AND queue = %(queue)s
  ORDER BY locked_until, id LIMIT %(limit)s OFFSET %(offset)s;
 
+-- name: requeue_delayed_envelopes
+-- The delayed rows a requeue will rewrite, for a signing process to re-sign first.
+SELECT id, msg_id, envelope FROM {schema}.jobs
+ WHERE queue = %(queue)s AND msg_id = ANY(%(ids)s::text[]) AND state = 'delayed';
+
 -- name: requeue
 -- Leased or delayed rows become ready now. The lease number moves on (the old holder's
--- settles change nothing); a delayed row's notBefore becomes now, as its age starts now.
-UPDATE {schema}.jobs
+-- settles change nothing); a delayed row's notBefore becomes now, as its age starts now:
+-- the re-signed envelope when the caller gave one (signed_ids/signed_envelopes), else
+-- rewritten here.
+UPDATE {schema}.jobs AS j
    SET lease = lease + 1, locked_by = NULL, locked_until = NULL,
        ready_at = CASE WHEN state = 'delayed' THEN %(now)s::timestamptz ELSE ready_at END,
-       envelope = CASE WHEN state = 'delayed' THEN jsonb_set(envelope, '{notBefore}', to_jsonb(%(now_iso)s::text))
+       envelope = CASE WHEN state = 'delayed' THEN
+                         COALESCE((SELECT s.env FROM unnest(%(signed_ids)s::text[], %(signed_envelopes)s::jsonb[]) AS s(mid, env)
+                                    WHERE s.mid = j.msg_id LIMIT 1),
+                                  jsonb_set(envelope, '{notBefore}', to_jsonb(%(now_iso)s::text)))
                        ELSE envelope END,
        state = 'ready'
  WHERE queue = %(queue)s AND msg_id = ANY(%(ids)s::text[]) AND state IN ('leased', 'delayed');

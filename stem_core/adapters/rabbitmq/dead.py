@@ -61,7 +61,7 @@ class RabbitMQDeadLetters:
             picked = picked[:limit]
             if not dry_run and picked:
                 now = utcnow()
-                replayed = [Broker.replayed_envelope(e.envelope, delay, now=now).replace(queue=queue) for _, e in picked]
+                replayed = [Broker.replayed_envelope(e.envelope, delay, now=now, queue=queue) for _, e in picked]
                 await self._publisher.publish(replayed)
                 for message, _ in picked:
                     await scan.ack(message)

@@ -26,6 +26,7 @@ from typing import Callable
 from aiormq import exceptions as amqp
 
 from ...clock import utcnow
+from ...contract.broker import Broker
 from ...contract.types import QueueStats
 from ...envelope import Envelope
 from . import codec
@@ -110,7 +111,7 @@ class RabbitMQInspector:
         now = utcnow()
 
         def ready_now(envelope: Envelope, deliveries: int) -> Outgoing:
-            return self._publisher.message(envelope.replace(not_before=now), deliveries=deliveries, now=now)
+            return self._publisher.message(Broker.ready_now_envelope(envelope, now), deliveries=deliveries, now=now)
 
         return len(holds) + await self._scan_levels(queue, ids, ready_now)
 

@@ -58,7 +58,7 @@ class RedisDeadLetters:
         now = utcnow()
         args: list[Any] = [len(picked)]
         for entry, raw in picked:
-            env = Broker.replayed_envelope(entry.envelope, delay, now=now).replace(queue=queue)
+            env = Broker.replayed_envelope(entry.envelope, delay, now=now, queue=queue)
             due = to_us(env.not_before) if env.not_before is not None else 0
             args.extend([env.id, raw, env.to_json(), ready_us(env), due, env.priority, lease_ms(env)])
         moved = {text(i) for i in await self._conn.call("replay", self._keys(queue), args)}

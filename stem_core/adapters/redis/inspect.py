@@ -15,6 +15,7 @@ from typing import Any
 
 from ...clock import utcnow
 from ...contract.types import MessageInfo, MessagePage, QueueStats
+from ...contract.broker import Broker
 from .codec import decode, text
 from .connection import RedisConnection
 from .keys import BANDS, KeyCache, from_us, to_us
@@ -113,7 +114,7 @@ class RedisInspector:
             envelope, ok = decode(reply[k + 1], "?", queue)
             if ok:
                 # Ready from now: its age (and its place among equals) starts now.
-                moves.extend([reply[k], envelope.replace(not_before=now).to_json(), to_us(now)])
+                moves.extend([reply[k], Broker.ready_now_envelope(envelope, now).to_json(), to_us(now)])
         if moves:
             changed += int(await self._conn.call("promote_now", keys, moves))
         return changed

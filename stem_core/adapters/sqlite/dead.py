@@ -36,7 +36,7 @@ class SQLiteDeadLetters:
             lambda conn: repair.replay(
                 conn, self._namespace, queue, limit=limit, since=since, ids=ids, task=task, dry_run=dry_run,
                 accept=lambda entry: Broker.matches_replay(entry, since, ids, task),
-                rebuild=lambda env: Broker.replayed_envelope(env, delay, now=now).replace(queue=queue),
+                rebuild=lambda env: Broker.replayed_envelope(env, delay, now=now, queue=queue),
             )
         )
         if entries and not dry_run:

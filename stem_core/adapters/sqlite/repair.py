@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from ...clock import to_epoch
+from ...contract.broker import Broker
 from ...contract.types import DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats
 from ...envelope import Envelope
 from .db import db_now, immediate, snapshot
@@ -97,7 +98,7 @@ def requeue(conn: Any, ns: str, queue: str, ids: set[str]) -> int:
         for row_id, raw in conn.execute(Q.delayed_by_ids, params).fetchall():
             envelope, error = decode_or_placeholder(row_id, None, queue, raw)
             # Ready from now: its age (and its place among equals) starts now.
-            text = raw if error is not None else envelope.replace(not_before=moment(now)).to_json()
+            text = raw if error is not None else Broker.ready_now_envelope(envelope, moment(now)).to_json()
             changed += conn.execute(Q.make_ready_now, {"id": row_id, "now": now, "envelope": text}).rowcount
     return changed
 

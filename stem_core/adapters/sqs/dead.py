@@ -112,7 +112,7 @@ class SQSDeadLetters:
 
     async def _send_back(self, queue: str, picked: list[Dead], delay: float | None) -> None:
         now = utcnow()
-        await self._publisher.publish([Broker.replayed_envelope(d.entry.envelope, delay, now=now).replace(queue=queue)
+        await self._publisher.publish([Broker.replayed_envelope(d.entry.envelope, delay, now=now, queue=queue)
                                        for d in picked])
 
     # -- scanning -------------------------------------------------------------------
