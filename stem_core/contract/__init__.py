@@ -12,6 +12,7 @@ from .types import (
     TaskState,
     TaskStatus,
     WorkerHeartbeat,
+    decode_heartbeat,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "WorkerHeartbeat",
+    "decode_heartbeat",
 ]

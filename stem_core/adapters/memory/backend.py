@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable, ClassVar
 from ..._aio import make_waker
 from ...clock import monotonic, utcnow
 from ...contract.backend import ResultBackend
-from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...errors import BackendUnavailable
 from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .registry import store_for
@@ -251,13 +251,13 @@ class MemoryBackend(ResultBackend):
         self._check_open()
         with self._store.lock:
             text = self._live_heartbeats().get(worker_id)
-        return WorkerHeartbeat.from_dict(json.loads(text)) if text is not None else None
+        return decode_heartbeat(text) if text is not None else None
 
     async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
         self._check_open()
         with self._store.lock:
             live = self._live_heartbeats()
-        return [WorkerHeartbeat.from_dict(json.loads(live[w])) for w in sorted(live)]
+        return [hb for hb in (decode_heartbeat(live[w]) for w in sorted(live)) if hb is not None]
 
     # -- records and audit ----------------------------------------------------------
 

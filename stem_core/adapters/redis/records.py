@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ...clock import utcnow
-from ...contract.types import WorkerHeartbeat
+from ...contract.types import WorkerHeartbeat, decode_heartbeat
 from .codec import dumps, text
 from .connection import RedisConnection
 from .keys import ResultKeys, to_us
@@ -43,14 +43,14 @@ class RedisRecords:
     async def get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
         with self._conn.guard:
             raw = await self._conn.client.get(self._keys.heartbeat(worker_id))
-        return WorkerHeartbeat.from_dict(json.loads(raw)) if raw is not None else None
+        return decode_heartbeat(raw) if raw is not None else None
 
     async def list_heartbeats(self) -> list[WorkerHeartbeat]:
         client = self._conn.client
         with self._conn.guard:
             ids = await client.zrangebyscore(self._keys.heartbeats, f"({to_us(utcnow())}", "+inf")
             raws = await client.mget([self._keys.heartbeat(text(i)) for i in ids]) if ids else []
-        beats = [WorkerHeartbeat.from_dict(json.loads(raw)) for raw in raws if raw is not None]
+        beats = [hb for hb in (decode_heartbeat(raw) for raw in raws if raw is not None) if hb is not None]
         return sorted(beats, key=lambda hb: hb.worker_id)
 
     async def put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
