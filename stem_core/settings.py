@@ -32,6 +32,10 @@ DEFAULT_PAGE_LIMIT = 50
 # the adapters, so a broker that must treat them specially (SQS deletes them) need not
 # import the control plane.
 REPLY_QUEUE_PREFIX = "stem.reply."
+# A reply queue is deleted by the client that made it once its replies are in; a broker that
+# can expire keys or queues also lets one go this long after its last use, so a client that
+# crashed mid-wait leaves nothing behind for good.
+REPLY_QUEUE_TTL_SECONDS = 300.0
 
 # Retry policy defaults of ``@app.task`` (the worker's backoff reads them through the task):
 # no retry unless asked; the n-th retry waits min(base * 2**n, max) seconds, shortened by
@@ -278,6 +282,7 @@ def load_settings(
 
 __all__ = [
     "REPLY_QUEUE_PREFIX",
+    "REPLY_QUEUE_TTL_SECONDS",
     "CONTROL_MAX_AGE_SECONDS",
     "CONTROL_TIMEOUT_SECONDS",
     "DEFAULT_LEASE_SECONDS",

@@ -243,6 +243,13 @@ DELETE FROM {schema}.jobs WHERE queue = %(queue)s AND msg_id = ANY(%(ids)s::text
 -- name: purge
 DELETE FROM {schema}.jobs WHERE queue = %(queue)s AND state IN ('ready', 'delayed');
 
+-- name: drop_queue_jobs
+-- A control reply queue is used once: when its client purges it, every row goes.
+DELETE FROM {schema}.jobs WHERE queue = %(queue)s;
+
+-- name: drop_queue_counts
+DELETE FROM {schema}.queue_counts WHERE queue = %(queue)s AND dead = 0;
+
 -- name: dead_list
 SELECT id, msg_id, queue, reason, meta, envelope, dead_at FROM {schema}.dead_letters
  WHERE queue = %(queue)s

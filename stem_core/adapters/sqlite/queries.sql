@@ -164,6 +164,13 @@ DELETE FROM jobs WHERE ns = :ns AND queue = :queue AND msg_id IN (SELECT value F
 -- name: purge_queue
 DELETE FROM jobs WHERE ns = :ns AND queue = :queue AND state IN ('ready', 'delayed');
 
+-- name: drop_queue_jobs
+-- A control reply queue is used once: when its client purges it, every row goes.
+DELETE FROM jobs WHERE ns = :ns AND queue = :queue;
+
+-- name: drop_queue_counts
+DELETE FROM queue_counts WHERE ns = :ns AND queue = :queue AND dead = 0;
+
 -- ------------------------------------------------------------------ broker: dead letters
 
 -- name: dead_unlink
