@@ -37,6 +37,13 @@ REPLY_QUEUE_PREFIX = "stem.reply."
 # crashed mid-wait leaves nothing behind for good.
 REPLY_QUEUE_TTL_SECONDS = 300.0
 
+# Retention of the audit log (every backend): records older than this are deleted, a
+# bounded batch at each append (``AUDIT_PRUNE_BATCH``), so pruning never blocks a write.
+# ``STEM_AUDIT_RETENTION`` (a duration: 90d, 720h) changes it.
+ENV_AUDIT_RETENTION = "STEM_AUDIT_RETENTION"
+AUDIT_RETENTION_SECONDS = 30 * 86_400.0
+AUDIT_PRUNE_BATCH = 500
+
 # Retry policy defaults of ``@app.task`` (the worker's backoff reads them through the task):
 # no retry unless asked; the n-th retry waits min(base * 2**n, max) seconds, shortened by
 # up to the jitter fraction so the retries of a burst spread out.
@@ -221,6 +228,23 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def audit_retention_seconds(env: Mapping[str, str] | None = None) -> float:
+    """``$STEM_AUDIT_RETENTION`` as seconds, else ``AUDIT_RETENTION_SECONDS``."""
+    env = os.environ if env is None else env
+    raw = env.get(ENV_AUDIT_RETENTION)
+    if not raw:
+        return AUDIT_RETENTION_SECONDS
+    from .durations import parse_duration
+
+    try:
+        seconds = parse_duration(raw, option=ENV_AUDIT_RETENTION)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if not seconds > 0:
+        raise ConfigurationError(f"{ENV_AUDIT_RETENTION} must be a positive duration, got {raw!r}")
+    return seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The effective configuration of one process."""
@@ -281,6 +305,10 @@ def load_settings(
 
 
 __all__ = [
+    "AUDIT_PRUNE_BATCH",
+    "AUDIT_RETENTION_SECONDS",
+    "ENV_AUDIT_RETENTION",
+    "audit_retention_seconds",
     "REPLY_QUEUE_PREFIX",
     "REPLY_QUEUE_TTL_SECONDS",
     "CONTROL_MAX_AGE_SECONDS",

@@ -301,6 +301,21 @@ async def _no_record(backend: ResultBackend, kind: str, key: str) -> bool:
     return await backend.get_record(kind, key) is None
 
 
+async def test_audit_records_past_retention_are_pruned_as_new_ones_arrive(backend: ResultBackend) -> None:
+    # Given a short retention and three records (issue 15: SQLite/PostgreSQL kept them forever)
+    from stem_core.clock import to_iso
+
+    backend.audit_retention = 0.5
+    marker = uuid.uuid4().hex
+    for i in range(3):
+        await backend.append_audit({"marker": marker, "i": i, "at": to_iso(utcnow())})
+    # When a new record is appended after they aged past it
+    await asyncio.sleep(1.0)
+    await backend.append_audit({"marker": marker, "i": 3, "at": to_iso(utcnow())})
+    # Then only the new one is left
+    assert [r["i"] for r in await backend.list_audit(limit=1000) if r.get("marker") == marker] == [3]
+
+
 async def test_audit_log_is_newest_first(backend: ResultBackend) -> None:
     marker = uuid.uuid4().hex
     for i in range(5):

@@ -130,3 +130,13 @@ def test_ssl_options_on_plain_redis_are_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="rediss://") as info:
         redis_parse(f"redis://h/0?ssl_password={SENTINEL}", {}, {})
     assert SENTINEL not in str(info.value)
+
+
+def test_audit_retention_defaults_to_30_days_and_reads_the_environment() -> None:
+    from stem_core.settings import AUDIT_RETENTION_SECONDS, audit_retention_seconds
+
+    assert audit_retention_seconds({}) == AUDIT_RETENTION_SECONDS == 30 * 86400
+    assert audit_retention_seconds({"STEM_AUDIT_RETENTION": "90d"}) == 90 * 86400
+    for bad in ("forever", "0", "-1d"):
+        with pytest.raises(ConfigurationError, match="STEM_AUDIT_RETENTION"):
+            audit_retention_seconds({"STEM_AUDIT_RETENTION": bad})

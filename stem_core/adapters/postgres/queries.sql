@@ -392,6 +392,12 @@ DELETE FROM {schema}.records WHERE kind = %(kind)s AND key = %(key)s
 RETURNING expires_at IS NULL OR expires_at > now();
 
 -- name: append_audit
+-- With a bounded batch of the oldest records past retention (ids grow with time).
+WITH pruned AS (
+    DELETE FROM {schema}.audit WHERE id IN (
+        SELECT id FROM {schema}.audit WHERE at < now() - make_interval(secs => %(retention)s)
+         ORDER BY id LIMIT %(batch)s)
+)
 INSERT INTO {schema}.audit (record) VALUES (%(record)s::jsonb);
 
 -- name: list_audit

@@ -32,7 +32,7 @@ from ...clock import utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...errors import BackendUnavailable
-from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
+from ...settings import AUDIT_PRUNE_BATCH, DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .connection import RESULT_CHANNEL_SUFFIX, PostgresConnection, PostgresDatabase, schema_name
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import PostgresListener
@@ -310,7 +310,8 @@ class PostgresBackend(ResultBackend):
         return bool(rows and rows[0][0])
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        await self._check_open().execute(self._q.append_audit, {"record": dumps(record)})
+        await self._check_open().execute(self._q.append_audit, {"record": dumps(record), "retention": self.audit_retention,
+                                                                 "batch": AUDIT_PRUNE_BATCH})
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         if limit == 0:

@@ -312,5 +312,10 @@ DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= :now;
 -- name: audit_append
 INSERT INTO audit (ns, body, created_at) VALUES (:ns, :body, :now);
 
+-- name: audit_prune
+-- The namespace's oldest records (ids grow with time), a bounded batch, when past retention.
+DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ns = :ns ORDER BY id LIMIT :batch)
+   AND created_at < :before;
+
 -- name: audit_page
 SELECT body FROM audit WHERE ns = :ns ORDER BY id DESC LIMIT :limit OFFSET :offset;

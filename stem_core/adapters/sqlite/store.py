@@ -12,6 +12,7 @@ from typing import Any
 
 from ...contract.backend import StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
+from ...settings import AUDIT_PRUNE_BATCH
 from .db import db_now, immediate, snapshot
 from .rows import dumps, moment
 from .schema import Q
@@ -192,10 +193,12 @@ def delete_record(conn: Any, ns: str, kind: str, key: str) -> bool:
     return row is not None and (row[0] is None or row[0] > now)
 
 
-def append_audit(conn: Any, ns: str, record: dict[str, Any]) -> None:
+def append_audit(conn: Any, ns: str, record: dict[str, Any], retention: float) -> None:
     body = dumps(record)
     with immediate(conn):
-        conn.execute(Q.audit_append, {"ns": ns, "body": body, "now": db_now(conn)})
+        now = db_now(conn)
+        conn.execute(Q.audit_append, {"ns": ns, "body": body, "now": now})
+        conn.execute(Q.audit_prune, {"ns": ns, "batch": AUDIT_PRUNE_BATCH, "before": now - retention})
 
 
 def list_audit(conn: Any, ns: str, limit: int, offset: int) -> list[dict[str, Any]]:
