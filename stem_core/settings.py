@@ -13,8 +13,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from typing import Iterable, Mapping
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 from .limits import DEFAULT_MAX_ENVELOPE_BYTES
@@ -58,6 +58,17 @@ DEFAULT_PAGE_LIMIT = 50
 # the adapters, so a broker that must treat them specially (SQS deletes them) need not
 # import the control plane.
 REPLY_QUEUE_PREFIX = "stem.reply."
+# A reply queue is deleted by the client that made it once its replies are in; a broker that
+# can expire keys or queues also lets one go this long after its last use, so a client that
+# crashed mid-wait leaves nothing behind for good.
+REPLY_QUEUE_TTL_SECONDS = 300.0
+
+# Retention of the audit log (every backend): records older than this are deleted, a
+# bounded batch at each append (``AUDIT_PRUNE_BATCH``), so pruning never blocks a write.
+# ``STEM_AUDIT_RETENTION`` (a duration: 90d, 720h) changes it.
+ENV_AUDIT_RETENTION = "STEM_AUDIT_RETENTION"
+AUDIT_RETENTION_SECONDS = 30 * 86_400.0
+AUDIT_PRUNE_BATCH = 500
 
 # Retry policy defaults of ``@app.task`` (the worker's backoff reads them through the task):
 # no retry unless asked; the n-th retry waits min(base * 2**n, max) seconds, shortened by
@@ -96,31 +107,168 @@ def validate_namespace(namespace: object) -> str:
 
 # Schemes whose URL user is itself a credential (an AWS access key id): hidden too.
 SECRET_USER_SCHEMES = frozenset({"sqs"})
+# URL query parameters whose value is a secret, compared lower-case with '-' as '_': what
+# libpq (``password``, ``sslpassword``), redis-py (``ssl_password``), AWS and token-style
+# APIs take, and where a TLS private key lives (``sslkey``, ``ssl_keyfile``). A parameter
+# whose name contains one of ``SECRET_QUERY_MARKERS`` counts as well.
+SECRET_QUERY_PARAMS = frozenset({
+    "pass", "pwd", "key", "sig", "auth", "sslkey", "ssl_keyfile", "ssl_key", "x_amz_credential",
+})
+SECRET_QUERY_MARKERS = ("password", "passwd", "passphrase", "secret", "token", "apikey", "api_key",
+                        "signature", "credential", "private")
+# What a URL that cannot be parsed reliably is shown as: nothing of it but its scheme, since
+# any part of it may be a password (a '#', '/' or '?' left unencoded in one ends the parse early).
+UNPARSEABLE_URL = "<unparseable URL withheld>"
+REDACTED = "***"
+# ``redact_text`` replaces secrets of at least this many characters.
+MIN_SCRUBBED_SECRET_CHARS = 3
+
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}")
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether the URL query parameter ``name`` carries a secret (see ``SECRET_QUERY_PARAMS``)."""
+    norm = unquote_plus(name).strip().lower().replace("-", "_")
+    return norm in SECRET_QUERY_PARAMS or any(marker in norm for marker in SECRET_QUERY_MARKERS)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be parsed reliably (so nothing but its scheme may be shown), or
+    None. The reason never quotes the URL."""
+    if not isinstance(url, str):
+        return "not a text"
+    scheme, sep, _ = url.partition("://")
+    if not sep or _SCHEME_RE.fullmatch(scheme) is None:
+        return "expected scheme://..."
+    if scheme.lower() in SECRET_USER_SCHEMES:
+        return None  # shown textually; the adapter explains its own errors without quoting
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        # Never str(exc): urlsplit's messages may quote the netloc.
+        return "unbalanced '[' or ']' around an IPv6 host" if "IPv6" in str(exc) else "it cannot be split into its parts"
+    if parts.netloc and "@" not in parts.netloc and "@" in parts.path + parts.query + parts.fragment:
+        return _RESERVED_HINT
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, port = port.partition(":")
+        if colon and port and not port.isdigit():
+            return _RESERVED_HINT
+    return None
+
+
+_RESERVED_HINT = ("the port is not a number or an '@' follows the host: percent-encode '#', '/', '?', '@' "
+                  "and ':' inside a user name or password (e.g. '#' as %23)")
+
+
+def _redact_query(query: str) -> str:
+    if not query:
+        return query
+    out = []
+    for piece in query.split("&"):
+        name, eq, value = piece.partition("=")
+        if eq and value and is_secret_param(name):
+            piece = f"{name}={REDACTED}"
+        elif eq and "://" in unquote_plus(value):
+            piece = f"{name}={redact_url(unquote_plus(value))}"
+        out.append(piece)
+    return "&".join(out)
+
+
+def _withheld(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if sep and _SCHEME_RE.fullmatch(scheme):
+        return f"{scheme}://{UNPARSEABLE_URL}"
+    return UNPARSEABLE_URL
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (user names are kept, except where
-    the user is a credential: ``sqs://KEY_ID:SECRET@`` shows as ``sqs://***:***@``)."""
+    """``url`` safe to show: any password replaced by ``***`` (user names are kept, except
+    where the user is a credential: ``sqs://KEY_ID:SECRET@`` shows as ``sqs://***:***@``),
+    secret query parameters (``?password=``, ``?sslpassword=``, ``?ssl_password=``, tokens,
+    AWS secrets; see ``is_secret_param``) as ``name=***``, and a URL that cannot be parsed
+    reliably withheld but for its scheme (``redis://<unparseable URL withheld>``)."""
+    if not isinstance(url, str):
+        return UNPARSEABLE_URL
     scheme, sep, rest = url.partition("://")
     if sep and scheme.lower() in SECRET_USER_SCHEMES:
         # Textual, not urlsplit: an unencoded "/" in a secret would end the netloc early.
         head, qsep, query = rest.partition("?")
         if "@" in head:
-            return f"{scheme}://***:***@{head.rpartition('@')[2]}{qsep}{query}"
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    if ":" in userinfo or parts.password is not None:
-        netloc = f"{user}:***@{hostport}" if user else f":***@{hostport}"
+            head = f"***:***@{head.rpartition('@')[2]}"
+        return f"{scheme}://{head}{qsep}{_redact_query(query)}"
+    if url_problem(url) is not None:
+        return _withheld(url)
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{REDACTED}@{hostport}" if colon else f"{user}@{hostport}"
+    query = _redact_query(parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret: shown exactly as written
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> frozenset[str]:
+    """The secret values written in ``url`` (password, secret query parameters, an SQS key
+    pair), both as written and decoded, for scrubbing them out of driver messages; for a
+    URL that cannot be parsed, everything after its scheme."""
+    if not isinstance(url, str) or not url:
+        return frozenset()
+    found: set[str] = set()
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in SECRET_USER_SCHEMES:
+        head, _, query = rest.partition("?")
+        if "@" in head:
+            found.update(head.rpartition("@")[0].split(":", 1))
+    elif url_problem(url) is not None:
+        found.add(rest if sep else url)
+        query = ""
     else:
-        netloc = f"{user}@{hostport}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        parts = urlsplit(url)
+        query = parts.query
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        if at and ":" in userinfo:
+            found.add(userinfo.partition(":")[2])
+    for piece in query.split("&") if query else ():
+        name, eq, value = piece.partition("=")
+        if eq and value and is_secret_param(name):
+            found.add(value)
+        elif eq and "://" in unquote_plus(value):
+            found.update(url_secrets(unquote_plus(value)))
+    decoded = {unquote_plus(s) for s in found} | {unquote(s) for s in found}
+    return frozenset(s for s in found | decoded if s)
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***`` (longest first, so a
+    secret containing another is hidden whole). Secrets shorter than
+    ``MIN_SCRUBBED_SECRET_CHARS`` are left alone: replacing every "a" of a message would
+    destroy it while hiding nothing (the URLs themselves are shown through ``redact_url``)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= MIN_SCRUBBED_SECRET_CHARS and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def audit_retention_seconds(env: Mapping[str, str] | None = None) -> float:
+    """``$STEM_AUDIT_RETENTION`` as seconds, else ``AUDIT_RETENTION_SECONDS``."""
+    env = os.environ if env is None else env
+    raw = env.get(ENV_AUDIT_RETENTION)
+    if not raw:
+        return AUDIT_RETENTION_SECONDS
+    from .durations import parse_duration
+
+    try:
+        seconds = parse_duration(raw, option=ENV_AUDIT_RETENTION)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if not seconds > 0:
+        raise ConfigurationError(f"{ENV_AUDIT_RETENTION} must be a positive duration, got {raw!r}")
+    return seconds
 
 def decode_base64(text: str) -> bytes:
     """Standard or URL-safe base64, padding optional (``binascii.Error`` when it is neither)."""
@@ -334,8 +482,13 @@ def max_envelope_bytes(env: Mapping[str, str] | None = None) -> int:
 
 
 __all__ = [
+    "AUDIT_PRUNE_BATCH",
+    "AUDIT_RETENTION_SECONDS",
+    "ENV_AUDIT_RETENTION",
+    "audit_retention_seconds",
     "REPLY_QUEUE_PREFIX",
     "CONTROL_CLOCK_SKEW_SECONDS",
+    "REPLY_QUEUE_TTL_SECONDS",
     "CONTROL_MAX_AGE_SECONDS",
     "ED25519",
     "ENV_SIGNING_ACTIVE_KEY",
@@ -370,6 +523,15 @@ __all__ = [
     "default_sqlite_url",
     "load_settings",
     "max_envelope_bytes",
+    "redact_text",
     "redact_url",
+    "url_problem",
+    "url_secrets",
+    "is_secret_param",
+    "REDACTED",
+    "MIN_SCRUBBED_SECRET_CHARS",
+    "SECRET_QUERY_MARKERS",
+    "SECRET_QUERY_PARAMS",
+    "UNPARSEABLE_URL",
     "validate_namespace",
 ]

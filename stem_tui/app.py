@@ -24,7 +24,7 @@ from .messages import ActionFailed, ActionFinished, ExplainReady, SnapshotReady,
 from .screens import DeadView, DetailView, EventsView, LeasesView, QueuesView, WorkersView
 from .screens.base import WRITE_ACTIONS, ViewScreen
 from .screens.events import EventLog
-from .source import DataSource, describe_error
+from .source import DataSource
 from .widgets.filter import FilterQuery
 from .widgets.literal import age, clean
 from .widgets.palette import StemCommands
@@ -270,7 +270,7 @@ class StemTui(App[None]):
             try:
                 explanation = await self.source.call(lambda ops: ops.explain(task_id))
             except Exception as exc:  # noqa: BLE001 - shown, never raised into the UI
-                self.post_message(ActionFailed("explain", describe_error(exc)))
+                self.post_message(ActionFailed("explain", self.source.describe(exc)))
                 return
             self.post_message(ExplainReady(explanation))
 
@@ -310,7 +310,7 @@ class StemTui(App[None]):
             for step in plan.steps:
                 results.append(await self.source.call(lambda ops, s=step: s.run(ops, True, None, None)))
         except Exception as exc:  # noqa: BLE001 - bad input or an unreachable broker: one line
-            self.post_message(ActionFailed(plan.title, describe_error(exc)))
+            self.post_message(ActionFailed(plan.title, self.source.describe(exc)))
             return
         preview = plans.Preview(plan, tuple(results))
         command = plans.command_line(preview.results, self.cli_context)
@@ -337,7 +337,7 @@ class StemTui(App[None]):
                     continue  # the preview found nothing here: never widen to "everything now"
                 results.append(await self.source.call(lambda ops, s=step, i=ids: s.run(ops, False, i, reason)))
         except Exception as exc:  # noqa: BLE001
-            self.post_message(ActionFailed(plan.title, describe_error(exc), command))
+            self.post_message(ActionFailed(plan.title, self.source.describe(exc), command))
             self.source.refresh_now()
             return
         self.post_message(ActionFinished(plan.title, _merge(results, plan), plans.command_line(results, self.cli_context)))

@@ -32,7 +32,7 @@ from stem_core.ops import (
     WorkerInfo,
     open_adapters,
 )
-from stem_core.settings import Settings, redact_url
+from stem_core.settings import Settings, redact_text, redact_url, url_secrets
 
 from .messages import SnapshotReady, SourceFailed
 
@@ -117,9 +117,12 @@ class DataSource:
         stale_after: float | None = None,
         interval: float = DEFAULT_REFRESH_S,
         live: bool = True,
+        secrets: frozenset[str] = frozenset(),
     ) -> None:
         self._connect = connect
         self.label = label
+        # The secrets of the configured URLs: no banner or error line may show them.
+        self.secrets = secrets
         self.namespace = namespace
         self.clock = clock
         self.actor = actor
@@ -140,8 +143,13 @@ class DataSource:
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> "DataSource":
+        secrets = url_secrets(settings.broker_url) | url_secrets(settings.backend_url)
         return cls(settings_connector(settings), label=redact_url(settings.broker_url), namespace=settings.namespace,
-                   **options)
+                   secrets=secrets, **options)
+
+    def describe(self, exc: BaseException) -> str:
+        """``describe_error(exc)`` with the configured URLs' secrets hidden."""
+        return redact_text(describe_error(exc), self.secrets)
 
     @property
     def ops(self) -> Ops | None:
@@ -224,7 +232,7 @@ class DataSource:
             if self.failures >= RECONNECT_AFTER_FAILURES:
                 await self._drop()
             retry = self.retry_delay() if self.live and not self.paused else None
-            self._app.post_message(SourceFailed(describe_error(exc), self.failures, retry))
+            self._app.post_message(SourceFailed(self.describe(exc), self.failures, retry))
             return
         self.failures = 0
         self.last = snapshot

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from ..contract import Broker, ResultBackend
 from ..errors import ConfigurationError
-from ..settings import DEFAULT_NAMESPACE, redact_url
+from ..settings import DEFAULT_NAMESPACE, redact_url, url_problem
 
 # scheme -> (module, broker class, backend class or None, extra name, driver module)
 _ADAPTERS: dict[str, tuple[str, str, str | None, str | None, str | None]] = {
@@ -36,10 +36,11 @@ def url_scheme(url: str) -> str:
     """The lower-cased scheme of ``url``; ``ConfigurationError`` when it has none or is unknown."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("empty URL: expected e.g. sqlite:///path/stem.db, redis://host:6379/0 or memory://")
-    try:
-        scheme = urlsplit(url.strip()).scheme.lower()
-    except ValueError as exc:
-        raise ConfigurationError(f"malformed URL {redact_url(url)!r}: {exc}") from None
+    problem = url_problem(url.strip())
+    if problem is not None and "://" in url:
+        # Nothing of the URL but its scheme is shown: any part of it may be a password.
+        raise ConfigurationError(f"malformed URL {redact_url(url.strip())!r}: {problem}")
+    scheme = "" if problem is not None else urlsplit(url.strip()).scheme.lower()
     if not scheme or "://" not in url:
         raise ConfigurationError(
             f"malformed URL {redact_url(url)!r}: expected scheme://..., one of {', '.join(s + '://' for s in BROKER_SCHEMES)}"

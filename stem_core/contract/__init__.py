@@ -13,6 +13,7 @@ from .types import (
     TaskState,
     TaskStatus,
     WorkerHeartbeat,
+    decode_heartbeat,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "WorkerHeartbeat",
+    "decode_heartbeat",
 ]

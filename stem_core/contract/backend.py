@@ -31,7 +31,14 @@ from typing import Any, AsyncIterator, ClassVar, NamedTuple, Sequence
 
 from ..errors import ConfigurationError
 from ..limits import check_page
-from ..settings import DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS, validate_namespace
+from ..settings import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_PAGE_LIMIT,
+    HEARTBEAT_TTL_SECONDS,
+    RESULT_TTL_SECONDS,
+    audit_retention_seconds,
+    validate_namespace,
+)
 from .types import TaskState, TaskStatus, WorkerHeartbeat
 
 # How often a polling ``watch`` looks for changes.
@@ -93,6 +100,8 @@ class ResultBackend(ABC):
             raise ConfigurationError("result_ttl and heartbeat_ttl must be positive seconds")
         self.result_ttl = float(result_ttl)
         self.heartbeat_ttl = float(heartbeat_ttl)
+        # Audit records older than this are pruned as new ones are appended.
+        self.audit_retention = audit_retention_seconds()
 
     @classmethod
     @abstractmethod

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ..clock import to_iso
-from ..envelope import Envelope
+from ..envelope import Envelope, validate_name
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -283,6 +285,106 @@ class WorkerHeartbeat:
         )
 
 
+def decode_heartbeat(raw: Any) -> WorkerHeartbeat | None:
+    """A stored heartbeat (JSON text, bytes or an already-decoded dict) as a
+    ``WorkerHeartbeat``, or None when it is unusable (not JSON, no worker id, no valid
+    timestamp). Anyone who can write to the backend can write one, so a bad one is skipped,
+    not fatal: garbage counters read as 0, lists keep only their well-formed items, and
+    queue names that break the name rule (``validate_name``) are dropped, so one stray
+    heartbeat cannot make an overview (``stem inspect queues``, the TUI) fail."""
+    try:
+        data = json.loads(raw) if isinstance(raw, (str, bytes, bytearray)) else raw
+    except ValueError:
+        return _skipped("?", "not JSON")
+    if not isinstance(data, dict):
+        return _skipped("?", "not a JSON object")
+    worker_id = data.get("worker_id")
+    if not isinstance(worker_id, str) or not worker_id or len(worker_id) > HEARTBEAT_ID_MAX_CHARS:
+        return _skipped("?", "no usable worker_id")
+    try:
+        from ..clock import parse_iso
+
+        timestamp = parse_iso(data["timestamp"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return _skipped(worker_id, "no valid timestamp")
+    queues, bad = _queue_names(data.get("queues"))
+    paused, bad_paused = _queue_names(data.get("paused_queues"))
+    inflight = [dict(e) for e in _as_list(data.get("inflight"))
+                if isinstance(e, dict) and isinstance(e.get("id"), str) and _good_queue(e.get("queue", "default"))]
+    if bad or bad_paused or len(inflight) != len(_as_list(data.get("inflight"))):
+        _skipped(worker_id, "malformed queue names or in-flight entries ignored")
+    return WorkerHeartbeat(
+        worker_id=worker_id,
+        namespace=_text(data.get("namespace"), "stem"),
+        host=_text(data.get("host"), ""),
+        pid=_count(data.get("pid")),
+        queues=queues,
+        concurrency=_count(data.get("concurrency")),
+        inflight=inflight,
+        processed=_count(data.get("processed")),
+        failed=_count(data.get("failed")),
+        retried=_count(data.get("retried")),
+        paused_queues=paused,
+        version=_text(data.get("version"), ""),
+        timestamp=timestamp,
+        interval=_positive_or_none(data.get("interval")),
+    )
+
+
+# A worker id longer than this is not one a worker wrote.
+HEARTBEAT_ID_MAX_CHARS = 500
+# Each distinct (worker, problem) is logged once per process, at most this many in all.
+_NOTED_MAX = 1000
+_noted: set[tuple[str, str]] = set()
+_log = logging.getLogger("stem.contract")
+
+
+def _skipped(worker_id: str, why: str) -> None:
+    key = (worker_id[:100], why)
+    if key not in _noted and len(_noted) < _NOTED_MAX:
+        _noted.add(key)
+        _log.warning("heartbeat of worker %r: %s", worker_id[:100], why)
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _good_queue(name: Any) -> bool:
+    try:
+        validate_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _queue_names(value: Any) -> tuple[list[str], bool]:
+    items = _as_list(value)
+    good = [q for q in items if _good_queue(q)]
+    return good, len(good) != len(items) or (value is not None and not isinstance(value, list))
+
+
+def _count(value: Any) -> int:
+    """A counter as written by a worker: a non-negative int (anything else reads as 0)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return max(0, int(value))
+    if isinstance(value, str) and value.strip().isdecimal():
+        try:
+            return int(value.strip())
+        except ValueError:  # beyond int()'s digit limit
+            return 0
+    return 0
+
+
+def _text(value: Any, default: str) -> str:
+    return value if isinstance(value, str) else default
+
+
 def _positive_or_none(value: Any) -> float | None:
     """A heartbeat's interval as written by any worker: a positive number, else unknown."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -301,4 +403,5 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "WorkerHeartbeat",
+    "decode_heartbeat",
 ]

@@ -76,7 +76,18 @@ async def resume_queues(backend: ResultBackend, queues: Iterable[str] | str, *, 
 async def paused_queues(backend: ResultBackend) -> dict[str, dict[str, Any]]:
     """Every live pause record, by queue (an ``until`` in the past counts as resumed)."""
     records = await backend.list_records(PAUSE_KIND)
-    return {queue: record for queue, record in records.items() if pause_active(record)}
+    # Anyone who can write to the backend can write a record: one that is not an object,
+    # or names no valid queue, is ignored rather than breaking every overview.
+    return {queue: record for queue, record in records.items()
+            if isinstance(record, dict) and _valid_queue(queue) and pause_active(record)}
+
+
+def _valid_queue(queue: Any) -> bool:
+    try:
+        validate_name(queue)
+    except ValueError:
+        return False
+    return True
 
 
 def pause_active(record: dict[str, Any], worker_id: str | None = None, *, now: datetime | None = None) -> bool:
@@ -89,6 +100,8 @@ def pause_active(record: dict[str, Any], worker_id: str | None = None, *, now: d
         except ValueError:
             pass
     workers = record.get("workers")
+    if not isinstance(workers, list):
+        workers = None
     return worker_id is None or not workers or worker_id in workers
 
 

@@ -3,6 +3,7 @@ broker through the contracts and their capability flags. See ``docs/ops.md``."""
 
 from .api import Ops
 from .audit import ENV_ACTOR, default_actor
+from .commands import shell_quote, stem_command
 from .connect import CONNECT_TIMEOUT_S, open_adapters, open_backend, open_broker
 from .directory import LEASES_LIMIT, STALE_AFTER_S, UnknownQueue
 from .explain import EXPLAIN_SCAN_LIMIT
@@ -50,4 +51,6 @@ __all__ = [
     "open_backend",
     "open_broker",
     "queue_verdict",
+    "shell_quote",
+    "stem_command",
 ]

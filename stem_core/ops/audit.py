@@ -35,7 +35,8 @@ AUDIT_VALUE_MAX_CHARS = 2000
 # Lists (ids, samples) keep at most this many items in the audit record.
 AUDIT_LIST_MAX_ITEMS = 50
 
-_URL_WITH_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@]*@[^\s]*")
+# Every URL-looking run of text: ``redact_url`` hides its password and secret query values.
+_URL_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*")
 
 
 def default_actor() -> str:
@@ -58,7 +59,7 @@ def scrub(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, str):
-        return _URL_WITH_USERINFO.sub(lambda m: redact_url(m.group(0)), value)
+        return _URL_TEXT.sub(lambda m: redact_url(m.group(0)), value)
     if isinstance(value, dict):
         return {str(k): scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

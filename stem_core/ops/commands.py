@@ -12,8 +12,19 @@ import shlex
 from typing import Any, Callable
 
 
-def _q(value: object) -> str:
+def shell_quote(value: object) -> str:
+    """``value`` as one shell word: safe to paste whatever it holds (a task id such as
+    ``x; touch /tmp/PWNED #`` stays one inert argument)."""
     return shlex.quote(str(value))
+
+
+def stem_command(*words: object) -> str:
+    """``stem`` followed by ``words``, each shell-quoted: THE way every suggested or
+    equivalent command is built (explain's fixes, ``stem dlq show``, the TUI's panels)."""
+    return " ".join(["stem", *(shell_quote(w) for w in words)])
+
+
+_q = shell_quote
 
 
 def _flags(pairs: list[tuple[str, Any]]) -> list[str]:
@@ -100,4 +111,4 @@ def equivalent_command(action: str, arguments: dict[str, Any]) -> str | None:
     return " ".join(words) if words else None
 
 
-__all__ = ["equivalent_command"]
+__all__ = ["equivalent_command", "shell_quote", "stem_command"]

@@ -18,9 +18,13 @@ from ..contract import Broker, DeadLetterEntry, MessageInfo, ResultBackend, Task
 from ..envelope import validate_name
 from ..errors import InvalidName
 from . import text
+from .commands import stem_command
 from .directory import LEASES_LIMIT, Directory, Heartbeats, Pauses, active_count, heartbeat_age, is_internal
 from .inspect import Inspector
 from .models import Blocker, Explanation, LeaseInfo
+
+# What the operator fills in in the suggested ``stem worker`` line (inert when pasted as is).
+WORKER_APP_PLACEHOLDER = "MODULE:APP"
 
 # Pending and delayed messages are read in pages of this size, at most this many in all.
 EXPLAIN_PAGE = 500
@@ -82,11 +86,11 @@ class Explainer:
             "envelope": envelope.to_dict() if envelope is not None else None,
             "status_note": self._status_note(status, found, heartbeats, now),
         }
-        fix_requeue = f"stem requeue {found.queue} --id {task_id}"
+        fix_requeue = stem_command("requeue", found.queue, "--id", task_id)
         if found.state == "dead" and found.dead is not None:
             dead = found.dead
             ago = text.duration((now - dead.dead_at).total_seconds())
-            blocker = Blocker("dead", f"dead-lettered {ago} ago: {dead.reason}", f"stem dlq replay {found.queue} --id {task_id}")
+            blocker = Blocker("dead", f"dead-lettered {ago} ago: {dead.reason}", stem_command("dlq", "replay", found.queue, "--id", task_id))
             return Explanation(state="dead", summary=f"dead letter in {found.queue} ({dead.reason})", blockers=[blocker],
                                dead_letter=dead.to_dict(), **base)
         if found.state == "inflight" and found.info is not None:
@@ -217,7 +221,7 @@ class Explainer:
             until = f" until {record['until']}" if record.get("until") else ""
             blockers.append(Blocker("paused", f"queue {queue} is paused by {record.get('by') or 'someone'}: "
                                     f"{record.get('reason') or 'no reason given'}{until}",
-                                    f"stem broadcast resume --queue {queue}"))
+                                    stem_command("broadcast", "resume", "--queue", queue)))
         serving = self.directory.serving(queue, heartbeats, now)
         if not serving:
             live = [hb for hb in heartbeats.values() if self.directory.alive(hb, now)]
@@ -227,7 +231,7 @@ class Explainer:
             else:
                 detail = "no worker is alive at all"
             blockers.append(Blocker("no-workers", f"no live worker serves queue {queue}: {detail}",
-                                    f"stem worker --app <module:app> --queues {queue}"))
+                                    stem_command("worker", "--app", WORKER_APP_PLACEHOLDER, "--queues", queue)))
         elif all(active_count(hb) >= hb.concurrency for hb in serving):
             slots = sum(hb.concurrency for hb in serving)
             blockers.append(Blocker("workers-busy", f"all {len(serving)} worker(s) serving {queue} are busy "

@@ -65,10 +65,16 @@ class HealthReport:
                 "warnings": self.warnings}
 
 
+def shown_scheme(url: str) -> str:
+    """The scheme of ``url`` as ``redact_url`` shows it ("?" when none is shown)."""
+    shown, sep, _ = redact_url(url).partition("://")
+    return shown.lower() if sep else "?"
+
+
 async def probe(role: str, url: str, connect: Callable[[], Awaitable[Any]]) -> tuple[dict[str, Any], Any]:
     """Connect and ping ``PING_ROUNDS`` times: the row, and the connected adapter (None when
     it could not be reached; a malformed URL raises ``ValueError``)."""
-    row: dict[str, Any] = {"role": role, "url": redact_url(url), "scheme": url.split(":", 1)[0].lower(),
+    row: dict[str, Any] = {"role": role, "url": redact_url(url), "scheme": shown_scheme(url),
                            "reachable": False, "connect_ms": None, "rtt_ms": None, "error": None, "capabilities": None}
     start = time.perf_counter()
     try:

@@ -129,8 +129,10 @@ def broadcast(
     if missing:
         fail(f"{len(missing)} worker(s) did not answer within {timeout}: {', '.join(missing)}", EXIT_FAILED)
     if not result.ok:
-        # Which workers failed is in the replies above (the line has never named them).
-        fail(f"{command} failed on: some workers", EXIT_FAILED)
+        failed = {w: r["error"] for w, r in (result.detail.replies or {}).items()
+                  if isinstance(r, dict) and isinstance(r.get("error"), str)}
+        named = "; ".join(f"{w}: {e}" for w, e in sorted(failed.items())) or "no worker said why"
+        fail(f"{command} failed on {len(failed)} of {result.count} worker(s) that answered: {named}", EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:

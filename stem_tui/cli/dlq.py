@@ -10,7 +10,7 @@ from rich.text import Text
 
 from stem_core.limits import MAX_BATCH_LIMIT, MAX_PAGE_LIMIT, MAX_PAGE_OFFSET
 from stem_core.contract import DeadLetterEntry, DeadLetterPage
-from stem_core.ops import Ops
+from stem_core.ops import Ops, stem_command
 from stem_core.settings import DEFAULT_PAGE_LIMIT
 
 from . import views
@@ -76,7 +76,7 @@ def show_one(
             ("task", env["id"]), ("name", env["name"]), ("queue", env["queue"]), ("dead at", data["dead_at"]),
             ("reason", data["reason"]), ("attempt", env["attempt"]), ("args", env["args"]), ("meta", data["meta"]),
             ("headers", env["headers"]))]
-        lines.append(views.t(f"replay: stem dlq replay {queue} --id {env['id']}", "cyan"))
+        lines.append(views.t("replay: " + stem_command("dlq", "replay", queue, "--id", env["id"]), "cyan"))
         return Group(*lines)
 
     read_and_show(fetch, lambda entry: entry.to_dict(), render, opts)

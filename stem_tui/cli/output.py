@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 from typing import Any, Callable, Iterable, Iterator, NoReturn
-from urllib.parse import urlsplit
+from stem_core.settings import redact_text, url_secrets
 
 from ..text import neutralise
 
@@ -44,22 +44,14 @@ _secrets: set[str] = set()
 
 
 def register_secret_url(url: str | None) -> None:
-    """Remember the password of ``url`` so no output line can show it."""
-    if not url:
-        return
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return
-    if password:
-        _secrets.add(password)
+    """Remember the secrets of ``url`` (password, secret query values; see
+    ``stem_core.settings.url_secrets``) so no output line can show them."""
+    if url:
+        _secrets.update(url_secrets(url))
 
 
 def scrub(text: str) -> str:
-    for secret in _secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
+    return redact_text(text, _secrets)
 
 
 # -- plain lines ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from stem_core.limits import MAX_CONCURRENCY, MAX_PREFETCH
 from stem_core.app import Stem
 from stem_core.envelope import validate_name
 from stem_core.errors import InvalidName
+from stem_core.safetext import SafeFormatter
 from stem_core.worker import Worker
 
 from .common import loop_factory, run
@@ -72,7 +73,10 @@ def parse_queues(text: str | None) -> list[str] | None:
 def configure_logging(level: str) -> None:
     if level.lower() not in LOG_LEVELS:
         fail(f"--loglevel must be one of {', '.join(LOG_LEVELS)}, got {level!r}", EXIT_USAGE)
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # One visible line per record: task names and worker ids come from messages.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 @common_options(output=False)

@@ -230,3 +230,24 @@ def test_bulk_enqueue_shows_a_progress_bar_on_a_terminal(cli: Cli, tmp_path: Pat
     assert result.exit_code == 0, result.stderr
     assert "1200/1200" in result.stderr and len(result.stdout.split()) == 1200
     assert stats(cli, "bulk").pending == 1200
+
+
+@pytest.mark.parametrize("errors", [{}, {"w2": "queue 'x' is not consumed here"}])
+def test_broadcast_names_the_workers_that_failed_and_only_then_fails(cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                                      errors: dict[str, str]) -> None:
+    # Given two workers that both answer, one of them perhaps with an error
+    from stem_core.control.client import ControlClient, ControlResult
+
+    async def send(self: Any, command: str, arguments: Any = None, *, targets: Any = None, timeout: float = 5) -> ControlResult:
+        replies = {w: ({"error": errors[w]} if w in errors else {"pong": True}) for w in ("w1", "w2")}
+        return ControlResult(command=command, targeted=["w1", "w2"], replies=replies, missing=[])
+
+    monkeypatch.setattr(ControlClient, "send", send)
+    result = cli("broadcast", "ping")
+    if not errors:
+        # Then all answering well is a success (it used to say "failed on: some workers")
+        assert result.exit_code == 0 and "failed" not in result.stderr, result.stderr
+    else:
+        assert result.exit_code == 1
+        assert "failed on 1 of 2 worker(s)" in result.stderr and "w2: queue 'x' is not consumed here" in result.stderr
+        assert "some workers" not in result.stderr

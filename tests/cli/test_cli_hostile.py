@@ -113,3 +113,16 @@ def test_usage_errors_are_one_line(cli: Cli) -> None:
         result = cli(*command)
         assert result.exit_code == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, command
 
+
+
+def test_a_heartbeat_with_invalid_queue_names_is_ignored_by_every_overview(cli: Cli) -> None:
+    # Given a heartbeat naming queues no broker accepts (issue 15: `stem inspect queues` exited 2)
+    async def go(ops: Ops) -> None:
+        await ops.enqueue("t", {}, queue="q")
+        await ops.backend.set_heartbeat(heartbeat("w-odd", ["bad queue", "q", "a/b"], paused=["x y"]))
+
+    cli.seed(go)
+    for command in (["inspect", "queues"], ["inspect", "workers"], ["inspect", "leases"], ["health"]):
+        result = cli(*command, "--json")
+        assert result.exit_code == 0, (command, result.stderr)
+    assert [q["queue"] for q in json.loads(cli("inspect", "queues", "--json").stdout)["queues"]] == ["q"]

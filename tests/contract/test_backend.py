@@ -233,6 +233,23 @@ async def test_heartbeats_are_stored_listed_and_updated(backend: ResultBackend) 
     assert await backend.get_heartbeat(tid("nobody")) is None
 
 
+async def test_a_malformed_heartbeat_is_read_sanitised_never_fatal(backend: ResultBackend) -> None:
+    # Given a heartbeat someone wrote with bad queue names and garbage fields (issue 15)
+    worker, good = tid("garbage"), tid("good")
+    await backend.set_heartbeat(heartbeat(
+        worker, queues=["bad queue", "ok", 7, "\x1b[31m", "x" * 300], paused_queues=[{"q": 1}, "ok"],
+        inflight=[{"id": 5}, {"id": "t1", "queue": "no such/queue"}, {"id": "t2", "queue": "ok"}],
+        concurrency="many", pid=-3, processed=1.5, failed=None, retried=True, host=["h"], version={"v": 1}))
+    await backend.set_heartbeat(heartbeat(good))
+    # Then listing and reading both work: bad names and entries are dropped, counters read as numbers
+    listed = {hb.worker_id: hb for hb in await backend.list_heartbeats() if hb.worker_id in (worker, good)}
+    assert set(listed) == {worker, good} and listed[good].queues == ["default"]
+    bad = listed[worker]
+    assert (bad.queues, bad.paused_queues, bad.inflight) == (["ok"], ["ok"], [{"id": "t2", "queue": "ok"}])
+    assert (bad.concurrency, bad.pid, bad.processed, bad.failed, bad.retried, bad.host, bad.version) == (0, 0, 1, 0, 0, "", "")
+    assert await backend.get_heartbeat(worker) == bad
+
+
 async def test_heartbeats_list_sorted_by_worker_id(backend: ResultBackend) -> None:
     ids = [f"w-{c}-{uuid.uuid4().hex[:6]}" for c in "cab"]
     for worker in ids:
@@ -282,6 +299,21 @@ async def test_records_expire(backend: ResultBackend) -> None:
 
 async def _no_record(backend: ResultBackend, kind: str, key: str) -> bool:
     return await backend.get_record(kind, key) is None
+
+
+async def test_audit_records_past_retention_are_pruned_as_new_ones_arrive(backend: ResultBackend) -> None:
+    # Given a short retention and three records (issue 15: SQLite/PostgreSQL kept them forever)
+    from stem_core.clock import to_iso
+
+    backend.audit_retention = 0.5
+    marker = uuid.uuid4().hex
+    for i in range(3):
+        await backend.append_audit({"marker": marker, "i": i, "at": to_iso(utcnow())})
+    # When a new record is appended after they aged past it
+    await asyncio.sleep(1.0)
+    await backend.append_audit({"marker": marker, "i": 3, "at": to_iso(utcnow())})
+    # Then only the new one is left
+    assert [r["i"] for r in await backend.list_audit(limit=1000) if r.get("marker") == marker] == [3]
 
 
 async def test_audit_log_is_newest_first(backend: ResultBackend) -> None:

@@ -305,3 +305,26 @@ async def test_the_enqueued_total_counts_each_enqueue_once(broker_factory: Broke
     # And the total counts the 5 publishes and the replay, nothing else
     (stats,) = await broker.queue_stats(["count"])
     assert (stats.enqueued_total, stats.pending, stats.delayed, stats.inflight) == (6, 0, 0, 0)
+
+
+async def test_reply_queues_are_never_registered_and_their_keys_expire(broker: RedisBroker, raw: Redis,
+                                                                       namespace: str) -> None:
+    # Given a control reply published on a reply queue (issue 15: it was registered and kept forever)
+    from stem_core.control.protocol import new_request_id, reply_queue_name
+    from stem_core.settings import REPLY_QUEUE_TTL_SECONDS
+
+    queue = reply_queue_name(new_request_id())
+    await broker.publish(Envelope(name="stem.control.reply"), queue=queue)
+    # Then the registry every overview scans does not name it, and its keys expire by themselves
+    assert queue not in await raw.smembers(f"{namespace}:queues")
+    keys = [k async for k in raw.scan_iter(match=f"{namespace}:{{{queue}}}:*")]
+    ttls = [await raw.pttl(k) for k in keys]
+    assert keys and all(0 < ttl <= REPLY_QUEUE_TTL_SECONDS * 1000 for ttl in ttls), ttls
+
+
+async def test_reply_queues_registered_by_older_versions_are_forgotten_once_empty(broker: RedisBroker, raw: Redis,
+                                                                                   namespace: str) -> None:
+    stale = "stem.reply.0123456789abcdef"
+    await raw.sadd(f"{namespace}:queues", stale)
+    assert stale not in await broker.list_queues()
+    assert stale not in await raw.smembers(f"{namespace}:queues")

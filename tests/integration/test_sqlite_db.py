@@ -103,3 +103,49 @@ async def test_a_closed_database_refuses_calls(db: SQLiteDatabase) -> None:
     await db.close()
     with pytest.raises(BrokerUnavailable, match="closed"):
         await db.run(_insert, 1)
+
+
+@pytest.mark.parametrize("folder_exists", [True, False])
+async def test_the_database_and_its_wal_files_are_created_owner_only(tmp_path: Path, folder_exists: bool) -> None:
+    # Given a permissive umask (issue 15: the file was created 0644, readable by every user)
+    import os
+    import stat
+
+    from stem_core import connect_backend, connect_broker
+    from stem_core.envelope import Envelope
+
+    folder = tmp_path / "data" / "stem"
+    if folder_exists:
+        folder.mkdir(parents=True)
+    path = folder / "stem.db"
+    old = os.umask(0o022)
+    try:
+        broker = await connect_broker(f"sqlite://{path}", namespace="perm")
+        backend = await connect_backend(f"sqlite://{path}", namespace="perm")
+        await broker.publish(Envelope(name="t"))
+    finally:
+        os.umask(old)
+    try:
+        # Then the file and its -wal/-shm are readable and writable by their owner only
+        for name in ("stem.db", "stem.db-wal", "stem.db-shm"):
+            mode = stat.S_IMODE(os.stat(folder / name).st_mode)
+            assert mode == 0o600, (name, oct(mode))
+        if not folder_exists:
+            assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    finally:
+        await broker.close()
+        await backend.close()
+
+
+async def test_an_existing_database_keeps_its_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from stem_core import connect_broker
+
+    path = tmp_path / "shared.db"
+    path.touch()
+    os.chmod(path, 0o640)
+    broker = await connect_broker(f"sqlite://{path}", namespace="perm")
+    await broker.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640

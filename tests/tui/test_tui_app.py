@@ -220,3 +220,30 @@ async def test_refresh_interval_and_pausing_updates(store, clock: FrozenClock) -
         assert app.source.paused and "PAUSED" in app.screen.query_one("#age").text  # type: ignore[attr-defined]
         await press(pilot, "p")
         assert not app.source.paused
+
+
+async def test_the_header_and_banner_never_show_a_url_secret(store, clock: FrozenClock) -> None:
+    # Given a broker URL with a password and secret query parameters, and a driver whose
+    # error message quotes the URL whole
+    from stem_core.settings import load_settings
+
+    secret, query_secret = "SentinelTuiPw31", "SentinelTuiQuery32"
+    broker = f"postgresql://ann:{secret}@db.example:5432/jobs?sslpassword={query_secret}&sslmode=require"
+    settings = load_settings(broker=broker, backend=f"redis://:{secret}@cache/0?token={query_secret}", env={})
+    source = DataSource.from_settings(settings, clock=clock, live=False)
+
+    async def leaky() -> tuple[Broker, ResultBackend]:
+        raise BrokerUnavailable(f"driver failed for {broker} (password {secret}, key {query_secret})")
+
+    source._connect = leaky
+    app = StemTui(source, blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await poll(pilot)
+        await settle(pilot)
+        # Then the header names the server, and neither it nor the banner shows a secret
+        header = app.screen.query_one("#title-right").text  # type: ignore[attr-defined]
+        banner = app.screen.query_one("#banner").text  # type: ignore[attr-defined]
+        assert "db.example" in header and "sslpassword=***" in header
+        assert "BROKER UNREACHABLE" in banner
+        for text in (header, banner, app.context_line()):
+            assert secret not in text and query_secret not in text

@@ -249,3 +249,26 @@ async def test_a_poll_reads_only_what_the_view_wants(store, clock: FrozenClock) 
     assert snap.detail is None and "nope" in snap.notes["detail"]
     await source.close()
     await scene.close()
+
+
+async def test_the_explain_panel_fix_lines_paste_as_one_word_per_value(store) -> None:
+    # Given a delayed task whose id is a shell command (issue 15)
+    import shlex
+
+    from stem_core.ops import Ops
+    from stem_tui.dialogs.panels import explanation_text
+
+    url, ns = store
+    task = "x; touch /tmp/PWNED #$(id)`id`'"
+    broker, backend = await connect_broker(url, namespace=ns), await connect_backend(url, namespace=ns)
+    try:
+        ops = Ops(broker, backend, actor="t", persist_rates=False)
+        await ops.enqueue("ok", {}, queue="q", task_id=task, delay=3600)
+        shown = explanation_text(await ops.explain(task)).plain
+    finally:
+        await broker.close()
+        await backend.close()
+    # Then every "fix:" line splits into the words meant, the id whole
+    fixes = [shlex.split(line.split("fix:", 1)[1], comments=True) for line in shown.splitlines() if "fix:" in line]
+    assert ["stem", "requeue", "q", "--id", task] in fixes
+    assert all(words[0] == "stem" and "touch" not in words for words in fixes)

@@ -270,3 +270,36 @@ async def test_queue_detail_pages_each_state(env: tuple[Ops, Any, Any]) -> None:
     assert (await ops.queue_detail("q", "dead")).messages == []
     with pytest.raises(ValueError, match="state must be one of"):
         await ops.queue_detail("q", "done")
+
+
+async def test_a_malformed_heartbeat_or_pause_record_never_breaks_the_overview(env: tuple[Ops, Any, Any]) -> None:
+    # Given one heartbeat with invalid queue names and garbage fields, one written as raw
+    # garbage, and pause records naming no valid queue (issue 15: one stray heartbeat
+    # made `stem inspect queues` exit 2 and the TUI fail on every refresh)
+    from stem_core.control.pause import PAUSE_KIND
+
+    ops, broker, backend = env
+    await publish(broker, "work", 2)
+    await backend.set_heartbeat(heartbeat("w-bad", ["bad queue", "x" * 300, "work", "a/b"], paused=["no way", "work"]))
+    await backend.set_heartbeat(heartbeat("w-good", ["work"]))
+    await backend.put_record(PAUSE_KIND, "bad queue!", {"reason": "x"})
+    await backend.put_record(PAUSE_KIND, "other", {"workers": 5, "reason": "odd"})
+    # Then the overview, the workers and the leases still answer, with the good parts
+    overview = await ops.overview()
+    assert [q.queue for q in overview.queues] == ["other", "work"]
+    assert {w.worker_id for w in await ops.workers()} == {"w-bad", "w-good"}
+    await ops.leases()
+    await ops.queue_detail("work")
+    assert (await ops.explain((await ops.enqueue("t", {}, queue="work")).detail.ids[0])).queue == "work"
+
+
+def test_decode_heartbeat_skips_what_it_cannot_use() -> None:
+    from stem_core.contract import decode_heartbeat
+
+    good = heartbeat("w1", ["q"]).to_dict()
+    assert decode_heartbeat(good) is not None
+    for raw in ("not json", b"\xff", "[1, 2]", "{}", {**good, "worker_id": 5}, {**good, "timestamp": "yesterday"},
+                {**good, "timestamp": None}, {k: v for k, v in good.items() if k != "timestamp"}):
+        assert decode_heartbeat(raw) is None
+    odd = decode_heartbeat({**good, "queues": "q", "inflight": ["junk", None, {"id": "t"}], "pid": "9" * 5000})
+    assert odd is not None and (odd.queues, odd.inflight, odd.pid) == ([], [{"id": "t"}], 0)

@@ -23,9 +23,9 @@ from typing import Any, AsyncIterator, Callable, ClassVar
 from ..._aio import make_waker
 from ...clock import monotonic, utcnow
 from ...contract.backend import ResultBackend
-from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...errors import BackendUnavailable
-from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
+from ...settings import AUDIT_PRUNE_BATCH, DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .registry import store_for
 from .url import parse_memory_url
 
@@ -64,6 +64,7 @@ class MemoryResultStore:
         self.heartbeats: dict[str, tuple[str, float]] = {}
         self.records: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.audit: list[str] = []
+        self.audit_times: list[float] = []  # monotonic append time of each audit record
         self._version = 0
 
     def next_version(self) -> int:
@@ -251,13 +252,13 @@ class MemoryBackend(ResultBackend):
         self._check_open()
         with self._store.lock:
             text = self._live_heartbeats().get(worker_id)
-        return WorkerHeartbeat.from_dict(json.loads(text)) if text is not None else None
+        return decode_heartbeat(text) if text is not None else None
 
     async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
         self._check_open()
         with self._store.lock:
             live = self._live_heartbeats()
-        return [WorkerHeartbeat.from_dict(json.loads(live[w])) for w in sorted(live)]
+        return [hb for hb in (decode_heartbeat(live[w]) for w in sorted(live)) if hb is not None]
 
     # -- records and audit ----------------------------------------------------------
 
@@ -304,8 +305,16 @@ class MemoryBackend(ResultBackend):
     async def _append_audit(self, record: dict[str, Any]) -> None:
         self._check_open()
         text = json.dumps(record, separators=(",", ":"))
+        now = monotonic()
         with self._store.lock:
-            self._store.audit.append(text)
+            audit, times = self._store.audit, self._store.audit_times
+            audit.append(text)
+            times.append(now)
+            old = 0
+            while old < min(len(times), AUDIT_PRUNE_BATCH) and times[old] < now - self.audit_retention:
+                old += 1
+            if old:
+                del audit[:old], times[:old]
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         self._check_open()

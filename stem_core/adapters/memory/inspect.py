@@ -13,6 +13,7 @@ import heapq
 from ...clock import to_epoch, utcnow
 from ...contract.broker import Broker
 from ...contract.types import MessageInfo, QueueStats
+from ...settings import REPLY_QUEUE_PREFIX
 from .connection import MemoryConnection
 from .store import DELAYED, INFLIGHT, READY, live_entries, wake
 
@@ -113,6 +114,8 @@ class MemoryInspector:
             doomed = [e[-1] for state in (READY, DELAYED) for e in live_entries(q.heap(state), state)]
             for msg in doomed:
                 store.delete(q, msg)
+            if queue.startswith(REPLY_QUEUE_PREFIX) and not q.live and not q.dead:
+                del store.queues[queue]  # a control reply queue is used once: nothing of it stays
             return len(doomed)
 
 

@@ -17,6 +17,7 @@ from ... import signing
 from ...clock import to_iso, utcnow
 from ...contract.broker import Broker
 from ...contract.types import MessageInfo, QueueStats
+from ...settings import REPLY_QUEUE_PREFIX
 from .connection import PostgresConnection
 from .rows import decode
 from .sql import Queries
@@ -94,6 +95,16 @@ class PostgresInspector:
 
     async def purge(self, queue: str) -> int:
         rows = await self._maintained([queue], self._q.purge, {"queue": queue})
+        if queue.startswith(REPLY_QUEUE_PREFIX):
+            # A control reply queue is used once: nothing of it stays (rows, counters).
+            q = self._q
+
+            async def drop(conn: psycopg.AsyncConnection) -> None:
+                async with conn.pipeline():
+                    await conn.execute(q.drop_queue_jobs, {"queue": queue})
+                    await conn.execute(q.drop_queue_counts, {"queue": queue})
+
+            await self._connection.durable().run(drop)
         return int(rows[0][0])
 
 

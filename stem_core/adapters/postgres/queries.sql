@@ -253,6 +253,13 @@ DELETE FROM {schema}.jobs WHERE queue = %(queue)s AND msg_id = ANY(%(ids)s::text
 -- name: purge
 DELETE FROM {schema}.jobs WHERE queue = %(queue)s AND state IN ('ready', 'delayed');
 
+-- name: drop_queue_jobs
+-- A control reply queue is used once: when its client purges it, every row goes.
+DELETE FROM {schema}.jobs WHERE queue = %(queue)s;
+
+-- name: drop_queue_counts
+DELETE FROM {schema}.queue_counts WHERE queue = %(queue)s AND dead = 0;
+
 -- name: dead_list
 SELECT id, msg_id, queue, reason, meta, envelope, dead_at FROM {schema}.dead_letters
  WHERE queue = %(queue)s
@@ -395,6 +402,12 @@ DELETE FROM {schema}.records WHERE kind = %(kind)s AND key = %(key)s
 RETURNING expires_at IS NULL OR expires_at > now();
 
 -- name: append_audit
+-- With a bounded batch of the oldest records past retention (ids grow with time).
+WITH pruned AS (
+    DELETE FROM {schema}.audit WHERE id IN (
+        SELECT id FROM {schema}.audit WHERE at < now() - make_interval(secs => %(retention)s)
+         ORDER BY id LIMIT %(batch)s)
+)
 INSERT INTO {schema}.audit (record) VALUES (%(record)s::jsonb);
 
 -- name: list_audit

@@ -30,9 +30,9 @@ from typing import Any, AsyncIterator, ClassVar, Iterable
 from ..._aio import UNSENT, TurnBatch
 from ...clock import utcnow
 from ...contract.backend import ResultBackend, StatusWrite
-from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...errors import BackendUnavailable
-from ...settings import DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
+from ...settings import AUDIT_PRUNE_BATCH, DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
 from .connection import RESULT_CHANNEL_SUFFIX, PostgresConnection, PostgresDatabase, schema_name
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import PostgresListener
@@ -286,11 +286,11 @@ class PostgresBackend(ResultBackend):
 
     async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
         rows = await self._check_open().fetch(self._q.get_heartbeat, {"id": worker_id})
-        return WorkerHeartbeat.from_dict(rows[0][0]) if rows else None
+        return decode_heartbeat(rows[0][0]) if rows else None
 
     async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
         rows = await self._check_open().fetch(self._q.list_heartbeats)
-        return [WorkerHeartbeat.from_dict(row[0]) for row in rows]
+        return [hb for hb in (decode_heartbeat(row[0]) for row in rows) if hb is not None]
 
     # -- records and audit ----------------------------------------------------------
 
@@ -310,7 +310,8 @@ class PostgresBackend(ResultBackend):
         return bool(rows and rows[0][0])
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        await self._check_open().execute(self._q.append_audit, {"record": dumps(record)})
+        await self._check_open().execute(self._q.append_audit, {"record": dumps(record), "retention": self.audit_retention,
+                                                                 "batch": AUDIT_PRUNE_BATCH})
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         if limit == 0:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ...errors import ConfigurationError
-from ...settings import redact_url
+from ...settings import redact_text, redact_url, url_secrets
 
 # libpq gives up on an unreachable server after this long (per attempt).
 CONNECT_TIMEOUT_S = 5
@@ -32,12 +32,11 @@ class PostgresConfig:
     shown_url: str
     password: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
 
     def redact(self, text: str) -> str:
-        """``text`` with the password (if any) replaced by ``***``."""
-        if self.password:
-            text = text.replace(self.password, "***")
-        return text
+        """``text`` with the password and secret query values (``sslpassword``) hidden."""
+        return redact_text(text, self.secrets | ({self.password} if self.password else set()))
 
 
 def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any], Any]]) -> PostgresConfig:
@@ -75,7 +74,7 @@ def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any]
     try:
         params = conninfo_to_dict(clean)
     except psycopg.Error as exc:
-        raise ConfigurationError(f"invalid PostgreSQL URL {shown!r}: {_redact_text(str(exc), parts.password)}") from None
+        raise ConfigurationError(f"invalid PostgreSQL URL {shown!r}: {redact_text(str(exc), url_secrets(url))}") from None
     params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
     params.setdefault("application_name", "stem")
     # Our own session settings travel in the startup packet: UTC timestamps in JSON we
@@ -83,7 +82,8 @@ def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any]
     extra = f"-c TimeZone=UTC -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     params["options"] = f"{params['options']} {extra}" if params.get("options") else extra
     conninfo = make_conninfo("", **params)
-    return PostgresConfig(conninfo=conninfo, shown_url=shown, password=parts.password, options=parsed)
+    return PostgresConfig(conninfo=conninfo, shown_url=shown, password=parts.password, options=parsed,
+                          secrets=url_secrets(url))
 
 
 # What makes two conninfos the same database as the same role: a broker and a result
@@ -98,10 +98,6 @@ def same_database(a: PostgresConfig, b: PostgresConfig) -> bool:
         return True
     da, db = conninfo_to_dict(a.conninfo), conninfo_to_dict(b.conninfo)
     return all(da.get(key) == db.get(key) for key in _DATABASE_KEYS)
-
-
-def _redact_text(text: str, password: str | None) -> str:
-    return text.replace(password, "***") if password else text
 
 
 def positive_float(value: Any) -> float:

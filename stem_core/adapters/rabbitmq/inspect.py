@@ -29,6 +29,7 @@ from ...clock import utcnow
 from ...contract.broker import Broker
 from ...contract.types import QueueStats
 from ...envelope import Envelope
+from ...settings import REPLY_QUEUE_PREFIX
 from . import codec
 from .connection import RabbitMQConnection
 from .leases import RabbitMQHold, RabbitMQLeases
@@ -174,6 +175,10 @@ class RabbitMQInspector:
         try:
             for target in targets:
                 count += (await channel.queue_purge(target)).message_count or 0
+            if queue.startswith(REPLY_QUEUE_PREFIX):
+                # A control reply queue is used once: deleted now, not ``x-expires`` later.
+                await channel.queue_delete(self._names.work(queue))
+                self._topology.forget(queue)
         except amqp.ChannelNotFoundEntity:
             pass  # deleted meanwhile (another purge): nothing left to count
         except Exception as exc:

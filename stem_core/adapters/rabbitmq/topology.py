@@ -22,12 +22,12 @@ from typing import Any, Awaitable, Callable
 
 from aiormq.abc import AbstractChannel
 
-from ...settings import REPLY_QUEUE_PREFIX
+from ...settings import REPLY_QUEUE_PREFIX, REPLY_QUEUE_TTL_SECONDS
 from .connection import RabbitMQConnection, shielded
 from .names import LEVELS, MAX_PRIORITY, RabbitMQNames
 
 CLASSIC = {"x-queue-type": "classic"}
-REPLY_QUEUE_EXPIRES_MS = 300_000
+REPLY_QUEUE_EXPIRES_MS = int(REPLY_QUEUE_TTL_SECONDS * 1000)
 
 
 def work_arguments(queue: str) -> dict[str, Any]:

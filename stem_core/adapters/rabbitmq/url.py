@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ...errors import ConfigurationError
-from ...settings import DEFAULT_LEASE_SECONDS, redact_url
+from ...settings import DEFAULT_LEASE_SECONDS, redact_text, redact_url, url_secrets
 
 SCHEMES = ("amqp", "amqps")
 ENV_MANAGEMENT_URL = "STEM_RABBITMQ_MANAGEMENT_URL"
@@ -93,11 +93,12 @@ class RabbitMQConfig:
     management_url: str | None = None
     max_message_bytes: int = MAX_MESSAGE_BYTES
 
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+
     def redact(self, text: str) -> str:
-        """``text`` with the password replaced (driver errors may quote the URL)."""
-        if self.password:
-            text = text.replace(self.password, "***")
-        return text
+        """``text`` with the password and secret query values replaced (driver errors may
+        quote the URL)."""
+        return redact_text(text, self.secrets | ({self.password} if self.password else set()))
 
     @property
     def where(self) -> str:
@@ -153,6 +154,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RabbitMQConfig:
         url=urlunsplit((scheme, parts.netloc, path, query, "")),
         shown_url=shown,
         password=password,
+        secrets=url_secrets(url),
         user=unquote(parts.username or "guest"),
         vhost=vhost,
         lease_seconds=parsed.get("lease_seconds", DEFAULT_LEASE_SECONDS),

@@ -340,7 +340,7 @@ class RedisBackend(ResultBackend):
         return await self._records.delete_record(kind, key)
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        await self._records.append_audit(record)
+        await self._records.append_audit(record, self.audit_retention)
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         return await self._records.list_audit(limit, offset)

@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 from ...clock import utcnow
-from ...contract.types import MessageInfo, MessagePage, QueueStats
 from ...contract.broker import Broker
+from ...contract.types import MessageInfo, MessagePage, QueueStats
+from ...settings import REPLY_QUEUE_PREFIX
 from .codec import decode, text
 from .connection import RedisConnection
 from .keys import BANDS, KeyCache, from_us, to_us
@@ -53,6 +54,10 @@ class RedisInspector:
                 for name in names:
                     await script(keys=self._keys(name), args=[], client=pipe)
                 flags = await pipe.execute()
+            # Reply queues registered by older versions: forgotten once they are empty.
+            stale = [name for name, live in zip(names, flags) if not live and name.startswith(REPLY_QUEUE_PREFIX)]
+            if stale:
+                await client.srem(self._registry, *stale)
         return [name for name, live in zip(names, flags) if live]
 
     async def queue_stats(self, queues: list[str]) -> list[QueueStats]:
@@ -140,7 +145,18 @@ class RedisInspector:
             n = int(await self._conn.call("purge", self._keys(queue), [REPAIR_BATCH]))
             total += n
             if n < REPAIR_BATCH:
-                return total
+                break
+        if queue.startswith(REPLY_QUEUE_PREFIX):
+            # A control reply queue is used once: its client purges it when done, and
+            # then nothing of it stays (streams, group, counters, a registry member).
+            await self._drop(queue)
+        return total
+
+    async def _drop(self, queue: str) -> None:
+        client = self._conn.client
+        with self._conn.guard:
+            await client.unlink(*self._keys(queue))
+            await client.srem(self._registry, queue)
 
 
 __all__ = ["RedisInspector"]

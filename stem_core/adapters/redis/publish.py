@@ -5,7 +5,9 @@
   derived from the streams' ``entries-added``, see ``lib.lua``); delayed messages and
   batches travel as one packed argument of ``publish.lua``; a batch spanning queues is
   one ``MULTI``/``EXEC`` of those calls, all or nothing. A queue's first publish adds
-  its name to the namespace's registry (``SADD``), which ``list_queues`` reads.
+  its name to the namespace's registry (``SADD``), which ``list_queues`` reads; control
+  reply queues (``REPLY_QUEUE_PREFIX``) never are, and their keys expire
+  ``REPLY_QUEUE_TTL_SECONDS`` after the last reply (the client deletes them sooner).
 * With a ``RedisBackend`` on the same server and database (same connection settings),
   ``Broker.enqueue`` is one script on the broker's client (``enqueue_with.lua``: queued
   statuses then the messages), sharing the status code of ``results_lib.lua`` and the
@@ -22,6 +24,7 @@ from typing import Any
 from ...clock import utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...envelope import Envelope
+from ...settings import REPLY_QUEUE_PREFIX, REPLY_QUEUE_TTL_SECONDS
 from .backend import SharedBackend
 from .codec import due_us, lease_ms, ready_us
 from .connection import RedisConnection
@@ -58,7 +61,10 @@ class RedisPublisher:
         groups: dict[str, list[Envelope]] = {}
         for env in envelopes:
             groups.setdefault(env.queue, []).append(env)
-        new = [q for q in groups if q not in self._known]
+        # Control reply queues are one-shot plumbing: never registered (every overview
+        # scans the registry), and their keys expire by themselves (``expire_replies``).
+        new = [q for q in groups if q not in self._known and not is_reply_queue(q)]
+        replies = [q for q in groups if is_reply_queue(q)]
         client = self._conn.client
         with self._conn.guard:
             if new:
@@ -74,12 +80,14 @@ class RedisPublisher:
                     for queue, chunk in calls:
                         await script(keys=self._keys(queue), args=[records(chunk)], client=pipe)
                     await pipe.execute()
+            if replies:
+                await expire_replies(client, self._keys, replies)
         self._known.update(new)
 
     async def enqueue_with(self, backend: ResultBackend, envelopes: list[Envelope], writes: list[StatusWrite]) -> bool:
         shared = self._shared.find(backend)
-        if shared is None or len(envelopes) > PUBLISH_CHUNK:
-            return False
+        if shared is None or len(envelopes) > PUBLISH_CHUNK or any(is_reply_queue(e.queue) for e in envelopes):
+            return False  # reply queues take publish(), which keeps them out of the registry
         groups: dict[str, list[Envelope]] = {}
         for env in envelopes:
             groups.setdefault(env.queue, []).append(env)
@@ -98,6 +106,21 @@ class RedisPublisher:
         self._known.update(groups)
         await shared.written()
         return True
+
+
+def is_reply_queue(queue: str) -> bool:
+    return queue.startswith(REPLY_QUEUE_PREFIX)
+
+
+async def expire_replies(client: Any, keys: KeyCache, queues: list[str]) -> None:
+    """Let the keys of control reply ``queues`` expire ``REPLY_QUEUE_TTL_SECONDS`` after
+    their last reply: the backstop for a client that never deleted them."""
+    ms = int(REPLY_QUEUE_TTL_SECONDS * 1000)
+    async with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            for key in keys.of(queue).block:
+                pipe.pexpire(key, ms)
+        await pipe.execute()
 
 
 def records(envelopes: list[Envelope]) -> bytes:

@@ -4,16 +4,19 @@ named records (``Worker`` registrations, schedules, pauses) and the audit log.
 * ``hb:<worker>`` expires by itself (``PX``); ``hbs`` (worker -> expiry) lists live ones.
 * ``rec:<kind>`` / ``recx:<kind>`` hold records and the expiry of those with a TTL
   (``results_records_prune.lua`` drops the expired ones with every write);
-* ``audit`` is a capped list, newest first.
+* ``audit`` is a capped list, newest first, pruned of records older than the retention
+  (``results_audit_append.lua``).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
-from ...clock import utcnow
-from ...contract.types import WorkerHeartbeat
+from ...clock import to_iso, utcnow
+from ...contract.types import WorkerHeartbeat, decode_heartbeat
+from ...settings import AUDIT_PRUNE_BATCH
 from .codec import dumps, text
 from .connection import RedisConnection
 from .keys import ResultKeys, to_us
@@ -43,14 +46,14 @@ class RedisRecords:
     async def get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
         with self._conn.guard:
             raw = await self._conn.client.get(self._keys.heartbeat(worker_id))
-        return WorkerHeartbeat.from_dict(json.loads(raw)) if raw is not None else None
+        return decode_heartbeat(raw) if raw is not None else None
 
     async def list_heartbeats(self) -> list[WorkerHeartbeat]:
         client = self._conn.client
         with self._conn.guard:
             ids = await client.zrangebyscore(self._keys.heartbeats, f"({to_us(utcnow())}", "+inf")
             raws = await client.mget([self._keys.heartbeat(text(i)) for i in ids]) if ids else []
-        beats = [WorkerHeartbeat.from_dict(json.loads(raw)) for raw in raws if raw is not None]
+        beats = [hb for hb in (decode_heartbeat(raw) for raw in raws if raw is not None) if hb is not None]
         return sorted(beats, key=lambda hb: hb.worker_id)
 
     async def put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
@@ -102,13 +105,10 @@ class RedisRecords:
                 expiry, deleted, _ = await pipe.execute()
         return bool(deleted) and (expiry is None or expiry > to_us(utcnow()))
 
-    async def append_audit(self, record: dict[str, Any]) -> None:
+    async def append_audit(self, record: dict[str, Any], retention: float) -> None:
         body = dumps(record)
-        with self._conn.guard:
-            async with self._conn.client.pipeline(transaction=True) as pipe:
-                pipe.lpush(self._keys.audit, body)
-                pipe.ltrim(self._keys.audit, 0, AUDIT_MAX_ENTRIES - 1)
-                await pipe.execute()
+        cutoff = to_iso(utcnow() - timedelta(seconds=retention))
+        await self._conn.call("results_audit_append", [self._keys.audit], [body, AUDIT_MAX_ENTRIES, cutoff, AUDIT_PRUNE_BATCH])
 
     async def list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         if limit == 0:

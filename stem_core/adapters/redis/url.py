@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.asyncio.connection import parse_url as redis_parse_url
 
 from ...errors import ConfigurationError
-from ...settings import redact_url
+from ...settings import redact_text, redact_url, url_secrets
 
 # Client tuning accepted in the URL query or as keyword options, with converters.
 CLIENT_OPTIONS: dict[str, Callable[[Any], Any]] = {
@@ -46,10 +46,11 @@ class RedisConfig:
     tuning: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+
     def redact(self, text: str) -> str:
-        if self.password:
-            text = text.replace(self.password, "***")
-        return text
+        """``text`` with the password and secret query values (``ssl_password``) hidden."""
+        return redact_text(text, self.secrets | ({self.password} if self.password else set()))
 
 
 def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any], Any]]) -> RedisConfig:
@@ -79,6 +80,10 @@ def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any]
         if key not in everything:
             raise ConfigurationError(_unknown(key, everything, shown))
         stem[key] = value
+    if passthrough and scheme != "rediss":
+        # redis-py would fail later with a TypeError naming a connection class.
+        names = ", ".join(sorted({key for key, _ in passthrough}))
+        raise ConfigurationError(f"Redis URL {shown!r}: {names} apply to TLS connections only; use rediss://")
     parsed: dict[str, Any] = {}
     for key, value in stem.items():
         try:
@@ -100,7 +105,8 @@ def parse_url(url: str, options: dict[str, Any], known: dict[str, Callable[[Any]
         if key in parsed and (parsed[key] <= 0 if key != "retry_attempts" else parsed[key] < 0):
             raise ConfigurationError(f"Redis option {key} must be positive, got {parsed[key]!r}")
     tuning = {k: parsed.pop(k) for k in list(parsed) if k in CLIENT_OPTIONS}
-    return RedisConfig(shown_url=shown, password=password, client=client, tuning=tuning, options=parsed)
+    return RedisConfig(shown_url=shown, password=password, client=client, tuning=tuning, options=parsed,
+                       secrets=url_secrets(url))
 
 
 def _unknown(key: str, known: dict[str, Any], shown: str) -> str:

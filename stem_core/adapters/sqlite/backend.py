@@ -153,7 +153,7 @@ class SQLiteBackend(ResultBackend):
         return await self._db.run(store.delete_record, self.namespace, kind, key)
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
-        await self._db.run(store.append_audit, self.namespace, record)
+        await self._db.run(store.append_audit, self.namespace, record, self.audit_retention)
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         return await self._db.run(store.list_audit, self.namespace, limit, offset)

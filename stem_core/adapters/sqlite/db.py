@@ -59,6 +59,11 @@ WATCH_BUSY_TIMEOUT_MS = 0
 WAL_SWITCH_DEADLINE_S = 10.0
 WAL_SWITCH_RETRY_S = 0.01
 STATEMENT_CACHE_SIZE = 256
+# The database file (and so its -wal/-shm) is created readable by its owner only; a
+# folder Stem creates for it likewise (SPEC 9: other users of an ops box must not read
+# the payloads).
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
 
 # Links inherited over fork: kept referenced (never closed or collected) in the child.
 _abandoned: list[Any] = []
@@ -155,7 +160,8 @@ class Link:
         if self.conn is not None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+            create_private(self.path)
             conn = self._connect(self.busy_timeout_s)
             try:
                 _use_wal(conn)
@@ -237,6 +243,18 @@ def _one(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]
         return False, owner.translate(exc)
     except BaseException as exc:  # handed to the awaiting coroutine
         return False, exc
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty and readable by its owner only (``PRIVATE_FILE_MODE``) unless
+    it exists: the database holds every payload, and SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's permissions. An existing file keeps its mode (the
+    operator may have shared it on purpose)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:

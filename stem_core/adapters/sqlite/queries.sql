@@ -164,6 +164,13 @@ DELETE FROM jobs WHERE ns = :ns AND queue = :queue AND msg_id IN (SELECT value F
 -- name: purge_queue
 DELETE FROM jobs WHERE ns = :ns AND queue = :queue AND state IN ('ready', 'delayed');
 
+-- name: drop_queue_jobs
+-- A control reply queue is used once: when its client purges it, every row goes.
+DELETE FROM jobs WHERE ns = :ns AND queue = :queue;
+
+-- name: drop_queue_counts
+DELETE FROM queue_counts WHERE ns = :ns AND queue = :queue AND dead = 0;
+
 -- ------------------------------------------------------------------ broker: dead letters
 
 -- name: dead_unlink
@@ -304,6 +311,11 @@ DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= :now;
 
 -- name: audit_append
 INSERT INTO audit (ns, body, created_at) VALUES (:ns, :body, :now);
+
+-- name: audit_prune
+-- The namespace's oldest records (ids grow with time), a bounded batch, when past retention.
+DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ns = :ns ORDER BY id LIMIT :batch)
+   AND created_at < :before;
 
 -- name: audit_page
 SELECT body FROM audit WHERE ns = :ns ORDER BY id DESC LIMIT :limit OFFSET :offset;

@@ -16,6 +16,7 @@ from ...clock import to_epoch
 from ...contract.broker import Broker
 from ...contract.types import DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats
 from ...envelope import Envelope
+from ...settings import REPLY_QUEUE_PREFIX
 from .db import db_now, immediate, snapshot
 from .rows import dead_entry, decode_or_placeholder, job_params, moment
 from .schema import Q
@@ -111,7 +112,12 @@ def remove(conn: Any, ns: str, queue: str, ids: set[str]) -> int:
 def purge(conn: Any, ns: str, queue: str) -> int:
     with immediate(conn):
         maintain(conn, ns, queue, db_now(conn))
-        return conn.execute(Q.purge_queue, {"ns": ns, "queue": queue}).rowcount
+        count = conn.execute(Q.purge_queue, {"ns": ns, "queue": queue}).rowcount
+        if queue.startswith(REPLY_QUEUE_PREFIX):
+            # A control reply queue is used once: nothing of it stays (rows, counters).
+            conn.execute(Q.drop_queue_jobs, {"ns": ns, "queue": queue})
+            conn.execute(Q.drop_queue_counts, {"ns": ns, "queue": queue})
+        return count
 
 
 # -- dead letters ------------------------------------------------------------------

@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 from ...contract.backend import StatusWrite
-from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
+from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
+from ...settings import AUDIT_PRUNE_BATCH
 from .db import db_now, immediate, snapshot
 from .rows import dumps, moment
 from .schema import Q
@@ -157,12 +158,12 @@ def put_heartbeat(conn: Any, ns: str, heartbeat: WorkerHeartbeat, ttl: float, cl
 
 def get_heartbeat(conn: Any, ns: str, worker_id: str) -> WorkerHeartbeat | None:
     row = conn.execute(Q.heartbeat_get, {"ns": ns, "worker_id": worker_id, "now": db_now(conn)}).fetchone()
-    return WorkerHeartbeat.from_dict(json.loads(row[0])) if row is not None else None
+    return decode_heartbeat(row[0]) if row is not None else None
 
 
 def list_heartbeats(conn: Any, ns: str) -> list[WorkerHeartbeat]:
     rows = conn.execute(Q.heartbeat_list, {"ns": ns, "now": db_now(conn)}).fetchall()
-    return [WorkerHeartbeat.from_dict(json.loads(row[0])) for row in rows]
+    return [hb for hb in (decode_heartbeat(row[0]) for row in rows) if hb is not None]
 
 
 # -- records and audit ---------------------------------------------------------------
@@ -192,10 +193,12 @@ def delete_record(conn: Any, ns: str, kind: str, key: str) -> bool:
     return row is not None and (row[0] is None or row[0] > now)
 
 
-def append_audit(conn: Any, ns: str, record: dict[str, Any]) -> None:
+def append_audit(conn: Any, ns: str, record: dict[str, Any], retention: float) -> None:
     body = dumps(record)
     with immediate(conn):
-        conn.execute(Q.audit_append, {"ns": ns, "body": body, "now": db_now(conn)})
+        now = db_now(conn)
+        conn.execute(Q.audit_append, {"ns": ns, "body": body, "now": now})
+        conn.execute(Q.audit_prune, {"ns": ns, "batch": AUDIT_PRUNE_BATCH, "before": now - retention})
 
 
 def list_audit(conn: Any, ns: str, limit: int, offset: int) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigurationError
-from ...settings import DEFAULT_LEASE_SECONDS, redact_url
+from ...settings import DEFAULT_LEASE_SECONDS, redact_text, redact_url, url_secrets
 
 SCHEME = "sqs"
 # SQS limits (botocore's service model): visibility 0..43,200 s, long polls 1..20 s.
@@ -130,12 +130,12 @@ class SQSConfig:
     access_key: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
 
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+
     def redact(self, text: str) -> str:
-        """``text`` with the key id and secret (if the URL gave them) replaced by ``***``."""
-        for secret in (self.secret_key, self.access_key):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """``text`` with the key id and secret (if the URL gave them) and any secret query
+        value replaced by ``***``."""
+        return redact_text(text, self.secrets | {s for s in (self.secret_key, self.access_key) if s})
 
     @property
     def where(self) -> str:
@@ -182,6 +182,7 @@ def parse_sqs_url(url: str, options: Mapping[str, Any]) -> SQSConfig:
         shown_url=shown,
         access_key=unquote(user) if user else None,
         secret_key=unquote(secret) if secret else None,
+        secrets=url_secrets(url),
         **checked,
     )
 
