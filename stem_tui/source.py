@@ -73,6 +73,9 @@ class Want:
     state: str = "pending"
     offset: int = 0
     limit: int = PAGE_SIZE
+    # Detail pages of pending/delayed/inflight: the next_cursor of the page before (None:
+    # the first page); dead letters page by ``offset``.
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +266,7 @@ class DataSource:
             if want.view == "leases":
                 leases = await _part(notes, "leases", ops.leases())
             elif want.view == "detail" and want.queue is not None:
-                detail = await _part(notes, "detail", ops.queue_detail(want.queue, want.state, want.limit, want.offset))
+                detail = await _part(notes, "detail", ops.queue_detail(want.queue, want.state, want.limit, want.offset, want.cursor))
             elif want.view == "dead":
                 dead = await _part(notes, "dead", self._dead_letters(ops, overview))
         history = self._record(overview)

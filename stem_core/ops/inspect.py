@@ -221,11 +221,18 @@ class Inspector:
     # -- one queue ------------------------------------------------------------------
 
     async def queue_detail(
-        self, queue: str, state: str = "pending", limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0
+        self, queue: str, state: str = "pending", limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0,
+        cursor: str | None = None,
     ) -> QueueDetail:
-        """One page of ``state`` (pending, delayed, inflight or dead) with the queue's row."""
+        """One page of ``state`` (pending, delayed, inflight or dead) with the queue's row:
+        from ``cursor`` (a ``next_cursor`` of an earlier page), else from ``offset``.
+        Dead letters page by offset only."""
         if state not in DETAIL_STATES:
             raise ValueError(f"state must be one of {', '.join(DETAIL_STATES)}, got {state!r}")
+        if cursor is not None and state == "dead":
+            raise ValueError("dead letters page by offset, not by cursor")
+        if cursor is not None and offset:
+            raise ValueError("give a cursor or an offset, not both")
         # One read of heartbeats and pauses serves both the name check and the row.
         heartbeats, pauses = await self.directory.heartbeats(), await self.directory.pauses()
         await self.directory.require_queue(queue, heartbeats=heartbeats, pauses=pauses)
@@ -235,17 +242,25 @@ class Inspector:
         if stats:
             row = self._row(stats[0], heartbeats, pauses, current,
                             orphaned=await self._orphaned(stats[0], heartbeats, current.at))
+        next_cursor = None
         if state == "dead":
             page = await self.dead_letters(queue, limit, offset)
             messages = [e.to_dict() for e in page.entries]
             next_offset = page.next_offset
-        else:
+        elif offset:
             self.directory.require_peek(f"list {state} messages")
             infos = await self.broker.peek(queue, state=state, limit=limit, offset=offset)
             messages = [i.to_dict() for i in infos]
             next_offset = offset + limit if limit and len(infos) == limit else None
+        else:
+            # From the top or from a cursor: the broker's cursor pages (one page of work each).
+            self.directory.require_peek(f"list {state} messages")
+            peeked = await self.broker.peek_page(queue, state=state, limit=limit, cursor=cursor)
+            messages = [i.to_dict() for i in peeked.messages]
+            next_cursor = peeked.next_cursor
+            next_offset = limit if cursor is None and next_cursor is not None else None
         return QueueDetail(queue=queue, state=state, overview=row, messages=messages, limit=limit, offset=offset,
-                           next_offset=next_offset)
+                           next_offset=next_offset, cursor=cursor, next_cursor=next_cursor)
 
     # -- dead letters ---------------------------------------------------------------
 

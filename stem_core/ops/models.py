@@ -134,7 +134,12 @@ class LeaseInfo(_Model):
 
 @dataclass(frozen=True, slots=True)
 class QueueDetail(_Model):
-    """One page of one state of a queue (``messages`` are MessageInfo or DeadLetterEntry dicts)."""
+    """One page of one state of a queue (``messages`` are MessageInfo or DeadLetterEntry dicts).
+
+    Pending, delayed and in-flight pages started from the top or from ``cursor`` carry the
+    ``next_cursor`` of the page after (None on the last page): paging by cursor costs the
+    same however deep it goes. ``next_offset`` is kept for offset paging (dead letters,
+    ``--offset``) and is None after a cursor page (the position is then unknown)."""
 
     queue: str
     state: str
@@ -143,6 +148,8 @@ class QueueDetail(_Model):
     limit: int
     offset: int
     next_offset: int | None
+    cursor: str | None = None
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,10 @@ SampleOpt = Annotated[
 ]
 LimitOpt = Annotated[int, typer.Option("--limit", min=0, max=MAX_PAGE_LIMIT, help="Rows per page.")]
 OffsetOpt = Annotated[int, typer.Option("--offset", min=0, max=MAX_PAGE_OFFSET, help="Rows to skip.")]
+CursorOpt = Annotated[
+    str | None,
+    typer.Option("--cursor", help="Start after this cursor: the next_cursor of an earlier page (any depth; not with --offset)."),
+]
 
 
 def _states() -> list[str]:
@@ -65,14 +69,17 @@ def queue(
                                        autocompletion=_states)] = "pending",
     limit: LimitOpt = DEFAULT_PAGE_LIMIT,
     offset: OffsetOpt = 0,
+    cursor: CursorOpt = None,
     watch: WatchOpt = False,
     interval: IntervalOpt = DEFAULT_WATCH_INTERVAL,
     frames: FramesOpt = None,
     *,
     opts: CommonOptions,
 ) -> None:
-    """One queue: its numbers and one page of its pending, delayed, in-flight or dead messages."""
-    read_and_show(lambda ops: ops.queue_detail(name, state, limit, offset), lambda d: d.to_dict(), views.queue_detail,
+    """One queue: its numbers and one page of its pending, delayed, in-flight or dead messages.
+
+    Page on with ``--cursor`` (the page's ``next_cursor``): it costs the same at any depth."""
+    read_and_show(lambda ops: ops.queue_detail(name, state, limit, offset, cursor), lambda d: d.to_dict(), views.queue_detail,
                   opts, rows=lambda d: d.messages, watch=watch, interval=interval, frames=frames)
 
 

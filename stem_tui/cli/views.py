@@ -7,6 +7,7 @@ shown literally and control characters become visible escapes.
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any, Iterable
 
 from rich.console import Group
@@ -149,7 +150,8 @@ def queue_detail(detail: QueueDetail) -> Group:
                        f"oldest {words.duration(q.oldest_pending_age)}; {q.verdict_text}",
                        VERDICT_STYLES.get(q.verdict, "")))
     if not detail.messages:
-        parts.append(t(f"no {detail.state} messages" + (f" at offset {detail.offset}" if detail.offset else "")))
+        where = f" at offset {detail.offset}" if detail.offset else (" after this cursor" if detail.cursor else "")
+        parts.append(t(f"no {detail.state} messages{where}"))
         return Group(*parts)
     if detail.state == "dead":
         table = _table("TASK ID", "NAME", "DEAD AT", "REASON", "ARGS", drop=("ARGS", "DEAD AT"))
@@ -165,7 +167,9 @@ def queue_detail(detail: QueueDetail) -> Group:
             table.add_row(t(env["id"]), short(env["name"], 40), t(env["priority"]), t(env["attempt"]), t(env["enqueuedAt"]),
                           t(extra), short(env["args"]))
     parts.append(table)
-    if detail.next_offset is not None:
+    if detail.next_cursor is not None:
+        parts.append(t(f"more: --cursor {shlex.quote(detail.next_cursor)}", "dim"))
+    elif detail.next_offset is not None:
         parts.append(t(f"more: --offset {detail.next_offset}", "dim"))
     return Group(*parts)
 

@@ -1,5 +1,9 @@
 """Queue detail: one queue's pending / delayed / in-flight / dead messages, a page at a
-time, with the selected message's envelope, status and error below."""
+time, with the selected message's envelope, status and error below.
+
+Pending, delayed and in-flight messages page forward by the broker's cursor (each page
+costs the same however deep); going back pops the cursors of the pages before. Dead
+letters page by offset."""
 
 from __future__ import annotations
 
@@ -75,7 +79,10 @@ class DetailView(ViewScreen):
         super().__init__()
         self.queue = queue
         self.state = state if state in STATES else "pending"
-        self.page_offset = 0
+        self.page = 0
+        # The cursor the current page starts from, and those of the pages before it.
+        self.page_cursor: str | None = None
+        self._cursors: list[str | None] = []
         self._messages: dict[str, dict[str, Any]] = {}
         self._status: tuple[str, dict[str, Any] | None] | None = None
         self._detail: QueueDetail | None = None
@@ -95,10 +102,12 @@ class DetailView(ViewScreen):
         return self.query_one(f"#table-{self.state}", KeyedTable)
 
     def want(self) -> Want:
-        return Want(view="detail", queue=self.queue, state=self.state, offset=self.page_offset, limit=PAGE_SIZE)
+        if self.state == "dead":
+            return Want(view="detail", queue=self.queue, state=self.state, offset=self.page * PAGE_SIZE, limit=PAGE_SIZE)
+        return Want(view="detail", queue=self.queue, state=self.state, cursor=self.page_cursor, limit=PAGE_SIZE)
 
     def title_context(self) -> str:
-        return f"{clean(self.queue)} · {STATE_LABELS[self.state]} · page {self.page_offset // PAGE_SIZE + 1}"
+        return f"{clean(self.queue)} · {STATE_LABELS[self.state]} · page {self.page + 1}"
 
     def _label_tabs(self) -> None:
         row = self._detail.overview if self._detail is not None else None
@@ -164,7 +173,7 @@ class DetailView(ViewScreen):
 
     def _switch(self, state: str) -> None:
         self._table().display = False
-        self.state, self.page_offset = state, 0
+        self.state, self.page, self.page_cursor, self._cursors = state, 0, None, []
         self._messages, self._status = {}, None
         self._table().display = True
         self._table().focus()
@@ -178,14 +187,27 @@ class DetailView(ViewScreen):
         self._switch(STATES[(STATES.index(self.state) - 1) % len(STATES)])
 
     def action_next_page(self) -> None:
-        if self._detail is not None and self._detail.next_offset is not None:
-            self.page_offset = self._detail.next_offset
-            self.stem.view_changed(self)
+        detail, want = self._detail, self.want()
+        if detail is None or (detail.state, detail.offset, detail.cursor) != (want.state, want.offset, want.cursor):
+            return  # the page shown is not yet the one asked for: wait for it
+        if self.state == "dead":
+            if detail.next_offset is None:
+                return
+        elif detail.next_cursor is None:
+            return
+        else:
+            self._cursors.append(self.page_cursor)
+            self.page_cursor = detail.next_cursor
+        self.page += 1
+        self.stem.view_changed(self)
 
     def action_prev_page(self) -> None:
-        if self.page_offset > 0:
-            self.page_offset = max(0, self.page_offset - PAGE_SIZE)
-            self.stem.view_changed(self)
+        if self.page == 0:
+            return
+        if self.state != "dead":
+            self.page_cursor = self._cursors.pop() if self._cursors else None
+        self.page -= 1
+        self.stem.view_changed(self)
 
     def action_back(self) -> None:
         if self.stem.filter:

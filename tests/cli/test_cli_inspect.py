@@ -48,6 +48,43 @@ def test_inspect_queues_gets_rates_by_sampling_twice_when_there_is_no_history(cl
     assert row["rate_window"] >= 0.5 and row["net_rate"] is not None and row["verdict"] != "unknown"
 
 
+def test_inspect_queue_pages_by_cursor(cli: Cli) -> None:
+    # Given 3 pending messages, read two at a time
+    scene(cli)
+
+    def ids(doc: dict[str, Any]) -> list[str]:
+        return [m["envelope"]["id"] for m in doc["messages"]]
+
+    whole = json.loads(cli("inspect", "queue", "emails", "--json").stdout)
+    first = json.loads(cli("inspect", "queue", "emails", "--limit", "2", "--json").stdout)
+    assert first["cursor"] is None and first["next_cursor"]
+    # When the next page is asked for by the first page's next_cursor
+    result = cli("inspect", "queue", "emails", "--limit", "2", "--cursor", first["next_cursor"], "--json")
+    assert result.exit_code == 0, result.stderr
+    rest = json.loads(result.stdout)
+    # Then the two pages are the whole queue in order, and the second is the last
+    assert ids(first) + ids(rest) == ids(whole) and len(ids(whole)) == 3
+    assert rest["cursor"] == first["next_cursor"] and rest["next_cursor"] is None and rest["next_offset"] is None
+    # And the table says how to get the next page
+    assert f"more: --cursor {first['next_cursor']}" in cli("inspect", "queue", "emails", "--limit", "2").stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--cursor", "garbage"), "invalid pending cursor"),
+    (("--cursor", "kp:1:2:3' OR 1=1 --"), "invalid pending cursor"),
+    (("--cursor", "\x1b[2Jkp:1:2:3", "--state", "delayed"), "invalid delayed cursor"),
+    (("--cursor", "x" * 600), "cursor must be a next_cursor"),
+    (("--cursor", "kp:0:1.5:1", "--offset", "1"), "a cursor or an offset, not both"),
+    (("--cursor", "kp:0:1.5:1", "--state", "dead"), "dead letters page by offset"),
+])
+def test_inspect_queue_refuses_a_bad_cursor_in_one_line(cli: Cli, args: tuple[str, ...], says: str) -> None:
+    scene(cli)
+    result = cli("inspect", "queue", "emails", *args)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr and "\x1b" not in result.stderr
+    assert says in result.stderr, result.stderr
+
+
 def test_watch_refreshes_with_an_interval_and_streams_jsonl(cli: Cli) -> None:
     scene(cli)
     result = cli("inspect", "queues", "--watch", "500ms", "--frames", "2", "--jsonl")

@@ -167,9 +167,8 @@ async def test_peek_inflight_names_the_lease_holder(broker: Broker) -> None:
     assert await broker.peek(queue, state="inflight") == []
 
 
-async def _walk(broker: Broker, queue: str, state: str, limit: int) -> list[str]:
+async def _walk(broker: Broker, queue: str, state: str, limit: int, cursor: str | None = None) -> list[str]:
     ids: list[str] = []
-    cursor = None
     for _ in range(100):
         page = await broker.peek_page(queue, state=state, limit=limit, cursor=cursor)
         ids += [m.envelope.id for m in page.messages]
@@ -211,6 +210,33 @@ async def test_peek_pages_in_flight_messages_by_cursor(broker: Broker) -> None:
             await broker.ack(delivery)
 
 
+@pytest.mark.parametrize("state", ["pending", "delayed"])
+async def test_a_change_between_pages_neither_repeats_nor_skips_a_message(broker: Broker, state: str) -> None:
+    # Given 14 messages over three priorities (delayed ones over 14 due times)
+    _needs_peek(broker)
+    queue = qname()
+    if state == "delayed":
+        sent = [delayed_env(3600 + 60 * i, queue=queue, priority=i % 3) for i in range(14)]
+    else:
+        sent = [env(queue=queue, priority=i % 3) for i in range(14)]
+    await broker.publish_many(sent)
+    order = [i.envelope.id for i in await broker.peek(queue, state=state, limit=100)]
+    first = await broker.peek_page(queue, state=state, limit=5)
+    assert [m.envelope.id for m in first.messages] == order[:5] and first.next_cursor is not None
+    # When, before the next page, three messages of the first page go, one message is
+    # published that sorts before the cursor and one that sorts after every other
+    assert await broker.remove(queue, set(order[:3])) == 3
+    if state == "delayed":
+        early, late = delayed_env(3000, queue=queue), delayed_env(90_000, queue=queue)
+    else:
+        early, late = env(queue=queue, priority=9), env(queue=queue, priority=0)
+    await broker.publish_many([early, late])
+    # Then the next pages go on right after the first page's last message: none of the
+    # first page again, none skipped, the one published before the cursor not among them
+    rest = await _walk(broker, queue, state, 5, first.next_cursor)
+    assert rest == order[5:] + [late.id]
+
+
 @pytest.mark.parametrize("limit, offset", [(MAX_PAGE_LIMIT + 1, 0), (10, MAX_PAGE_OFFSET + 1), (10**20, 0), (1, -1)])
 async def test_peek_limit_and_offset_are_bounded(broker: Broker, limit: int, offset: int) -> None:
     with pytest.raises(ValueError, match="limit|offset"):
@@ -221,9 +247,27 @@ async def test_peek_page_refuses_a_cursor_it_did_not_give(broker: Broker) -> Non
     _needs_peek(broker)
     queue = qname()
     await broker.publish(env(queue=queue))
-    for bad in ("x" * (MAX_CURSOR_LENGTH + 1), "", "not|a|cursor' or 1=1", "o99999999999"):
-        with pytest.raises(ValueError, match="cursor"):
-            await broker.peek_page(queue, cursor=bad)
+    page = await broker.peek_page(queue, state="delayed", limit=1)
+    assert page.next_cursor is None
+    bad_cursors = ["x" * (MAX_CURSOR_LENGTH + 1), "", "not|a|cursor' or 1=1", "o99999999999", "kp:1:2:3' OR 1=1 --",
+                   "kp:9:1e999:1", "kp:99999999999999999999:1.5:1", "kd:nan:1", "kp:1:2", "kp:1:2:3:4", "kp:1:2:3\n"]
+    for bad in bad_cursors:
+        for state in ("pending", "delayed", "inflight"):
+            with pytest.raises(ValueError, match="cursor"):
+                await broker.peek_page(queue, state=state, cursor=bad)
+
+
+async def test_a_cursor_belongs_to_its_state(broker: Broker) -> None:
+    # Given a cursor of a pending page
+    _needs_peek(broker)
+    queue = qname()
+    await broker.publish_many([env(queue=queue) for _ in range(3)])
+    cursor = (await broker.peek_page(queue, limit=1)).next_cursor
+    assert cursor is not None
+    # Then it pages pending messages on, and is refused for another state
+    assert len((await broker.peek_page(queue, limit=5, cursor=cursor)).messages) == 2
+    with pytest.raises(ValueError, match="cursor"):
+        await broker.peek_page(queue, state="delayed", cursor=cursor)
 
 
 async def test_peek_rejects_unknown_states(broker: Broker) -> None:

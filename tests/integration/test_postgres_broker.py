@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime, timezone
 from typing import AsyncIterator, Awaitable, Callable
 
 import psycopg
@@ -339,6 +340,30 @@ async def test_dead_letter_meta_must_be_json(broker_factory: BrokerFactory) -> N
         await broker.dead_letter(d, reason="r", meta={"bad": object()})
     await it.aclose()
     assert json.loads(d.envelope.to_json())["name"] == "x"
+
+
+@pytest.mark.parametrize("name", ["peek_ready_after", "peek_delayed_after", "peek_leased_after"])
+async def test_peek_pages_after_a_cursor_by_one_index_seek(broker_factory: BrokerFactory, namespace: str, name: str) -> None:
+    # Given 20,000 rows per state over five queues, all sharing one time (the ties a seek
+    # on the time alone would walk), as the planner sees them after ANALYZE
+    broker = await broker_factory()
+    for state in ("ready", "delayed", "leased"):
+        await sql(namespace, "INSERT INTO {s}.jobs (msg_id, queue, name, priority, state, ready_at, locked_until, envelope) "
+                  "SELECT 'm' || g, 'q' || (g %% 5), 't', g %% 3, %s, '2030-01-01Z', '2030-01-01Z', '{}'::jsonb "
+                  "FROM generate_series(1, 20000) g", state)
+    await sql(namespace, "ANALYZE {s}.jobs")
+    # When the page after a deep cursor is planned and run
+    query = getattr(broker._inspector._q, name)
+    assert "OFFSET" not in query.upper()
+    stored = {"peek_ready_after": "ready", "peek_delayed_after": "delayed", "peek_leased_after": "leased"}[name]
+    [(deep_id,)] = await sql(namespace, "SELECT max(id) - 500 FROM {s}.jobs WHERE state = %s", stored)
+    params = {"queue": "q1", "limit": 11, "priority": 1, "at": datetime(2030, 1, 1, tzinfo=timezone.utc), "id": deep_id}
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + query, params)
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    # Then every read is an index scan that starts past the cursor's key: nothing walked and dropped
+    assert "Seq Scan" not in plan and "Rows Removed by Filter" not in plan, plan
+    assert "Index Cond" in plan and "> ROW(" in plan, plan
 
 
 async def test_janitor_vacuums_a_table_full_of_dead_rows(broker_factory: BrokerFactory, namespace: str) -> None:

@@ -136,6 +136,70 @@ async def test_statistics_and_claims_are_served_by_indexes(open_sqlite: SQLiteOp
     assert not [step for step in plan if step.startswith("SCAN jobs")], plan
 
 
+@pytest.mark.parametrize("name", ["peek_pending_after", "peek_delayed_after", "peek_inflight_after"])
+async def test_peek_pages_after_a_cursor_by_index_seeks(open_sqlite: SQLiteOpener, db_path: Path, name: str) -> None:
+    # Given the migrated schema
+    await open_sqlite.broker()
+    conn = sqlite3.connect(db_path)
+    params = {"ns": "n", "queue": "q", "priority": 3, "at": 1.0, "id": 5, "limit": 10}
+    # Then a page after a cursor has no OFFSET and every part of it seeks an index
+    query = getattr(Q, name)
+    assert "OFFSET" not in query.upper()
+    plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params)]
+    reads = [step for step in plan if " jobs" in step]
+    assert reads and all(step.startswith("SEARCH jobs USING INDEX") for step in reads), plan
+
+
+def _vm_steps(conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> tuple[int, int]:
+    """``(virtual machine steps / 10, rows)`` of one query: a count, not a timing."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 10)
+    try:
+        found = conn.execute(query, params).fetchall()
+    finally:
+        conn.set_progress_handler(None, 10)
+    return steps[0], len(found)
+
+
+@pytest.mark.parametrize("state", ["pending", "delayed"])
+async def test_a_deep_peek_page_costs_what_a_shallow_one_costs(
+    sqlite_broker: Broker, db_path: Path, namespace: str, state: str
+) -> None:
+    # Given 3,000 messages sharing one ready time (the ties a seek on the time alone,
+    # as a row-value comparison does, would walk)
+    now = utcnow()
+    not_before = now + timedelta(hours=1) if state == "delayed" else None
+    await sqlite_broker.publish_many([Envelope(name="t", queue="q", enqueued_at=now, not_before=not_before) for _ in range(3000)])
+    stored = "ready" if state == "pending" else "delayed"
+    conn = sqlite3.connect(db_path)
+    keys = conn.execute(
+        "SELECT priority, ready_at, id FROM jobs WHERE ns = ? AND queue = 'q' AND state = ? ORDER BY priority DESC, ready_at, id",
+        (namespace, stored),
+    ).fetchall()
+    assert len(keys) == 3000
+    assert len({at for _, at, _ in keys}) == 1
+    first_q, after_q = (Q.peek_pending, Q.peek_pending_after) if state == "pending" else (Q.peek_delayed, Q.peek_delayed_after)
+    page = {"ns": namespace, "queue": "q", "limit": 11}
+
+    def after(position: int) -> dict[str, Any]:
+        priority, at, row_id = keys[position]
+        return {**page, "priority": priority, "at": at, "id": row_id}
+
+    # When the pages after the 11th and the 2,901st message, and the page at offset 2,901, are read
+    shallow_cost, shallow_rows = _vm_steps(conn, after_q, after(10))
+    deep_cost, deep_rows = _vm_steps(conn, after_q, after(2900))
+    offset_cost, _ = _vm_steps(conn, first_q, {**page, "offset": 2901})
+    # Then the deep page costs what the shallow one costs, far less than the offset
+    assert (shallow_rows, deep_rows) == (11, 11)
+    assert deep_cost <= shallow_cost + 5, (shallow_cost, deep_cost)
+    assert offset_cost > 10 * deep_cost, (offset_cost, deep_cost)
+
+
 async def test_a_cancelled_claim_hands_its_rows_back(
     sqlite_broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

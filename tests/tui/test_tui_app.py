@@ -46,6 +46,49 @@ async def test_number_keys_switch_views_and_enter_opens_a_queue(store, clock: Fr
         assert isinstance(app.screen, QueuesView)
 
 
+async def test_detail_pages_forward_by_cursor_and_back_by_the_cursors_before(store, clock: FrozenClock) -> None:
+    # Given exports with 114 pending messages: three pages of 50
+    from tests.tui.seed import envelope
+
+    url, ns = store
+    app = make_app(url, ns, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        scene = await started(pilot, url, ns, clock)
+        await scene.broker.publish_many([envelope(1000 + i, "export.csv", "exports", clock, age=500 - i) for i in range(110)])
+        order = [i.envelope.id for i in await scene.broker.peek("exports", limit=200)]
+        assert len(order) == 114
+        app.active_view().main_table().select_key("exports")  # type: ignore[union-attr]
+        await press(pilot, "enter")
+        await poll(pilot)
+        assert isinstance(app.screen, DetailView) and table_keys(app) == order[:50]
+
+        def title() -> str:
+            return str(app.screen.query_one("#title-left").text)  # type: ignore[attr-defined]
+
+        # When the operator pages forward, and ten messages of the first page go meanwhile
+        await press(pilot, "right_square_bracket")
+        await poll(pilot)
+        assert table_keys(app) == order[50:100] and "page 2" in title()
+        assert await scene.broker.remove("exports", set(order[:10])) == 10
+        await poll(pilot, advance=5)
+        # Then the page stays the one after the first page's last message (no offset shift)
+        assert table_keys(app) == order[50:100]
+        await press(pilot, "right_square_bracket")
+        await poll(pilot)
+        assert table_keys(app) == order[100:] and "page 3" in title()
+        await press(pilot, "right_square_bracket")  # the last page: nothing after it
+        await poll(pilot)
+        assert table_keys(app) == order[100:] and "page 3" in title()
+        # And going back returns to the page's own start, then to the top
+        await press(pilot, "left_square_bracket")
+        await poll(pilot)
+        assert table_keys(app) == order[50:100] and "page 2" in title()
+        await press(pilot, "left_square_bracket")
+        await poll(pilot)
+        assert table_keys(app) == order[10:60] and "page 1" in title()
+        await scene.close()
+
+
 async def test_rows_update_in_place_and_queues_appear_in_order(store, clock: FrozenClock) -> None:
     url, ns = store
     app = make_app(url, ns, clock)

@@ -4,6 +4,10 @@ messages by state, and requeue / remove / purge by id.
 Counters are kept by the store on every state change, so ``queue_stats`` is O(1) per queue.
 Every action first moves the queue's due delayed messages and expired leases to ready
 (``MemoryStore.known``), so what it sees and changes is what a consumer would claim.
+
+``page`` pages by keyset cursor: the key of a heap entry (its fields before the token)
+is the order that state is served in, so the next page is the ``limit`` smallest live
+entries whose key is past the cursor's - never the ``offset + limit`` smallest.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ import heapq
 
 from ...clock import to_epoch, utcnow
 from ...contract.broker import Broker
-from ...contract.types import MessageInfo, QueueStats
+from ...contract.cursor import decode_key, encode_key
+from ...contract.types import MessageInfo, MessagePage, QueueStats
 from ...settings import REPLY_QUEUE_PREFIX
 from .connection import MemoryConnection
 from .store import DELAYED, INFLIGHT, READY, live_entries, wake
+
+
+# The types of a heap entry's key fields, per state (``store.py``: ready, delayed, leases).
+_KEY_KINDS: dict[str, tuple[type, ...]] = {READY: (int, float, int), DELAYED: (float, int), INFLIGHT: (float, int)}
 
 
 class MemoryInspector:
@@ -66,6 +75,30 @@ class MemoryInspector:
                 return []
             page = heapq.nsmallest(offset + limit, live_entries(q.heap(state), state))[offset:]
             return [e[-1].info() for e in page]
+
+    async def page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
+        """``limit`` messages in ``state`` after the entry ``cursor`` names (None: from the
+        first), and the cursor of the next page (None when nothing follows)."""
+        kinds = _KEY_KINDS[state]
+        after = decode_key(cursor, state, kinds) if cursor is not None else None
+        self._connection.check_open()
+        if limit == 0:
+            return MessagePage(messages=[], next_cursor=cursor)
+        width = len(kinds)
+        with self._store.lock:
+            q = self._store.known(queue)
+            if q is None:
+                return MessagePage(messages=[], next_cursor=None)
+            entries = live_entries(q.heap(state), state)
+            if after is not None:
+                entries = [e for e in entries if e[:width] > after]
+            page = heapq.nsmallest(limit + 1, entries)
+            more = len(page) > limit
+            page = page[:limit]
+            return MessagePage(
+                messages=[e[-1].info() for e in page],
+                next_cursor=encode_key(state, page[-1][:width]) if more else None,
+            )
 
     async def requeue(self, queue: str, ids: set[str]) -> int:
         """Leased or delayed messages become ready now; a leased one's holder is fenced off."""

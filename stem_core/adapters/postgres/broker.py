@@ -45,7 +45,7 @@ import psycopg
 
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.broker import Broker, Subscription
-from ...contract.types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats, ReplayResult
+from ...contract.types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats, ReplayResult
 from ...envelope import Delivery, Envelope
 from ...settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE
 from .channels import PostgresChannels
@@ -167,6 +167,9 @@ class PostgresBroker(Broker):
 
     async def _peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:
         return await self._inspector.peek(queue, state, limit, offset)
+
+    async def _peek_page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
+        return await self._inspector.page(queue, state, limit, cursor)
 
     async def _requeue(self, queue: str, ids: set[str]) -> int:
         return await self._inspector.requeue(queue, ids)

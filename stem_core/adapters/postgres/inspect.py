@@ -5,10 +5,14 @@ Every reader first runs the maintenance statement for the queues it looks at, so
 delayed row that fell due or a lease that expired is reported as ready even when no
 consumer is running; that statement touches only the rows that changed state (index
 range scans), so it does not make a read cost grow with the queue.
+
+``page`` pages by keyset cursor: the last row's sort key (times as integer microseconds,
+exact), and the next page is one index seek past it (``queries.sql``: ``peek_*_after``).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -16,13 +20,23 @@ import psycopg
 from ... import signing
 from ...clock import to_iso, utcnow
 from ...contract.broker import Broker
-from ...contract.types import MessageInfo, QueueStats
+from ...contract.cursor import decode_key, encode_key
+from ...contract.types import MessageInfo, MessagePage, QueueStats
 from ...settings import REPLY_QUEUE_PREFIX
 from .connection import PostgresConnection
 from .rows import decode
 from .sql import Queries
 
 _PEEK_QUERY = {"pending": "peek_ready", "delayed": "peek_delayed", "inflight": "peek_leased"}
+_PEEK_AFTER = {"pending": "peek_ready_after", "delayed": "peek_delayed_after", "inflight": "peek_leased_after"}
+# A page cursor is the last row's sort key: pending (priority, ready_at, id), delayed
+# (ready_at, id), inflight (locked_until, id); times as microseconds since the epoch.
+_KEY_KINDS: dict[str, tuple[type, ...]] = {"pending": (int, int, int), "delayed": (int, int), "inflight": (int, int)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+# timestamptz holds 4713 BC .. 294276 AD; cursors only ever name times Python can hold.
+_MIN_US = (datetime(1, 1, 2, tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
+_MAX_US = (datetime(9999, 12, 31, tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
 
 
 class PostgresInspector:
@@ -64,13 +78,30 @@ class PostgresInspector:
             return []
         query = getattr(self._q, _PEEK_QUERY[state])
         rows = await self._maintained([queue], query, {"queue": queue, "limit": limit, "offset": offset})
-        out = []
-        for row_id, row_queue, raw, holder, until, count in rows:
-            envelope, _ = decode(raw, row_id, row_queue)
-            inflight = state == "inflight"
-            out.append(MessageInfo(envelope=envelope, state=state, lease_holder=holder if inflight else None,
-                                   lease_expires_at=until if inflight else None, delivery_count=count))
-        return out
+        return [_info(row, state) for row in rows]
+
+    async def page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
+        """``limit`` messages after the row ``cursor`` names (None: from the first), and
+        the next page's cursor (None at the end)."""
+        params: dict[str, Any] = {"queue": queue, "limit": limit + 1, "offset": 0}
+        query = getattr(self._q, _PEEK_QUERY[state])
+        if cursor is not None:
+            params.update(_after(cursor, state))
+            query = getattr(self._q, _PEEK_AFTER[state])
+        if limit == 0:
+            return MessagePage(messages=[], next_cursor=cursor)
+        rows = await self._maintained([queue], query, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if more:
+            row_id, _queue, _raw, _holder, until, _count, priority, ready_at = rows[-1]
+            if state == "pending":
+                key: tuple[int, ...] = (int(priority), _micros(ready_at), int(row_id))
+            else:
+                key = (_micros(until if state == "inflight" else ready_at), int(row_id))
+            next_cursor = encode_key(state, key)
+        return MessagePage(messages=[_info(row, state) for row in rows], next_cursor=next_cursor)
 
     async def requeue(self, queue: str, ids: set[str]) -> int:
         now = utcnow()
@@ -106,6 +137,31 @@ class PostgresInspector:
 
             await self._connection.durable().run(drop)
         return int(rows[0][0])
+
+
+def _info(row: tuple[Any, ...], state: str) -> MessageInfo:
+    row_id, row_queue, raw, holder, until, count = row[:6]
+    envelope, _ = decode(raw, row_id, row_queue)
+    inflight = state == "inflight"
+    return MessageInfo(envelope=envelope, state=state, lease_holder=holder if inflight else None,
+                       lease_expires_at=until if inflight else None, delivery_count=count)
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _after(cursor: str, state: str) -> dict[str, Any]:
+    """The query parameters of the key ``cursor`` names (``ValueError`` for anything
+    ``page`` did not hand out for this state)."""
+    key = decode_key(cursor, state, _KEY_KINDS[state])
+    *head, at_us, row_id = key
+    if not _MIN_US <= at_us <= _MAX_US or any(not 0 <= p <= 9 for p in head):
+        raise ValueError(f"invalid {state} cursor {cursor[:40]!r}: pass back a next_cursor of this queue and state")
+    params: dict[str, Any] = {"at": _EPOCH + at_us * _MICROSECOND, "id": row_id}
+    if head:
+        params["priority"] = head[0]
+    return params
 
 
 __all__ = ["PostgresInspector"]

@@ -211,18 +211,22 @@ SELECT q.name, coalesce(c.ready, 0), coalesce(c.delayed, 0), coalesce(c.leased, 
   LEFT JOIN {schema}.queue_counts AS c ON c.queue = q.name
  ORDER BY q.ord;
 
+-- Peeking: the first page by offset (``peek``, and ``peek_page`` without a cursor); the
+-- *_after queries are the pages after a cursor (the last row's key), one index seek past
+-- the key each (no OFFSET), so a page costs the same however deep it is.
+
 -- name: peek_ready
-SELECT id, queue, envelope, locked_by, locked_until, delivery_count FROM {schema}.jobs
+SELECT id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM {schema}.jobs
  WHERE state = 'ready' AND queue = %(queue)s
  ORDER BY priority DESC, ready_at, id LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: peek_delayed
-SELECT id, queue, envelope, locked_by, locked_until, delivery_count FROM {schema}.jobs
+SELECT id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM {schema}.jobs
  WHERE state = 'delayed' AND queue = %(queue)s
  ORDER BY ready_at, id LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: peek_leased
-SELECT id, queue, envelope, locked_by, locked_until, delivery_count FROM {schema}.jobs
+SELECT id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM {schema}.jobs
  WHERE state = 'leased' AND queue = %(queue)s
  ORDER BY locked_until, id LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -230,6 +234,31 @@ SELECT id, queue, envelope, locked_by, locked_until, delivery_count FROM {schema
 -- The delayed rows a requeue will rewrite, for a signing process to re-sign first.
 SELECT id, msg_id, envelope FROM {schema}.jobs
  WHERE queue = %(queue)s AND msg_id = ANY(%(ids)s::text[]) AND state = 'delayed';
+
+-- name: peek_ready_after
+-- After the cursor's (priority, at, id) in (priority desc, ready_at, id) order: the rest
+-- of the cursor's priority, then the lower ones.
+SELECT * FROM (
+    (SELECT id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM {schema}.jobs
+      WHERE state = 'ready' AND queue = %(queue)s AND priority = %(priority)s
+        AND (ready_at, id) > (%(at)s, %(id)s)
+      ORDER BY priority DESC, ready_at, id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM {schema}.jobs
+      WHERE state = 'ready' AND queue = %(queue)s AND priority < %(priority)s
+      ORDER BY priority DESC, ready_at, id LIMIT %(limit)s)
+) AS page
+ ORDER BY priority DESC, ready_at, id LIMIT %(limit)s;
+
+-- name: peek_delayed_after
+SELECT id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM {schema}.jobs
+ WHERE state = 'delayed' AND queue = %(queue)s AND (ready_at, id) > (%(at)s, %(id)s)
+ ORDER BY ready_at, id LIMIT %(limit)s;
+
+-- name: peek_leased_after
+SELECT id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM {schema}.jobs
+ WHERE state = 'leased' AND queue = %(queue)s AND (locked_until, id) > (%(at)s, %(id)s)
+ ORDER BY locked_until, id LIMIT %(limit)s;
 
 -- name: requeue
 -- Leased or delayed rows become ready now. The lease number moves on (the old holder's

@@ -5,7 +5,7 @@ messages by state, and requeue / remove / purge by id. One hop each; the transac
 
 from __future__ import annotations
 
-from ...contract.types import MessageInfo, QueueStats
+from ...contract.types import MessageInfo, MessagePage, QueueStats
 from . import repair
 from .db import SQLiteDatabase
 
@@ -25,6 +25,12 @@ class SQLiteInspector:
 
     async def peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:
         return await self._db.run(repair.peek, self._namespace, queue, state, limit, offset)
+
+    async def page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
+        after = repair.page_after(cursor, state)
+        if limit == 0:
+            return MessagePage(messages=[], next_cursor=cursor)
+        return await self._db.run(repair.page, self._namespace, queue, state, limit, after)
 
     async def requeue(self, queue: str, ids: set[str]) -> int:
         count = await self._db.run(repair.requeue, self._namespace, queue, ids)

@@ -128,20 +128,63 @@ SELECT min(t) FROM (
      WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until <= :now
 );
 
+-- Peeking: the first page by offset (``peek``, and ``peek_page`` without a cursor); the
+-- *_after queries are the pages after a cursor (the last row's key), each part an index
+-- seek past the key (a row-value comparison would seek on its first column only, then
+-- walk every tie), so a page costs the same however deep it is. Rows end with the key.
+
 -- name: peek_pending
-SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count FROM jobs
+SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
  WHERE ns = :ns AND queue = :queue AND state = 'ready'
  ORDER BY priority DESC, ready_at, id LIMIT :limit OFFSET :offset;
 
 -- name: peek_delayed
-SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count FROM jobs
+SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
  WHERE ns = :ns AND queue = :queue AND state = 'delayed'
  ORDER BY ready_at, id LIMIT :limit OFFSET :offset;
 
 -- name: peek_inflight
-SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count FROM jobs
+SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
  WHERE ns = :ns AND queue = :queue AND state = 'leased'
  ORDER BY locked_until, id LIMIT :limit OFFSET :offset;
+
+-- name: peek_pending_after
+-- After (:priority, :at, :id) in (priority desc, ready_at, id) order.
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'ready'
+                  AND priority = :priority AND ready_at = :at AND id > :id
+                ORDER BY id LIMIT :limit)
+UNION ALL
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'ready' AND priority = :priority AND ready_at > :at
+                ORDER BY ready_at, id LIMIT :limit)
+UNION ALL
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'ready' AND priority < :priority
+                ORDER BY priority DESC, ready_at, id LIMIT :limit)
+ ORDER BY priority DESC, ready_at, id LIMIT :limit;
+
+-- name: peek_delayed_after
+-- After (:at, :id) in (ready_at, id) order (jobs_delayed holds the rowid after ready_at).
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at = :at AND id > :id
+                ORDER BY id LIMIT :limit)
+UNION ALL
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at > :at
+                ORDER BY ready_at, id LIMIT :limit)
+ ORDER BY ready_at, id LIMIT :limit;
+
+-- name: peek_inflight_after
+-- After (:at, :id) in (locked_until, id) order.
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until = :at AND id > :id
+                ORDER BY id LIMIT :limit)
+UNION ALL
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until > :at
+                ORDER BY locked_until, id LIMIT :limit)
+ ORDER BY locked_until, id LIMIT :limit;
 
 -- ------------------------------------------------------------------ broker: repairing
 

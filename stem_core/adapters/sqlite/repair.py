@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from ...clock import to_epoch
 from ...contract.broker import Broker
-from ...contract.types import DeadLetterEntry, DeadLetterPage, MessageInfo, QueueStats
+from ...contract.cursor import decode_key, encode_key
+from ...contract.types import DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats
 from ...envelope import Envelope
 from ...settings import REPLY_QUEUE_PREFIX
 from .db import db_now, immediate, snapshot
@@ -29,6 +30,11 @@ SINCE_SLACK_S = 0.001
 _NO_SINCE = -1e18
 
 _PEEK = {"pending": Q.peek_pending, "delayed": Q.peek_delayed, "inflight": Q.peek_inflight}
+_PEEK_AFTER = {"pending": Q.peek_pending_after, "delayed": Q.peek_delayed_after, "inflight": Q.peek_inflight_after}
+# A page cursor is the last row's sort key: pending (priority, ready_at, id), delayed
+# (ready_at, id), inflight (locked_until, id).
+_KEY_KINDS: dict[str, tuple[type, ...]] = {"pending": (int, float, int), "delayed": (float, int), "inflight": (float, int)}
+_KEY_NAMES = {"pending": ("priority", "at", "id"), "delayed": ("at", "id"), "inflight": ("at", "id")}
 
 
 def maintain(conn: Any, ns: str, queue: str, now: float) -> None:
@@ -73,20 +79,51 @@ def peek(conn: Any, ns: str, queue: str, state: str, limit: int, offset: int) ->
     with immediate(conn):
         maintain(conn, ns, queue, db_now(conn))
         rows = conn.execute(_PEEK[state], {"ns": ns, "queue": queue, "limit": limit, "offset": offset}).fetchall()
-    out = []
-    for row_id, msg_id, row_queue, raw, holder, until, count in rows:
-        envelope, _ = decode_or_placeholder(row_id, msg_id, row_queue, raw)
-        leased = state == "inflight"
-        out.append(
-            MessageInfo(
-                envelope=envelope,
-                state=state,
-                lease_holder=holder if leased else None,
-                lease_expires_at=moment(until) if leased else None,
-                delivery_count=int(count),
-            )
-        )
-    return out
+    return [_info(row, state) for row in rows]
+
+
+def page_after(cursor: str | None, state: str) -> tuple[Any, ...] | None:
+    """The key a page cursor names (checked: ``ValueError`` for anything ``page`` did not
+    hand out for this state), or None for the first page."""
+    return None if cursor is None else decode_key(cursor, state, _KEY_KINDS[state])
+
+
+def page(conn: Any, ns: str, queue: str, state: str, limit: int, after: tuple[Any, ...] | None) -> MessagePage:
+    """``limit`` (at least 1) messages after the key ``after`` (``page_after``; None: from
+    the first), read by index seeks past it (no OFFSET), and the next page's cursor (None
+    at the end)."""
+    params: dict[str, Any] = {"ns": ns, "queue": queue, "limit": limit + 1, "offset": 0}
+    query = _PEEK[state]
+    if after is not None:
+        params.update(zip(_KEY_NAMES[state], after))
+        query = _PEEK_AFTER[state]
+    with immediate(conn):
+        maintain(conn, ns, queue, db_now(conn))
+        rows = conn.execute(query, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        row_id, _mid, _q, _raw, _holder, until, _count, priority, ready_at = rows[-1]
+        if state == "pending":
+            key: tuple[Any, ...] = (int(priority), float(ready_at), int(row_id))
+        else:
+            key = (float(until if state == "inflight" else ready_at), int(row_id))
+        next_cursor = encode_key(state, key)
+    return MessagePage(messages=[_info(row, state) for row in rows], next_cursor=next_cursor)
+
+
+def _info(row: tuple[Any, ...], state: str) -> MessageInfo:
+    row_id, msg_id, row_queue, raw, holder, until, count = row[:7]
+    envelope, _ = decode_or_placeholder(row_id, msg_id, row_queue, raw)
+    leased = state == "inflight"
+    return MessageInfo(
+        envelope=envelope,
+        state=state,
+        lease_holder=holder if leased else None,
+        lease_expires_at=moment(until) if leased else None,
+        delivery_count=int(count),
+    )
 
 
 def requeue(conn: Any, ns: str, queue: str, ids: set[str]) -> int:
@@ -210,4 +247,4 @@ def purge_dead(
     return len(picked)
 
 
-__all__ = ["dead_get", "dead_page", "list_queues", "maintain", "peek", "purge", "purge_dead", "queue_stats", "remove", "replay", "requeue"]
+__all__ = ["dead_get", "dead_page", "list_queues", "maintain", "page", "page_after", "peek", "purge", "purge_dead", "queue_stats", "remove", "replay", "requeue"]
