@@ -125,7 +125,7 @@ class ControlListener:
             "key_id": _cut(key_id),
             "envelope_id": _cut(envelope.id),
         }
-        log.warning("worker %s ignored a %s control command %r: %s", self.worker_id, kind, details["command"], _cut(error))
+        log.warning("worker %s ignored control command %r (%s): %s", self.worker_id, details["command"], kind, _cut(error))
         if self.backend is None:
             return
         mono = monotonic()
