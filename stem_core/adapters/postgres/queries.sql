@@ -126,10 +126,18 @@ RETURNING locked_until;
 
 -- name: dead_letter
 -- Move one held row to dead_letters in one statement. %(envelope)s replaces the stored
--- envelope when given (the placeholder of an undecodable one).
+-- envelope when given (the placeholder of an undecodable one). With it, at most
+-- %(batch)s of the queue's oldest dead letters past retention are deleted (never the one
+-- being written: one statement must not both delete and update a row).
 WITH gone AS (
     DELETE FROM {schema}.jobs WHERE id = %(id)s AND lease = %(lease)s
     RETURNING msg_id, queue, name, envelope
+), pruned AS (
+    DELETE FROM {schema}.dead_letters WHERE id IN (
+        SELECT d.id FROM {schema}.dead_letters d, gone
+         WHERE d.queue = gone.queue AND d.msg_id <> coalesce(%(msg_id)s, gone.msg_id)
+           AND d.dead_at < now() - make_interval(secs => %(retention)s)
+         ORDER BY d.dead_at, d.id LIMIT %(batch)s)
 )
 INSERT INTO {schema}.dead_letters AS d (msg_id, queue, name, reason, meta, envelope)
 SELECT coalesce(%(msg_id)s, msg_id), queue, coalesce(%(name)s, name), %(reason)s, %(meta)s::jsonb,

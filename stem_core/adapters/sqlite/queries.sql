@@ -180,6 +180,12 @@ DELETE FROM dead_letters WHERE ns = :ns AND queue = :queue AND msg_id = :msg_id;
 INSERT INTO dead_letters (ns, queue, msg_id, name, reason, meta, envelope, dead_at)
 VALUES (:ns, :queue, :msg_id, :name, :reason, :meta, :envelope, :now);
 
+-- name: dead_prune
+-- The queue's oldest dead letters past retention, a bounded batch (dead_letters_age index).
+DELETE FROM dead_letters WHERE id IN (
+    SELECT id FROM dead_letters WHERE ns = :ns AND queue = :queue AND dead_at < :before
+     ORDER BY dead_at, id LIMIT :batch);
+
 -- name: dead_page
 SELECT id, envelope, reason, meta, dead_at FROM dead_letters
  WHERE ns = :ns AND queue = :queue
