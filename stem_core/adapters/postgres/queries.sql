@@ -393,17 +393,27 @@ SELECT data FROM {schema}.heartbeats WHERE worker_id = %(id)s AND expires_at > n
 SELECT data FROM {schema}.heartbeats WHERE expires_at > now() ORDER BY worker_id;
 
 -- name: put_record
-INSERT INTO {schema}.records (kind, key, value, expires_at)
-VALUES (%(kind)s, %(key)s, %(value)s::jsonb, now() + %(ttl)s * interval '1 second')
-    ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at;
+-- With a bounded batch of expired records deleted (never the one being put: one
+-- statement must not both delete and update a row).
+WITH pruned AS (
+    DELETE FROM {schema}.records WHERE (kind, key) IN (
+        SELECT kind, key FROM {schema}.records
+         WHERE expires_at <= now() AND (kind, key) <> (%(kind)s, %(key)s) LIMIT %(batch)s)
+)
+INSERT INTO {schema}.records (kind, key, value, expires_at, written_at)
+VALUES (%(kind)s, %(key)s, %(value)s::jsonb, now() + %(ttl)s * interval '1 second', now())
+    ON CONFLICT (kind, key) DO UPDATE
+   SET value = excluded.value, expires_at = excluded.expires_at, written_at = excluded.written_at;
 
 -- name: get_record
 SELECT value FROM {schema}.records
  WHERE kind = %(kind)s AND key = %(key)s AND (expires_at IS NULL OR expires_at > now());
 
 -- name: list_records
+-- %(since)s NULL lists every live record, else those written at or after it.
 SELECT key, value FROM {schema}.records
- WHERE kind = %(kind)s AND (expires_at IS NULL OR expires_at > now()) ORDER BY key;
+ WHERE kind = %(kind)s AND (expires_at IS NULL OR expires_at > now())
+   AND (%(since)s::timestamptz IS NULL OR written_at >= %(since)s::timestamptz) ORDER BY key;
 
 -- name: delete_record
 DELETE FROM {schema}.records WHERE kind = %(kind)s AND key = %(key)s

@@ -298,16 +298,24 @@ SELECT body FROM heartbeats WHERE ns = :ns AND expires_at > :now ORDER BY worker
 DELETE FROM heartbeats WHERE expires_at <= :now;
 
 -- name: record_put
-INSERT INTO records (ns, kind, key, value, expires_at) VALUES (:ns, :kind, :key, :value, :now + :ttl)
-ON CONFLICT (ns, kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at;
+INSERT INTO records (ns, kind, key, value, expires_at, written_at) VALUES (:ns, :kind, :key, :value, :now + :ttl, :now)
+ON CONFLICT (ns, kind, key) DO UPDATE
+   SET value = excluded.value, expires_at = excluded.expires_at, written_at = excluded.written_at;
+
+-- name: record_prune
+-- A bounded batch of expired records (any namespace: expired is expired), with each put.
+DELETE FROM records WHERE (ns, kind, key) IN (
+    SELECT ns, kind, key FROM records WHERE expires_at IS NOT NULL AND expires_at <= :now LIMIT :batch);
 
 -- name: record_get
 SELECT value FROM records
  WHERE ns = :ns AND kind = :kind AND key = :key AND (expires_at IS NULL OR expires_at > :now);
 
 -- name: record_list
+-- :since NULL lists every live record, else those written at or after it.
 SELECT key, value FROM records
- WHERE ns = :ns AND kind = :kind AND (expires_at IS NULL OR expires_at > :now) ORDER BY key;
+ WHERE ns = :ns AND kind = :kind AND (expires_at IS NULL OR expires_at > :now)
+   AND (:since IS NULL OR written_at >= :since) ORDER BY key;
 
 -- name: record_delete
 DELETE FROM records WHERE ns = :ns AND kind = :kind AND key = :key RETURNING expires_at;
