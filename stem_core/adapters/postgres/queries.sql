@@ -268,6 +268,28 @@ DELETE FROM {schema}.jobs WHERE queue = %(queue)s;
 -- name: drop_queue_counts
 DELETE FROM {schema}.queue_counts WHERE queue = %(queue)s AND dead = 0;
 
+-- name: stale_reply_jobs
+-- Backstop for a reply that arrived after its client purged the queue: ready rows (and
+-- leases long expired) of reply queues (%(prefix)s) older than %(before_s)s seconds, a
+-- bounded batch. queue_counts (one row per queue) finds the reply queues; the partial
+-- jobs_ready / jobs_leased indexes their rows.
+DELETE FROM {schema}.jobs WHERE id IN (
+    SELECT j.id FROM {schema}.queue_counts c JOIN {schema}.jobs j ON j.queue = c.queue
+     WHERE starts_with(c.queue, %(prefix)s) AND j.state = 'ready'
+       AND j.created_at < now() - make_interval(secs => %(before_s)s)
+    UNION ALL
+    SELECT j.id FROM {schema}.queue_counts c JOIN {schema}.jobs j ON j.queue = c.queue
+     WHERE starts_with(c.queue, %(prefix)s) AND j.state = 'leased'
+       AND j.locked_until < now() - make_interval(secs => %(before_s)s)
+    LIMIT %(batch)s);
+
+-- name: stale_reply_counts
+-- Then the counter rows of reply queues left empty, a bounded batch.
+DELETE FROM {schema}.queue_counts WHERE queue IN (
+    SELECT queue FROM {schema}.queue_counts
+     WHERE starts_with(queue, %(prefix)s) AND ready + delayed + leased + dead = 0
+     LIMIT %(batch)s);
+
 -- name: dead_list
 SELECT id, msg_id, queue, reason, meta, envelope, dead_at FROM {schema}.dead_letters
  WHERE queue = %(queue)s

@@ -171,6 +171,22 @@ DELETE FROM jobs WHERE ns = :ns AND queue = :queue;
 -- name: drop_queue_counts
 DELETE FROM queue_counts WHERE ns = :ns AND queue = :queue AND dead = 0;
 
+-- name: stale_reply_jobs
+-- Backstop for a reply that arrived after its client purged the queue: rows of reply
+-- queues (:prefix) enqueued before :before, a bounded batch. queue_counts (one row per
+-- queue) finds the reply queues; jobs_msg_id (ns, queue, ...) their rows.
+DELETE FROM jobs WHERE id IN (
+    SELECT j.id FROM queue_counts c JOIN jobs j ON j.ns = c.ns AND j.queue = c.queue
+     WHERE c.ns = :ns AND substr(c.queue, 1, length(:prefix)) = :prefix AND j.enqueued_at < :before
+     LIMIT :batch);
+
+-- name: stale_reply_counts
+-- Then the counter rows of reply queues left empty, a bounded batch.
+DELETE FROM queue_counts WHERE ns = :ns AND queue IN (
+    SELECT queue FROM queue_counts
+     WHERE ns = :ns AND substr(queue, 1, length(:prefix)) = :prefix AND ready + delayed + leased + dead = 0
+     LIMIT :batch);
+
 -- ------------------------------------------------------------------ broker: dead letters
 
 -- name: dead_unlink
