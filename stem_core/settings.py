@@ -68,7 +68,16 @@ REPLY_QUEUE_TTL_SECONDS = 300.0
 # ``STEM_AUDIT_RETENTION`` (a duration: 90d, 720h) changes it.
 ENV_AUDIT_RETENTION = "STEM_AUDIT_RETENTION"
 AUDIT_RETENTION_SECONDS = 30 * 86_400.0
-AUDIT_PRUNE_BATCH = 500
+# What one write deletes at most of the records past their retention (audit records,
+# dead letters, expired revocations, stale reply-queue rows).
+PRUNE_BATCH = 500
+AUDIT_PRUNE_BATCH = PRUNE_BATCH
+# Retention of dead letters (every broker that keeps them): older ones are deleted, a
+# bounded batch (``PRUNE_BATCH``) each time one is written. SQS keeps its dead queues for
+# this long too (``MessageRetentionPeriod``, which SQS bounds to 60 s..14 days).
+# ``STEM_DEAD_LETTER_RETENTION`` (a duration: 7d, 72h) changes it.
+ENV_DEAD_LETTER_RETENTION = "STEM_DEAD_LETTER_RETENTION"
+DEAD_LETTER_RETENTION_SECONDS = 14 * 86_400.0
 
 # Retry policy defaults of ``@app.task`` (the worker's backoff reads them through the task):
 # no retry unless asked; the n-th retry waits min(base * 2**n, max) seconds, shortened by
@@ -256,18 +265,28 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
 
 def audit_retention_seconds(env: Mapping[str, str] | None = None) -> float:
     """``$STEM_AUDIT_RETENTION`` as seconds, else ``AUDIT_RETENTION_SECONDS``."""
+    return _retention_seconds(env, ENV_AUDIT_RETENTION, AUDIT_RETENTION_SECONDS)
+
+
+def dead_letter_retention_seconds(env: Mapping[str, str] | None = None) -> float:
+    """``$STEM_DEAD_LETTER_RETENTION`` as seconds, else ``DEAD_LETTER_RETENTION_SECONDS``."""
+    return _retention_seconds(env, ENV_DEAD_LETTER_RETENTION, DEAD_LETTER_RETENTION_SECONDS)
+
+
+def _retention_seconds(env: Mapping[str, str] | None, name: str, default: float) -> float:
+    """A retention setting: a positive duration (``durations``: at most ten years)."""
     env = os.environ if env is None else env
-    raw = env.get(ENV_AUDIT_RETENTION)
+    raw = env.get(name)
     if not raw:
-        return AUDIT_RETENTION_SECONDS
+        return default
     from .durations import parse_duration
 
     try:
-        seconds = parse_duration(raw, option=ENV_AUDIT_RETENTION)
+        seconds = parse_duration(raw, option=name)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     if not seconds > 0:
-        raise ConfigurationError(f"{ENV_AUDIT_RETENTION} must be a positive duration, got {raw!r}")
+        raise ConfigurationError(f"{name} must be a positive duration, got {raw!r}")
     return seconds
 
 def decode_base64(text: str) -> bytes:
@@ -484,8 +503,12 @@ def max_envelope_bytes(env: Mapping[str, str] | None = None) -> int:
 __all__ = [
     "AUDIT_PRUNE_BATCH",
     "AUDIT_RETENTION_SECONDS",
+    "DEAD_LETTER_RETENTION_SECONDS",
     "ENV_AUDIT_RETENTION",
+    "ENV_DEAD_LETTER_RETENTION",
+    "PRUNE_BATCH",
     "audit_retention_seconds",
+    "dead_letter_retention_seconds",
     "REPLY_QUEUE_PREFIX",
     "CONTROL_CLOCK_SKEW_SECONDS",
     "REPLY_QUEUE_TTL_SECONDS",

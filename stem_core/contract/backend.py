@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, ClassVar, NamedTuple, Sequence
 
 from ..errors import ConfigurationError
@@ -247,10 +247,14 @@ class ResultBackend(ABC):
         _check_id(key)
         return await self._get_record(kind, key)
 
-    async def list_records(self, kind: str) -> dict[str, dict[str, Any]]:
-        """Every live record of ``kind`` as ``{key: value}``."""
+    async def list_records(self, kind: str, *, since: datetime | None = None) -> dict[str, dict[str, Any]]:
+        """Every live record of ``kind`` as ``{key: value}``; with ``since``, only those
+        written (put) at or after it, by the clock of the process or server that wrote
+        them: a caller polling for new records leaves an overlap for clock skew."""
         _check_id(kind)
-        return await self._list_records(kind)
+        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
+            raise ValueError(f"since must be an aware datetime, got {since!r}")
+        return await self._list_records(kind, since)
 
     async def delete_record(self, kind: str, key: str) -> bool:
         """Delete; True when something was there."""
@@ -320,7 +324,7 @@ class ResultBackend(ABC):
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None: ...
 
     @abstractmethod
-    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]: ...
+    async def _list_records(self, kind: str, since: datetime | None) -> dict[str, dict[str, Any]]: ...
 
     @abstractmethod
     async def _delete_record(self, kind: str, key: str) -> bool: ...

@@ -73,7 +73,14 @@ from ..clock import to_iso, utcnow
 from ..envelope import MAX_PRIORITY, MIN_PRIORITY, Delivery, Envelope, delay_to_not_before, validate_name
 from ..errors import ConfigurationError, InvalidEnvelope, StemError, Unsupported
 from ..limits import MAX_BATCH_LIMIT, MAX_CURSOR_LENGTH, MAX_PAGE_OFFSET, check_int, check_page
-from ..settings import DEFAULT_LEASE_SECONDS, DEFAULT_NAMESPACE, DEFAULT_PAGE_LIMIT, max_envelope_bytes, validate_namespace
+from ..settings import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_NAMESPACE,
+    DEFAULT_PAGE_LIMIT,
+    dead_letter_retention_seconds,
+    max_envelope_bytes,
+    validate_namespace,
+)
 from ..signing import resign, sign_if_able
 from .backend import ResultBackend, StatusWrite
 from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats, ReplayResult, TaskState
@@ -143,6 +150,10 @@ class Broker(ABC):
         self.lease_seconds = float(lease_seconds)
         # Checked on every publish (``route``) and broadcast: a bigger envelope is refused.
         self.max_envelope_bytes = max_envelope_bytes()
+        # Dead letters older than this are deleted as new ones are written (in bounded
+        # batches; SQS: the dead queue's own retention). Read here, so adapters pass it to
+        # the parts they build after this.
+        self.dead_letter_retention = dead_letter_retention_seconds()
         self._holders: dict[str, Subscription] = {}
 
     # -- lifecycle ------------------------------------------------------------------

@@ -1,20 +1,31 @@
 """Revoked task ids, persisted as backend records (kind ``revoke``) with a TTL.
 
-A worker loads them at start and refreshes them at every heartbeat, so a worker started
-after the ``revoke`` command still cancels the task when it is delivered.
+A worker loads them all at start and then, at each heartbeat, only those written since its
+last read (``since``, less ``REVOKE_SINCE_OVERLAP_SECONDS`` for clock skew), dropping the
+ones past ``REVOKE_TTL_SECONDS`` itself; every ``REVOKE_FULL_RELOAD_EVERY``-th heartbeat
+reads them all again (the backstop for records deleted or rewritten with an older clock).
+A worker started after the ``revoke`` command still cancels the task when it is delivered.
+Each backend deletes expired revocation rows as records are written (a bounded batch per
+write) and in its periodic cleanup.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from ..clock import to_iso, utcnow
+from ..clock import parse_iso, to_iso, utcnow
 from ..contract import ResultBackend
-from ..settings import RESULT_TTL_SECONDS
+from ..settings import CONTROL_CLOCK_SKEW_SECONDS, RESULT_TTL_SECONDS
 
 REVOKE_KIND = "revoke"
 # As long as a result is kept: a revocation older than that has nothing left to cancel.
 REVOKE_TTL_SECONDS = RESULT_TTL_SECONDS
+# An incremental read asks for revocations written since the previous read began, less
+# this: the clocks of the writer (a CLI host, the database) and the worker may differ.
+REVOKE_SINCE_OVERLAP_SECONDS = CONTROL_CLOCK_SKEW_SECONDS
+# Every this many refreshes (heartbeats) a worker reads every revocation again.
+REVOKE_FULL_RELOAD_EVERY = 30
 
 
 def revoke_record(task_id: str, *, terminate: bool, reason: str | None, by: str | None, revoked_at: str) -> dict[str, Any]:
@@ -44,9 +55,22 @@ async def revoke_tasks(
     return ids
 
 
-async def revoked_tasks(backend: ResultBackend) -> dict[str, dict[str, Any]]:
-    """Every live revocation, by task id."""
-    return await backend.list_records(REVOKE_KIND)
+async def revoked_tasks(backend: ResultBackend, *, since: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Every live revocation by task id; with ``since``, those written since then."""
+    return await backend.list_records(REVOKE_KIND, since=since)
 
 
-__all__ = ["REVOKE_KIND", "REVOKE_TTL_SECONDS", "revoke_record", "revoke_tasks", "revoked_tasks"]
+def revocation_expired(record: dict[str, Any], now: datetime) -> bool:
+    """True when ``record`` was revoked more than ``REVOKE_TTL_SECONDS`` before ``now``
+    (its backend record has expired); a record without a readable time is not."""
+    try:
+        revoked_at = parse_iso(str(record.get("revoked_at")))
+    except ValueError:
+        return False
+    return revoked_at + timedelta(seconds=REVOKE_TTL_SECONDS) <= now
+
+
+__all__ = [
+    "REVOKE_FULL_RELOAD_EVERY", "REVOKE_KIND", "REVOKE_SINCE_OVERLAP_SECONDS", "REVOKE_TTL_SECONDS",
+    "revocation_expired", "revoke_record", "revoke_tasks", "revoked_tasks",
+]

@@ -10,8 +10,10 @@ parties share instead of reaching into the ``Worker``:
   executor skips a task with a ``revocation``, and the main loop wakes on ``stop_changed``.
 
 The persisted pause and revoke records (``stem_core/control/pause.py``, ``revoke.py``)
-are read in at start and at every heartbeat (``refresh``); a command updates the state at
-once, before the next heartbeat would.
+are read in at start and at every heartbeat (``refresh``): every pause, but only the
+revocations written since the last read (all of them at start and every
+``REVOKE_FULL_RELOAD_EVERY``-th time); a command updates the state at once, before the
+next heartbeat would.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..clock import monotonic, utcnow
 from ..contract import ResultBackend
 from ..control.pause import pause_active, paused_queues
-from ..control.revoke import revoked_tasks
+from ..control.revoke import REVOKE_FULL_RELOAD_EVERY, REVOKE_SINCE_OVERLAP_SECONDS, revocation_expired, revoked_tasks
 from .held import ACTIVE, HeldSet
 
 log = logging.getLogger("stem.worker")
@@ -48,6 +51,10 @@ class ControlState:
         self._pause_records: dict[str, dict[str, Any]] = {}
         self._paused: frozenset[str] = frozenset()
         self._revoked: dict[str, dict[str, Any]] = {}
+        # When the last read of the persisted revocations began (None: never read), and
+        # how many reads since the last full one.
+        self._revocations_read_at: datetime | None = None
+        self._incremental_reads = 0
         self._stop_mode: str | None = None
         self._soft_deadline: float | None = None
         # Set when the paused set of this worker's queues changes; the fetch supervisor
@@ -132,7 +139,24 @@ class ControlState:
     async def refresh(self, backend: ResultBackend) -> None:
         """Read the persisted pause and revoke records (at start and every heartbeat)."""
         self.set_pauses(await paused_queues(backend))
-        self.apply_revocations(await revoked_tasks(backend), replace=True)
+        await self.refresh_revocations(backend)
+
+    async def refresh_revocations(self, backend: ResultBackend) -> None:
+        """All revocations the first time and every ``REVOKE_FULL_RELOAD_EVERY``-th time
+        (they replace the known ones); otherwise those written since the previous read
+        began, less ``REVOKE_SINCE_OVERLAP_SECONDS``, merged in, and the known ones past
+        their expiry dropped."""
+        started = utcnow()
+        last = self._revocations_read_at
+        if last is None or self._incremental_reads + 1 >= REVOKE_FULL_RELOAD_EVERY:
+            self.apply_revocations(await revoked_tasks(backend), replace=True)
+            self._incremental_reads = 0
+        else:
+            since = last - timedelta(seconds=REVOKE_SINCE_OVERLAP_SECONDS)
+            self.apply_revocations(await revoked_tasks(backend, since=since))
+            self._revoked = {k: r for k, r in self._revoked.items() if not revocation_expired(r, started)}
+            self._incremental_reads += 1
+        self._revocations_read_at = started
 
     # -- stop request ---------------------------------------------------------------
 

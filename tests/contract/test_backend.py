@@ -297,6 +297,66 @@ async def test_records_expire(backend: ResultBackend) -> None:
     assert await backend.list_records(kind) == {"forever": {"v": 2}}
 
 
+async def test_list_records_since_returns_only_those_written_since(backend: ResultBackend) -> None:
+    # Given a record written before a mark (issue 15: every heartbeat reloaded every
+    # revocation) and one written after it
+    kind = tid("kind")
+    await backend.put_record(kind, "old", {"v": 1})
+    await backend.put_record(kind, "rewritten", {"v": 1})
+    await asyncio.sleep(0.2)
+    mark = utcnow()
+    await asyncio.sleep(0.2)
+    await backend.put_record(kind, "new", {"v": 2})
+    await backend.put_record(kind, "rewritten", {"v": 2})
+    # Then a listing since the mark has only what was written (or rewritten) after it
+    assert await backend.list_records(kind, since=mark) == {"new": {"v": 2}, "rewritten": {"v": 2}}
+    assert await backend.list_records(kind, since=utcnow() + timedelta(seconds=60)) == {}
+    assert set(await backend.list_records(kind)) == {"old", "new", "rewritten"}
+    # And a deleted record is gone from both
+    await backend.delete_record(kind, "new")
+    assert await backend.list_records(kind, since=mark) == {"rewritten": {"v": 2}}
+    with pytest.raises(ValueError):
+        await backend.list_records(kind, since=mark.replace(tzinfo=None))
+
+
+async def _stored_record_keys(backend: ResultBackend, kind: str) -> set[str]:
+    """The keys of ``kind`` the backend still stores, expired or not (its own tables)."""
+    from typing import Any
+
+    b: Any = backend
+    name = type(backend).__name__
+    if name == "MemoryBackend":
+        return {key for k, key in b._store.records if k == kind}
+    if name == "SQLiteBackend":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(b.path)) as conn:
+            return {row[0] for row in conn.execute("SELECT key FROM records WHERE ns = ? AND kind = ?",
+                                                   (backend.namespace, kind))}
+    if name == "PostgresBackend":
+        rows = await b._check_open().fetch(f"SELECT key FROM {b.schema}.records WHERE kind = %(kind)s", {"kind": kind})
+        return {row[0] for row in rows}
+    if name == "RedisBackend":
+        records, expiries, written = b._keys.records(kind)
+        client = b._conn.client
+        keys = set(await client.hkeys(records)) | set(await client.zrange(expiries, 0, -1))
+        keys |= set(await client.zrange(written, 0, -1))
+        return {k.decode() if isinstance(k, bytes) else k for k in keys}
+    raise AssertionError(f"no raw view of {name}: add one here")
+
+
+async def test_expired_records_are_deleted_when_records_are_written(backend: ResultBackend) -> None:
+    # Given a revocation-like record that expired (issue 15: expired rows were only filtered
+    # out of reads on SQLite/PostgreSQL until a periodic cleanup happened to run)
+    kind = tid("kind")
+    await backend.put_record(kind, "expired", {"v": 1}, ttl=0.3)
+    await asyncio.sleep(0.5)
+    # When another record of its kind is written (a new revocation)
+    await backend.put_record(kind, "fresh", {"v": 2}, ttl=60)
+    # Then the expired one is deleted from storage, not only hidden
+    assert await _stored_record_keys(backend, kind) == {"fresh"}
+
+
 async def _no_record(backend: ResultBackend, kind: str, key: str) -> bool:
     return await backend.get_record(kind, key) is None
 

@@ -3,13 +3,16 @@ the replay bookkeeping it did not check)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any, Awaitable, Callable
 
 import pytest
 
 from stem_core import Broker, Envelope
 from stem_core.clock import utcnow
 from stem_core.contract.broker import REPLAY_COUNT_META, REPLAYED_AT_META
+from tests.specs import AdapterSpec
 from tests.support import eventually
 
 from .helpers import DELIVERY_DEADLINE_S, QUIET_S, assert_nothing, consuming, counts, env, qname, receive_one, stats_of
@@ -29,6 +32,49 @@ async def _kill(broker: Broker, envelopes: list[Envelope], queue: str, reason: s
             delivery = await consumer.expect()
             assert delivery.envelope.id == sent.id
             await broker.dead_letter(delivery, reason=reason, meta={"i": envelopes.index(sent)})
+
+
+async def test_dead_letters_past_retention_are_pruned_when_one_is_written(
+        broker_spec: AdapterSpec, broker_factory: Callable[..., Awaitable[Broker]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a broker with a 400 ms dead-letter retention (issue 15: kept forever) and two
+    # dead letters older than that
+    if broker_spec.id == "sqs":
+        pytest.skip("SQS drops dead letters itself (MessageRetentionPeriod, at least 60 s): see the next test")
+    monkeypatch.setenv("STEM_DEAD_LETTER_RETENTION", "400ms")
+    broker = await broker_factory()
+    queue = qname()
+    old = [env(queue=queue), env(queue=queue)]
+    await _kill(broker, old, queue)
+    await asyncio.sleep(0.6)
+    # When two more are written
+    recent = [env(queue=queue), env(queue=queue)]
+    await _kill(broker, recent, queue)
+    # Then the old ones are gone and the recent ones kept
+    page = await broker.list_dead_letters(queue, limit=10)
+    assert sorted(e.envelope.id for e in page.entries) == sorted(e.id for e in recent)
+    assert await broker.get_dead_letter(queue, old[0].id) is None
+    assert counts(await stats_of(broker, queue), "dead") == (2,)
+
+
+async def test_sqs_dead_queues_keep_messages_for_the_dead_letter_retention(
+        broker_spec: AdapterSpec, broker_factory: Callable[..., Awaitable[Broker]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if broker_spec.id != "sqs":
+        pytest.skip("the other brokers prune dead letters themselves (previous test)")
+    # Given STEM_DEAD_LETTER_RETENTION=2h (SQS keeps messages 60 s..14 days)
+    monkeypatch.setenv("STEM_DEAD_LETTER_RETENTION", "2h")
+    broker: Any = await broker_factory()
+    queue = qname()
+    # When a dead letter creates the dead queue
+    await _kill(broker, [env(queue=queue)], queue)
+    # Then SQS itself drops its messages after 2 h (work queues keep the 14-day maximum)
+    attributes = {}
+    for kind in ("dead", "p0"):
+        url = (await broker._conn.sqs("get_queue_url", QueueName=broker.names.queue(queue, kind)))["QueueUrl"]
+        reply = await broker._conn.sqs("get_queue_attributes", QueueUrl=url, AttributeNames=["MessageRetentionPeriod"])
+        attributes[kind] = reply["Attributes"]["MessageRetentionPeriod"]
+    assert attributes == {"dead": str(2 * 3600), "p0": str(14 * 86400)}
 
 
 async def test_dead_letter_moves_the_job_out_of_the_queue(broker: Broker) -> None:

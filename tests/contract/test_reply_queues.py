@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
+import pytest
+
 from stem_core import Broker
 from stem_core.control.protocol import new_request_id, reply_queue_name
 from tests.specs import AdapterSpec
@@ -76,3 +78,45 @@ async def test_a_purged_reply_queue_leaves_nothing_behind(broker: Broker, broker
     probe = LEFTOVERS.get(broker_spec.id)
     if probe is not None:
         assert await probe(broker, broker_url, namespace, queue) == []
+
+
+async def _age_rows(broker: Any, broker_spec: AdapterSpec, url: str, namespace: str, queue: str, seconds: float) -> None:
+    """Make ``queue``'s rows ``seconds`` older (test-only write to the broker's tables)."""
+    if broker_spec.id == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(url[len("sqlite://"):])
+        try:
+            with conn:
+                conn.execute("UPDATE jobs SET enqueued_at = enqueued_at - ? WHERE ns = ? AND queue = ?",
+                             (seconds, namespace, queue))
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await conn.execute(f"UPDATE {broker.schema}.jobs SET created_at = created_at - make_interval(secs => %s) "
+                               "WHERE queue = %s", (seconds, queue))
+
+
+async def test_a_late_reply_to_a_purged_reply_queue_is_deleted_after_the_ttl(
+        broker: Broker, broker_spec: AdapterSpec, broker_url: str, namespace: str) -> None:
+    from stem_core.settings import REPLY_QUEUE_TTL_SECONDS
+
+    if broker_spec.id not in ("sqlite", "postgres"):
+        pytest.skip("Redis and RabbitMQ expire reply queues themselves; memory and SQS keep nothing for long")
+    # Given two reply queues whose replies arrived after their clients purged them (issue 15:
+    # on SQLite/PostgreSQL such a row stayed for good), one of them longer ago than the TTL
+    stale, recent = reply_queue_name(new_request_id()), reply_queue_name(new_request_id())
+    for queue in (stale, recent):
+        await broker.purge(queue)
+        await broker.publish(env(queue=queue, name="stem.control.reply"))
+    await _age_rows(broker, broker_spec, broker_url, namespace, stale, REPLY_QUEUE_TTL_SECONDS + 60)
+    # When a later command's client purges its own reply queue
+    await broker.purge(reply_queue_name(new_request_id()))
+    # Then the stale reply is gone with its counters, the recent one is kept
+    probe = LEFTOVERS[broker_spec.id]
+    assert await probe(broker, broker_url, namespace, stale) == []
+    assert await probe(broker, broker_url, namespace, recent) == [recent, recent]
+    assert stale not in await broker.list_queues()

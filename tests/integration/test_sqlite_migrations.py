@@ -21,7 +21,7 @@ EXPECTED_TABLES = {
 EXPECTED_INDEXES = {
     "jobs_ready", "jobs_delayed", "jobs_leased", "jobs_msg_id", "dead_letters_age", "broadcasts_channel",
     "subscribers_channel", "statuses_seq", "statuses_state", "statuses_queue", "statuses_task", "statuses_expiry",
-    "status_events_task", "heartbeats_expiry", "records_expiry", "audit_ns",
+    "status_events_task", "heartbeats_expiry", "records_expiry", "records_written", "audit_ns",
 }
 EXPECTED_TRIGGERS = {
     "jobs_count_insert", "jobs_count_state", "jobs_count_move", "jobs_count_delete",

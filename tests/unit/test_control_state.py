@@ -4,13 +4,21 @@ running worker (the in-process and multi-process behaviour is in tests/worker)."
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from stem_core import Delivery, Envelope
 from stem_core.clock import monotonic, to_iso, utcnow
 from stem_core.control.pause import pause_record
-from stem_core.control.revoke import revoke_record
+from stem_core.control.revoke import (
+    REVOKE_FULL_RELOAD_EVERY,
+    REVOKE_KIND,
+    REVOKE_SINCE_OVERLAP_SECONDS,
+    REVOKE_TTL_SECONDS,
+    revoke_record,
+)
 from stem_core.worker.control_state import ControlState
 from stem_core.worker.held import ACTIVE, Held, HeldSet, lease_deadline
 
@@ -94,6 +102,63 @@ def test_a_revocation_without_terminate_is_only_remembered_and_refresh_replaces_
     assert sorted(state.revoked_ids()) == ["t1", "t2"]
     state.apply_revocations(_revoke("t3", terminate=False), replace=True)
     assert state.revoked_ids() == ["t3"] and state.revocation("t1") is None
+
+
+class _RevocationStore:
+    """A backend's records as a worker reads them: every list_records call is noted."""
+
+    def __init__(self) -> None:
+        self.revocations: dict[str, tuple[dict[str, object], datetime]] = {}
+        self.reads: list[datetime | None] = []
+
+    def revoke(self, task_id: str, *, revoked_at: datetime | None = None) -> None:
+        at = revoked_at or utcnow()
+        record = revoke_record(task_id, terminate=False, reason=None, by="pytest", revoked_at=to_iso(at))
+        self.revocations[task_id] = (record, utcnow())
+
+    async def list_records(self, kind: str, *, since: datetime | None = None) -> dict[str, dict[str, object]]:
+        if kind != REVOKE_KIND:
+            return {}
+        self.reads.append(since)
+        return {k: r for k, (r, written) in self.revocations.items() if since is None or written >= since}
+
+
+async def test_heartbeats_read_only_new_revocations_with_a_full_reload_every_n() -> None:
+    # Given a worker that read every revocation at start (issue 15: it re-read them all at
+    # every heartbeat)
+    store, state = _RevocationStore(), _state()
+    store.revoke("t1")
+    backend: Any = store
+    before = utcnow()
+    await state.refresh(backend)
+    assert store.reads == [None] and state.revoked_ids() == ["t1"]
+    # When a revocation is written and the next heartbeat refreshes
+    store.revoke("t2")
+    await state.refresh(backend)
+    # Then it asked only for those written since its last read (less the skew overlap), and merged them
+    since = store.reads[-1]
+    assert since is not None and since >= before - timedelta(seconds=REVOKE_SINCE_OVERLAP_SECONDS)
+    assert since <= utcnow() - timedelta(seconds=REVOKE_SINCE_OVERLAP_SECONDS)
+    assert sorted(state.revoked_ids()) == ["t1", "t2"]
+    # And every REVOKE_FULL_RELOAD_EVERY-th refresh reads them all again, which drops one
+    # deleted from the store
+    del store.revocations["t1"]
+    while len(store.reads) < REVOKE_FULL_RELOAD_EVERY:
+        await state.refresh(backend)
+        assert store.reads[-1] is not None and "t1" in state.revoked_ids()
+    await state.refresh(backend)
+    assert store.reads[-1] is None and len(store.reads) == REVOKE_FULL_RELOAD_EVERY + 1
+    assert state.revoked_ids() == ["t2"]
+
+
+async def test_an_incremental_refresh_drops_revocations_past_their_expiry() -> None:
+    store, state = _RevocationStore(), _state()
+    backend: Any = store
+    store.revoke("old", revoked_at=utcnow() - timedelta(seconds=REVOKE_TTL_SECONDS + 1))
+    store.revoke("new")
+    await state.refresh(backend)  # a full read (the store here does not expire anything)
+    await state.refresh(backend)
+    assert store.reads[-1] is not None and state.revoked_ids() == ["new"]
 
 
 def test_the_stop_request_only_escalates() -> None:

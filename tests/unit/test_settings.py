@@ -140,3 +140,22 @@ def test_audit_retention_defaults_to_30_days_and_reads_the_environment() -> None
     for bad in ("forever", "0", "-1d"):
         with pytest.raises(ConfigurationError, match="STEM_AUDIT_RETENTION"):
             audit_retention_seconds({"STEM_AUDIT_RETENTION": bad})
+
+
+def test_dead_letter_retention_defaults_to_14_days_and_reads_the_environment() -> None:
+    from stem_core.settings import DEAD_LETTER_RETENTION_SECONDS, dead_letter_retention_seconds
+
+    assert dead_letter_retention_seconds({}) == DEAD_LETTER_RETENTION_SECONDS == 14 * 86400
+    assert dead_letter_retention_seconds({"STEM_DEAD_LETTER_RETENTION": "7d"}) == 7 * 86400
+    assert dead_letter_retention_seconds({"STEM_DEAD_LETTER_RETENTION": "500ms"}) == 0.5
+    for bad in ("forever", "0", "-1d", "99999999d"):
+        with pytest.raises(ConfigurationError, match="STEM_DEAD_LETTER_RETENTION"):
+            dead_letter_retention_seconds({"STEM_DEAD_LETTER_RETENTION": bad})
+
+
+def test_sqs_dead_queue_retention_is_brought_into_what_sqs_accepts() -> None:
+    from stem_core.adapters.sqs.queues import dead_retention_period
+
+    assert dead_retention_period(0.5) == 60
+    assert dead_retention_period(7200.0) == 7200
+    assert dead_retention_period(30 * 86400.0) == 14 * 86400

@@ -18,10 +18,11 @@ import heapq
 import json
 import threading
 from collections import OrderedDict, deque
+from datetime import datetime
 from typing import Any, AsyncIterator, Callable, ClassVar
 
 from ..._aio import make_waker
-from ...clock import monotonic, utcnow
+from ...clock import monotonic, to_epoch, utcnow
 from ...contract.backend import ResultBackend
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...errors import BackendUnavailable
@@ -62,7 +63,8 @@ class MemoryResultStore:
         self.deadlines: list[tuple[float, int, str]] = []
         self.watchers: dict[str, set[_Watcher]] = {}
         self.heartbeats: dict[str, tuple[str, float]] = {}
-        self.records: dict[tuple[str, str], tuple[str, float | None]] = {}
+        # (kind, key) -> (record JSON, monotonic expiry or None, POSIX time written)
+        self.records: dict[tuple[str, str], tuple[str, float | None, float]] = {}
         self.audit: list[str] = []
         self.audit_times: list[float] = []  # monotonic append time of each audit record
         self._version = 0
@@ -266,18 +268,19 @@ class MemoryBackend(ResultBackend):
         self._check_open()
         text = json.dumps(value, separators=(",", ":"))
         with self._store.lock:
-            self._store.records[(kind, key)] = (text, monotonic() + ttl if ttl is not None else None)
+            self._store.records[(kind, key)] = (text, monotonic() + ttl if ttl is not None else None, to_epoch(utcnow()))
+            self._live_records(kind)  # deletes the kind's expired records
 
-    def _live_records(self, kind: str) -> dict[str, str]:
+    def _live_records(self, kind: str, since: float | None = None) -> dict[str, str]:
         now = monotonic()
         records = self._store.records
         out = {}
-        for (k, key), (text, deadline) in list(records.items()):
+        for (k, key), (text, deadline, written) in list(records.items()):
             if k != kind:
                 continue
             if deadline is not None and deadline <= now:
                 del records[(k, key)]
-            else:
+            elif since is None or written >= since:
                 out[key] = text
         return out
 
@@ -290,10 +293,10 @@ class MemoryBackend(ResultBackend):
                 entry = None
         return json.loads(entry[0]) if entry is not None else None
 
-    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
+    async def _list_records(self, kind: str, since: datetime | None) -> dict[str, dict[str, Any]]:
         self._check_open()
         with self._store.lock:
-            live = self._live_records(kind)
+            live = self._live_records(kind, to_epoch(since) if since is not None else None)
         return {key: json.loads(text) for key, text in sorted(live.items())}
 
     async def _delete_record(self, kind: str, key: str) -> bool:

@@ -56,7 +56,8 @@ class MemoryBroker(Broker):
         self._connection = MemoryConnection(store, name)
         self._publisher = MemoryPublisher(self._connection)
         self._channels = MemoryChannels(self._connection)
-        self._consumer = MemoryConsumer(self._connection, self._channels, self.lease_for)
+        self._consumer = MemoryConsumer(self._connection, self._channels, self.lease_for,
+                                        dead_letter_retention=self.dead_letter_retention)
         self._inspector = MemoryInspector(self._connection)
         self._dead_letters = MemoryDeadLetters(self._connection)
 

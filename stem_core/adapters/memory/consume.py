@@ -34,8 +34,9 @@ class MemoryConsumer:
     """The consuming and settling primitives over one connection's store."""
 
     def __init__(self, connection: MemoryConnection, channels: MemoryChannels,
-                 lease_for: Callable[[Envelope], float]) -> None:
+                 lease_for: Callable[[Envelope], float], *, dead_letter_retention: float) -> None:
         self._connection = connection
+        self._dead_letter_retention = dead_letter_retention
         self._store = connection.store
         self._channels = channels
         self._lease_for = lease_for
@@ -198,7 +199,8 @@ class MemoryConsumer:
             if msg is None:
                 return
             q = store.queue(msg.queue)
-            store.bury(q, DeadLetterEntry(envelope=msg.envelope, reason=reason, meta=meta, dead_at=utcnow()))
+            store.bury(q, DeadLetterEntry(envelope=msg.envelope, reason=reason, meta=meta, dead_at=utcnow()),
+                       self._dead_letter_retention)
             store.delete(q, msg)
 
 

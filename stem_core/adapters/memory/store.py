@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable
 from ...clock import monotonic, to_epoch, utcnow
 from ...contract.types import DeadLetterEntry, MessageInfo
 from ...envelope import Envelope
+from ...settings import PRUNE_BATCH
 
 READY = "pending"
 DELAYED = "delayed"
@@ -290,10 +291,16 @@ class MemoryStore:
         return entry[0] if entry is not None else None
 
     @staticmethod
-    def bury(q: QueueState, entry: DeadLetterEntry) -> None:
+    def bury(q: QueueState, entry: DeadLetterEntry, retention: float) -> None:
+        """Keep ``entry``, and delete at most ``PRUNE_BATCH`` of the oldest dead letters
+        older than ``retention`` seconds (``q.dead`` is in dead-letter order)."""
         # One entry per envelope id: dead-lettering the same id again replaces (and renews) it.
         q.dead.pop(entry.envelope.id, None)
         q.dead[entry.envelope.id] = entry
+        cutoff = entry.dead_at - timedelta(seconds=retention)
+        old = [id_ for id_, e in itertools.islice(q.dead.items(), PRUNE_BATCH) if e.dead_at < cutoff]
+        for id_ in old:
+            del q.dead[id_]
 
     # -- subscriptions --------------------------------------------------------------
 

@@ -84,7 +84,8 @@ class PostgresBroker(Broker):
         self._publisher = PostgresPublisher(self._connection, queries, fused)
         self._channels = PostgresChannels(self._connection, queries)
         self._consumer = PostgresConsumer(self._connection, queries, self._channels, fused,
-                                          namespace=self.namespace, lease_seconds=self.lease_seconds)
+                                          namespace=self.namespace, lease_seconds=self.lease_seconds,
+                                          dead_letter_retention=self.dead_letter_retention)
         self._inspector = PostgresInspector(self._connection, queries)
         self._dead = PostgresDeadLetters(self._connection, queries)
 

@@ -28,6 +28,7 @@ from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.broker import Broker, Subscription, raise_if_cancelled
 from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, LeaseLost
+from ...settings import PRUNE_BATCH
 from .channels import PostgresChannels
 from .connection import QUEUE_CHANNEL_SUFFIX, PostgresConnection, PostgresDatabase
 from .fused import FusedStatements, PostgresFused
@@ -61,8 +62,11 @@ class PostgresConsumer:
     """Subscriptions, ``receive`` and the settle primitives of one broker."""
 
     def __init__(self, connection: PostgresConnection, queries: Queries, channels: PostgresChannels,
-                 fused: PostgresFused, *, namespace: str, lease_seconds: float) -> None:
+                 fused: PostgresFused, *, namespace: str, lease_seconds: float,
+                 dead_letter_retention: float) -> None:
         self._connection = connection
+        # Every dead_letter statement also prunes a bounded batch past retention.
+        self._prune_params = {"retention": dead_letter_retention, "batch": PRUNE_BATCH}
         self._q = queries
         self._channels = channels
         self._fused = fused
@@ -223,6 +227,7 @@ class PostgresConsumer:
         await (await self._connection.fast()).execute(self._q.dead_letter, {
             "id": row_id, "lease": lease, "msg_id": envelope.id, "name": envelope.name, "reason": INVALID_REASON,
             "meta": dead_letter_meta({"error": str(envelope.meta.get("error"))}), "envelope": envelope.to_json(),
+            **self._prune_params,
         })
 
     def _release_later(self, task: "asyncio.Future[list[Delivery]]") -> None:
@@ -291,7 +296,7 @@ class PostgresConsumer:
         db, row_id, lease = args
         await db.execute(self._q.dead_letter, {
             "id": row_id, "lease": lease, "msg_id": None, "name": None, "reason": reason,
-            "meta": dead_letter_meta(meta), "envelope": None,
+            "meta": dead_letter_meta(meta), "envelope": None, **self._prune_params,
         })
 
     async def ack_with(self, delivery: Delivery, backend: ResultBackend, write: StatusWrite) -> bool:

@@ -22,7 +22,7 @@ from ...clock import to_iso, utcnow
 from ...contract.broker import Broker
 from ...contract.cursor import decode_key, encode_key
 from ...contract.types import MessageInfo, MessagePage, QueueStats
-from ...settings import REPLY_QUEUE_PREFIX
+from ...settings import PRUNE_BATCH, REPLY_QUEUE_PREFIX, REPLY_QUEUE_TTL_SECONDS
 from .connection import PostgresConnection
 from .rows import decode
 from .sql import Queries
@@ -134,6 +134,10 @@ class PostgresInspector:
                 async with conn.pipeline():
                     await conn.execute(q.drop_queue_jobs, {"queue": queue})
                     await conn.execute(q.drop_queue_counts, {"queue": queue})
+                    # And what late replies left in reply queues purged before (bounded).
+                    stale = {"prefix": REPLY_QUEUE_PREFIX, "before_s": REPLY_QUEUE_TTL_SECONDS, "batch": PRUNE_BATCH}
+                    await conn.execute(q.stale_reply_jobs, stale)
+                    await conn.execute(q.stale_reply_counts, stale)
 
             await self._connection.durable().run(drop)
         return int(rows[0][0])

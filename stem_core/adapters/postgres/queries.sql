@@ -126,10 +126,18 @@ RETURNING locked_until;
 
 -- name: dead_letter
 -- Move one held row to dead_letters in one statement. %(envelope)s replaces the stored
--- envelope when given (the placeholder of an undecodable one).
+-- envelope when given (the placeholder of an undecodable one). With it, at most
+-- %(batch)s of the queue's oldest dead letters past retention are deleted (never the one
+-- being written: one statement must not both delete and update a row).
 WITH gone AS (
     DELETE FROM {schema}.jobs WHERE id = %(id)s AND lease = %(lease)s
     RETURNING msg_id, queue, name, envelope
+), pruned AS (
+    DELETE FROM {schema}.dead_letters WHERE id IN (
+        SELECT d.id FROM {schema}.dead_letters d, gone
+         WHERE d.queue = gone.queue AND d.msg_id <> coalesce(%(msg_id)s, gone.msg_id)
+           AND d.dead_at < now() - make_interval(secs => %(retention)s)
+         ORDER BY d.dead_at, d.id LIMIT %(batch)s)
 )
 INSERT INTO {schema}.dead_letters AS d (msg_id, queue, name, reason, meta, envelope)
 SELECT coalesce(%(msg_id)s, msg_id), queue, coalesce(%(name)s, name), %(reason)s, %(meta)s::jsonb,
@@ -289,6 +297,28 @@ DELETE FROM {schema}.jobs WHERE queue = %(queue)s;
 -- name: drop_queue_counts
 DELETE FROM {schema}.queue_counts WHERE queue = %(queue)s AND dead = 0;
 
+-- name: stale_reply_jobs
+-- Backstop for a reply that arrived after its client purged the queue: ready rows (and
+-- leases long expired) of reply queues (%(prefix)s) older than %(before_s)s seconds, a
+-- bounded batch. queue_counts (one row per queue) finds the reply queues; the partial
+-- jobs_ready / jobs_leased indexes their rows.
+DELETE FROM {schema}.jobs WHERE id IN (
+    SELECT j.id FROM {schema}.queue_counts c JOIN {schema}.jobs j ON j.queue = c.queue
+     WHERE starts_with(c.queue, %(prefix)s) AND j.state = 'ready'
+       AND j.created_at < now() - make_interval(secs => %(before_s)s)
+    UNION ALL
+    SELECT j.id FROM {schema}.queue_counts c JOIN {schema}.jobs j ON j.queue = c.queue
+     WHERE starts_with(c.queue, %(prefix)s) AND j.state = 'leased'
+       AND j.locked_until < now() - make_interval(secs => %(before_s)s)
+    LIMIT %(batch)s);
+
+-- name: stale_reply_counts
+-- Then the counter rows of reply queues left empty, a bounded batch.
+DELETE FROM {schema}.queue_counts WHERE queue IN (
+    SELECT queue FROM {schema}.queue_counts
+     WHERE starts_with(queue, %(prefix)s) AND ready + delayed + leased + dead = 0
+     LIMIT %(batch)s);
+
 -- name: dead_list
 SELECT id, msg_id, queue, reason, meta, envelope, dead_at FROM {schema}.dead_letters
  WHERE queue = %(queue)s
@@ -414,17 +444,27 @@ SELECT data FROM {schema}.heartbeats WHERE worker_id = %(id)s AND expires_at > n
 SELECT data FROM {schema}.heartbeats WHERE expires_at > now() ORDER BY worker_id;
 
 -- name: put_record
-INSERT INTO {schema}.records (kind, key, value, expires_at)
-VALUES (%(kind)s, %(key)s, %(value)s::jsonb, now() + %(ttl)s * interval '1 second')
-    ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at;
+-- With a bounded batch of expired records deleted (never the one being put: one
+-- statement must not both delete and update a row).
+WITH pruned AS (
+    DELETE FROM {schema}.records WHERE (kind, key) IN (
+        SELECT kind, key FROM {schema}.records
+         WHERE expires_at <= now() AND (kind, key) <> (%(kind)s, %(key)s) LIMIT %(batch)s)
+)
+INSERT INTO {schema}.records (kind, key, value, expires_at, written_at)
+VALUES (%(kind)s, %(key)s, %(value)s::jsonb, now() + %(ttl)s * interval '1 second', now())
+    ON CONFLICT (kind, key) DO UPDATE
+   SET value = excluded.value, expires_at = excluded.expires_at, written_at = excluded.written_at;
 
 -- name: get_record
 SELECT value FROM {schema}.records
  WHERE kind = %(kind)s AND key = %(key)s AND (expires_at IS NULL OR expires_at > now());
 
 -- name: list_records
+-- %(since)s NULL lists every live record, else those written at or after it.
 SELECT key, value FROM {schema}.records
- WHERE kind = %(kind)s AND (expires_at IS NULL OR expires_at > now()) ORDER BY key;
+ WHERE kind = %(kind)s AND (expires_at IS NULL OR expires_at > now())
+   AND (%(since)s::timestamptz IS NULL OR written_at >= %(since)s::timestamptz) ORDER BY key;
 
 -- name: delete_record
 DELETE FROM {schema}.records WHERE kind = %(kind)s AND key = %(key)s

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from datetime import datetime
 from typing import Any, AsyncIterator, ClassVar, Iterable
 
 from ..._aio import UNSENT, TurnBatch
@@ -32,7 +33,7 @@ from ...clock import utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...errors import BackendUnavailable
-from ...settings import AUDIT_PRUNE_BATCH, DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, RESULT_TTL_SECONDS
+from ...settings import AUDIT_PRUNE_BATCH, DEFAULT_NAMESPACE, HEARTBEAT_TTL_SECONDS, PRUNE_BATCH, RESULT_TTL_SECONDS
 from .connection import RESULT_CHANNEL_SUFFIX, PostgresConnection, PostgresDatabase, schema_name
 from .janitor import VACUUM_CHECK_S, janitor_pass
 from .listener import PostgresListener
@@ -295,14 +296,15 @@ class PostgresBackend(ResultBackend):
     # -- records and audit ----------------------------------------------------------
 
     async def _put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
-        await self._check_open().execute(self._q.put_record, {"kind": kind, "key": key, "value": dumps(value), "ttl": ttl})
+        await self._check_open().execute(self._q.put_record, {"kind": kind, "key": key, "value": dumps(value), "ttl": ttl,
+                                                              "batch": PRUNE_BATCH})
 
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
         rows = await self._check_open().fetch(self._q.get_record, {"kind": kind, "key": key})
         return rows[0][0] if rows else None
 
-    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
-        rows = await self._check_open().fetch(self._q.list_records, {"kind": kind})
+    async def _list_records(self, kind: str, since: datetime | None) -> dict[str, dict[str, Any]]:
+        rows = await self._check_open().fetch(self._q.list_records, {"kind": kind, "since": since})
         return {key: value for key, value in rows}
 
     async def _delete_record(self, kind: str, key: str) -> bool:

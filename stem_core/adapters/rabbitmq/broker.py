@@ -116,6 +116,8 @@ class RabbitMQBroker(Broker):
 
     async def _dead_letter(self, delivery: Delivery, *, reason: str, meta: dict[str, Any]) -> None:
         await self._consumer.dead_letter(delivery, reason, meta)
+        if delivery.channel is None:  # a channel message is not dead-lettered
+            await self._dead.prune(delivery.queue, self.dead_letter_retention)
 
     # -- inspecting and repairing ---------------------------------------------------
 

@@ -8,23 +8,36 @@ purges are acked, and closing the scan's channel puts the others back in order. 
 grows with the number of dead letters (a page still reads them all); an unfiltered
 purge is a single ``queue.purge``. Two readers at the same moment each see only what
 the other is not holding.
+
+Retention: after each dead letter a worker writes, ``prune`` takes the oldest messages
+off the head of the dead queue with ``basic.get`` while they are older than the
+retention (at most ``PRUNE_BATCH``), acks them, and stops at the first younger one,
+which closing its channel puts back in place. A dead queue's arguments cannot carry an
+``x-message-ttl``: queues declared before would refuse the new arguments
+(PRECONDITION_FAILED), and a later change of the retention would too.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 
 from aiormq import exceptions as amqp
+from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
 from ...clock import utcnow
 from ...contract.broker import Broker
 from ...contract.types import DeadLetterEntry, DeadLetterPage, ReplayResult
+from ...settings import PRUNE_BATCH
 from .codec import dead_entry
 from .connection import RabbitMQConnection
 from .names import RabbitMQNames
 from .publish import RabbitMQPublisher
+from .connection import TRANSIENT, shielded
 from .scan import RabbitMQScan
+
+log = logging.getLogger(__name__)
 
 
 class RabbitMQDeadLetters:
@@ -77,6 +90,40 @@ class RabbitMQDeadLetters:
             for message, _ in doomed:
                 await scan.ack(message)
         return len(doomed)
+
+    async def prune(self, queue: str, retention: float) -> int:
+        """Delete up to ``PRUNE_BATCH`` of the oldest dead letters older than ``retention``
+        seconds; how many. A failure is logged, never raised: pruning must not fail (or
+        undo) the dead letter just written."""
+        try:
+            return await shielded(self._prune(queue, utcnow() - timedelta(seconds=retention)))
+        except Exception as exc:  # noqa: BLE001 - best effort, the next dead letter tries again
+            log.warning("stem: pruning the dead letters of queue %s failed: %s", queue, exc)
+            return 0
+
+    async def _prune(self, queue: str, cutoff: datetime) -> int:
+        name = self._names.dead(queue)
+        channel = await self._conn.channel()
+        pruned = 0
+        try:
+            while pruned < PRUNE_BATCH:
+                message = await channel.basic_get(name, no_ack=False)
+                if isinstance(message.delivery, spec.Basic.GetEmpty):
+                    break
+                entry = dead_entry(message.body, message.header.properties.headers, queue, "prune")
+                if entry.dead_at >= cutoff:
+                    break  # the oldest left is young enough: closing the channel puts it back
+                await channel.basic_ack(message.delivery.delivery_tag)
+                pruned += 1
+        except amqp.ChannelNotFoundEntity:
+            pass  # no dead queue yet (a stale receipt wrote nothing)
+        finally:
+            if not channel.is_closed:
+                try:
+                    await channel.close()  # the server requeues the unacked head, in place
+                except TRANSIENT:
+                    pass
+        return pruned
 
     async def _purge_all(self, queue: str) -> int:
         channel = await self._conn.channel()

@@ -333,8 +333,8 @@ class RedisBackend(ResultBackend):
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
         return await self._records.get_record(kind, key)
 
-    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
-        return await self._records.list_records(kind)
+    async def _list_records(self, kind: str, since: datetime | None) -> dict[str, dict[str, Any]]:
+        return await self._records.list_records(kind, since)
 
     async def _delete_record(self, kind: str, key: str) -> bool:
         return await self._records.delete_record(kind, key)

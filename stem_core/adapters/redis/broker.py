@@ -66,7 +66,8 @@ class RedisBroker(Broker):
         shared = SharedBackend(config)  # the result backend on this server, for the fused scripts
         channels = self._channels = RedisChannels(conn, self.namespace)
         self._publisher = RedisPublisher(conn, keys, registry, shared)
-        self._consumer = RedisConsumer(conn, keys, channels, shared, lease_seconds=self.lease_seconds)
+        self._consumer = RedisConsumer(conn, keys, channels, shared, lease_seconds=self.lease_seconds,
+                                       dead_letter_retention=self.dead_letter_retention)
         self._inspector = RedisInspector(conn, keys, registry)
         self._dead = RedisDeadLetters(conn, keys)
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..._aio import UNSENT, TurnBatch
@@ -55,6 +55,7 @@ from ...contract.broker import Broker, Subscription, raise_if_cancelled
 from ...contract.types import DeadLetterEntry
 from ...envelope import Delivery, Envelope
 from ...errors import BrokerUnavailable, LeaseLost, StemError
+from ...settings import PRUNE_BATCH
 from .backend import RedisBackend, SharedBackend
 from .channels import RedisChannels, RedisChannelSubscription
 from .codec import INVALID_REASON, dead_letter_json, decode, lease_ms, parse_receipt, ready_us, receipt, text
@@ -102,9 +103,10 @@ class RedisConsumer:
     """Receiving and settling for one namespace."""
 
     def __init__(self, conn: RedisConnection, keys: KeyCache, channels: RedisChannels, shared: SharedBackend, *,
-                 lease_seconds: float) -> None:
+                 lease_seconds: float, dead_letter_retention: float) -> None:
         self._conn = conn
         self._keys = keys
+        self._dead_letter_retention = dead_letter_retention
         self._channels = channels
         self._shared = shared
         self._default_ms = max(1, int(round(lease_seconds * 1000)))
@@ -217,7 +219,8 @@ class RedisConsumer:
                                 dead_at=utcnow())
         _, lid, token = rcpt.split("|")
         keys = self._keys.of(queue).settle_for(lid)[:9]
-        await self._conn.call("dead", keys, [lid, token, envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
+        await self._conn.call("dead", keys, [lid, token, envelope.id, dead_letter_json(entry), to_us(entry.dead_at),
+                                             *self._prune_args(entry.dead_at)])
 
     def _release_later(self, task: "asyncio.Future[_Claimed]") -> None:
         if task.cancelled() or task.exception() is not None or not task.result()[0]:
@@ -293,7 +296,12 @@ class RedisConsumer:
         queue, lid, token = parsed
         entry = DeadLetterEntry(envelope=delivery.envelope, reason=reason, meta=meta, dead_at=utcnow())
         await self._conn.call("dead", self._keys.of(queue).settle_for(lid)[:9],
-                              [lid, token, delivery.envelope.id, dead_letter_json(entry), to_us(entry.dead_at)])
+                              [lid, token, delivery.envelope.id, dead_letter_json(entry), to_us(entry.dead_at),
+                               *self._prune_args(entry.dead_at)])
+
+    def _prune_args(self, now: datetime) -> list[int]:
+        """``dead.lua``'s retention cutoff and batch: older dead letters are deleted."""
+        return [to_us(now - timedelta(seconds=self._dead_letter_retention)), PRUNE_BATCH]
 
     # -- settling with a result backend on this server: one script for both steps -----
 

@@ -111,7 +111,7 @@ class ResultKeys:
     """The keys of a namespace's result backend (``lua/results_lib.lua`` draws them):
     ``s:<id>`` statuses; the ``ix``, ``exp``, ``all``, ``x:<state>``, ``q:<queue>``,
     ``t:<task>`` indexes; ``ver``; ``w:<id>`` watch channels; ``hb:<worker>`` and ``hbs``;
-    ``rec:<kind>``/``recx:<kind>`` records; ``audit``."""
+    ``rec:<kind>``/``recx:<kind>``/``recw:<kind>`` records; ``audit``."""
 
     __slots__ = ("prefix", "index", "expiries", "all", "version", "states", "status_keys", "packed_status_keys",
                  "watch_prefix", "heartbeats", "audit")
@@ -141,8 +141,8 @@ class ResultKeys:
         return self.prefix + "hb:" + worker_id
 
     def records(self, kind: str) -> list[str]:
-        """``[records, expiries]`` of one record kind."""
-        return [self.prefix + "rec:" + kind, self.prefix + "recx:" + kind]
+        """``[records, expiries, written]`` of one record kind."""
+        return [self.prefix + "rec:" + kind, self.prefix + "recx:" + kind, self.prefix + "recw:" + kind]
 
 
 __all__ = [

@@ -2,8 +2,10 @@
 named records (``Worker`` registrations, schedules, pauses) and the audit log.
 
 * ``hb:<worker>`` expires by itself (``PX``); ``hbs`` (worker -> expiry) lists live ones.
-* ``rec:<kind>`` / ``recx:<kind>`` hold records and the expiry of those with a TTL
-  (``results_records_prune.lua`` drops the expired ones with every write);
+* ``rec:<kind>`` / ``recx:<kind>`` / ``recw:<kind>`` hold records, the expiry of those
+  with a TTL and when each was last put (``list_records(since=...)`` reads only the new
+  ones); ``results_records_prune.lua`` drops a bounded batch of expired ones with every
+  write;
 * ``audit`` is a capped list, newest first, pruned of records older than the retention
   (``results_audit_append.lua``).
 """
@@ -11,12 +13,12 @@ named records (``Worker`` registrations, schedules, pauses) and the audit log.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ...clock import to_iso, utcnow
 from ...contract.types import WorkerHeartbeat, decode_heartbeat
-from ...settings import AUDIT_PRUNE_BATCH
+from ...settings import AUDIT_PRUNE_BATCH, PRUNE_BATCH
 from .codec import dumps, text
 from .connection import RedisConnection
 from .keys import ResultKeys, to_us
@@ -57,7 +59,7 @@ class RedisRecords:
         return sorted(beats, key=lambda hb: hb.worker_id)
 
     async def put_record(self, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
-        records, expiries = self._keys.records(kind)
+        records, expiries, written = keys = self._keys.records(kind)
         body = dumps(value)
         now = to_us(utcnow())
         client = self._conn.client
@@ -69,11 +71,12 @@ class RedisRecords:
                     pipe.zadd(expiries, {key: now + int(ttl * 1_000_000)})
                 else:
                     pipe.zrem(expiries, key)
-                await script(keys=[records, expiries], args=[now], client=pipe)
+                pipe.zadd(written, {key: now})
+                await script(keys=keys, args=[now, PRUNE_BATCH], client=pipe)
                 await pipe.execute()
 
     async def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        records, expiries = self._keys.records(kind)
+        records, expiries, _ = self._keys.records(kind)
         with self._conn.guard:
             async with self._conn.client.pipeline(transaction=True) as pipe:
                 pipe.hget(records, key)
@@ -83,26 +86,37 @@ class RedisRecords:
             return None
         return json.loads(raw)
 
-    async def list_records(self, kind: str) -> dict[str, dict[str, Any]]:
-        records, expiries = self._keys.records(kind)
+    async def list_records(self, kind: str, since: datetime | None = None) -> dict[str, dict[str, Any]]:
+        records, expiries, written = self._keys.records(kind)
         now = to_us(utcnow())
+        client = self._conn.client
         with self._conn.guard:
-            async with self._conn.client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(records)
-                pipe.zrangebyscore(expiries, "-inf", now)
-                rows, expired = await pipe.execute()
+            if since is None:
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.hgetall(records)
+                    pipe.zrangebyscore(expiries, "-inf", now)
+                    rows, expired = await pipe.execute()
+            else:
+                fresh = await client.zrangebyscore(written, to_us(since), "+inf")
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.zrangebyscore(expiries, "-inf", now)
+                    if fresh:
+                        pipe.hmget(records, fresh)
+                    expired, *bodies = await pipe.execute()
+                rows = {k: v for k, v in zip(fresh, bodies[0] if bodies else []) if v is not None}
         gone = {text(k) for k in expired}
         live = {text(k): json.loads(v) for k, v in rows.items() if text(k) not in gone}
         return dict(sorted(live.items()))
 
     async def delete_record(self, kind: str, key: str) -> bool:
-        records, expiries = self._keys.records(kind)
+        records, expiries, written = self._keys.records(kind)
         with self._conn.guard:
             async with self._conn.client.pipeline(transaction=True) as pipe:
                 pipe.zscore(expiries, key)
                 pipe.hdel(records, key)
                 pipe.zrem(expiries, key)
-                expiry, deleted, _ = await pipe.execute()
+                pipe.zrem(written, key)
+                expiry, deleted, _, _ = await pipe.execute()
         return bool(deleted) and (expiry is None or expiry > to_us(utcnow()))
 
     async def append_audit(self, record: dict[str, Any], retention: float) -> None:

@@ -13,10 +13,11 @@ the next status or heartbeat write, which also trims the change log.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar
 
-from ...clock import monotonic
+from ...clock import monotonic, to_epoch
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
@@ -146,8 +147,8 @@ class SQLiteBackend(ResultBackend):
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
         return await self._db.run(store.get_record, self.namespace, kind, key)
 
-    async def _list_records(self, kind: str) -> dict[str, dict[str, Any]]:
-        return await self._db.run(store.list_records, self.namespace, kind)
+    async def _list_records(self, kind: str, since: datetime | None) -> dict[str, dict[str, Any]]:
+        return await self._db.run(store.list_records, self.namespace, kind, to_epoch(since) if since else None)
 
     async def _delete_record(self, kind: str, key: str) -> bool:
         return await self._db.run(store.delete_record, self.namespace, kind, key)

@@ -69,7 +69,7 @@ class SQLiteBroker(Broker):
         self._publisher = SQLitePublisher(self._db, self.namespace)
         self._channels = SQLiteChannels(self._db, self.namespace)
         self._consumer = SQLiteConsumer(self._db, self.namespace, self._channels, lease_seconds=self.lease_seconds,
-                                        poll_interval=poll_interval)
+                                        poll_interval=poll_interval, dead_letter_retention=self.dead_letter_retention)
         self._inspector = SQLiteInspector(self._db, self.namespace)
         self._dead_letters = SQLiteDeadLetters(self._db, self.namespace)
 

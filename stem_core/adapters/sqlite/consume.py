@@ -66,8 +66,9 @@ class SQLiteConsumer:
     """The consuming and settling primitives of one broker on one database."""
 
     def __init__(self, db: SQLiteDatabase, namespace: str, channels: SQLiteChannels, *, lease_seconds: float,
-                 poll_interval: float) -> None:
+                 poll_interval: float, dead_letter_retention: float) -> None:
         self._db = db
+        self._dead_letter_retention = dead_letter_retention
         self._namespace = namespace
         self._channels = channels
         # The lease of envelopes without a visibility timeout, as the claim's SQL takes it.
@@ -142,6 +143,7 @@ class SQLiteConsumer:
             default_ms=self._default_ms,
             subscription=state.subscription,
             cursors=state.cursors,
+            dead_letter_retention=self._dead_letter_retention,
             touch=touch,
             sweep=sweep,
             precheck=state.empty_rounds > 0,
@@ -243,7 +245,7 @@ class SQLiteConsumer:
     async def dead_letter(self, delivery: Delivery, *, reason: str, meta: dict[str, Any]) -> None:
         parsed = self._receipt(delivery)
         if parsed is not None:
-            await self._db.run(jobs.dead_letter, self._namespace, *parsed, reason, meta)
+            await self._db.run(jobs.dead_letter, self._namespace, *parsed, reason, meta, self._dead_letter_retention)
 
 
 __all__ = ["SQLiteConsumer", "SQLiteSubscription"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...envelope import Envelope
 from ...errors import InvalidEnvelope
+from ...settings import PRUNE_BATCH
 from . import store
 from .broadcasts import read_broadcasts, sweep, touch
 from .db import db_now, immediate, snapshot
@@ -48,6 +49,8 @@ class StepRequest:
     default_ms: int
     subscription: str
     cursors: dict[str, int]
+    # Dead letters older than this (seconds) are pruned when one is written.
+    dead_letter_retention: float
     touch: bool = False
     sweep: bool = False
     # Look (read-only) before taking the write lock; set after rounds that found nothing,
@@ -155,7 +158,7 @@ def _claim(conn: Any, req: StepRequest, now: float) -> tuple[list[Claimed], int]
         envelope, error = decode_or_placeholder(row_id, msg_id, queue, raw)
         if error is not None:
             conn.execute(Q.delete_job, {"id": row_id})
-            bury(conn, req.ns, queue, envelope, INVALID_REASON, {"error": error})
+            bury(conn, req.ns, queue, envelope, INVALID_REASON, {"error": error}, req.dead_letter_retention)
             buried += 1
             continue
         claimed.append(Claimed(row_id, token, count, float(until), queue, envelope))
@@ -219,7 +222,8 @@ def extend(conn: Any, row_id: int, token: int, seconds: float) -> float | None:
     return float(row[0]) if row is not None else None
 
 
-def dead_letter(conn: Any, ns: str, row_id: int, token: int, reason: str, meta: dict[str, Any]) -> bool:
+def dead_letter(conn: Any, ns: str, row_id: int, token: int, reason: str, meta: dict[str, Any],
+                retention: float) -> bool:
     with immediate(conn):
         row = conn.execute(Q.take_job, {"id": row_id, "token": token}).fetchone()
         if row is None:
@@ -228,12 +232,15 @@ def dead_letter(conn: Any, ns: str, row_id: int, token: int, reason: str, meta: 
         envelope, error = decode_or_placeholder(row_id, msg_id, queue, raw)
         if error is not None:
             meta = {**meta, "error": error}
-        bury(conn, ns, queue, envelope, reason, meta)
+        bury(conn, ns, queue, envelope, reason, meta, retention)
     return True
 
 
-def bury(conn: Any, ns: str, queue: str, envelope: Envelope, reason: str, meta: dict[str, Any]) -> None:
-    """Keep one dead letter per (queue, id): a newer one replaces (and renews) the old.
+def bury(conn: Any, ns: str, queue: str, envelope: Envelope, reason: str, meta: dict[str, Any],
+         retention: float) -> None:
+    """Keep one dead letter per (queue, id): a newer one replaces (and renews) the old;
+    then delete at most ``PRUNE_BATCH`` of the queue's dead letters older than
+    ``retention`` seconds (oldest first, on the ``dead_letters_age`` index).
 
     ``dead_at`` is the wall clock with microseconds, not the database's clock: SQLite's
     has milliseconds only, and entries dead-lettered within one millisecond must keep
@@ -243,6 +250,7 @@ def bury(conn: Any, ns: str, queue: str, envelope: Envelope, reason: str, meta: 
     except (TypeError, ValueError) as exc:
         raise InvalidEnvelope(f"dead-letter meta is not JSON-serialisable: {exc}") from None
     conn.execute(Q.dead_unlink, {"ns": ns, "queue": queue, "msg_id": envelope.id})
+    now = time.time()
     conn.execute(
         Q.dead_insert,
         {
@@ -253,9 +261,10 @@ def bury(conn: Any, ns: str, queue: str, envelope: Envelope, reason: str, meta: 
             "reason": reason,
             "meta": meta_text,
             "envelope": envelope.to_json(),
-            "now": time.time(),
+            "now": now,
         },
     )
+    conn.execute(Q.dead_prune, {"ns": ns, "queue": queue, "before": now - retention, "batch": PRUNE_BATCH})
 
 
 __all__ = [

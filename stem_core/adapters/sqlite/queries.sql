@@ -214,6 +214,22 @@ DELETE FROM jobs WHERE ns = :ns AND queue = :queue;
 -- name: drop_queue_counts
 DELETE FROM queue_counts WHERE ns = :ns AND queue = :queue AND dead = 0;
 
+-- name: stale_reply_jobs
+-- Backstop for a reply that arrived after its client purged the queue: rows of reply
+-- queues (:prefix) enqueued before :before, a bounded batch. queue_counts (one row per
+-- queue) finds the reply queues; jobs_msg_id (ns, queue, ...) their rows.
+DELETE FROM jobs WHERE id IN (
+    SELECT j.id FROM queue_counts c JOIN jobs j ON j.ns = c.ns AND j.queue = c.queue
+     WHERE c.ns = :ns AND substr(c.queue, 1, length(:prefix)) = :prefix AND j.enqueued_at < :before
+     LIMIT :batch);
+
+-- name: stale_reply_counts
+-- Then the counter rows of reply queues left empty, a bounded batch.
+DELETE FROM queue_counts WHERE ns = :ns AND queue IN (
+    SELECT queue FROM queue_counts
+     WHERE ns = :ns AND substr(queue, 1, length(:prefix)) = :prefix AND ready + delayed + leased + dead = 0
+     LIMIT :batch);
+
 -- ------------------------------------------------------------------ broker: dead letters
 
 -- name: dead_unlink
@@ -222,6 +238,12 @@ DELETE FROM dead_letters WHERE ns = :ns AND queue = :queue AND msg_id = :msg_id;
 -- name: dead_insert
 INSERT INTO dead_letters (ns, queue, msg_id, name, reason, meta, envelope, dead_at)
 VALUES (:ns, :queue, :msg_id, :name, :reason, :meta, :envelope, :now);
+
+-- name: dead_prune
+-- The queue's oldest dead letters past retention, a bounded batch (dead_letters_age index).
+DELETE FROM dead_letters WHERE id IN (
+    SELECT id FROM dead_letters WHERE ns = :ns AND queue = :queue AND dead_at < :before
+     ORDER BY dead_at, id LIMIT :batch);
 
 -- name: dead_page
 SELECT id, envelope, reason, meta, dead_at FROM dead_letters
@@ -335,16 +357,24 @@ SELECT body FROM heartbeats WHERE ns = :ns AND expires_at > :now ORDER BY worker
 DELETE FROM heartbeats WHERE expires_at <= :now;
 
 -- name: record_put
-INSERT INTO records (ns, kind, key, value, expires_at) VALUES (:ns, :kind, :key, :value, :now + :ttl)
-ON CONFLICT (ns, kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at;
+INSERT INTO records (ns, kind, key, value, expires_at, written_at) VALUES (:ns, :kind, :key, :value, :now + :ttl, :now)
+ON CONFLICT (ns, kind, key) DO UPDATE
+   SET value = excluded.value, expires_at = excluded.expires_at, written_at = excluded.written_at;
+
+-- name: record_prune
+-- A bounded batch of expired records (any namespace: expired is expired), with each put.
+DELETE FROM records WHERE (ns, kind, key) IN (
+    SELECT ns, kind, key FROM records WHERE expires_at IS NOT NULL AND expires_at <= :now LIMIT :batch);
 
 -- name: record_get
 SELECT value FROM records
  WHERE ns = :ns AND kind = :kind AND key = :key AND (expires_at IS NULL OR expires_at > :now);
 
 -- name: record_list
+-- :since NULL lists every live record, else those written at or after it.
 SELECT key, value FROM records
- WHERE ns = :ns AND kind = :kind AND (expires_at IS NULL OR expires_at > :now) ORDER BY key;
+ WHERE ns = :ns AND kind = :kind AND (expires_at IS NULL OR expires_at > :now)
+   AND (:since IS NULL OR written_at >= :since) ORDER BY key;
 
 -- name: record_delete
 DELETE FROM records WHERE ns = :ns AND kind = :kind AND key = :key RETURNING expires_at;

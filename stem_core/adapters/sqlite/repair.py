@@ -17,7 +17,7 @@ from ...contract.broker import Broker
 from ...contract.cursor import decode_key, encode_key
 from ...contract.types import DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats
 from ...envelope import Envelope
-from ...settings import REPLY_QUEUE_PREFIX
+from ...settings import PRUNE_BATCH, REPLY_QUEUE_PREFIX, REPLY_QUEUE_TTL_SECONDS
 from .db import db_now, immediate, snapshot
 from .rows import dead_entry, decode_or_placeholder, job_params, moment
 from .schema import Q
@@ -154,6 +154,11 @@ def purge(conn: Any, ns: str, queue: str) -> int:
             # A control reply queue is used once: nothing of it stays (rows, counters).
             conn.execute(Q.drop_queue_jobs, {"ns": ns, "queue": queue})
             conn.execute(Q.drop_queue_counts, {"ns": ns, "queue": queue})
+            # And what late replies left in reply queues purged before (bounded).
+            stale = {"ns": ns, "prefix": REPLY_QUEUE_PREFIX, "batch": PRUNE_BATCH,
+                     "before": db_now(conn) - REPLY_QUEUE_TTL_SECONDS}
+            conn.execute(Q.stale_reply_jobs, stale)
+            conn.execute(Q.stale_reply_counts, stale)
         return count
 
 

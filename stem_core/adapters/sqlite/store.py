@@ -12,7 +12,7 @@ from typing import Any
 
 from ...contract.backend import StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
-from ...settings import AUDIT_PRUNE_BATCH
+from ...settings import AUDIT_PRUNE_BATCH, PRUNE_BATCH
 from .db import db_now, immediate, snapshot
 from .rows import dumps, moment
 from .schema import Q
@@ -172,7 +172,9 @@ def list_heartbeats(conn: Any, ns: str) -> list[WorkerHeartbeat]:
 def put_record(conn: Any, ns: str, kind: str, key: str, value: dict[str, Any], ttl: float | None) -> None:
     body = dumps(value)
     with immediate(conn):
-        conn.execute(Q.record_put, {"ns": ns, "kind": kind, "key": key, "value": body, "ttl": ttl, "now": db_now(conn)})
+        now = db_now(conn)
+        conn.execute(Q.record_put, {"ns": ns, "kind": kind, "key": key, "value": body, "ttl": ttl, "now": now})
+        conn.execute(Q.record_prune, {"now": now, "batch": PRUNE_BATCH})
 
 
 def get_record(conn: Any, ns: str, kind: str, key: str) -> dict[str, Any] | None:
@@ -180,8 +182,9 @@ def get_record(conn: Any, ns: str, kind: str, key: str) -> dict[str, Any] | None
     return json.loads(row[0]) if row is not None else None
 
 
-def list_records(conn: Any, ns: str, kind: str) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(Q.record_list, {"ns": ns, "kind": kind, "now": db_now(conn)}).fetchall()
+def list_records(conn: Any, ns: str, kind: str, since: float | None = None) -> dict[str, dict[str, Any]]:
+    """Live records of ``kind``; with ``since`` (POSIX seconds) only those written since."""
+    rows = conn.execute(Q.record_list, {"ns": ns, "kind": kind, "now": db_now(conn), "since": since}).fetchall()
     return {key: json.loads(value) for key, value in rows}
 
 

@@ -99,7 +99,7 @@ class SQSBroker(Broker):
         if self._parts is not None:
             return self
         await self._conn.open()
-        queues = SQSQueues(self._conn, self.names)
+        queues = SQSQueues(self._conn, self.names, dead_letter_retention=self.dead_letter_retention)
         batches = SQSBatches(self._conn)
         publisher = SQSPublisher(queues, batches)
         leases = SQSLeases(queues, batches, publisher)

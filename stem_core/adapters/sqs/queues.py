@@ -9,6 +9,11 @@ listing at once, so its own consumers see a new band immediately.
 
 Queues are created on first use (publish, subscribe, dead letter) and never deleted by
 Stem (SQS forbids re-creating a deleted name for 60 s, and an empty queue costs nothing).
+
+SQS drops a message once it is older than its queue's ``MessageRetentionPeriod``: work
+queues keep the maximum (14 days); dead queues keep the dead-letter retention
+(``STEM_DEAD_LETTER_RETENTION``, brought into SQS's 60 s..14 days), set when Stem first
+uses one in a process, so a changed setting reaches dead queues made before.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ...clock import monotonic
 from .connection import QueueMissing, SQSCallError, SQSConnection
-from .names import TAG_QUEUE, Parsed, SQSNames
+from .names import DEAD_KIND, TAG_QUEUE, Parsed, SQSNames
 
 # A new priority band made by another process is found within this long.
 BAND_REFRESH_S = 180.0
@@ -27,6 +32,8 @@ LISTING_TTL_S = 5.0
 LIST_PAGE_SIZE = 1000
 # Messages older than this are dropped by SQS itself; 14 days is its maximum.
 RETENTION_S = 1_209_600
+# The least MessageRetentionPeriod SQS accepts.
+MIN_RETENTION_S = 60
 # Hashed-name tag lookups made at once while listing.
 TAG_LOOKUPS_IN_PARALLEL = 8
 
@@ -43,6 +50,11 @@ class Listing:
         self.queues.setdefault(queue, {})[kind] = url
 
 
+def dead_retention_period(seconds: float) -> int:
+    """The dead-letter retention as an SQS ``MessageRetentionPeriod`` (60 s..14 days)."""
+    return max(MIN_RETENTION_S, min(RETENTION_S, int(seconds)))
+
+
 def name_of(url: str) -> str:
     return url.rstrip("/").rpartition("/")[2]
 
@@ -50,9 +62,10 @@ def name_of(url: str) -> str:
 class SQSQueues:
     """URL cache, creation and listing of one namespace's SQS queues."""
 
-    def __init__(self, conn: SQSConnection, names: SQSNames) -> None:
+    def __init__(self, conn: SQSConnection, names: SQSNames, *, dead_letter_retention: float = RETENTION_S) -> None:
         self._conn = conn
         self.names = names
+        self.dead_retention_s = dead_retention_period(dead_letter_retention)
         self._urls: dict[str, str] = {}
         self._hashed: dict[str, str] = {}
         self._listing: Listing | None = None
@@ -65,7 +78,7 @@ class SQSQueues:
         name = self.names.queue(queue, kind)
         url = self._urls.get(name)
         if url is None:
-            url = await self._create(name, queue)
+            url = await self._create(name, queue, kind)
             self._learn(name, url, queue, kind)
         return url
 
@@ -81,8 +94,9 @@ class SQSQueues:
             self._learn(name, url, queue, kind)
         return url
 
-    async def _create(self, name: str, queue: str) -> str:
-        params: dict[str, object] = {"QueueName": name, "Attributes": {"MessageRetentionPeriod": str(RETENTION_S)}}
+    async def _create(self, name: str, queue: str, kind: str) -> str:
+        attributes = {"MessageRetentionPeriod": str(self.dead_retention_s if kind == DEAD_KIND else RETENTION_S)}
+        params: dict[str, object] = {"QueueName": name, "Attributes": attributes}
         if self.names.is_hashed(queue):
             params["tags"] = {TAG_QUEUE: queue}
         try:
@@ -90,8 +104,12 @@ class SQSQueues:
         except SQSCallError as exc:
             if exc.code not in ("QueueAlreadyExists", "QueueNameExists"):
                 raise
-        # Made by hand (or an older Stem) with other attributes: use it as it is.
-        return str((await self._conn.sqs("get_queue_url", QueueName=name))["QueueUrl"])
+        # Made by hand (or an older Stem) with other attributes: use it as it is, but a
+        # dead queue takes this process's dead-letter retention.
+        url = str((await self._conn.sqs("get_queue_url", QueueName=name))["QueueUrl"])
+        if kind == DEAD_KIND:
+            await self._conn.sqs("set_queue_attributes", QueueUrl=url, Attributes=attributes)
+        return url
 
     def _learn(self, name: str, url: str, queue: str, kind: str) -> None:
         self._urls[name] = url
@@ -172,4 +190,4 @@ class SQSQueues:
         await asyncio.gather(*(one(url, parsed) for url, parsed in unresolved))
 
 
-__all__ = ["BAND_REFRESH_S", "LISTING_TTL_S", "Listing", "SQSQueues", "name_of"]
+__all__ = ["BAND_REFRESH_S", "LISTING_TTL_S", "Listing", "SQSQueues", "dead_retention_period", "name_of"]
