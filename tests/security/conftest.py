@@ -26,6 +26,8 @@ from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.ops import Ops
 from tests.security.corpus import RAW_CONTROL, SENTINEL
 from tests.specs import SPECS, AdapterSpec, backend_url_of, require_service
+from tests.specs.postgres import URL as POSTGRES_URL
+from tests.specs.redis import REDIS_TEST_URL
 
 SLOW = ("rabbitmq", "sqs")
 CANARY_QUEUE = "canary"
@@ -155,7 +157,17 @@ class Target:
         if ops.broker.capabilities.peek:
             shown = [(m.envelope.id, m.envelope.name, m.envelope.args, m.envelope.attempt)
                      for m in await ops.broker.peek(CANARY_QUEUE)]
-        return stats.pending + stats.delayed + stats.inflight, stats.dead, shown
+        return (stats.pending or 0) + (stats.delayed or 0) + (stats.inflight or 0), stats.dead or 0, shown
+
+    def live(self, queue: str) -> int:
+        """Pending + delayed + in-flight messages of ``queue`` (from ``queue_stats``, which
+        every broker answers)."""
+
+        async def count(ops: Ops) -> int:
+            [stats] = await ops.broker.queue_stats([queue])
+            return (stats.pending or 0) + (stats.delayed or 0) + (stats.inflight or 0)
+
+        return int(self.run(count))
 
     async def assert_canary(self, ops: Ops) -> None:
         pending, dead, shown = await self.canary(ops)
@@ -179,6 +191,23 @@ async def _take_one(ops: Ops) -> Any:
 def _short(args: Sequence[str]) -> str:
     text = " ".join(args)
     return repr(text if len(text) < 120 else text[:117] + "...")
+
+
+def secret_urls(spec: AdapterSpec, tmp_path: Path) -> tuple[str, str]:
+    """URLs of ``spec``'s broker and a backend that work and carry the sentinel: in the
+    broker URL where the server ignores it (Postgres trust auth, Redis's nopass default
+    user, moto), else in the backend URL."""
+    redis_secret = REDIS_TEST_URL.replace("redis://", f"redis://default:{SENTINEL}@")
+    pg_secret = POSTGRES_URL.replace("postgres@", f"postgres:{SENTINEL}@") + f"?sslpassword={SENTINEL}"
+    if spec.id == "redis":
+        return redis_secret, redis_secret
+    if spec.id == "postgres":
+        return pg_secret, pg_secret
+    if spec.id == "sqs":
+        return spec.url(tmp_path).replace("testing:testing@", f"testing:{SENTINEL}@"), redis_secret
+    if spec.id == "memory":
+        return spec.url(tmp_path), pg_secret
+    return spec.url(tmp_path), redis_secret  # sqlite, rabbitmq
 
 
 def make_target(spec: AdapterSpec, tmp_path: Path) -> Target:
@@ -213,3 +242,45 @@ async def atarget(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     made = make_target(request.param, tmp_path)
     yield made
     await cleanup(made)
+
+
+class Cases:
+    """Soft assertions over a corpus: each case runs, every failing case is reported.
+
+        cases = Cases()
+        for name in NAMES:
+            with cases.case(name.id):
+                ...asserts...
+        cases.check()
+    """
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}
+        self.ran: list[str] = []
+
+    def case(self, case_id: str) -> "_Case":
+        self.ran.append(case_id)
+        return _Case(self, case_id)
+
+    def check(self) -> None:
+        assert self.ran, "no case ran"
+        if self.failed:
+            lines = [f"{len(self.failed)} of {len(self.ran)} case(s) failed:"]
+            lines += [f"  [{k}] {v}" for k, v in self.failed.items()]
+            raise AssertionError("\n".join(lines))
+
+
+class _Case:
+    def __init__(self, cases: Cases, case_id: str) -> None:
+        self.cases = cases
+        self.case_id = case_id
+
+    def __enter__(self) -> "_Case":
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, AssertionError):
+            text = str(exc).strip().splitlines()
+            self.cases.failed[self.case_id] = " / ".join(text[:3])[:400]
+            return True
+        return False
