@@ -7,9 +7,10 @@ and ``valid_queue`` are the rules of SPEC §3/§9 (task names 1-200 characters; 
 1-200 characters of letters, digits and ``._-:``), exit codes are SPEC §7 (0 ok, 1 ran but
 failed or not found, 2 bad input, 3 unreachable).
 
-One sentinel secret is planted wherever a secret can hide (URL user info, ``password``,
-``sslpassword`` and ``ssl_password`` query parameters, unparseable URLs) and searched for in
-every output, log, audit record and TUI screen.
+One sentinel secret is planted wherever Stem holds a secret (URL user info, ``password``,
+``sslpassword`` and ``ssl_password`` query parameters, unparseable URLs, signing keys) and
+searched for in every output, log, audit record and TUI screen. Task payloads are the
+user's data, shown to the operator as they are: the sentinel is never put there.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ URL_COMMANDS: list[list[str]] = [
 # Envelope headers a producer (or an attacker writing to the broker) may set.
 HEADERS: dict[str, str] = {
     "trace\x1b[31m": "span\x1b]0;owned\x07",
-    "callback": f"https://user:{SENTINEL}@hooks.example/x",
+    "callback": "https://hooks.example/x?token=\x1b[31m",
     "bidi": "\u202egnp.exe",
     "stem-signature": "not-base64-!!!\x1b[2J",
     "stem-signature-key": "../../etc/keys\r\nkey",

@@ -29,21 +29,21 @@ from stem_tui.cli.tui import cli_context
 from stem_tui.source import DataSource
 from tests.security.conftest import Cases, Target, clean, secret_urls, spec_params
 from tests.security.corpus import HEADERS, NAMES, SENTINEL
-from tests.specs import require_service
+from tests.specs import SPECS, require_service
 
 SIZE = (160, 50)
 WORK = "work"
 SHOWN_NAMES = [n for n in NAMES if n.task_ok and n.id in ("ansi-red", "crlf", "rtl-override", "shell-semicolon",
-                                                           "rich-markup", "nul", "osc-title")]
+                                                           "rich-markup", "osc-title")]
 EVIL_WORKER = "w-\x1b[2J\x1b[31mroot\u202e"
 EVIL_HEARTBEAT_QUEUES = [WORK, "../../etc", "q\x1b[31m", "n" * 300, ""]
 
 
-async def hostile_scene(ops: Ops, namespace: str) -> None:
+async def hostile_scene(ops: Ops, namespace: str, *, bad_queues: bool = False) -> None:
     broker, backend = ops.broker, ops.backend
     for name in SHOWN_NAMES:
         await broker.publish(Envelope(name=name.text, queue=WORK, headers=dict(HEADERS),
-                                      args={"to": name.text, "callback": f"https://u:{SENTINEL}@x.example/"}))
+                                      args={"to": name.text}))
     held = []
     stream = broker.consume([WORK], prefetch=1, consumer=EVIL_WORKER)
     try:
@@ -57,10 +57,10 @@ async def hostile_scene(ops: Ops, namespace: str) -> None:
     entry = {"id": "x; touch PWNED #", "name": "\x1b]0;owned\x07", "queue": WORK, "started_at": to_iso(utcnow()),
              "lease_expires_at": None, "state": "active", "attempt": 0}
     await backend.set_heartbeat(WorkerHeartbeat(
-        worker_id=EVIL_WORKER, namespace=namespace, host="h\x1b[5m", pid=1, queues=EVIL_HEARTBEAT_QUEUES,
+        worker_id=EVIL_WORKER, namespace=namespace, host="h\x1b[5m", pid=1, queues=EVIL_HEARTBEAT_QUEUES if bad_queues else [WORK],
         concurrency=2, inflight=[entry], processed=1, failed=0, retried=0, paused_queues=["\x1b[2J"],
         version="\x1b[31mv", timestamp=utcnow() - timedelta(seconds=1)))
-    await pause_queues(backend, [WORK], reason="\x1b]8;;http://evil\x07click\x1b]8;;\x07", by=f"u:{SENTINEL}@evil")
+    await pause_queues(backend, [WORK], reason="\x1b]8;;http://evil\x07click\x1b]8;;\x07", by="[b]mallory[/b]\x1b[5m")
 
 
 def screen_text(app: StemTui) -> str:
@@ -91,13 +91,23 @@ async def poll(pilot: Any) -> None:
 
 @pytest.mark.parametrize("atarget", spec_params(), indirect=True)
 async def test_every_view_renders_the_corpus_escaped_and_hides_the_secret(atarget: Target, tmp_path: Path) -> None:
+    await _every_view(atarget, tmp_path, bad_queues=False)
+
+
+@pytest.mark.parametrize("atarget", spec_params([s for s in SPECS if s.id in ("memory", "redis")]), indirect=True)
+async def test_a_heartbeat_naming_invalid_queues_does_not_break_a_refresh(atarget: Target, tmp_path: Path) -> None:
+    """issue 15: one heartbeat carrying an invalid queue name made every TUI refresh fail."""
+    await _every_view(atarget, tmp_path, bad_queues=True)
+
+
+async def _every_view(atarget: Target, tmp_path: Path, *, bad_queues: bool) -> None:
     require_service("redis")
     require_service("postgres")
     target = atarget
     target.url, target.backend_url = secret_urls(target.spec, tmp_path)
     ops = await target.ops()
     await target.plant_canary(ops)
-    await hostile_scene(ops, target.namespace)
+    await hostile_scene(ops, target.namespace, bad_queues=bad_queues)
     settings = load_settings(broker=target.url, backend=target.backend_url, namespace=target.namespace, env={})
     source = DataSource.from_settings(settings, live=False, actor="tester@tui")
     app = StemTui(source, blink=False, cli_context=cli_context(settings))
