@@ -126,7 +126,8 @@ def test_destroying_lookalike_queues_leaves_the_canary(target: Target) -> None:
                 assert result.exit_code in (0, 1), (command, result.exit_code, result.stderr)
     with cases.case("canary"):
         target.run(target.assert_canary)
-        assert CANARY_QUEUE in _queues(target)
+        if target.peeks:  # RabbitMQ and SQS list no queues without a heartbeat naming them
+            assert CANARY_QUEUE in _queues(target)
     cases.check()
 
 
