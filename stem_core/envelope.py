@@ -141,7 +141,7 @@ class Envelope:
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or len(self.name) > NAME_MAX_LENGTH or not self.name.strip():
+        if not isinstance(self.name, str) or len(self.name) > NAME_MAX_LENGTH or not self.name.strip() or "\x00" in self.name:
             try:
                 check_task_name(self.name)
             except ValueError as exc:
@@ -232,6 +232,8 @@ class Envelope:
                 text = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InvalidEnvelope(f"envelope {self.id} is not JSON-serialisable: {exc}") from None
+            except RecursionError:
+                raise InvalidEnvelope(f"envelope {self.id} is not JSON-serialisable: nested too deeply") from None
             object.__setattr__(self, "_json", text)
         return text
 
@@ -242,6 +244,8 @@ class Envelope:
             decoded = json.loads(data)
         except (TypeError, ValueError) as exc:
             raise InvalidEnvelope(f"envelope is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidEnvelope("envelope is not valid JSON: nested too deeply") from None
         return cls.from_dict(decoded)
 
     @classmethod

@@ -73,11 +73,14 @@ def check_page(limit: object, offset: object = 0) -> tuple[int, int]:
 
 
 def check_task_name(name: object) -> str:
-    """``name`` if it is a usable task name: 1..NAME_MAX_LENGTH characters, not blank."""
+    """``name`` if it is a usable task name: 1..NAME_MAX_LENGTH characters, not blank, no NUL."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError("task name must be a non-empty string")
     if len(name) > NAME_MAX_LENGTH:
         raise ValueError(f"task name is {len(name)} characters long: at most {NAME_MAX_LENGTH} are allowed")
+    if "\x00" in name:
+        # PostgreSQL cannot store it, C tools cut names at it: refused on every broker alike.
+        raise ValueError("task name may not contain a NUL character")
     return name
 
 

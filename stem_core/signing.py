@@ -88,7 +88,7 @@ def canonical_json(envelope: Envelope) -> str:
     try:
         return json.dumps(_sorted(canonical_payload(envelope)), separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SignatureInvalid(f"envelope {envelope.id} cannot be put in canonical form: {exc}") from None
 
 

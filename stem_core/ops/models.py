@@ -186,7 +186,9 @@ class Explanation(_Model):
 
     @property
     def found(self) -> bool:
-        return self.state != "unknown"
+        """The id is known: located in the broker, or at least its status is stored (a
+        broker without peek cannot say where a queued task is, but the task exists)."""
+        return self.state != "unknown" or self.status is not None
 
 
 @dataclass(frozen=True, slots=True)

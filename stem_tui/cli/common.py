@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import typer
 
-from stem_core.errors import BrokerUnavailable, StemError
+from stem_core.errors import BrokerUnavailable, StemError, StorageRejected
 from stem_core.ops import ActionResult, Ops
 from stem_core.settings import Settings
 
@@ -86,7 +86,9 @@ def run(main: Callable[[], Awaitable[T]], *, interrupt_ok: bool = False,
         fail("interrupted", EXIT_FAILED)
     except BrokerUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-    except ValueError as exc:
+    except (ValueError, StorageRejected) as exc:
+        # StorageRejected: the server refused this input for good (a NUL in PostgreSQL
+        # JSON, a value out of range): bad input, and nothing was stored.
         fail(str(exc), EXIT_USAGE)
     except StemError as exc:
         fail(str(exc), EXIT_FAILED)

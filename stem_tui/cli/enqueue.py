@@ -41,6 +41,8 @@ def _line_item(number: int, raw: str, defaults: dict[str, Any], task: str | None
         obj = json.loads(raw)
     except ValueError as exc:
         fail(f"{where}: invalid JSON: {exc}", EXIT_USAGE)
+    except RecursionError:
+        fail(f"{where}: invalid JSON: nested too deeply", EXIT_USAGE)
     if not isinstance(obj, dict):
         fail(f"{where}: expected a JSON object, got {type(obj).__name__}", EXIT_USAGE)
     unknown = sorted(set(obj) - LINE_KEYS)

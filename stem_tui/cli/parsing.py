@@ -35,6 +35,8 @@ def parse_json_object(text: str, *, option: str) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError as exc:
         fail(f"invalid JSON in {option}: {exc}", EXIT_USAGE)
+    except RecursionError:
+        fail(f"invalid JSON in {option}: nested too deeply", EXIT_USAGE)
     if not isinstance(value, dict):
         fail(f"{option} must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__}", EXIT_USAGE)
     return value
@@ -49,7 +51,7 @@ def parse_pairs(pairs: list[str] | None, *, option: str = "--arg") -> dict[str, 
             fail(f"invalid {option} {pair!r}: use key=value", EXIT_USAGE)
         try:
             out[key] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             out[key] = raw
     return out
 

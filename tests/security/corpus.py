@@ -37,8 +37,9 @@ def valid_queue(name: str) -> bool:
 
 
 def valid_task(name: str) -> bool:
-    """SPEC §3/§9: a task name is required, non-empty (not blank) and 1-200 characters."""
-    return 1 <= len(name) <= NAME_MAX and bool(name.strip())
+    """SPEC §3/§9: a task name is required, non-empty (not blank) and 1-200 characters;
+    a NUL character is refused on every broker (PostgreSQL cannot store one)."""
+    return 1 <= len(name) <= NAME_MAX and bool(name.strip()) and "\x00" not in name
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,12 @@ class Payload:
     text: str
     code: int
     light: bool = False
+
+    def code_on(self, broker: str) -> int:
+        """The exit code on ``broker``: PostgreSQL's jsonb cannot hold a NUL character
+        (``\u0000``), so there a payload carrying one is refused for good — bad input,
+        exit 2, nothing stored — where the other brokers take it (docs/security.md)."""
+        return 2 if broker == "postgres" and "\\u0000" in self.text else self.code
 
 
 def _nested(depth: int) -> str:

@@ -170,10 +170,10 @@ def test_fix_commands_quote_hostile_ids(target: Target, tmp_path: Path) -> None:
             assert enqueued.exit_code == 0, enqueued.stderr
             shown = target.cli("inspect", "task", name.text)
             clean(shown.stdout, shown.stderr, where="inspect task")
-            if not target.peeks and shown.exit_code == 1:
-                continue  # RabbitMQ, SQS: a delayed message cannot be found, so no fix is offered
             assert shown.exit_code == 0, shown.stderr
             commands = _fix_commands(shown.stdout)
+            if not target.peeks and not commands:
+                continue  # RabbitMQ, SQS: a delayed message cannot be located, so no fix may be offered
             assert commands, f"inspect task shows no fix command:\n{shown.stdout}"
             for command in commands:
                 argv = _pasted(command, sandbox)

@@ -111,7 +111,7 @@ def dead_entry(raw: bytes, headers: dict[str, Any] | None, queue: str, fallback_
     try:
         meta = json.loads(headers.get(H_META) or "{}")
         dead_at = parse_iso(headers[H_DEAD_AT]) if headers.get(H_DEAD_AT) else EPOCH
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         meta, dead_at = {}, EPOCH
     if not isinstance(meta, dict):
         meta = {"value": meta}

@@ -91,7 +91,7 @@ def decode_dead_letter(raw: bytes | str, queue: str) -> DeadLetterEntry:
         data = json.loads(raw)
         return DeadLetterEntry(envelope=Envelope.from_dict(data["envelope"]), reason=str(data["reason"]), meta=dict(data.get("meta") or {}),
                                dead_at=parse_iso(data["dead_at"]))
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
         envelope = placeholder(raw, "?", queue, f"undecodable dead letter: {exc}")
         return DeadLetterEntry(envelope=envelope, reason=INVALID_REASON, meta={}, dead_at=parse_iso("1970-01-01T00:00:00Z"))
 
