@@ -20,6 +20,7 @@ from stem_core.limits import (
     check_int,
     check_page,
     check_seconds,
+    check_task_name,
 )
 from stem_core.settings import max_envelope_bytes
 
@@ -118,3 +119,31 @@ async def test_a_broker_refuses_to_publish_an_envelope_over_the_limit(monkeypatc
             with pytest.raises(EnvelopeTooLarge):
                 await publish
         assert (await broker.queue_stats(["q"]))[0].pending == 0
+
+
+def test_a_task_name_with_nul_is_refused_on_every_broker() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        check_task_name("a\x00b")
+    with pytest.raises(InvalidEnvelope, match="NUL"):
+        Envelope(name="a\x00b")
+
+
+def test_json_nested_too_deeply_is_an_invalid_envelope_not_a_recursion_error() -> None:
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    wire = '{"id": "x", "name": "t", "args": ' + deep + "}"
+    with pytest.raises(InvalidEnvelope, match="nested too deeply"):
+        Envelope.from_json(wire)
+    nested: dict = {}
+    cursor = nested
+    for _ in range(100_000):
+        cursor["a"] = {}
+        cursor = cursor["a"]
+    with pytest.raises(InvalidEnvelope, match="nested too deeply"):
+        Envelope(name="t", args=nested).to_json()
+
+
+def test_the_audit_scrubber_still_finds_urls_after_runs_of_scheme_characters() -> None:
+    from stem_core.ops.audit import scrub
+
+    assert scrub("x" * 50 + " redis://u:pw@h/0") == "x" * 50 + " redis://u:***@h/0"
+    assert scrub("(amqp://guest:pw@h/)") == "(amqp://guest:***@h/)"
