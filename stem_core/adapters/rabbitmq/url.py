@@ -138,7 +138,14 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RabbitMQConfig:
             raise ConfigurationError(_unknown(key, shown))
         stem[key] = value
     # An explicit management_url wins over the environment; None or "" turns the API off.
-    management = stem.pop("management_url", os.environ.get(ENV_MANAGEMENT_URL)) or None
+    # Neither given: the plugin's standard address on the broker's host (AMQP cannot list
+    # queues, so without it a fresh process knows none; a missing plugin is logged once).
+    if "management_url" in stem:
+        management = stem.pop("management_url") or None
+    elif ENV_MANAGEMENT_URL in os.environ:
+        management = os.environ[ENV_MANAGEMENT_URL] or None
+    else:
+        management = default_management_url(scheme, parts.hostname)
     parsed: dict[str, Any] = {}
     for key, value in stem.items():
         try:
@@ -167,9 +174,16 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RabbitMQConfig:
     )
 
 
+def default_management_url(scheme: str, host: str) -> str:
+    """The management plugin's default listener on ``host``: HTTP 15672 beside ``amqp://``,
+    HTTPS 15671 beside ``amqps://``."""
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"https://{shown_host}:15671/" if scheme == "amqps" else f"http://{shown_host}:15672/"
+
+
 def _unknown(key: str, shown: str) -> str:
     names = ", ".join(sorted(set(STEM_OPTIONS) | DRIVER_OPTIONS))
     return f"unknown RabbitMQ option {key!r} in {shown!r}; known: {names}"
 
 
-__all__ = ["ENV_MANAGEMENT_URL", "RabbitMQConfig", "parse_url"]
+__all__ = ["ENV_MANAGEMENT_URL", "RabbitMQConfig", "default_management_url", "parse_url"]
