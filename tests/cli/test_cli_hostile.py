@@ -13,7 +13,8 @@ from stem_tui.cli.output import neutralise
 from tests.cli.conftest import Cli
 from tests.cli.helpers import claim, heartbeat, inflight_entry
 
-EVIL_NAME = "evil\x1b[31mRED\x1b]0;pwned\x07[bold red]markup[/bold red]\u202egnp.exe\x00\x9b2J"
+# No NUL in the name: task names may not hold one (limits.check_task_name); the args do.
+EVIL_NAME = "evil\x1b[31mRED\x1b]0;pwned\x07[bold red]markup[/bold red]\u202egnp.exe\x01\x9b2J"
 EVIL_ARGS = {"k\x1b[2J": "v\x1b[1;1H\u2066", "nul": "a\x00b"}
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -66,7 +67,7 @@ def test_table_output_shows_markup_literally_and_escapes_visibly(cli: Cli) -> No
     assert "evil\\x1b[31mRED" in cli("inspect", "queue", "q").stdout  # cut to the column, escaped
     out = cli("inspect", "task", task).stdout
     assert "[bold red]markup[/bold red]" in out  # not interpreted as Rich markup
-    assert "\\x1b[31mRED" in out and "\\u202egnp.exe" in out and "\\x00" in out
+    assert "\\x1b[31mRED" in out and "\\u202egnp.exe" in out and "\\x01" in out
     queues = cli("inspect", "queues", "--sample", "0").stdout
     assert "[b]mallory[/b]" in queues and "\\x1b]8;;http://evil" in queues
 
