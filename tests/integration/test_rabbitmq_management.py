@@ -60,8 +60,9 @@ def test_the_cli_says_what_it_cannot_know(namespace: str) -> None:
     require_service("rabbitmq")
     require_service("redis")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEM_")}
+    # The management API turned off (it is on by default: the plugin's standard listener)
     env.update({"STEM_BROKER_URL": RABBITMQ_TEST_URL, "STEM_RESULT_BACKEND_URL": "redis://127.0.0.1:6379/9",
-                "STEM_NAMESPACE": namespace, "COLUMNS": "200"})
+                "STEM_NAMESPACE": namespace, "COLUMNS": "200", "STEM_RABBITMQ_MANAGEMENT_URL": ""})
 
     def stem(*args: str) -> str:
         result = subprocess.run([STEM, *args], capture_output=True, env=env, cwd=ROOT, timeout=COMMAND_TIMEOUT_S)
@@ -74,6 +75,10 @@ def test_the_cli_says_what_it_cannot_know(namespace: str) -> None:
         assert "1 pending, 0 delayed, n/a (needs the management API) in flight, 0 dead" in detail
         row = json.loads(stem("inspect", "queue", "emails", "--state", "dead", "--json"))["overview"]
         assert (row["pending"], row["inflight"]) == (1, None)
+        # By default a fresh process asks the management API, so the overview lists the queue
+        del env["STEM_RABBITMQ_MANAGEMENT_URL"]
+        listed = json.loads(stem("inspect", "queues", "--json", "--sample", "0"))["queues"]
+        assert [(q["queue"], q["pending"], q["inflight"]) for q in listed] == [("emails", 1, 0)]
     finally:
         import asyncio
 
