@@ -132,7 +132,8 @@ class StemTui(App[None]):
         last = self.source.last
         shown = f"; showing data from {age((self.clock() - last.at).total_seconds())} ago" if last is not None else ""
         retry = f"retrying in {age(message.retry_in)}" if message.retry_in is not None else "press r to retry"
-        self.problem = f"BROKER UNREACHABLE: {message.error} · {retry} (attempt {message.failures}){shown}"
+        what = "BROKER UNREACHABLE" if message.unreachable else "REFRESH FAILED"
+        self.problem = f"{what}: {message.error} · {retry} (attempt {message.failures}){shown}"
         self.events.failed(self.clock(), message.error)
         view = self.active_view()
         if view is not None:

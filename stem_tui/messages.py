@@ -32,11 +32,13 @@ class SourceFailed(Message):
     """A poll failed (broker or backend unreachable, or a read error); the source keeps
     retrying every ``retry_in`` seconds."""
 
-    def __init__(self, error: str, failures: int, retry_in: float | None) -> None:
+    def __init__(self, error: str, failures: int, retry_in: float | None, *, unreachable: bool = True) -> None:
         super().__init__()
         self.error = error
         self.failures = failures
         self.retry_in = retry_in
+        # False: the servers answered but the read failed (the banner must not blame the network)
+        self.unreachable = unreachable
 
 
 class ActionFinished(Message):

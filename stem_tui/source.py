@@ -235,7 +235,7 @@ class DataSource:
             if self.failures >= RECONNECT_AFTER_FAILURES:
                 await self._drop()
             retry = self.retry_delay() if self.live and not self.paused else None
-            self._app.post_message(SourceFailed(self.describe(exc), self.failures, retry))
+            self._app.post_message(SourceFailed(self.describe(exc), self.failures, retry, unreachable=is_unreachable(exc)))
             return
         self.failures = 0
         self.last = snapshot
@@ -330,6 +330,12 @@ async def _part(notes: dict[str, str], name: str, read: Awaitable[T]) -> T | Non
         return None
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a failed poll means a server could not be reached (not answered in time,
+    connection refused or lost), rather than a read that failed on a server that answered."""
+    return isinstance(exc, (ConnectionError, OSError, TimeoutError))
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for the banner."""
     if isinstance(exc, TimeoutError):
@@ -351,5 +357,6 @@ __all__ = [
     "Snapshot",
     "Want",
     "describe_error",
+    "is_unreachable",
     "settings_connector",
 ]

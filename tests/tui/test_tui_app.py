@@ -265,6 +265,20 @@ async def test_refresh_interval_and_pausing_updates(store, clock: FrozenClock) -
         assert not app.source.paused
 
 
+async def test_a_read_that_fails_on_a_server_that_answers_is_not_called_unreachable(clock: FrozenClock) -> None:
+    # Given servers that answer but a read that fails (a refused value, a bad record)
+    async def refused() -> tuple[Broker, ResultBackend]:
+        raise ValueError("invalid queue name 'a b' in a record")
+
+    app = StemTui(DataSource(refused, label="redis://db:6379", clock=clock, live=False), blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await poll(pilot)
+        await settle(pilot)
+        # Then the banner says the refresh failed, with the reason, and blames no network
+        banner = app.screen.query_one("#banner").text  # type: ignore[attr-defined]
+        assert "REFRESH FAILED" in banner and "invalid queue name" in banner and "UNREACHABLE" not in banner
+
+
 async def test_the_header_and_banner_never_show_a_url_secret(store, clock: FrozenClock) -> None:
     # Given a broker URL with a password and secret query parameters, and a driver whose
     # error message quotes the URL whole
