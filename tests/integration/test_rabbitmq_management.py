@@ -75,10 +75,11 @@ def test_the_cli_says_what_it_cannot_know(namespace: str) -> None:
         assert "1 pending, 0 delayed, n/a (needs the management API) in flight, 0 dead" in detail
         row = json.loads(stem("inspect", "queue", "emails", "--state", "dead", "--json"))["overview"]
         assert (row["pending"], row["inflight"]) == (1, None)
-        # By default a fresh process asks the management API, so the overview lists the queue
+        # By default a fresh process lists the namespace's queues through the management
+        # API's default address; in-flight stays unknown (its figures may be seconds old)
         del env["STEM_RABBITMQ_MANAGEMENT_URL"]
         listed = json.loads(stem("inspect", "queues", "--json", "--sample", "0"))["queues"]
-        assert [(q["queue"], q["pending"], q["inflight"]) for q in listed] == [("emails", 1, 0)]
+        assert [(q["queue"], q["pending"], q["inflight"]) for q in listed] == [("emails", 1, None)]
     finally:
         import asyncio
 

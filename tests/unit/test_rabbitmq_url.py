@@ -17,6 +17,9 @@ def test_by_default_the_plugin_s_standard_listener_on_the_broker_host() -> None:
     assert parse_url("amqp://u:p@rabbit.example:5672/v", {}).management_url == "http://rabbit.example:15672/"
     assert parse_url("amqps://u:p@rabbit.example/v", {}).management_url == "https://rabbit.example:15671/"
     assert parse_url("amqp://[::1]:5672/", {}).management_url == "http://[::1]:15672/"
+    # Used to list queues only: in-flight counts from it only when configured
+    assert not parse_url("amqp://h/", {}).management_counts
+    assert parse_url("amqp://h/", {"management_url": "http://m/"}).management_counts
 
 
 def test_an_explicit_url_or_the_environment_wins_and_empty_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,7 +64,8 @@ class RabbitMQBroker(Broker):
         self._consumer = RabbitMQConsumer(self._conn, names, topology, self._publisher, self._leases, self._channels)
         management = (RabbitMQManagement(config.management_url, config.vhost, config.user, config.password)
                       if config.management_url else None)
-        self._inspector = RabbitMQInspector(self._conn, names, topology, self._publisher, self._leases, management)
+        self._inspector = RabbitMQInspector(self._conn, names, topology, self._publisher, self._leases, management,
+                                            management_counts=config.management_counts)
         self._dead = RabbitMQDeadLetters(self._conn, names, self._publisher)
 
     @classmethod

@@ -47,13 +47,15 @@ class RabbitMQInspector:
     """Counts and repairs over passive declares, scans and this process's leases."""
 
     def __init__(self, conn: RabbitMQConnection, names: RabbitMQNames, topology: RabbitMQTopology,
-                 publisher: RabbitMQPublisher, leases: RabbitMQLeases, management: RabbitMQManagement | None) -> None:
+                 publisher: RabbitMQPublisher, leases: RabbitMQLeases, management: RabbitMQManagement | None,
+                 *, management_counts: bool = True) -> None:
         self._conn = conn
         self._names = names
         self._topology = topology
         self._publisher = publisher
         self._leases = leases
         self._management = management
+        self._management_counts = management_counts
 
     # -- counts ---------------------------------------------------------------------
 
@@ -73,7 +75,7 @@ class RabbitMQInspector:
         return out
 
     async def _unacked(self) -> dict[str, int] | None:
-        if self._management is None:
+        if self._management is None or not self._management_counts:
             return None
         listed = await self._management.queues(self._names.prefix)
         if listed is None:

@@ -91,6 +91,10 @@ class RabbitMQConfig:
     reconnect_interval_s: float = RECONNECT_INTERVAL_S
     publish_timeout_s: float = PUBLISH_TIMEOUT_S
     management_url: str | None = None
+    # In-flight counts come from the management API only when it was configured (its
+    # figures are up to collect_statistics_interval old); the default address is used to
+    # list the namespace's queues only, so counts stay exact or unknown, never stale.
+    management_counts: bool = False
     max_message_bytes: int = MAX_MESSAGE_BYTES
 
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
@@ -140,12 +144,13 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RabbitMQConfig:
     # An explicit management_url wins over the environment; None or "" turns the API off.
     # Neither given: the plugin's standard address on the broker's host (AMQP cannot list
     # queues, so without it a fresh process knows none; a missing plugin is logged once).
+    management_counts = True
     if "management_url" in stem:
         management = stem.pop("management_url") or None
     elif ENV_MANAGEMENT_URL in os.environ:
         management = os.environ[ENV_MANAGEMENT_URL] or None
     else:
-        management = default_management_url(scheme, parts.hostname)
+        management, management_counts = default_management_url(scheme, parts.hostname), False
     parsed: dict[str, Any] = {}
     for key, value in stem.items():
         try:
@@ -170,6 +175,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RabbitMQConfig:
         reconnect_interval_s=parsed.get("reconnect_interval", RECONNECT_INTERVAL_S),
         publish_timeout_s=parsed.get("publish_timeout", PUBLISH_TIMEOUT_S),
         management_url=management,
+        management_counts=management_counts and management is not None,
         max_message_bytes=parsed.get("max_message_bytes", MAX_MESSAGE_BYTES),
     )
 
