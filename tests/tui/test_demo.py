@@ -105,5 +105,7 @@ def test_demo_flows_and_stops_its_processes_when_stopped(tmp_path: Path, how: si
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()  # else a failure here leaks the pipe into the next test's warnings
     assert "stopped 4 process(es)" in output, output
     assert all(gone(pid) for pid in pids)
