@@ -141,11 +141,10 @@ class Envelope:
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or len(self.name) > NAME_MAX_LENGTH or not self.name.strip() or "\x00" in self.name:
-            try:
-                check_task_name(self.name)
-            except ValueError as exc:
-                raise InvalidEnvelope(f"envelope {exc}") from None
+        try:
+            check_task_name(self.name)  # the one task-name rule (limits), not a copy of it here
+        except ValueError as exc:
+            raise InvalidEnvelope(f"envelope {exc}") from None
         if not isinstance(self.id, str) or not self.id or len(self.id) > ID_MAX_LENGTH:
             shown = repr(self.id) if not isinstance(self.id, str) or len(self.id) <= 60 else repr(self.id[:57]) + "..."
             raise InvalidEnvelope(f"envelope id must be a non-empty string of at most {ID_MAX_LENGTH} characters, got {shown}")
