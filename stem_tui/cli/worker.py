@@ -16,12 +16,13 @@ from typing import Annotated
 
 import typer
 
-from stem_core.limits import MAX_CONCURRENCY, MAX_PREFETCH
+from stem_core.limits import MAX_CONCURRENCY, MAX_PREFETCH, MAX_PROCESSES
 from stem_core.app import Stem
 from stem_core.envelope import validate_name
 from stem_core.errors import InvalidName
 from stem_core.safetext import SafeFormatter
 from stem_core.worker import Worker
+from stem_core.worker.supervisor import Supervisor, child_argv
 
 from .common import loop_factory, run
 from .options import CommonOptions, common_options
@@ -86,11 +87,12 @@ def worker(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=MAX_CONCURRENCY, help="Tasks run at once (default: CPU count).")] = None,
     prefetch: Annotated[int | None, typer.Option("--prefetch", min=1, max=MAX_PREFETCH, help="Deliveries held at once (default: concurrency x 2).")] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit once the queues are drained.")] = False,
-    worker_id: Annotated[str | None, typer.Option("--worker-id", help="Worker id (default: <hostname>-<pid>).")] = None,
+    worker_id: Annotated[str | None, typer.Option("--worker-id", help="Worker id (default: <hostname>-<pid>; with --processes, each child gets <id>-<n>).")] = None,
     heartbeat_interval: Annotated[str, typer.Option("--heartbeat-interval", help="Heartbeat period, e.g. 10s.")] = "10s",
     shutdown_grace: Annotated[str, typer.Option("--shutdown-grace", help="Soft shutdown grace period, e.g. 30s.")] = "30s",
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="STEM_LOGLEVEL", help="debug, info, warning, error.")] = "info",
     loop: Annotated[str, typer.Option("--loop", envvar="STEM_LOOP", help="Event loop: auto (uvloop when installed), asyncio, uvloop.", show_envvar=True)] = "auto",
+    processes: Annotated[int, typer.Option("--processes", min=1, max=MAX_PROCESSES, help="Worker processes under one supervisor, each with its own --concurrency (default 1: no supervisor).")] = 1,
     *,
     opts: CommonOptions,
 ) -> None:
@@ -101,6 +103,8 @@ def worker(
     heartbeat = parse_duration(heartbeat_interval, option="--heartbeat-interval")
     grace = parse_duration(shutdown_grace, option="--shutdown-grace")
     event_loop = loop_factory(loop)
+    if processes > 1:
+        raise typer.Exit(supervise(processes, worker_id=worker_id, burst=burst))
 
     async def main() -> int:
         stem_app.configure(broker=opts.broker, backend=opts.backend, namespace=opts.namespace)
@@ -122,6 +126,23 @@ def worker(
         return runner.exit_code
 
     raise typer.Exit(run(main, loop=event_loop))
+
+
+def supervise(processes: int, *, worker_id: str | None, burst: bool) -> int:
+    """Run ``processes`` copies of this very command line (without ``--processes``) under a
+    ``Supervisor``; each child gets ``--worker-id <id>-<n>`` when an id was given, else
+    its own default ``<hostname>-<pid>``."""
+    base = [sys.executable, "-m", "stem_tui.cli.main", *child_argv(sys.argv[1:], drop=("--processes", "--worker-id"))]
+
+    def command(index: int) -> list[str]:
+        return base + (["--worker-id", f"{worker_id}-{index + 1}"] if worker_id else [])
+
+    async def main() -> int:
+        supervisor = Supervisor(command, processes, burst=burst)
+        supervisor.install_signal_handlers()
+        return await supervisor.run()
+
+    return run(main)
 
 
 def register(app: typer.Typer) -> None:
