@@ -26,7 +26,7 @@ from typing import Any
 from .adapters import connect_backend, connect_broker
 from .clock import UTC
 from .contract import Broker, ResultBackend, TaskStatus
-from .envelope import DEFAULT_QUEUE, Envelope, delay_to_not_before, validate_name
+from .envelope import DEFAULT_QUEUE, IGNORE_RESULT_HEADER, Envelope, delay_to_not_before, validate_name
 from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
 from .limits import ID_MAX_LENGTH, MAX_DURATION_SECONDS, MAX_RETRIES, check_int, check_seconds, check_task_name
 from .signing import require_signer
@@ -57,6 +57,8 @@ class Task:
     retry_backoff: float = RETRY_BASE_SECONDS
     retry_backoff_max: float = RETRY_MAX_SECONDS
     is_async: bool = False
+    # None: the app's ``ignore_result``.
+    ignore_result: bool | None = None
     # Keyword parameters after ctx: (required, accepted, takes **kwargs), checked per run.
     params: tuple[frozenset[str], frozenset[str], bool] = field(default=(frozenset(), frozenset(), False), repr=False)
 
@@ -94,6 +96,8 @@ class Stem:
         broker: str | Broker | None = None,
         backend: str | ResultBackend | None = None,
         namespace: str | None = None,
+        *,
+        ignore_result: bool = False,
     ) -> None:
         if broker is not None and not isinstance(broker, (str, Broker)):
             raise ConfigurationError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
@@ -102,6 +106,10 @@ class Stem:
         self._broker_arg = broker
         self._backend_arg = backend
         self._namespace_arg = validate_namespace(namespace) if namespace is not None else None
+        if not isinstance(ignore_result, bool):
+            raise ConfigurationError(f"ignore_result must be True or False, got {ignore_result!r}")
+        # Celery's switch: tasks store no queued/running/succeeded status (failures still do).
+        self.ignore_result = ignore_result
         self.registry: dict[str, Task] = {}
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
@@ -228,12 +236,19 @@ class Stem:
         priority: int = 0,
         retry_backoff: float = RETRY_BASE_SECONDS,
         retry_backoff_max: float = RETRY_MAX_SECONDS,
+        ignore_result: bool | None = None,
     ) -> Any:
         """Register ``func`` (``@app.task`` or ``@app.task(name=..., ...)``); returns a ``Task``.
 
         The function takes ``ctx`` first, then the envelope's args as keywords.
         ``retry_backoff``/``retry_backoff_max`` tune the backoff (seconds).
+        ``ignore_result=True`` (default: the app's) stores no queued, running or succeeded
+        status for its runs, as Celery's switch of that name: ``app.wait`` and
+        ``stem inspect task`` then know such a task only when it failed, retried, was
+        cancelled or dead-lettered.
         """
+        if ignore_result is not None and not isinstance(ignore_result, bool):
+            raise ValueError(f"ignore_result must be True, False or None, got {ignore_result!r}")
 
         def register(fn: Callable[..., Any]) -> Task:
             if not callable(fn):
@@ -251,6 +266,7 @@ class Stem:
                 retry_backoff=_non_negative(retry_backoff, "retry_backoff"),
                 retry_backoff_max=_non_negative(retry_backoff_max, "retry_backoff_max"),
                 is_async=inspect.iscoroutinefunction(fn),
+                ignore_result=ignore_result,
                 params=_keyword_params(fn, task_name),
             )
             existing = self.registry.get(task_name)
@@ -300,6 +316,9 @@ class Stem:
         }
         if task is not None and task.visibility_timeout is not None:
             fields["visibility_timeout"] = task.visibility_timeout
+        ignore = task.ignore_result if task is not None and task.ignore_result is not None else self.ignore_result
+        if ignore:
+            fields["headers"] = {IGNORE_RESULT_HEADER: "true"}
         if task_id is not None:
             if not isinstance(task_id, str) or not task_id or len(task_id) > ID_MAX_LENGTH:
                 shown = repr(task_id) if not isinstance(task_id, str) or len(task_id) <= 60 else repr(task_id[:57]) + "..."

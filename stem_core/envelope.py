@@ -116,6 +116,12 @@ def _check_time(value: object, label: str) -> datetime:
     return value.astimezone(UTC)
 
 
+# ``ignore_result=True`` (per task or per app, as in Celery) travels as this header, set by
+# the producer: no queued, running or succeeded status is stored for such a task (failures,
+# retries, cancellations and dead letters still are), so every process agrees on it.
+IGNORE_RESULT_HEADER = "stem-ignore-result"
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One task message. Immutable: use ``replace()`` to derive a changed copy.
@@ -171,6 +177,11 @@ class Envelope:
             validate_name(self.queue)
         except InvalidName as exc:
             raise InvalidEnvelope(str(exc)) from None
+
+    @property
+    def ignores_result(self) -> bool:
+        """True when the producer asked for no queued/running/succeeded statuses."""
+        return self.headers.get(IGNORE_RESULT_HEADER) == "true"
 
     # -- derived copies -------------------------------------------------------------
 
@@ -318,6 +329,7 @@ __all__ = [
     "DEFAULT_QUEUE",
     "Delivery",
     "Envelope",
+    "IGNORE_RESULT_HEADER",
     "JSON_KEYS",
     "MAX_PRIORITY",
     "MIN_PRIORITY",

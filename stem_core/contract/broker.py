@@ -225,7 +225,11 @@ class Broker(ABC):
         # Built directly, not through prepare_status: every value comes from a validated
         # envelope (JSON-safe by construction), and this runs once per enqueued task.
         ttl = backend.result_ttl
-        writes = [StatusWrite(env.id, TaskState.QUEUED, None, None, env.attempt, queued_meta(env), ttl) for env in batch]
+        writes = [StatusWrite(env.id, TaskState.QUEUED, None, None, env.attempt, queued_meta(env), ttl)
+                  for env in batch if not env.ignores_result]
+        if not writes:  # every task ignores its result: nothing to store first
+            await self._publish(batch)
+            return
         if await self._enqueue_with(backend, batch, writes):
             return
         if len(writes) > 1 and all(w.attempt == 0 for w in writes):

@@ -187,9 +187,10 @@ class Executor:
         meta["started_at"] = to_iso(held.started_at)
         # The running status is written while the body starts (one round trip less per
         # task); every later write of this task waits for it, so the order holds.
-        held.running_write = asyncio.ensure_future(
-            self.backend.set_status(env.id, TaskState.RUNNING, attempt=env.attempt, meta=dict(meta))
-        )
+        if not env.ignores_result:
+            held.running_write = asyncio.ensure_future(
+                self.backend.set_status(env.id, TaskState.RUNNING, attempt=env.attempt, meta=dict(meta))
+            )
         try:
             kind, value = await self._run_body(task, held)
         finally:
@@ -266,6 +267,8 @@ class Executor:
         if held.cancel_reason is not None or held.state == SETTLED:
             return  # an abandoned body must not overwrite the final status
         await self._running_written(held)
+        if held.delivery.envelope.ignores_result:
+            return
         held.meta["progress"] = data
         await self.backend.set_status(held.id, TaskState.RUNNING, attempt=held.delivery.envelope.attempt, meta=held.meta)
 
@@ -273,6 +276,10 @@ class Executor:
 
     async def _succeed(self, held: Held, result: Any) -> None:
         env = held.delivery.envelope
+        if env.ignores_result:  # no status, no result: the ack alone
+            await self.broker.ack(held.delivery)
+            self.counters.succeeded += 1
+            return
         try:
             await self.broker.ack_with_status(
                 held.delivery, self.backend, TaskState.SUCCEEDED, payload=result, attempt=env.attempt, meta=held.meta
@@ -333,7 +340,8 @@ class Executor:
         meta = {k: held.meta[k] for k in ("task", "queue", "max_retries") if k in held.meta}
         meta["requeued_by"] = f"shutdown of {self.worker_id}"
         try:
-            await self.backend.set_status(env.id, TaskState.QUEUED, attempt=env.attempt, meta=meta)
+            if not env.ignores_result:
+                await self.backend.set_status(env.id, TaskState.QUEUED, attempt=env.attempt, meta=meta)
         finally:
             await self.give_back(held)
 
