@@ -14,6 +14,10 @@ one JSON line: ``{"system", "mode", "n", "seconds", "rate"}`` (latency lines add
   process start to the last task done (the Redis counter reaching ``n``);
 * latency: an idle running worker, 500 tasks enqueued 20 ms apart, enqueue -> start.
 
+``--processes N`` runs the worker as ``stem worker --processes N`` (each child with the same
+concurrency); ``--ignore-result`` enqueues with ``ignore_result=True``, the switch that
+celery and taskiq have on by default (statuses are stored otherwise).
+
 A ``memory://`` broker cannot cross processes, so for it drain and latency run the worker
 in this process (same concurrency) and the JSON line says ``"worker": "in-process"``.
 Each run uses a fresh namespace, so runs never see each other's messages, and drops it
@@ -87,7 +91,8 @@ app = register(Stem())
 
 
 async def _producer(args: argparse.Namespace, namespace: str) -> Stem:
-    stem = register(Stem(broker=args.broker, backend=args.backend or args.broker, namespace=namespace))
+    stem = register(Stem(broker=args.broker, backend=args.backend or args.broker, namespace=namespace,
+                         ignore_result=args.ignore_result))
     await stem.connect()
     return stem
 
@@ -127,7 +132,7 @@ def _spawn_worker(args: argparse.Namespace, namespace: str, *extra: str) -> subp
     command = [
         sys.executable, "-m", "stem_tui.cli.main", "worker", "--app", APP_PATH,
         "--broker", args.broker, "--backend", args.backend or args.broker, "--namespace", namespace,
-        "-c", str(WORKER_CONCURRENCY), "--loglevel", "warning", *extra,
+        "-c", str(WORKER_CONCURRENCY), "--processes", str(args.processes), "--loglevel", "warning", *extra,
     ]
     return subprocess.Popen(command, cwd=ROOT)
 
@@ -265,6 +270,9 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=int, default=20_000, help="tasks per enqueue/bulk/drain run")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
+    parser.add_argument("--processes", type=int, default=1, help="worker processes (stem worker --processes)")
+    parser.add_argument("--ignore-result", action="store_true",
+                        help="enqueue with ignore_result=True (no statuses on the success path), as celery/taskiq default")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(MODES))
