@@ -76,6 +76,11 @@ class SyncRunner:
         return current.app if current is not None else None
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        current = self._current
+        return current.loop if current is not None else None
+
+    @property
     def thread(self) -> threading.Thread | None:
         current = self._current
         return current.thread if current is not None else None
@@ -176,6 +181,7 @@ class SyncRunner:
         finally:
             _stop(current)
             await asyncio.wait_for(asyncio.wrap_future(current.finished), CLOSE_TIMEOUT_S)
+            current.thread.join(CLOSE_TIMEOUT_S)  # it has closed its loop: only its return is left
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's loop thread without touching it (its
