@@ -147,11 +147,17 @@ def test_errors_cross_as_the_async_api_raises_them(app_factory: Callable[[], Ste
         app.enqueue_many_sync([("sync.ok", {}), ("sync.bad", {}, {"nope": 1})])
     with pytest.raises(TypeError, match="nope"):
         app.enqueue_sync("sync.bad", nope=1)
-    # a wait that runs out: WaitTimeout carrying the last status
+    # a wait that runs out: WaitTimeout carrying the last status seen (none yet, on a loaded
+    # machine, when the watch's first read is slower than the timeout)
     task_id = app.enqueue_sync("sync.never")
     with pytest.raises(WaitTimeout) as caught:
-        app.wait_sync(task_id, timeout=0.05)
-    assert caught.value.last_status is not None and caught.value.last_status.state is TaskState.QUEUED
+        app.wait_sync(task_id, timeout=0.2)
+    last = caught.value.last_status
+    assert last is None or last.state is TaskState.QUEUED
+    with pytest.raises(ValueError, match="timeout"):
+        app.wait_sync(task_id, timeout=-1)
+    with pytest.raises(ValueError, match="call_timeout"):
+        app.enqueue_sync("sync.bad", call_timeout=-1)
 
 
 def test_a_sync_call_on_the_sync_thread_itself_is_refused(app_factory: Callable[[], Stem]) -> None:
@@ -211,8 +217,10 @@ def test_a_process_exits_cleanly_without_closing_and_forks_get_their_own_thread(
         [sys.executable, "-W", "error", "-c", EXIT_SCRIPT, store.broker_url, store.backend_url, store.namespace],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=DEADLINE_S,
     )
-    # Then both exit 0 with nothing on stderr (no warning, no traceback)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    # Then both exit 0 with nothing on stderr (no warning, no traceback) but the Redis
+    # adapter's durability advice, logged once per connection on a server without persistence
+    stderr = [line for line in result.stderr.splitlines() if "persists nothing" not in line]
+    assert result.returncode == 0 and stderr == [], result.stderr
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     child_id, fresh = lines["child"].split()
     parent_id, again, child_code = lines["parent"].split()
