@@ -51,6 +51,8 @@ class _LoopThread:
     app: "Stem"
     thread: threading.Thread = field(init=False)
     finished: "concurrent.futures.Future[None]" = field(default_factory=concurrent.futures.Future)
+    # The calls submitted and not yet answered: cancelled if the loop ends under them.
+    pending: "set[concurrent.futures.Future[Any]]" = field(default_factory=set)
 
 
 class SyncRunner:
@@ -106,6 +108,8 @@ class SyncRunner:
             future = asyncio.run_coroutine_threadsafe(fn(current.app), current.loop)
         except RuntimeError:  # the loop was closed between _ensure and here (a concurrent close)
             raise StemError(f"{what}: the app's sync event-loop thread was closed during the call") from None
+        current.pending.add(future)
+        future.add_done_callback(current.pending.discard)
         try:
             done, _ = concurrent.futures.wait([future], timeout)
         except BaseException:  # KeyboardInterrupt while blocked: do not leave the call running
@@ -202,6 +206,9 @@ def _run_loop(started: _LoopThread) -> None:
     except BaseException:  # pragma: no cover - a loop failure; logged, the thread ends
         log.exception("the sync event-loop thread %s failed", started.thread.name)
     finally:
+        # A call submitted while the loop was stopping will never run: answer its caller now.
+        for future in list(started.pending):
+            future.cancel()
         asyncio.set_event_loop(None)
         loop.close()
         started.finished.set_result(None)
@@ -227,6 +234,9 @@ async def _shutdown(app: "Stem") -> None:
             await asyncio.gather(*others, return_exceptions=True)
 
 
+# Guards the lazy creation of an app's SyncRunner (the first sync calls may race);
+# replaced in a forked child, where another thread of the parent may have held it.
+RUNNER_LOCK = threading.Lock()
 # Runners with a started loop thread (closed at exit); strong references, so an app that
 # is dropped without closing still has its connections closed by the exit hook.
 _LIVE: set[SyncRunner] = set()
@@ -244,6 +254,8 @@ def close_all(timeout: float = CLOSE_TIMEOUT_S) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global RUNNER_LOCK
+    RUNNER_LOCK = threading.Lock()
     for runner in list(_LIVE):
         runner.forget_after_fork()
     _LIVE.clear()

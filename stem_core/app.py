@@ -19,12 +19,12 @@ import asyncio
 import inspect
 import math
 import os
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from . import _sync
 from ._sync import DEFAULT_CALL_TIMEOUT_S, SyncRunner
 from .adapters import connect_backend, connect_broker
 from .clock import UTC
@@ -43,8 +43,6 @@ from .settings import (
 )
 
 ENQUEUE_OPTIONS = frozenset({"queue", "priority", "delay", "eta", "task_id", "max_retries"})
-# Guards the lazy creation of an app's SyncRunner (the first sync calls may race).
-_SYNC_RUNNER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -412,7 +410,7 @@ class Stem:
         """The engine of the ``*_sync`` methods: one event-loop thread, started on first use."""
         runner = self._sync
         if runner is None:
-            with _SYNC_RUNNER_LOCK:
+            with _sync.RUNNER_LOCK:
                 if self._sync is None:
                     self._sync = SyncRunner(self._sync_app, lambda: f"stem-sync-{self.namespace}")
                 runner = self._sync

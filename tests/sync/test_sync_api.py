@@ -184,8 +184,12 @@ def test_a_sync_call_on_the_sync_thread_itself_is_refused(app_factory: Callable[
 
 EXIT_SCRIPT = textwrap.dedent(
     """
-    import os, sys
+    import os, sys, warnings
     from stem_core import Stem
+
+    # Python 3.12+ warns about fork() in a process with threads (the child here only uses
+    # what it starts itself, which is what is tested)
+    warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
 
     broker, backend, namespace = sys.argv[1:4]
     app = Stem(broker=broker, backend=backend, namespace=namespace)
