@@ -16,6 +16,7 @@ queue, priority and retries then come from the call or the defaults.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import math
 import os
@@ -425,8 +426,14 @@ class Stem:
                 "the sync API opens its own connections from URLs, and this app was given adapter "
                 "instances: build it from URLs (Stem(broker='...', backend='...')) or use the async API"
             )
-        twin = Stem(self._broker_arg, self._backend_arg, self._namespace_arg)
-        twin.registry = self.registry  # the same dict: tasks registered later are known too
+        # A shallow copy: every setting of this app (URLs, namespace, options) and the same
+        # registry dict (tasks registered later are known too), without its connections.
+        twin = copy.copy(self)
+        twin._broker = None
+        twin._backend = None
+        twin._owned = []
+        twin._connect_lock = None
+        twin._sync = None
         return twin
 
     def connect_sync(self, *, call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S) -> "Stem":
