@@ -83,20 +83,25 @@ def test_sync_calls_from_inside_a_running_event_loop(app_factory: Callable[[], S
         many = app.enqueue_many_sync([("sync.inside", {"n": 2}), ("sync.inside", {"n": 3}, {"priority": 5})])
         return one, many
 
-    async def main() -> tuple[str, list[str], str]:
+    async def main() -> list[str]:
         one, many = helper()  # on the loop's own thread: must not deadlock
-        # the async API keeps working on this loop next to the sync thread's connections
-        other = await app.enqueue("sync.inside", {"n": 4})
+        # FastAPI's shape: `def` endpoints in a threadpool and `async def` ones on the loop,
+        # at once; the async API uses this loop's connections, the sync calls their thread's
+        endpoints = [asyncio.to_thread(helper) for _ in range(4)] + [app.enqueue("sync.inside", {"n": n}) for n in range(4)]
+        results = await asyncio.gather(*endpoints)
         await app.close()  # closes this loop's connections and the sync thread too
-        return one, many, other
+        ids = [one, *many]
+        for result in results:
+            ids.extend([result[0], *result[1]] if isinstance(result, tuple) else [result])
+        return ids
 
     # When it runs inside asyncio.run(...)
-    one, many, other = asyncio.run(main())
+    ids = asyncio.run(main())
 
     # Then every call went through, and close() stopped the sync thread
-    assert len({one, *many, other}) == 4
+    assert len(set(ids)) == 3 + 4 * 3 + 4
     assert not app.sync_runner.started and sync_threads() == []
-    assert states(app, [one, *many, other]) == {TaskState.QUEUED}  # a later call starts a new thread
+    assert states(app, ids) == {TaskState.QUEUED}  # a later call starts a new thread
     assert app.sync_runner.starts == 2
 
 
