@@ -447,16 +447,20 @@ class Stem:
         name: str,
         args: Mapping[str, Any] | None = None,
         *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        task_id: str | None = None,
+        max_retries: int | None = None,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S,
-        **options: Any,
     ) -> str:
         """``enqueue`` for synchronous code, safe from any thread; returns the task id.
 
         Raises what ``enqueue`` raises, and ``CallTimeout`` after ``call_timeout`` seconds.
         """
-        unknown = sorted(set(options) - ENQUEUE_OPTIONS)
-        if unknown:
-            raise TypeError(f"enqueue_sync() got unexpected keyword argument(s) {', '.join(unknown)}")
+        options = {"queue": queue, "priority": priority, "delay": delay, "eta": eta, "task_id": task_id,
+                   "max_retries": max_retries}
         return self.sync_runner.call(
             lambda app: app.enqueue(name, args, **options), timeout=call_timeout, what=f"enqueue_sync({name!r})"
         )
