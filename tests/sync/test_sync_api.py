@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 
 from stem_core import Stem, TaskState, Worker
-from stem_core.errors import InvalidEnvelope, StemError, WaitTimeout
+from stem_core.errors import InvalidEnvelope, WaitTimeout
 from stem_core.worker import TaskContext
 from tests.support import DEADLINE_S
 from tests.sync.conftest import Store
@@ -163,28 +163,6 @@ def test_errors_cross_as_the_async_api_raises_them(app_factory: Callable[[], Ste
         app.wait_sync(task_id, timeout=-1)
     with pytest.raises(ValueError, match="call_timeout"):
         app.enqueue_sync("sync.bad", call_timeout=-1)
-
-
-def test_a_sync_call_on_the_sync_thread_itself_is_refused(app_factory: Callable[[], Stem]) -> None:
-    # Given an app whose sync thread runs
-    app = app_factory()
-    app.connect_sync()
-    loop = app.sync_runner.loop
-    assert loop is not None
-
-    # When code running on that loop calls the sync API
-    async def on_the_loop() -> str:
-        try:
-            app.enqueue_sync("sync.loop")
-        except StemError as exc:
-            return str(exc)
-        return "no error"
-
-    message = asyncio.run_coroutine_threadsafe(on_the_loop(), loop).result(DEADLINE_S)
-
-    # Then it is refused at once, pointing at the async API, and the app still works
-    assert "use the async API" in message
-    assert app.enqueue_sync("sync.loop")
 
 
 EXIT_SCRIPT = textwrap.dedent(

@@ -110,3 +110,24 @@ def test_an_unreachable_broker_raises_broker_unavailable() -> None:
             app.connect_sync()
     finally:
         app.close_sync()
+
+
+def test_a_sync_call_on_the_sync_thread_itself_is_refused(app: Stem) -> None:
+    # Given an app whose sync thread runs
+    app.connect_sync()
+    loop = app.sync_runner.loop
+    assert loop is not None
+
+    # When code running on that loop calls the sync API
+    async def on_the_loop() -> str:
+        try:
+            app.enqueue_sync("sync.loop")
+        except StemError as exc:
+            return str(exc)
+        return "no error"
+
+    message = asyncio.run_coroutine_threadsafe(on_the_loop(), loop).result(DEADLINE_S)
+
+    # Then it is refused at once, pointing at the async API, and the app still works
+    assert "use the async API" in message
+    assert app.enqueue_sync("sync.loop")
