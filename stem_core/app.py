@@ -7,6 +7,7 @@
     async def send_email(ctx, to: str, subject: str) -> dict: ...
     task_id = await app.enqueue("email.send", {"to": "a@b.c", "subject": "hi"}, delay=10)
     status = await app.wait(task_id, timeout=30)
+    task_id = app.enqueue_sync("email.send", {...})   # from sync code (a view): docs/sync.md
 
 Enqueuing a name this app does not know is allowed (a remote worker may know it); its
 queue, priority and retries then come from the call or the defaults.
@@ -15,6 +16,7 @@ queue, priority and retries then come from the call or the defaults.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import math
 import os
@@ -23,6 +25,8 @@ from datetime import datetime, timedelta
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from . import _sync
+from ._sync import DEFAULT_CALL_TIMEOUT_S, SyncRunner
 from .adapters import connect_backend, connect_broker
 from .clock import UTC
 from .contract import Broker, ResultBackend, TaskStatus
@@ -69,6 +73,10 @@ class Task:
         """``app.enqueue(self.name, args, **options)``."""
         return await self.app.enqueue(self.name, args, **options)
 
+    def enqueue_sync(self, args: Mapping[str, Any] | None = None, **options: Any) -> str:
+        """``app.enqueue_sync(self.name, args, **options)`` (docs/sync.md)."""
+        return self.app.enqueue_sync(self.name, args, **options)
+
     def args_problem(self, args: Mapping[str, Any]) -> str | None:
         """Why ``args`` cannot be passed to the function as keywords, or None."""
         required, accepted, var_kw = self.params
@@ -89,6 +97,9 @@ class Stem:
     ``load_settings()`` (flags, then ``STEM_*`` variables, then the embedded SQLite file).
     Connections open on first use (or ``await app.connect()``); ``await app.close()``
     closes the adapters this app opened itself.
+
+    The ``*_sync`` methods are the same API for synchronous callers (any thread): they run
+    on the app's own event-loop thread with its own connections (docs/sync.md).
     """
 
     def __init__(
@@ -115,6 +126,7 @@ class Stem:
         self._backend: ResultBackend | None = None
         self._owned: list[Broker | ResultBackend] = []
         self._connect_lock: asyncio.Lock | None = None
+        self._sync: SyncRunner | None = None
 
     # -- configuration and connections ----------------------------------------------
 
@@ -136,7 +148,7 @@ class Stem:
 
     def configure(self, *, broker: str | None = None, backend: str | None = None, namespace: str | None = None) -> None:
         """Override URLs or namespace before the first connection (used by ``stem worker``)."""
-        if self._broker is not None or self._backend is not None:
+        if self._broker is not None or self._backend is not None or (self._sync is not None and self._sync.started):
             raise StemError("configure() must be called before the app connects")
         if broker:
             self._broker_arg = broker
@@ -208,12 +220,17 @@ class Stem:
         return self._backend
 
     async def close(self) -> None:
-        """Close the adapters this app opened (given ones are left to their owner)."""
+        """Close the adapters this app opened (given ones are left to their owner), and the
+        sync API's event-loop thread with its connections when it was started."""
         owned, self._owned = self._owned, []
         self._broker = None
         self._backend = None
-        for adapter in owned:
-            await adapter.close()
+        try:
+            for adapter in owned:
+                await adapter.close()
+        finally:
+            if self._sync is not None:
+                await self._sync.aclose()
 
     async def __aenter__(self) -> "Stem":
         return await self.connect()
@@ -405,6 +422,95 @@ class Stem:
         finally:
             await watcher.aclose()  # type: ignore[attr-defined]
         raise StemError(f"the status watch of task {task_id} ended before a terminal state")
+
+    # -- the synchronous API (docs/sync.md) ------------------------------------------
+
+    @property
+    def sync_runner(self) -> SyncRunner:
+        """The engine of the ``*_sync`` methods: one event-loop thread, started on first use."""
+        runner = self._sync
+        if runner is None:
+            with _sync.RUNNER_LOCK:
+                if self._sync is None:
+                    self._sync = SyncRunner(self._sync_app, lambda: f"stem-sync-{self.namespace}")
+                runner = self._sync
+        return runner
+
+    def _sync_app(self) -> "Stem":
+        """The app the sync thread connects with: this app's URLs, namespace and registry."""
+        if not (self._broker_arg is None or isinstance(self._broker_arg, str)) or not (
+            self._backend_arg is None or isinstance(self._backend_arg, str)
+        ):
+            raise ConfigurationError(
+                "the sync API opens its own connections from URLs, and this app was given adapter "
+                "instances: build it from URLs (Stem(broker='...', backend='...')) or use the async API"
+            )
+        # A shallow copy: every setting of this app (URLs, namespace, options) and the same
+        # registry dict (tasks registered later are known too), without its connections.
+        twin = copy.copy(self)
+        twin._broker = None
+        twin._backend = None
+        twin._owned = []
+        twin._connect_lock = None
+        twin._sync = None
+        return twin
+
+    def connect_sync(self, *, call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S) -> "Stem":
+        """Start the sync thread and connect it now (a bad URL fails here, not at the first
+        enqueue); returns this app."""
+        self.sync_runner.call(lambda app: app.connect(), timeout=call_timeout, what="connect_sync()")
+        return self
+
+    def enqueue_sync(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        task_id: str | None = None,
+        max_retries: int | None = None,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S,
+    ) -> str:
+        """``enqueue`` for synchronous code, safe from any thread; returns the task id.
+
+        Raises what ``enqueue`` raises, and ``CallTimeout`` after ``call_timeout`` seconds.
+        """
+        options = {"queue": queue, "priority": priority, "delay": delay, "eta": eta, "task_id": task_id,
+                   "max_retries": max_retries}
+        return self.sync_runner.call(
+            lambda app: app.enqueue(name, args, **options), timeout=call_timeout, what=f"enqueue_sync({name!r})"
+        )
+
+    def enqueue_many_sync(
+        self, items: Iterable[tuple[Any, ...]], *, call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S
+    ) -> list[str]:
+        """``enqueue_many`` for synchronous code, safe from any thread; ids in order."""
+        batch = list(items)  # consumed in the caller's thread: a generator is not shared with the loop
+        return self.sync_runner.call(lambda app: app.enqueue_many(batch), timeout=call_timeout, what="enqueue_many_sync()")
+
+    def wait_sync(self, task_id: str, timeout: float | None = None) -> TaskStatus:
+        """``wait`` for synchronous code: the task's terminal status, or ``WaitTimeout``
+        (with ``last_status``) after ``timeout`` seconds."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
+        # The wait times itself out on the loop; the call's own limit only guards a wedged loop.
+        guard = None if timeout is None else timeout + DEFAULT_CALL_TIMEOUT_S
+        return self.sync_runner.call(lambda app: app.wait(task_id, timeout), timeout=guard, what=f"wait_sync({task_id!r})")
+
+    def close_sync(self) -> None:
+        """Close the sync thread's connections and stop it (a later sync call starts a new
+        one). Also done by ``with app:`` and at interpreter exit."""
+        if self._sync is not None:
+            self._sync.close()
+
+    def __enter__(self) -> "Stem":
+        return self.connect_sync()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
 
     def __repr__(self) -> str:
         return f"<Stem namespace={self._namespace_arg or '?'} tasks={len(self.registry)} connected={self.connected}>"

@@ -15,6 +15,7 @@ Every adapter translates its driver's exceptions here, in one place, so that no
     ├── StorageRejected                      the server refused the data for good
     ├── TaskNotFound (also LookupError)
     ├── WaitTimeout (also TimeoutError)      Stem.wait gave up before a terminal state
+    ├── CallTimeout (also TimeoutError)      a sync call (enqueue_sync, ...) got no answer in time
     ├── SignatureInvalid                     an envelope or control command failed its signature check
     └── TaskRevoked                          the task was revoked while it ran
 
@@ -94,6 +95,11 @@ class TaskRevoked(StemError):
     """Raised inside a running task when an operator revoked it with ``terminate``."""
 
 
+class CallTimeout(StemError, TimeoutError):
+    """A synchronous call (``enqueue_sync``, ``enqueue_many_sync``, ...) got no answer from the
+    app's sync event-loop thread within its ``call_timeout``; the call was cancelled there."""
+
+
 __all__ = [
     "BackendUnavailable",
     "BrokerUnavailable",
@@ -109,4 +115,5 @@ __all__ = [
     "TaskRevoked",
     "Unsupported",
     "WaitTimeout",
+    "CallTimeout",
 ]
