@@ -72,6 +72,14 @@ async def test_killed_workers_lose_nothing_and_every_duplicate_is_explained(
     # When the producer and the chaos run together, then the survivors drain the rest
     await asyncio.gather(produce(), chaos())
     await eventually(lambda: all_in_state(producer, ids, TaskState.SUCCEEDED), timeout=90, message="every task succeeded")
+
+    async def drained() -> bool:
+        # A worker killed between its status write and its ack leaves a message leased
+        # (SQS: invisible) until its lease expires; the survivors then run it again.
+        stats = (await producer.broker.queue_stats(["default"]))[0]
+        return counts(stats, "pending", "delayed", "inflight", "dead") == (0, 0, 0, 0)
+
+    await eventually(drained, timeout=90, message="the queue drained of re-delivered leftovers")
     await _ids_of(workers, producer)  # a just-restarted worker handles SIGTERM once it is up
     for proc in workers:
         proc.signal(signal.SIGTERM)
