@@ -95,8 +95,9 @@ def demo(
                     while time.monotonic() < deadline and not fleet.dead():
                         time.sleep(WATCH_S)
                 except KeyboardInterrupt:
-                    pass
-                summary(settings)  # while the workers still run: the live picture
+                    pass  # Ctrl-C: stop at once, without the summary (it reads the broker)
+                else:
+                    summary(settings)  # while the workers still run: the live picture
             else:
                 _run_tui_for(settings, seconds, read_only=read_only, low_colour=low_colour)
             crashed = fleet.dead()
