@@ -371,7 +371,7 @@ class Executor:
             duration = round(held.runtime() or 0.0, 6)
         details = []
         if duration is not None:
-            details.append(f"in {duration:.3f} s")
+            details.append(f"ran {duration:.3f} s")
         if reason is not None:
             details.append(f"reason={reason}")
         if "retry_in" in extra:

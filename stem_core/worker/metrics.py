@@ -1,6 +1,6 @@
 """``WorkerMetrics``: a worker's Prometheus metrics (docs/metrics.md), fed by its executor
 and lease keeper, in a registry of its own (never prometheus_client's global one), served
-by ``serve_metrics`` on a port of its own.
+by ``stem_core.exposition.MetricsServer`` on a port of its own.
 
 prometheus-client is imported only here and only when metrics are asked for (the
 ``metrics`` extra). Counters are thread-safe; the HTTP server answers from its thread.
@@ -12,28 +12,18 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConfigurationError
+from ..exposition import require_prometheus
+from ..safetext import neutralise
 from ..version import __version__
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-ENV_METRICS_PORT = "STEM_METRICS_PORT"
-ENV_METRICS_ADDR = "STEM_METRICS_ADDR"
 ENV_MAX_TASKS = "STEM_METRICS_MAX_TASKS"
-DEFAULT_METRICS_ADDR = "0.0.0.0"
 DEFAULT_MAX_TASK_LABELS = 200
 OTHER_TASK = "other"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
                     1800.0, 3600.0)
-
-
-def require_prometheus() -> None:
-    """``ConfigurationError`` naming the extra when prometheus-client is not installed."""
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise ConfigurationError("metrics need prometheus-client: pip install 'stem-queue[metrics]'") from None
 
 
 def max_task_labels() -> int:
@@ -70,6 +60,10 @@ class TaskLabels:
             self._seen.add(name)
         return name
 
+    def label(self, name: str) -> str:
+        """The label value: the name made visible (no escape sequence reaches a terminal)."""
+        return neutralise(self(name))
+
 
 class WorkerMetrics:
     """Every metric of one worker. ``registered(name)`` tells a task name of the app."""
@@ -105,7 +99,7 @@ class WorkerMetrics:
         info.labels(worker=worker_id, version=__version__).set(1)
 
     def labels(self, queue: str, task: str) -> dict[str, str]:
-        return {"queue": queue, "task": self.task_label(task)}
+        return {"queue": queue, "task": self.task_label.label(task)}
 
     # -- events (called on the worker's event loop) ----------------------------------
 
@@ -127,50 +121,5 @@ class WorkerMetrics:
              "cancelled": self.cancelled}[outcome].labels(**labels).inc()
 
 
-class MetricsServer:
-    """prometheus_client's HTTP server for one registry, on a thread; ``close()`` stops it."""
-
-    def __init__(self, registry: "CollectorRegistry", port: int, addr: str = DEFAULT_METRICS_ADDR) -> None:
-        from prometheus_client import start_http_server
-
-        # OSError (EADDRINUSE, a bad address) goes to the caller, which says it in one line.
-        self._server, self._thread = start_http_server(port, addr=addr, registry=registry)
-        self.port = int(self._server.server_address[1])
-        self.addr = addr
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> "MetricsServer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def parse_port(value: object, label: str = "--metrics-port") -> int:
-    """A TCP port 0..65535 (0: any free port)."""
-    try:
-        port = int(str(value))
-    except ValueError:
-        raise ValueError(f"{label} must be a port number 0-65535, got {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{label} must be a port number 0-65535, got {value!r}")
-    return port
-
-
-__all__ = [
-    "DEFAULT_METRICS_ADDR",
-    "DURATION_BUCKETS",
-    "ENV_METRICS_ADDR",
-    "ENV_METRICS_PORT",
-    "MetricsServer",
-    "OTHER_TASK",
-    "TaskLabels",
-    "WorkerMetrics",
-    "parse_port",
-    "require_prometheus",
-]
+__all__ = ["DURATION_BUCKETS", "OTHER_TASK", "TaskLabels", "WorkerMetrics"]
 

@@ -135,7 +135,7 @@ class Worker:
     def _on_signal(self, name: str, mode: str) -> None:
         if self.control.stopping:
             mode = "hard"
-        log.warning("worker %s received %s: %s shutdown", self.worker_id, name, mode)
+        log.warning("worker %s received %s: %s shutdown", self.worker_id, name, mode, extra={"worker_id": self.worker_id})
         self.control.request_stop(mode)
 
     def heartbeat(self) -> WorkerHeartbeat:

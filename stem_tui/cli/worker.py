@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import sys
 from typing import Annotated
 
@@ -19,9 +20,12 @@ import typer
 from stem_core.limits import MAX_CONCURRENCY, MAX_PREFETCH
 from stem_core.app import Stem
 from stem_core.envelope import validate_name
-from stem_core.errors import InvalidName
+from stem_core.errors import ConfigurationError, InvalidName
+from stem_core.logs import ENV_LOG_FORMAT, LOG_FORMATS, JsonFormatter
 from stem_core.safetext import SafeFormatter
 from stem_core.worker import Worker
+from stem_core.exposition import DEFAULT_METRICS_ADDR, ENV_METRICS_ADDR, ENV_METRICS_PORT, MetricsServer
+from stem_core.worker.metrics import WorkerMetrics
 
 from .common import loop_factory, run
 from .options import CommonOptions, common_options
@@ -70,13 +74,31 @@ def parse_queues(text: str | None) -> list[str] | None:
         fail(str(exc), EXIT_USAGE)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     if level.lower() not in LOG_LEVELS:
         fail(f"--loglevel must be one of {', '.join(LOG_LEVELS)}, got {level!r}", EXIT_USAGE)
+    if log_format not in LOG_FORMATS:
+        fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}", EXIT_USAGE)
     # One visible line per record: task names and worker ids come from messages.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else SafeFormatter(LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def start_metrics(port: int, addr: str, metrics: WorkerMetrics) -> MetricsServer:
+    """The metrics server, or one line and exit 2 (port in use, bad address)."""
+    try:
+        return MetricsServer(metrics.registry, port, addr)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}", EXIT_USAGE)
+
+
+def worker_metrics(app: Stem, worker_id: str | None) -> WorkerMetrics:
+    try:
+        return WorkerMetrics(worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}",
+                             registered=lambda name: app.registry.get(name) is not None)
+    except (ConfigurationError, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 @common_options(output=False)
@@ -91,16 +113,21 @@ def worker(
     shutdown_grace: Annotated[str, typer.Option("--shutdown-grace", help="Soft shutdown grace period, e.g. 30s.")] = "30s",
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="STEM_LOGLEVEL", help="debug, info, warning, error.")] = "info",
     loop: Annotated[str, typer.Option("--loop", envvar="STEM_LOOP", help="Event loop: auto (uvloop when installed), asyncio, uvloop.", show_envvar=True)] = "auto",
+    log_format: Annotated[str, typer.Option("--log-format", envvar=ENV_LOG_FORMAT, help="Log lines: text, or json (one object per line).", show_envvar=True)] = "text",
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", envvar=ENV_METRICS_PORT, min=0, max=65535, help="Serve Prometheus metrics on this port (docs/metrics.md).", show_envvar=True)] = None,
+    metrics_addr: Annotated[str, typer.Option("--metrics-addr", envvar=ENV_METRICS_ADDR, help="Address the metrics server listens on.", show_envvar=True)] = DEFAULT_METRICS_ADDR,
     *,
     opts: CommonOptions,
 ) -> None:
     """Run a worker for the tasks of an app."""
-    configure_logging(loglevel)
+    configure_logging(loglevel, log_format.strip().lower())
     stem_app = load_app(app_path)
     queue_names = parse_queues(queues)
     heartbeat = parse_duration(heartbeat_interval, option="--heartbeat-interval")
     grace = parse_duration(shutdown_grace, option="--shutdown-grace")
     event_loop = loop_factory(loop)
+    metrics = worker_metrics(stem_app, worker_id) if metrics_port is not None else None
+    server = start_metrics(metrics_port, metrics_addr, metrics) if metrics is not None and metrics_port is not None else None
 
     async def main() -> int:
         stem_app.configure(broker=opts.broker, backend=opts.backend, namespace=opts.namespace)
@@ -113,6 +140,7 @@ def worker(
             burst=burst,
             heartbeat_interval=heartbeat,
             shutdown_grace=grace,
+            metrics=metrics,
         )
         runner.install_signal_handlers()
         try:
@@ -121,7 +149,12 @@ def worker(
             await stem_app.close()
         return runner.exit_code
 
-    raise typer.Exit(run(main, loop=event_loop))
+    try:
+        code = run(main, loop=event_loop)
+    finally:
+        if server is not None:
+            server.close()
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
