@@ -85,9 +85,10 @@ class QueueCollector:
             if self._reading is None:
                 if time.monotonic() - self._read_at < self._cache:
                     return
-                self._reading = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
-                self._reading.add_done_callback(self._done)
-            reading = self._reading
+                reading = self._reading = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
+                reading.add_done_callback(self._done)
+            else:
+                reading = self._reading
         try:
             reading.result(self._timeout)
         except concurrent.futures.TimeoutError:

@@ -143,3 +143,24 @@ async def test_worker_and_exporter_metrics_and_json_logs(
 def _worker_id(samples: Samples) -> str:
     return next(dict(labels)["worker"] for name, labels in samples if name == "stem_worker_info")
 
+
+
+@pytest.mark.parametrize("command", ["worker", "metrics", "bad-format"])
+def test_a_port_in_use_or_a_bad_log_format_is_one_line_and_exit_2(command: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        base = [sys.executable, "-m", "stem_tui.cli.main"]
+        common = ["--broker", f"sqlite:///{tmp_path}/stem.db", "--namespace", "tports"]
+        args = {
+            "worker": [*base, "worker", "--app", "tests.worker.apps.tasks:app", "--metrics-port", port,
+                       "--metrics-addr", "127.0.0.1", *common],
+            "metrics": [*base, "metrics", "--port", port, "--addr", "127.0.0.1", *common],
+            "bad-format": [*base, "worker", "--app", "tests.worker.apps.tasks:app", "--log-format", "xml", *common],
+        }[command]
+        result = subprocess.run(args, cwd=ROOT, capture_output=True, timeout=60)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    needle = "--log-format must be one of text, json" if command == "bad-format" else f"cannot serve metrics on 127.0.0.1:{port}"
+    assert err.startswith("error: ") and needle in err, err
