@@ -88,9 +88,11 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 def start_metrics(port: int, addr: str, metrics: WorkerMetrics) -> MetricsServer:
     """The metrics server, or one line and exit 2 (port in use, bad address)."""
     try:
-        return MetricsServer(metrics.registry, port, addr)
+        server = MetricsServer(metrics.registry, port, addr)
     except OSError as exc:
         fail(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}", EXIT_USAGE)
+    logging.getLogger("stem.worker").info("serving metrics on http://%s:%d/metrics", addr, server.port)
+    return server
 
 
 def worker_metrics(app: Stem, worker_id: str | None) -> WorkerMetrics:

@@ -42,6 +42,7 @@ async def test_a_hanging_read_answers_with_the_last_figures_and_success_0(namesp
         first = await asyncio.to_thread(samples, registry)
         assert first[("stem_queue_depth", (("queue", "emails"), ("state", "pending")))] == 1
         assert first[("stem_exporter_scrape_success", ())] == 1
+        assert first[("stem_queue_oldest_age_seconds", (("queue", "emails"),))] >= 0
         # When the broker stops answering
         release = asyncio.Event()
         real = ops.overview
