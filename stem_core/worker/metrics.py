@@ -73,6 +73,8 @@ class WorkerMetrics:
         require_prometheus()
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.worker_id = worker_id
+
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.task_label = TaskLabels(registered, max_tasks if max_tasks is not None else max_task_labels())
         reg = self.registry

@@ -91,7 +91,8 @@ def start_metrics(port: int, addr: str, metrics: WorkerMetrics) -> MetricsServer
         server = MetricsServer(metrics.registry, port, addr)
     except OSError as exc:
         fail(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}", EXIT_USAGE)
-    logging.getLogger("stem.worker").info("serving metrics on http://%s:%d/metrics", addr, server.port)
+    logging.getLogger("stem.worker").info("serving metrics on http://%s:%d/metrics", addr, server.port,
+                                          extra={"worker_id": metrics.worker_id})
     return server
 
 
