@@ -13,12 +13,11 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
 from stem_core import Stem, TaskState
-from tests.specs import AdapterSpec
 from tests.support import eventually
 from tests.worker.apps.tasks import ODD_MESSAGE, ODD_TASK
 from tests.worker.helpers import ROOT, WorkerProcess, all_in_state
@@ -52,21 +51,37 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
-def exporter(spec_url: str, backend_url: str, namespace: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "stem_tui.cli.main", "metrics", "--broker", spec_url, "--backend", backend_url,
-               "--namespace", namespace, "--port", str(port), "--addr", "127.0.0.1", "--cache", "0s"]
-    with open(log_dir / "exporter.stderr", "wb") as stderr:
-        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+@pytest.fixture
+def exporter(process_url: str, process_backend_url: str, namespace: str,
+             log_dir: Path) -> Iterator[Callable[[int], subprocess.Popen[bytes]]]:
+    """``exporter(port)``: a ``stem metrics`` process on the test's broker (killed at teardown)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "stem_tui.cli.main", "metrics", "--broker", process_url, "--backend",
+                   process_backend_url, "--namespace", namespace, "--port", str(port), "--addr", "127.0.0.1",
+                   "--cache", "0s"]
+        with open(log_dir / "exporter.stderr", "wb") as stderr:
+            started.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 async def test_worker_and_exporter_metrics_and_json_logs(
-    producer: Stem, spawn: Spawn, log_dir: Path, process_spec: AdapterSpec, process_url: str,
-    process_backend_url: str, namespace: str,
+    producer: Stem, spawn: Spawn, log_dir: Path, exporter: Callable[[int], subprocess.Popen[bytes]],
 ) -> None:
     # Given a worker serving metrics and logging JSON lines at INFO
     port = free_port()
     worker = spawn("-c", "2", "--metrics-port", str(port), "--metrics-addr", "127.0.0.1", "--log-format", "json",
                    "--loglevel", "info")
+    # and the queue exporter on the same broker (both start while the tasks are enqueued)
+    eport = free_port()
+    proc = exporter(eport)
     # When it runs two good tasks, one that fails three times (max_retries=2), one nobody
     # knows, and one with a hostile name that logs a hostile message
     good = [await producer.enqueue("t.noop", {"i": i}) for i in range(2)]
@@ -103,8 +118,6 @@ async def test_worker_and_exporter_metrics_and_json_logs(
     assert value(samples, "stem_lease_renewal_failures_total") == 0
 
     # And the exporter serves the queue figures of the same broker
-    eport = free_port()
-    proc = exporter(process_url, process_backend_url, namespace, eport, log_dir)
     try:
         def queue_figures() -> Samples | None:
             found = scrape(eport)
