@@ -33,8 +33,12 @@ from .threads import ThreadBridge
 
 if TYPE_CHECKING:
     from ..app import Stem, Task
+    from .metrics import WorkerMetrics
 
 log = logging.getLogger("stem.worker")
+# One line per task outcome (docs/metrics.md): started, succeeded, retried, failed,
+# dead-lettered, cancelled, with the task's fields for --log-format json.
+task_log = logging.getLogger("stem.task")
 
 # Dead-letter reasons written by the worker.
 MAX_RETRIES_EXHAUSTED = "max-retries-exhausted"
@@ -97,8 +101,10 @@ class Executor:
         counters: Counters,
         revocation: Callable[[str], dict[str, Any] | None],
         signer: Signer | None = None,
+        metrics: "WorkerMetrics | None" = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.signer = signer
         self.broker = broker
         self.backend = backend
@@ -160,6 +166,9 @@ class Executor:
             await self.broker.dead_letter(held.delivery, reason=STATUS_WRITE_FAILED, meta=meta)
         except StemError as dead_exc:
             log.error("could not dead-letter task %s (%s); it returns when its lease expires", env.id, dead_exc)
+            return
+        self._report(held, "failed", level=logging.WARNING, reason=STATUS_WRITE_FAILED)
+        self._report(held, "dead-lettered", level=logging.WARNING, reason=STATUS_WRITE_FAILED)
 
     async def _process(self, held: Held, release_slot: Callable[[], None]) -> None:
         env = held.delivery.envelope
@@ -185,6 +194,9 @@ class Executor:
         held.started_at = utcnow()
         held.started_mono = monotonic()
         meta["started_at"] = to_iso(held.started_at)
+        if self.metrics is not None:
+            self.metrics.task_started(held.queue, env.name)
+        self._report(held, "started")
         # The running status is written while the body starts (one round trip less per
         # task); every later write of this task waits for it, so the order holds.
         if not env.ignores_result:
@@ -195,6 +207,8 @@ class Executor:
             kind, value = await self._run_body(task, held)
         finally:
             release_slot()
+            if self.metrics is not None:
+                self.metrics.task_ran(held.queue, env.name, held.runtime())
             await self._running_written(held)
         meta["finished_at"] = to_iso(utcnow())
         meta["runtime"] = round(held.runtime() or 0.0, 6)
@@ -288,6 +302,7 @@ class Executor:
             error = _problem("InvalidResult", f"the return value of {env.name} cannot be stored: {exc}")
             return await self._finish_failed(held, error, INVALID_RESULT)
         self.counters.succeeded += 1
+        self._report(held, "succeeded")
 
     async def _fail(self, held: Held, task: "Task", exc: BaseException) -> None:
         env = held.delivery.envelope
@@ -309,6 +324,7 @@ class Executor:
         await self.backend.set_status(env.id, TaskState.RETRIED, error=error, attempt=env.attempt, meta=held.meta)
         self.counters.retried += 1
         await self.broker.nack(held.delivery, requeue=True, delay=delay)
+        self._report(held, "retried", level=logging.WARNING, retry_in=round(delay, 3), error=_error_line(error))
 
     async def _finish_failed(self, held: Held, error: dict[str, Any], reason: str) -> None:
         env = held.delivery.envelope
@@ -317,6 +333,8 @@ class Executor:
         self.counters.failed += 1
         dl_meta = {"error": error, "worker": self.worker_id, "attempts": env.attempt + 1}
         await self.broker.dead_letter(held.delivery, reason=reason, meta=dl_meta)
+        self._report(held, "failed", level=logging.WARNING, reason=reason, error=_error_line(error))
+        self._report(held, "dead-lettered", level=logging.WARNING, reason=reason)
 
     async def _reject_signature(self, held: Held, exc: SignatureInvalid) -> None:
         env = held.delivery.envelope
@@ -325,6 +343,8 @@ class Executor:
         self.counters.failed += 1
         await self.broker.dead_letter(held.delivery, reason=SIGNATURE_INVALID,
                                       meta={"error": str(exc), "keyId": exc.key_id, "worker": self.worker_id})
+        self._report(held, "failed", level=logging.WARNING, reason=SIGNATURE_INVALID)
+        self._report(held, "dead-lettered", level=logging.WARNING, reason=SIGNATURE_INVALID)
 
     async def _cancel(self, held: Held, reason: str, record: dict[str, Any] | None) -> None:
         env = held.delivery.envelope
@@ -334,6 +354,7 @@ class Executor:
             held.meta["revoke_reason"] = record.get("reason")
         await self.broker.ack_with_status(held.delivery, self.backend, TaskState.CANCELLED, attempt=env.attempt, meta=held.meta)
         self.counters.cancelled += 1
+        self._report(held, "cancelled", reason=reason)
 
     async def _requeue_interrupted(self, held: Held) -> None:
         env = held.delivery.envelope
@@ -344,6 +365,32 @@ class Executor:
                 await self.backend.set_status(env.id, TaskState.QUEUED, attempt=env.attempt, meta=meta)
         finally:
             await self.give_back(held)
+
+    def _report(self, held: Held, outcome: str, *, level: int = logging.INFO, reason: str | None = None,
+                **extra: Any) -> None:
+        """The outcome in the metrics and in one log line (docs/metrics.md)."""
+        env = held.delivery.envelope
+        if self.metrics is not None and outcome != "started":
+            self.metrics.task_outcome(outcome, held.queue, env.name, reason)
+        if not task_log.isEnabledFor(level):
+            return
+        duration = None
+        if outcome in ("succeeded", "failed", "retried") and held.started_mono is not None:
+            duration = round(held.runtime() or 0.0, 6)
+        details = []
+        if duration is not None:
+            details.append(f"ran {duration:.3f} s")
+        if reason is not None:
+            details.append(f"reason={reason}")
+        if "retry_in" in extra:
+            details.append(f"retry in {extra['retry_in']:g} s")
+        if extra.get("error"):
+            details.append(f"error={extra['error']}")
+        task_log.log(level, "task %s (%s) on %s attempt %d: %s%s", env.id, env.name, held.queue, env.attempt, outcome,
+                     (" " + " ".join(details)) if details else "",
+                     extra={"task_id": env.id, "task_name": env.name, "queue": held.queue, "attempt": env.attempt,
+                            "worker_id": self.worker_id, "outcome": outcome, "duration": duration, "reason": reason,
+                            **extra})
 
     async def give_back(self, held: Held) -> None:
         """Return a delivery to its queue without using up an attempt.
@@ -363,6 +410,12 @@ class Executor:
             await self.broker.ack(held.delivery)
         else:
             await self.broker.nack(held.delivery, requeue=True)
+
+
+def _error_line(error: dict[str, Any]) -> str:
+    """``Type: message`` of an ``error_info``, cut to one short field."""
+    text = f"{error.get('type')}: {error.get('message')}"
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _retrieve(future: "asyncio.Future[Any]") -> None:

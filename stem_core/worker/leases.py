@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..clock import monotonic
 from ..contract import Broker
 from ..errors import LeaseLost, StemError, Unsupported
 from .held import SETTLED, Held, HeldSet
+
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
 
 log = logging.getLogger("stem.worker")
 
@@ -36,8 +39,10 @@ LOOP_LAG_WARN_S = 1.0
 class LeaseKeeper:
     """One asyncio task renewing every held lease."""
 
-    def __init__(self, broker: Broker, held: HeldSet, *, on_lost: Callable[[Held], None]) -> None:
+    def __init__(self, broker: Broker, held: HeldSet, *, on_lost: Callable[[Held], None],
+                 metrics: "WorkerMetrics | None" = None) -> None:
         self._broker = broker
+        self._metrics = metrics
         self._held = held
         self._on_lost = on_lost
         self._wake = asyncio.Event()
@@ -110,6 +115,8 @@ class LeaseKeeper:
         except LeaseLost:
             if held.state != SETTLED:
                 held.lease_lost = True
+                if self._metrics is not None:
+                    self._metrics.leases_lost.inc()
                 self._on_lost(held)
             return
         except Unsupported:
@@ -117,6 +124,8 @@ class LeaseKeeper:
             log.warning("the %s broker refused a lease extension: renewals stop", self._broker.scheme)
             return
         except Exception as exc:  # noqa: BLE001 - a bug must not stop renewals, nor spin
+            if self._metrics is not None:
+                self._metrics.renewal_failures.inc()
             if isinstance(exc, StemError):
                 log.warning("could not renew the lease of task %s: %s", held.id, exc)
             else:
@@ -124,6 +133,8 @@ class LeaseKeeper:
             held.renew_at = monotonic() + min(RENEW_RETRY_S, held.lease_seconds / 4.0)
             return
         self.renewals += 1
+        if self._metrics is not None:
+            self._metrics.renewals.inc()
         held.schedule_renewal(deadline)
 
 

@@ -27,6 +27,7 @@ from ..clock import monotonic, utcnow
 from ..contract import WorkerHeartbeat
 from ..envelope import Delivery, validate_name
 from ..errors import StemError
+from ..logs import bind_for_context
 from ..settings import HEARTBEAT_INTERVAL_SECONDS
 from .. import signing
 from .burst import BURST_CHECK_INTERVAL_S, queues_drained
@@ -41,6 +42,7 @@ from .threads import ABANDONED_THREAD_HEADROOM, ThreadBridge
 
 if TYPE_CHECKING:
     from ..app import Stem
+    from .metrics import WorkerMetrics
 
 log = logging.getLogger("stem.worker")
 
@@ -68,6 +70,7 @@ class Worker:
         burst: bool = False,
         heartbeat_interval: float = HEARTBEAT_INTERVAL_SECONDS,
         shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
+        metrics: "WorkerMetrics | None" = None,
     ) -> None:
         self.app = app
         self.queues = [validate_name(q) for q in dict.fromkeys(queues)] if queues else app.queues()
@@ -91,6 +94,8 @@ class Worker:
         self._signals: list[int] = []
         self._running = False
         self.signer: signing.Signer | None = None
+        # Prometheus metrics (docs/metrics.md): None, or a WorkerMetrics this worker feeds.
+        self.metrics = metrics
 
     # -- public control -------------------------------------------------------------
 
@@ -130,7 +135,7 @@ class Worker:
     def _on_signal(self, name: str, mode: str) -> None:
         if self.control.stopping:
             mode = "hard"
-        log.warning("worker %s received %s: %s shutdown", self.worker_id, name, mode)
+        log.warning("worker %s received %s: %s shutdown", self.worker_id, name, mode, extra={"worker_id": self.worker_id})
         self.control.request_stop(mode)
 
     def heartbeat(self) -> WorkerHeartbeat:
@@ -145,6 +150,8 @@ class Worker:
         if self._running:
             raise StemError("this worker is already running")
         self._running = True
+        # Every line this run logs names the worker (--log-format json).
+        bind_for_context(worker_id=self.worker_id)
         # This worker's keys, fixed for its run (a key rotation rolls workers).
         self.signer = signing.current()
         if self.signer is not None and not self.signer.can_sign:
@@ -158,7 +165,7 @@ class Worker:
         self.started_at = utcnow()
         self._bridge = ThreadBridge(asyncio.get_running_loop(), max_threads=self.concurrency + ABANDONED_THREAD_HEADROOM)
         self._slots = asyncio.Semaphore(self.concurrency)
-        self.leases = LeaseKeeper(self.broker, self.held, on_lost=self._on_lease_lost)
+        self.leases = LeaseKeeper(self.broker, self.held, on_lost=self._on_lease_lost, metrics=self.metrics)
         self._executor = Executor(
             app=self.app,
             broker=self.broker,
@@ -169,7 +176,11 @@ class Worker:
             counters=self.counters,
             revocation=self.control.revocation,
             signer=self.signer,
+            metrics=self.metrics,
         )
+        if self.metrics is not None:
+            self.metrics.concurrency.set(self.concurrency)
+            self.metrics.held.set_function(lambda: len(self.held))
         background: list[asyncio.Task[Any]] = []
         try:
             if self.broker.capabilities.broadcast:
@@ -194,12 +205,18 @@ class Worker:
             fetcher = asyncio.create_task(self._fetch_supervisor())
             background.append(fetcher)
             self.ready.set()
+            if self.metrics is not None:
+                self.metrics.up.set(1)
             while not self.stopping:
                 await self.control.stop_changed.wait()
+            if self.metrics is not None:
+                self.metrics.up.set(0)
             log.info("worker %s stopping (%s)", self.worker_id, self.control.stop_mode)
             await cancel_and_wait(fetcher)
             await self._shutdown()
         finally:
+            if self.metrics is not None:
+                self.metrics.up.set(0)
             await cancel_and_wait(*background)
             await self._goodbye()
             self._bridge.close()
@@ -253,6 +270,10 @@ class Worker:
         held.handler = asyncio.create_task(self._handle(held))
 
     async def _handle(self, held: Held) -> None:
+        # This handler is an asyncio task of its own: the fields stay with its log lines
+        # (and those of the task body it starts).
+        env = held.delivery.envelope
+        bind_for_context(task_id=env.id, task_name=env.name, queue=held.queue, attempt=env.attempt)
         try:
             if self.stopping or self.control.is_paused(held.queue):
                 await self._executor.give_back(held)

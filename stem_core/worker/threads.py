@@ -10,6 +10,7 @@ handed its work back and exited.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
@@ -69,7 +70,9 @@ class ThreadBridge:
                 self._threads.append(thread)
                 self._idle += 1
                 thread.start()
-        self._jobs.put((func, args, kwargs, future))
+        # The caller's context goes along (the log fields a worker binds for the task).
+        context = contextvars.copy_context()
+        self._jobs.put((context.run, (func, *args), kwargs, future))
         return future
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = LOOP_CALL_TIMEOUT_S) -> Any:

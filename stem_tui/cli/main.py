@@ -104,7 +104,7 @@ def _root(
 
 # One module per noun (stem_tui/cli/<name>.py), each with ``register(app: typer.Typer)``.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "enqueue", "inspect", "requeue", "broadcast", "purge", "dlq", "health", "config", "worker", "tui", "demo",
+    "enqueue", "inspect", "requeue", "broadcast", "purge", "dlq", "health", "config", "worker", "metrics", "tui", "demo",
 )
 _registered = False
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import sys
 from typing import Annotated
 
@@ -19,10 +20,13 @@ import typer
 from stem_core.limits import MAX_CONCURRENCY, MAX_PREFETCH, MAX_PROCESSES
 from stem_core.app import Stem
 from stem_core.envelope import validate_name
-from stem_core.errors import InvalidName
+from stem_core.errors import ConfigurationError, InvalidName
+from stem_core.logs import ENV_LOG_FORMAT, LOG_FORMATS, JsonFormatter
 from stem_core.safetext import SafeFormatter
 from stem_core.worker import Worker
 from stem_core.worker.supervisor import Supervisor, child_argv
+from stem_core.exposition import DEFAULT_METRICS_ADDR, ENV_METRICS_ADDR, ENV_METRICS_PORT, MetricsServer
+from stem_core.worker.metrics import WorkerMetrics
 
 from .common import loop_factory, run
 from .options import CommonOptions, common_options
@@ -71,13 +75,34 @@ def parse_queues(text: str | None) -> list[str] | None:
         fail(str(exc), EXIT_USAGE)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     if level.lower() not in LOG_LEVELS:
         fail(f"--loglevel must be one of {', '.join(LOG_LEVELS)}, got {level!r}", EXIT_USAGE)
+    if log_format not in LOG_FORMATS:
+        fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}", EXIT_USAGE)
     # One visible line per record: task names and worker ids come from messages.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else SafeFormatter(LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def start_metrics(port: int, addr: str, metrics: WorkerMetrics) -> MetricsServer:
+    """The metrics server, or one line and exit 2 (port in use, bad address)."""
+    try:
+        server = MetricsServer(metrics.registry, port, addr)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}", EXIT_USAGE)
+    logging.getLogger("stem.worker").info("serving metrics on http://%s:%d/metrics", addr, server.port,
+                                          extra={"worker_id": metrics.worker_id})
+    return server
+
+
+def worker_metrics(app: Stem, worker_id: str | None) -> WorkerMetrics:
+    try:
+        return WorkerMetrics(worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}",
+                             registered=lambda name: app.registry.get(name) is not None)
+    except (ConfigurationError, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 @common_options(output=False)
@@ -93,18 +118,23 @@ def worker(
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="STEM_LOGLEVEL", help="debug, info, warning, error.")] = "info",
     loop: Annotated[str, typer.Option("--loop", envvar="STEM_LOOP", help="Event loop: auto (uvloop when installed), asyncio, uvloop.", show_envvar=True)] = "auto",
     processes: Annotated[int, typer.Option("--processes", min=1, max=MAX_PROCESSES, help="Worker processes under one supervisor, each with its own --concurrency (default 1: no supervisor).")] = 1,
+    log_format: Annotated[str, typer.Option("--log-format", envvar=ENV_LOG_FORMAT, help="Log lines: text, or json (one object per line).", show_envvar=True)] = "text",
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", envvar=ENV_METRICS_PORT, min=0, max=65535, help="Serve Prometheus metrics on this port (docs/metrics.md).", show_envvar=True)] = None,
+    metrics_addr: Annotated[str, typer.Option("--metrics-addr", envvar=ENV_METRICS_ADDR, help="Address the metrics server listens on.", show_envvar=True)] = DEFAULT_METRICS_ADDR,
     *,
     opts: CommonOptions,
 ) -> None:
     """Run a worker for the tasks of an app."""
-    configure_logging(loglevel)
+    configure_logging(loglevel, log_format.strip().lower())
     stem_app = load_app(app_path)
     queue_names = parse_queues(queues)
     heartbeat = parse_duration(heartbeat_interval, option="--heartbeat-interval")
     grace = parse_duration(shutdown_grace, option="--shutdown-grace")
     event_loop = loop_factory(loop)
     if processes > 1:
-        raise typer.Exit(supervise(processes, worker_id=worker_id, burst=burst))
+        raise typer.Exit(supervise(processes, worker_id=worker_id, burst=burst, metrics_port=metrics_port))
+    metrics = worker_metrics(stem_app, worker_id) if metrics_port is not None else None
+    server = start_metrics(metrics_port, metrics_addr, metrics) if metrics is not None and metrics_port is not None else None
 
     async def main() -> int:
         stem_app.configure(broker=opts.broker, backend=opts.backend, namespace=opts.namespace)
@@ -117,6 +147,7 @@ def worker(
             burst=burst,
             heartbeat_interval=heartbeat,
             shutdown_grace=grace,
+            metrics=metrics,
         )
         runner.install_signal_handlers()
         try:
@@ -125,17 +156,27 @@ def worker(
             await stem_app.close()
         return runner.exit_code
 
-    raise typer.Exit(run(main, loop=event_loop))
+    try:
+        code = run(main, loop=event_loop)
+    finally:
+        if server is not None:
+            server.close()
+    raise typer.Exit(code)
 
 
-def supervise(processes: int, *, worker_id: str | None, burst: bool) -> int:
+def supervise(processes: int, *, worker_id: str | None, burst: bool, metrics_port: int | None) -> int:
     """Run ``processes`` copies of this very command line (without ``--processes``) under a
     ``Supervisor``; each child gets ``--worker-id <id>-<n>`` when an id was given, else
-    its own default ``<hostname>-<pid>``."""
-    base = [sys.executable, "-m", "stem_tui.cli.main", *child_argv(sys.argv[1:], drop=("--processes", "--worker-id"))]
+    its own default ``<hostname>-<pid>``, and with ``--metrics-port P`` (flag or variable)
+    child n (from 0) serves on P + n (0: each picks a free port and logs it)."""
+    own = ("--processes", "--worker-id", "--metrics-port")
+    base = [sys.executable, "-m", "stem_tui.cli.main", *child_argv(sys.argv[1:], drop=own)]
 
     def command(index: int) -> list[str]:
-        return base + (["--worker-id", f"{worker_id}-{index + 1}"] if worker_id else [])
+        argv = base + (["--worker-id", f"{worker_id}-{index + 1}"] if worker_id else [])
+        if metrics_port is not None:
+            argv += ["--metrics-port", str(metrics_port + index if metrics_port else 0)]
+        return argv
 
     async def main() -> int:
         supervisor = Supervisor(command, processes, burst=burst)

@@ -9,6 +9,7 @@ appends ``start|finish <task id> <pid>`` lines to ``$STEM_TEST_LOG_DIR/<pid>.log
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
@@ -21,6 +22,10 @@ LOG_DIR_ENV = "STEM_TEST_LOG_DIR"
 KILL_LEASE_S = 2.0
 BLOCK_LEASE_S = 1.0
 SIDE_QUEUE = "side"
+# A task name and a message that a log line must keep intact: quotes, a newline, an
+# escape sequence, a bidi override, a backslash.
+ODD_TASK = 't.odd "quoted"\nname\x1b[31m\u202e\\'
+ODD_MESSAGE = 'he said "hi"\r\nforged: line\x07\x1b]0;title\x07 \u2028 end\\'
 
 _fd: int | None = None
 
@@ -78,6 +83,12 @@ def register(app: Stem) -> Stem:
         await asyncio.sleep(seconds)
         record("finish", ctx.task_id)
         return "done"
+
+    @app.task(name=ODD_TASK)
+    async def odd(ctx: TaskContext, message: str) -> str:
+        # A line of the task's own, with the text it was given (docs/metrics.md: JSON logs).
+        logging.getLogger("tests.app").warning("%s", message)
+        return "logged"
 
     return app
 
