@@ -85,9 +85,9 @@ app = typer.Typer(
 
 def _print_version(requested: bool) -> None:
     if requested:
-        from stem_core.version import __version__
+        from .entry import version_line
 
-        plain(f"stem {__version__}")
+        plain(version_line())
         raise typer.Exit()
 
 
@@ -120,7 +120,8 @@ def _register() -> None:
 
 
 def main() -> None:
-    """The console script. Operator commands keep library logs to errors (``stem worker``
+    """Run the CLI (the console script is ``stem_tui.cli.entry.main``, a shim in front of
+    this that needs no third-party module). Operator commands keep library logs to errors (``stem worker``
     sets up its own logging)."""
     import os
 
