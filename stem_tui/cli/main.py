@@ -52,7 +52,7 @@ class StemGroup(TyperGroup):
         argv = normalize_argv(sys.argv[1:] if args is None else args)
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+        from .internals import ClickException, NoArgsIsHelpError
 
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
