@@ -129,3 +129,25 @@ def test_version_and_python_m(tmp_path: Path, namespace: str) -> None:
     assert done.returncode == 0 and done.stdout.startswith("Usage: python -m stem_tui ") and "inspect" in done.stdout
     done = piped(["--bogus"], env)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize("argv", [["tui"], ["demo", "--duration", "1s"]], ids=" ".join)
+def test_the_tui_commands_name_their_extra_without_textual(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                           tmp_path: Path) -> None:
+    # Given an install with the cli extra but not the tui one (Textual not found)
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from stem_tui.cli.main import _register, app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name.split(".")[0] == "textual" else real(name, *a, **k))
+    _register()
+    env = {"STEM_BROKER_URL": f"sqlite:///{tmp_path / 'stem.db'}", "STEM_NAMESPACE": "textra"}
+    done = CliRunner().invoke(app, argv, env=env, prog_name="stem")
+    # Then one line names the extra, exit 2, and nothing was started
+    assert done.exit_code == 2, done.output
+    assert done.stderr.count("\n") == 1 and "pip install 'stem-queue[tui]'" in done.stderr, done.stderr
+    assert done.stdout == ""
