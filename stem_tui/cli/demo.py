@@ -76,6 +76,10 @@ def demo(
     seconds = parse_duration(duration, option="--duration") if duration else None
     if no_tui and seconds is None:
         fail("--no-tui needs --duration (e.g. --duration 30s)", EXIT_USAGE)
+    if not no_tui:
+        from .tui import require_tui
+
+        require_tui("stem demo (or run it with --no-tui)")
     namespace = opts.namespace or os.environ.get(ENV_NAMESPACE) or DEMO_NAMESPACE
     settings = settings_from(opts.broker, opts.backend, namespace)
     run(lambda: prepare(settings, fresh=fresh))

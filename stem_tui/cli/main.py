@@ -52,7 +52,7 @@ class StemGroup(TyperGroup):
         argv = normalize_argv(sys.argv[1:] if args is None else args)
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+        from .internals import ClickException, NoArgsIsHelpError
 
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
@@ -85,9 +85,9 @@ app = typer.Typer(
 
 def _print_version(requested: bool) -> None:
     if requested:
-        from stem_core.version import __version__
+        from .entry import version_line
 
-        plain(f"stem {__version__}")
+        plain(version_line())
         raise typer.Exit()
 
 
@@ -120,7 +120,8 @@ def _register() -> None:
 
 
 def main() -> None:
-    """The console script. Operator commands keep library logs to errors (``stem worker``
+    """Run the CLI (the console script is ``stem_tui.cli.entry.main``, a shim in front of
+    this that needs no third-party module). Operator commands keep library logs to errors (``stem worker``
     sets up its own logging)."""
     import os
 

@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable, Iterable, Iterator, NoReturn
 from stem_core.settings import redact_text, url_secrets
@@ -122,9 +123,29 @@ def is_terminal(stream: Any = None) -> bool:
         return False
 
 
+ENV_NO_COLOR = "NO_COLOR"
+ENV_FORCE_COLOR = "FORCE_COLOR"
+
+
+def no_color() -> bool:
+    """``NO_COLOR`` set to any non-empty value (no-color.org): no colour and no other
+    styling escape (bold, dim) anywhere, even on a terminal or with ``FORCE_COLOR``."""
+    return os.environ.get(ENV_NO_COLOR, "") != ""
+
+
+def styled(stream: Any = None) -> bool:
+    """Whether output on ``stream`` carries styles: a terminal, or ``FORCE_COLOR``
+    (non-empty) when piped; never with ``NO_COLOR``."""
+    if no_color():
+        return False
+    return is_terminal(stream) or os.environ.get(ENV_FORCE_COLOR, "") != ""
+
+
 def console(stream: Any = None, *, buffer: io.StringIO | None = None) -> Any:
     """A Console that never interprets markup or highlights data; styled only on a
-    terminal. With ``buffer`` it renders there, sized and styled as for ``stream``."""
+    terminal (or with ``FORCE_COLOR``) and never with ``NO_COLOR``. With ``buffer`` it
+    renders there, sized and styled as for ``stream``. A terminal under ``NO_COLOR`` is
+    still a terminal (``--watch`` redraws in place), only without any SGR escape."""
     import shutil
 
     from rich.console import Console
@@ -132,9 +153,12 @@ def console(stream: Any = None, *, buffer: io.StringIO | None = None) -> Any:
     stream = sys.stdout if stream is None else stream
     terminal = is_terminal(stream)
     width = shutil.get_terminal_size().columns if terminal else PIPE_WIDTH
+    # color_system=None: Rich emits no SGR at all (bold, dim too), which its own
+    # no_color (colours only) would still print.
     return Console(
         file=buffer if buffer is not None else stream, highlight=False, markup=False, emoji=False, soft_wrap=False,
-        width=width, force_terminal=terminal, no_color=not terminal,
+        width=width, force_terminal=terminal or styled(stream), no_color=not styled(stream),
+        color_system="auto" if styled(stream) else None,
     )
 
 
@@ -274,6 +298,7 @@ __all__ = [
     "lines",
     "plain",
     "neutralise",
+    "no_color",
     "print_json",
     "print_jsonl",
     "print_renderable",
@@ -281,4 +306,5 @@ __all__ = [
     "progress",
     "register_secret_url",
     "scrub",
+    "styled",
 ]

@@ -34,6 +34,18 @@ def cli_context(settings: Settings) -> list[str]:
     return out
 
 
+TUI_EXTRA = "pip install 'stem-queue[tui]'"
+
+
+def require_tui(command: str = "stem tui") -> None:
+    """A plain ``stem-queue[cli]`` install has no Textual: say which extra to install
+    (exit 2) before anything starts, instead of a ``ModuleNotFoundError`` traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("textual") is None:
+        fail(f"{command} needs its extra: {TUI_EXTRA}", EXIT_USAGE)
+
+
 def check_urls(settings: Settings) -> None:
     """A URL that can never work (unknown scheme, bad option) is a usage error now, not a
     banner retrying forever; an unreachable server is the banner's job."""
@@ -73,6 +85,7 @@ def tui(
     stale = opts.stale_seconds()
     settings = opts.settings()
     check_urls(settings)
+    require_tui()
     if not os.isatty(1):
         fail("stem tui needs a terminal (use `stem inspect ... --watch` in scripts)", EXIT_USAGE)
     run_tui(settings, read_only=read_only, low_colour=low_colour, refresh=interval, stale_after=stale)
@@ -82,4 +95,4 @@ def register(app: typer.Typer) -> None:
     app.command("tui")(tui)
 
 
-__all__ = ["ENV_READ_ONLY", "cli_context", "register", "run_tui"]
+__all__ = ["ENV_READ_ONLY", "TUI_EXTRA", "cli_context", "register", "require_tui", "run_tui"]

@@ -10,14 +10,14 @@ too, keyed like the rows, so a refresh never moves them to another message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from rich.text import Text
-from textual._two_way_dict import TwoWayDict  # pinned textual 8.2: see _resort
 from textual.binding import Binding
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
+from textual.widgets.data_table import RowDoesNotExist
 
+from .internals import DimensionsHook, invalidate_render_caches, replace_cell, set_row_order
 from .literal import literal
 
 MARK = "●"
@@ -40,7 +40,7 @@ class Row:
     order: tuple[object, ...] = ()
 
 
-class KeyedTable(DataTable[Text], inherit_bindings=False):
+class KeyedTable(DimensionsHook, DataTable[Text], inherit_bindings=False):
     """A row-cursor ``DataTable`` updated in place by row key."""
 
     # Enter belongs to the view (open / select), so its footer shows what Enter does;
@@ -103,28 +103,26 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
         """``update_cell`` repaints the whole table (``refresh()``): over SSH that is every
         line of it on each poll. A same-width change repaints only its row instead; a
         wider value goes through ``update_cell`` (the column must grow: a relayout).
-        (Private DataTable state, like ``_resort``: textual is pinned.)"""
+        (DataTable internals: ``internals.replace_cell``.)"""
         if self._wider(column_key, cell):
             self.update_cell(key, column_key, cell, update_width=True)
             return
-        self._data[RowKey(key)][ColumnKey(column_key)] = cell
-        self._update_count += 1  # the render caches are keyed by it
+        replace_cell(self, key, column_key, cell)
         # One row, not one cell: measured, a row costs fewer bytes than its changed cells
         # refreshed one by one (each region repeats cursor moves and style resets).
         self.refresh_row(self.get_row_index(key))
 
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+    def dimensions_updated(self) -> None:
         """DataTable measures new and changed cells on idle, but its line caches are keyed
         by ``_update_count``, which measuring does not bump: lines painted in between (a
         screen refresh before the idle) at the old column widths were served again until
         something else bumped it, e.g. a table of fixed size showing label-wide, cut
-        columns until the cursor moved. Bump it when a width changed. (Private
-        DataTable state, like ``_resort``: textual is pinned.)"""
-        super()._update_dimensions(new_rows)
+        columns until the cursor moved. Bump it when a width changed. (DataTable
+        internals: ``internals.DimensionsHook``.)"""
         widths = [column.content_width for column in self.ordered_columns]
         if widths != self._measured_widths:  # also catches cells re-measured just before
             self._measured_widths = widths
-            self._update_count += 1
+            invalidate_render_caches(self)
             self.refresh()
 
     def _wider(self, column_key: str, cell: Text) -> bool:
@@ -138,9 +136,7 @@ class KeyedTable(DataTable[Text], inherit_bindings=False):
         """Order rows by their ``Row.order`` (the same steps as ``DataTable.sort``, whose
         public key function sees only cell values, not the row key)."""
         order = self._order
-        ranked = sorted(self._data, key=lambda rk: order.get(rk.value or "", ()))
-        self._row_locations = TwoWayDict({rk: index for index, rk in enumerate(ranked)})
-        self._update_count += 1
+        set_row_order(self, sorted(self.rows, key=lambda rk: order.get(rk.value or "", ())))
         self.refresh()
 
     def _in_order(self, rows: Sequence[Row]) -> bool:
