@@ -181,3 +181,40 @@ def test_a_bad_app_fails_before_any_child_starts(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot import app module 'no_such_module_x'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _free_port_pair() -> int:
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise AssertionError("no two adjacent free ports")
+
+
+@pytest.mark.parametrize("process_spec", [SQLITE_SPEC], ids=lambda s: s.id, indirect=True)
+@pytest.mark.slow
+async def test_each_child_serves_its_metrics_on_the_port_plus_its_index(producer: Stem, spawn: Spawn) -> None:
+    import urllib.request
+
+    port = _free_port_pair()
+    supervisor = spawn("--processes", "2", "-c", "1", "--metrics-port", str(port), "--metrics-addr", "127.0.0.1")
+    children = await _child_heartbeats(producer, {supervisor.pid}, 2)
+
+    def scrape(p: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    pages = [await asyncio.to_thread(scrape, p) for p in (port, port + 1)]
+    ids = {line.split('worker="')[1].split('"')[0] for page in pages for line in page.splitlines()
+           if line.startswith("stem_worker_info")}
+    assert ids == set(children.values())  # two servers, one per child
+    supervisor.signal(signal.SIGTERM)
+    assert await supervisor.wait() == 0, supervisor.stderr()
