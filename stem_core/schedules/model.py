@@ -67,6 +67,7 @@ class Schedule:
     last_run: datetime | None = None
     last_task_id: str | None = None
     last_enqueued_at: datetime | None = None
+    last_error: str | None = None
     claim: dict[str, Any] | None = None
     version: int = 0
 
@@ -103,6 +104,8 @@ class Schedule:
         spec = self.parsed()
         if spec.kind == "at":
             return spec.instant
+        if spec.kind == "every":  # one interval after the anchor at the earliest
+            return spec.next_after(now, self.anchor)
         return spec.next_after(now - timedelta(microseconds=1), self.anchor)
 
     def with_definition(self, other: "Schedule", now: datetime) -> "Schedule":

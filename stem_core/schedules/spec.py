@@ -67,9 +67,19 @@ class Spec:
             k = (_us(t) - base) // step + 1
             return _from_us(base + k * step)
         croniter = _croniter()
-        local = t.astimezone(zone(self.tz))
-        it = croniter(self.expr, local, second_at_beginning=self.expr.count(" ") == 5)
-        return it.get_next(datetime).astimezone(UTC)
+        tz = zone(self.tz)
+        it = croniter(self.expr, t.astimezone(tz), second_at_beginning=self.expr.count(" ") == 5)
+        for _ in range(4):
+            found = it.get_next(datetime).astimezone(UTC)
+            # A wall time the autumn change repeats runs at its first occurrence only
+            # (unless the hour field is a wildcard: an hourly job runs every real hour).
+            if found.astimezone(tz).fold == 0 or self._hour_field() == "*":
+                return found
+        return found
+
+    def _hour_field(self) -> str:
+        fields = self.expr.split(" ")
+        return fields[2] if len(fields) == 6 else fields[1]
 
     def latest_at_or_before(self, t: datetime, first: datetime, anchor: datetime | None = None) -> datetime:
         """The latest due time in ``[first, t]`` (``first`` is one, at or before ``t``)."""
