@@ -8,6 +8,7 @@ held, exit 1). A warm or soft shutdown that completes exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -21,6 +22,7 @@ from stem_core.app import Stem
 from stem_core.envelope import validate_name
 from stem_core.errors import InvalidName
 from stem_core.safetext import SafeFormatter
+from stem_core.schedules import Beat
 from stem_core.worker import Worker
 
 from .common import loop_factory, run
@@ -91,6 +93,7 @@ def worker(
     shutdown_grace: Annotated[str, typer.Option("--shutdown-grace", help="Soft shutdown grace period, e.g. 30s.")] = "30s",
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="STEM_LOGLEVEL", help="debug, info, warning, error.")] = "info",
     loop: Annotated[str, typer.Option("--loop", envvar="STEM_LOOP", help="Event loop: auto (uvloop when installed), asyncio, uvloop.", show_envvar=True)] = "auto",
+    with_beat: Annotated[bool, typer.Option("--beat", help="Also run a beat (the stored schedules; docs/schedules.md).")] = False,
     *,
     opts: CommonOptions,
 ) -> None:
@@ -115,9 +118,14 @@ def worker(
             shutdown_grace=grace,
         )
         runner.install_signal_handlers()
+        stop = asyncio.Event()
+        beat_task = asyncio.create_task(Beat(stem_app).run(stop)) if with_beat else None
         try:
             await runner.run()
         finally:
+            stop.set()
+            if beat_task is not None:
+                await beat_task
             await stem_app.close()
         return runner.exit_code
 
