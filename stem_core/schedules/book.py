@@ -60,8 +60,9 @@ class ScheduleBook:
         return await self.backend.delete_schedule(schedule_id)
 
     async def sync(self, declared: list[Schedule]) -> list[str]:
-        """Store the code-declared schedules: create the absent ones, update those whose
-        definition changed (run state kept). Returns the ids created or changed."""
+        """Store the code-declared schedules: create the absent ones, update the code ones
+        whose definition changed (run state kept); a schedule of the same id added from
+        the CLI (``source: ops``) is left alone. Returns the ids created or changed."""
         changed: list[str] = []
         for template in declared:
             for _ in range(CAS_RETRIES):
@@ -74,8 +75,8 @@ class ScheduleBook:
                         changed.append(template.id)
                         break
                     continue
-                if current.source == "code" and current.same_definition(template):
-                    break
+                if current.source != "code" or current.same_definition(template):
+                    break  # one added from the CLI is the operator's: a code sync never changes it
                 if await self.save(current.with_definition(replace(template, source="code"), now)) is not None:
                     changed.append(template.id)
                     break

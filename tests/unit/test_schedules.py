@@ -234,3 +234,12 @@ def test_periodic_registers_task_and_schedule() -> None:
     assert stem.schedules["jobs.tick"].spec == "every 30s" and stem.schedules["jobs.tick"].catch_up == "all"
     with pytest.raises(ValueError):
         stem.schedule("bad", "jobs.tick", "every never")
+
+
+async def test_code_sync_leaves_an_ops_schedule_of_the_same_id_alone(app: Stem) -> None:
+    book = ScheduleBook(app.backend)
+    await book.create(Schedule.new("tick", "t.other", "every 1m", now=T0))
+    app.schedule("tick", "t.run", "every 10s")
+    await Beat(app, owner="b").start()
+    tick = await book.get("tick")
+    assert tick is not None and (tick.task, tick.spec, tick.source) == ("t.other", "every 1m", "ops")
