@@ -76,16 +76,29 @@ class Beat:
     async def tick(self) -> float:
         """One pass over the stored schedules; returns how long to sleep until the next."""
         soonest = self.tick_s
-        for schedule in await self.book.all():
-            for _ in range(CATCH_UP_MAX):
-                current = await self._step(schedule)
-                if current is None:
-                    break
-                schedule = current
+        for schedule in await self._all():
+            try:
+                for _ in range(CATCH_UP_MAX):
+                    current = await self._step(schedule)
+                    if current is None:
+                        break
+                    schedule = current
+            except (ValueError, KeyError, TypeError) as exc:  # one bad stored schedule never stops the others
+                log.warning("schedule %s skipped: %s: %s", schedule.id, type(exc).__name__, exc)
+                continue
             now = self.clock()
             if not schedule.paused and schedule.next_run is not None:
                 soonest = min(soonest, max(0.0, (schedule.next_run - now).total_seconds()))
         return max(0.01, soonest)
+
+    async def _all(self) -> list[Schedule]:
+        out = []
+        for version, doc in await self.app.backend.list_schedules():
+            try:
+                out.append(Schedule.from_doc(doc, version))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("stored schedule %r unreadable: %s", doc.get("id"), exc)
+        return out
 
     async def _step(self, s: Schedule) -> Schedule | None:
         """Run ``s``'s next due time if it is due; the schedule afterwards (to look again)

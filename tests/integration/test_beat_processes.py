@@ -118,3 +118,37 @@ async def test_three_beats_with_sigkills_enqueue_each_due_time_once(spec: Adapte
         await app.close()
         if spec.cleanup is not None:
             await spec.cleanup(url, namespace)
+
+
+async def test_worker_with_beat_runs_the_schedules(tmp_path: Path, namespace: str) -> None:
+    url = f"sqlite:///{tmp_path / 'stem.db'}"
+    app = Stem(broker=url, backend=url, namespace=namespace)
+    env = {k: v for k, v in os.environ.items() if k not in ("STEM_BROKER_URL", "STEM_RESULT_BACKEND_URL")}
+    env["PYTHONPATH"] = str(ROOT)
+    log = open(tmp_path / "worker.log", "wb")
+    proc = None
+    try:
+        await app.connect()
+        book = ScheduleBook(app.backend)
+        await book.create(Schedule.new("tick", "t.noop", "every 1s", now=utcnow()))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stem_tui.cli.main", "worker", "--app", "tests.worker.apps.tasks:app", "--beat",
+             "--broker", url, "--backend", url, "--namespace", namespace, "--loglevel", "info"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+        async def two_ran() -> bool:
+            s = await book.get("tick")
+            if s is None or s.last_task_id is None or s.last_run is None or s.last_run < s.anchor + timedelta(seconds=2):
+                return False
+            status = await app.backend.get_status(s.last_task_id)
+            return status is not None and status.state.value == "succeeded"
+        await eventually(two_ran, message="the worker's beat to enqueue and its worker to run the task")
+        proc.send_signal(signal.SIGTERM)
+        await eventually(lambda: proc.poll() is not None, message="the worker to exit")
+        assert proc.returncode == 0, (tmp_path / "worker.log").read_text()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        await app.close()
