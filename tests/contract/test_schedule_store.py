@@ -70,3 +70,20 @@ async def test_bad_arguments_are_value_errors(backend: ResultBackend) -> None:
         await backend.save_schedule("s", {"n": 1}, 0)
     with pytest.raises(ValueError):
         await backend.save_schedule("s", ["not", "a", "dict"], None)  # type: ignore[arg-type]
+
+
+async def test_namespaces_are_kept_apart(backend: ResultBackend, backend_spec, backend_url: str) -> None:  # type: ignore[no-untyped-def]
+    from stem_core import connect_backend
+
+    other_ns = backend.namespace + "x"
+    other = await connect_backend(backend_url, namespace=other_ns, **backend_spec.backend_options)
+    try:
+        await backend.save_schedule("s", {"ns": "one"}, None)
+        assert await other.get_schedule("s") is None
+        assert await other.list_schedules() == []
+        assert await other.save_schedule("s", {"ns": "two"}, None) == 1
+        assert await backend.get_schedule("s") == (1, {"ns": "one"})
+    finally:
+        await other.close()
+        if backend_spec.cleanup is not None:
+            await backend_spec.cleanup(backend_url, other_ns)
