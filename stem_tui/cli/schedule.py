@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stem_core.ops import Ops
+from stem_core.clock import utcnow
 from stem_core.schedules import CATCH_UP, DEFAULT_LEASE_S, Beat, Schedule
 
 from . import views
@@ -86,17 +86,11 @@ def add(
     if catch_up not in CATCH_UP:
         fail(f"--catch-up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}", EXIT_USAGE)
     try:  # checked before connecting: a bad spec is exit 2 whatever the servers do
-        Schedule.new(schedule_id, task, spec, now=_now(), args=task_args, queue=queue, tz=tz, catch_up=catch_up)
+        Schedule.new(schedule_id, task, spec, now=utcnow(), args=task_args, queue=queue, tz=tz, catch_up=catch_up)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     _act(lambda ops: ops.add_schedule(schedule_id, task, spec, args=task_args, queue=queue, tz=tz, catch_up=catch_up,
                                       paused=paused, reason=reason), "added", opts)
-
-
-def _now() -> Any:
-    from stem_core.clock import utcnow
-
-    return utcnow()
 
 
 def _simple(name: str, method: str, verb: str, doc: str) -> None:
