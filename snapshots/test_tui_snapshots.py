@@ -204,3 +204,29 @@ def test_control_replies(snap_compare: Any, store: Any, clock: FrozenClock, size
         await settle(pilot)
 
     assert snap_compare(scene_app(store, clock), terminal_size=size, run_before=steps(store, clock, "3", then=show))
+
+
+def schedule_steps(store: tuple[str, str], clock: FrozenClock, *keys: str) -> Callable[[Any], Awaitable[None]]:
+    """run_before for the Schedules view: the scene plus stored schedules, then ``6``."""
+    url, ns = store
+    inner = steps(store, clock, "6", *keys)
+
+    async def run_before(pilot: Any) -> None:
+        from stem_core import connect_backend
+        from tests.tui.seed import seed_schedules
+
+        backend = await connect_backend(url, namespace=ns)
+        try:
+            await seed_schedules(backend, clock)
+        finally:
+            await backend.close()
+        await inner(pilot)
+        await poll(pilot)
+        await settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_schedules(snap_compare: Any, store: Any, clock: FrozenClock, size: tuple[int, int]) -> None:
+    assert snap_compare(scene_app(store, clock), terminal_size=size, run_before=schedule_steps(store, clock, "down"))

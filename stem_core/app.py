@@ -33,6 +33,7 @@ from .contract import Broker, ResultBackend, TaskStatus
 from .envelope import DEFAULT_QUEUE, IGNORE_RESULT_HEADER, Envelope, delay_to_not_before, validate_name
 from .errors import ConfigurationError, InvalidEnvelope, StemError, WaitTimeout
 from .limits import ID_MAX_LENGTH, MAX_DURATION_SECONDS, MAX_RETRIES, check_int, check_seconds, check_task_name
+from .schedules.model import DEFAULT_CATCH_UP, Schedule
 from .signing import require_signer
 from .settings import (
     DEFAULT_MAX_RETRIES,
@@ -122,6 +123,8 @@ class Stem:
         # Celery's switch: tasks store no queued/running/succeeded status (failures still do).
         self.ignore_result = ignore_result
         self.registry: dict[str, Task] = {}
+        # Code-declared schedules (``periodic``/``schedule``), synced into the store by a beat.
+        self.schedules: dict[str, Schedule] = {}
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
         self._owned: list[Broker | ResultBackend] = []
@@ -294,6 +297,48 @@ class Stem:
 
         if func is not None:
             return register(func)
+        return register
+
+    def schedule(
+        self,
+        id: str,
+        task: str,
+        spec: str,
+        *,
+        args: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        tz: str = "UTC",
+        catch_up: str = DEFAULT_CATCH_UP,
+    ) -> Schedule:
+        """Declare a schedule (``every 30s``, ``cron 0 3 * * *``, ``at 2027-01-01T00:00Z``)
+        enqueuing ``task`` with ``args``; ``stem beat`` stores it on start
+        (``docs/schedules.md``). ``ValueError`` for a bad spec, zone or argument."""
+        declared = Schedule.new(id, task, spec, now=datetime.now(UTC), args=dict(args or {}), queue=queue, tz=tz,
+                                catch_up=catch_up, source="code")
+        existing = self.schedules.get(id)
+        if existing is not None and not existing.same_definition(declared):
+            raise ValueError(f"schedule id {id!r} is already declared with another definition")
+        self.schedules[id] = declared
+        return declared
+
+    def periodic(
+        self,
+        spec: str,
+        *,
+        id: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        tz: str = "UTC",
+        catch_up: str = DEFAULT_CATCH_UP,
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any]], Task]:
+        """``@app.periodic("every 30s")``: register the function as a task (``task_options``
+        as for ``@app.task``) and declare a schedule for it (id: the task name)."""
+
+        def register(fn: Callable[..., Any]) -> Task:
+            task: Task = self.task(fn, **task_options)
+            self.schedule(id or task.name, task.name, spec, args=args, tz=tz, catch_up=catch_up)
+            return task
+
         return register
 
     def queues(self) -> list[str]:

@@ -21,7 +21,7 @@ from .dialogs.confirm import ConfirmDialog
 from .dialogs.forms import BroadcastDialog, EnqueueDialog, PauseDialog
 from .dialogs.panels import ExplainDialog, PanelDialog, help_text, result_text
 from .messages import ActionFailed, ActionFinished, ExplainReady, SnapshotReady, SourceFailed, StatusReady
-from .screens import DeadView, DetailView, EventsView, LeasesView, QueuesView, WorkersView
+from .screens import DeadView, DetailView, EventsView, LeasesView, QueuesView, SchedulesView, WorkersView
 from .screens.base import WRITE_ACTIONS, ViewScreen
 from .screens.events import EventLog
 from .source import DataSource
@@ -32,7 +32,7 @@ from .widgets.palette import StemCommands
 # The footer's "updated Ns ago" is recomputed this often.
 AGE_TICK_S = 1.0
 VIEW_KEYS = (("1", "queues", "Queues"), ("2", "leases", "Leases"), ("3", "workers", "Workers"),
-             ("4", "dead", "Dead letters"), ("5", "events", "Events"))
+             ("4", "dead", "Dead letters"), ("5", "events", "Events"), ("6", "schedules", "Schedules"))
 
 
 class StemTui(App[None]):
@@ -40,7 +40,8 @@ class StemTui(App[None]):
     TITLE = "stem"
     ENABLE_COMMAND_PALETTE = True
     COMMANDS = {StemCommands}
-    MODES = {"queues": QueuesView, "leases": LeasesView, "workers": WorkersView, "dead": DeadView, "events": EventsView}
+    MODES = {"queues": QueuesView, "leases": LeasesView, "workers": WorkersView, "dead": DeadView, "events": EventsView,
+             "schedules": SchedulesView}
     DEFAULT_MODE = "queues"
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -114,7 +115,7 @@ class StemTui(App[None]):
         view.sync_chrome()
         self.tick_age()
         # Before the first snapshot the source's own start (or retry timer) polls.
-        if last is not None and last.want != want and want.view in ("leases", "detail", "dead"):
+        if last is not None and last.want != want and want.view in ("leases", "detail", "dead", "schedules"):
             self.source.refresh_now()
 
     # -- data -----------------------------------------------------------------------------

@@ -92,6 +92,9 @@ class Snapshot:
     leases: list[LeaseInfo] | None = None
     detail: QueueDetail | None = None
     dead: list[dict[str, Any]] | None = None
+    # The Schedules view: each stored schedule (``Schedule.to_dict``) with ``last_state``,
+    # the state of the task its last run enqueued.
+    schedules: list[dict[str, Any]] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     fetch_seconds: float = 0.0
 
@@ -262,7 +265,9 @@ class DataSource:
             # of latency, not three.
             overview, workers, audit = await asyncio.gather(ops.overview(), ops.workers(), ops.audit_log(AUDIT_PAGE))
             notes: dict[str, str] = {}
-            leases = detail = dead = None
+            leases = detail = dead = schedules = None
+            if want.view == "schedules":
+                schedules = await _part(notes, "schedules", self._schedules(ops))
             if want.view == "leases":
                 leases = await _part(notes, "leases", ops.leases())
             elif want.view == "detail" and want.queue is not None:
@@ -271,7 +276,18 @@ class DataSource:
                 dead = await _part(notes, "dead", self._dead_letters(ops, overview))
         history = self._record(overview)
         return Snapshot(at=overview.at, want=want, overview=overview, workers=workers, audit=audit, history=history,
-                        leases=leases, detail=detail, dead=dead, notes=notes, fetch_seconds=monotonic() - started)
+                        leases=leases, detail=detail, dead=dead, schedules=schedules, notes=notes,
+                        fetch_seconds=monotonic() - started)
+
+    async def _schedules(self, ops: Ops) -> list[dict[str, Any]]:
+        found = await ops.schedules()
+        statuses = await asyncio.gather(*(ops.backend.get_status(s.last_task_id) for s in found if s.last_task_id))
+        states = iter(statuses)
+        rows = []
+        for s in found:
+            status = next(states) if s.last_task_id else None
+            rows.append({**s.to_dict(), "last_state": status.state.value if status is not None else None})
+        return rows
 
     async def _dead_letters(self, ops: Ops, overview: Overview) -> list[dict[str, Any]]:
         # The overview's counts say which queues fill the view (up to DEAD_VIEW_MAX rows),

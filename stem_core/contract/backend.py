@@ -18,6 +18,11 @@ Rules every adapter must keep (checked by ``tests/contract/test_backend.py``):
 * Records: small JSON objects under ``(kind, key)`` with an optional TTL, used for
   persisted worker state (paused queues, revocations). Expired records are never returned.
 * Audit log: ``append_audit`` stores one record durably; ``list_audit`` is newest first.
+* Schedules (the schedule store, ``docs/schedules.md``): JSON documents under an id with an
+  integer version. ``save_schedule(id, doc, version)`` is a compare-and-set: it stores
+  ``doc`` at ``version + 1`` only while the stored version is still ``version``
+  (``None``: only when absent) and returns the new version, else None. Concurrent savers
+  of one version: exactly one wins. ``list_schedules`` is sorted by id.
 
 Errors: only ``stem_core.errors`` types; an unreachable server is ``BackendUnavailable``.
 """
@@ -274,6 +279,33 @@ class ResultBackend(ABC):
         check_page(limit, offset)
         return await self._list_audit(limit, offset)
 
+    # -- schedules (the schedule store) ---------------------------------------------
+
+    async def get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+        """``(version, document)`` of a schedule, or None."""
+        _check_id(schedule_id)
+        return await self._get_schedule(schedule_id)
+
+    async def list_schedules(self) -> list[tuple[int, dict[str, Any]]]:
+        """Every schedule as ``(version, document)``, sorted by id."""
+        return await self._list_schedules()
+
+    async def save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
+        """Compare-and-set: store ``doc`` when the stored version is ``version`` (None:
+        when there is none); the new version, or None when another writer came first."""
+        _check_id(schedule_id)
+        if not isinstance(doc, dict):
+            raise ValueError("schedule document must be a dict")
+        check_json(doc, "schedule")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            raise ValueError(f"schedule version must be an integer >= 1 or None, got {version!r}")
+        return await self._save_schedule(schedule_id, doc, version)
+
+    async def delete_schedule(self, schedule_id: str, version: int | None = None) -> bool:
+        """Delete (only at ``version`` when given); True when something was deleted."""
+        _check_id(schedule_id)
+        return await self._delete_schedule(schedule_id, version)
+
     # -- primitives -----------------------------------------------------------------
 
     @abstractmethod
@@ -334,6 +366,18 @@ class ResultBackend(ABC):
 
     @abstractmethod
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def _get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None: ...
+
+    @abstractmethod
+    async def _list_schedules(self) -> list[tuple[int, dict[str, Any]]]: ...
+
+    @abstractmethod
+    async def _save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None: ...
+
+    @abstractmethod
+    async def _delete_schedule(self, schedule_id: str, version: int | None) -> bool: ...
 
 
 def _check_id(value: object) -> None:

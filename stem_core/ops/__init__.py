@@ -21,6 +21,7 @@ from .models import (
     jsonable,
 )
 from .rates import RATE_WINDOW_S, RateTracker, Sample
+from .schedules import ScheduleExists, UnknownSchedule
 from .verdict import Verdict, queue_verdict
 
 __all__ = [
@@ -41,8 +42,10 @@ __all__ = [
     "RATE_WINDOW_S",
     "RateTracker",
     "STALE_AFTER_S",
+    "ScheduleExists",
     "Sample",
     "UnknownQueue",
+    "UnknownSchedule",
     "Verdict",
     "WorkerInfo",
     "default_actor",

@@ -19,6 +19,7 @@ callers share persisted samples (``docs/ops.md``).
     audit       the audit wrapper every action goes through, and the audit log
     actions     requeue, replay, purge, remove
     dispatcher  pause, resume, broadcast, broadcast_raw, enqueue, enqueue_many
+    scheduler   schedules, schedule; add/remove/pause/resume/run-now of a schedule
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .explain import Explainer
 from .history import RateHistory
 from .inspect import Inspector
 from .rates import RateTracker
+from .schedules import ScheduleOps
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,6 +92,7 @@ class Ops:
         self.audit = AuditTrail(backend, actor=self.actor, namespace=broker.namespace, broker=broker.scheme)
         self.actions = Actions(broker, self.directory, self.inspector, self.audit)
         self.dispatcher = Dispatcher(broker, backend, self.directory, self.audit, actor=self.actor)
+        self.scheduler = ScheduleOps(broker, backend, self.audit, clock or system_now, self.dispatcher.app)
 
     @classmethod
     async def open(
@@ -164,6 +167,15 @@ class Ops:
     broadcast_raw = _on("dispatcher", Dispatcher.broadcast_raw)
     enqueue = _on("dispatcher", Dispatcher.enqueue)
     enqueue_many = _on("dispatcher", Dispatcher.enqueue_many)
+
+    # -- schedules (docs/schedules.md) ------------------------------------------------------
+    schedules = _on("scheduler", ScheduleOps.schedules)
+    schedule = _on("scheduler", ScheduleOps.schedule)
+    add_schedule = _on("scheduler", ScheduleOps.add_schedule)
+    remove_schedule = _on("scheduler", ScheduleOps.remove_schedule)
+    pause_schedule = _on("scheduler", ScheduleOps.pause_schedule)
+    resume_schedule = _on("scheduler", ScheduleOps.resume_schedule)
+    run_schedule_now = _on("scheduler", ScheduleOps.run_schedule_now)
 
 
 async def _close_both(broker: Broker, backend: ResultBackend) -> None:

@@ -96,6 +96,14 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "broadcast-raw": lambda a: ["stem", "broadcast", "--channel", _q(a["channel"]), _q(a["task"]), "--args",
                                 _q(json.dumps(a.get("args") or {}, separators=(",", ":")))],
     "enqueue": lambda a: _enqueue(a) if "task" in a else [],
+    "schedule-add": lambda a: ["stem", "schedule", "add", _q(a["id"]), _q(a["task"]), _q(a["spec"])]
+    + (["--args", _q(json.dumps(a["args"], separators=(",", ":")))] if a.get("args") else [])
+    + _flags([("--queue", a.get("queue")), ("--tz", a.get("tz") if a.get("tz") != "UTC" else None),
+              ("--catch-up", a.get("catch_up") if a.get("catch_up") != "one" else None), ("--paused", a.get("paused"))]),
+    "schedule-remove": lambda a: ["stem", "schedule", "remove", _q(a["id"])],
+    "schedule-pause": lambda a: ["stem", "schedule", "pause", _q(a["id"])],
+    "schedule-resume": lambda a: ["stem", "schedule", "resume", _q(a["id"])],
+    "schedule-run-now": lambda a: ["stem", "schedule", "run-now", _q(a["id"])],
 }
 
 

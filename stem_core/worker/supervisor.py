@@ -188,15 +188,17 @@ class Supervisor:
         return worst
 
 
-def child_argv(argv: Sequence[str], drop: Sequence[str]) -> list[str]:
+def child_argv(argv: Sequence[str], drop: Sequence[str], flags: Sequence[str] = ()) -> list[str]:
     """``argv`` without the options named in ``drop`` (each with its value, in either the
-    ``--opt value`` or the ``--opt=value`` form): the supervisor's own command line made
-    into its children's."""
+    ``--opt value`` or the ``--opt=value`` form) and the value-less ``flags``: the
+    supervisor's own command line made into its children's."""
     out: list[str] = []
     skip = False
     for token in argv:
         if skip:
             skip = False
+            continue
+        if token in flags:
             continue
         name, eq, _ = token.partition("=")
         if name in drop:

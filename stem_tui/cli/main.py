@@ -104,7 +104,7 @@ def _root(
 
 # One module per noun (stem_tui/cli/<name>.py), each with ``register(app: typer.Typer)``.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "enqueue", "inspect", "requeue", "broadcast", "purge", "dlq", "health", "config", "worker", "metrics", "tui", "demo",
+    "enqueue", "inspect", "requeue", "broadcast", "purge", "dlq", "health", "config", "worker", "metrics", "schedule", "tui", "demo",
 )
 _registered = False
 
@@ -128,7 +128,7 @@ def main() -> None:
     from .output import ENV_LOGLEVEL, quiet_library_logs
 
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    if command != "worker":
+    if command not in ("worker", "beat"):
         quiet_library_logs(os.environ.get(ENV_LOGLEVEL))
     _register()
     app()

@@ -8,6 +8,7 @@ held, exit 1). A warm or soft shutdown that completes exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -23,6 +24,7 @@ from stem_core.envelope import validate_name
 from stem_core.errors import ConfigurationError, InvalidName
 from stem_core.logs import ENV_LOG_FORMAT, LOG_FORMATS, JsonFormatter
 from stem_core.safetext import SafeFormatter
+from stem_core.schedules import Beat
 from stem_core.worker import Worker
 from stem_core.worker.supervisor import Supervisor, child_argv
 from stem_core.exposition import DEFAULT_METRICS_ADDR, ENV_METRICS_ADDR, ENV_METRICS_PORT, MetricsServer
@@ -121,6 +123,7 @@ def worker(
     log_format: Annotated[str, typer.Option("--log-format", envvar=ENV_LOG_FORMAT, help="Log lines: text, or json (one object per line).", show_envvar=True)] = "text",
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", envvar=ENV_METRICS_PORT, min=0, max=65535, help="Serve Prometheus metrics on this port (docs/metrics.md).", show_envvar=True)] = None,
     metrics_addr: Annotated[str, typer.Option("--metrics-addr", envvar=ENV_METRICS_ADDR, help="Address the metrics server listens on.", show_envvar=True)] = DEFAULT_METRICS_ADDR,
+    with_beat: Annotated[bool, typer.Option("--beat", help="Also run a beat (the stored schedules; docs/schedules.md).")] = False,
     *,
     opts: CommonOptions,
 ) -> None:
@@ -132,7 +135,8 @@ def worker(
     grace = parse_duration(shutdown_grace, option="--shutdown-grace")
     event_loop = loop_factory(loop)
     if processes > 1:
-        raise typer.Exit(supervise(processes, worker_id=worker_id, burst=burst, metrics_port=metrics_port))
+        raise typer.Exit(supervise(processes, worker_id=worker_id, burst=burst, metrics_port=metrics_port,
+                                    with_beat=with_beat))
     metrics = worker_metrics(stem_app, worker_id) if metrics_port is not None else None
     server = start_metrics(metrics_port, metrics_addr, metrics) if metrics is not None and metrics_port is not None else None
 
@@ -150,9 +154,14 @@ def worker(
             metrics=metrics,
         )
         runner.install_signal_handlers()
+        stop = asyncio.Event()
+        beat_task = asyncio.create_task(Beat(stem_app).run(stop)) if with_beat else None
         try:
             await runner.run()
         finally:
+            stop.set()
+            if beat_task is not None:
+                await beat_task
             await stem_app.close()
         return runner.exit_code
 
@@ -164,16 +173,21 @@ def worker(
     raise typer.Exit(code)
 
 
-def supervise(processes: int, *, worker_id: str | None, burst: bool, metrics_port: int | None) -> int:
+def supervise(processes: int, *, worker_id: str | None, burst: bool, metrics_port: int | None,
+              with_beat: bool = False) -> int:
     """Run ``processes`` copies of this very command line (without ``--processes``) under a
     ``Supervisor``; each child gets ``--worker-id <id>-<n>`` when an id was given, else
     its own default ``<hostname>-<pid>``, and with ``--metrics-port P`` (flag or variable)
-    child n (from 0) serves on P + n (0: each picks a free port and logs it)."""
+    child n (from 0) serves on P + n (0: each picks a free port and logs it). ``--beat``
+    goes to the first child only: one beat per supervisor is enough (beats are safe to
+    run in any number, but N of them would only wait on each other's claims)."""
     own = ("--processes", "--worker-id", "--metrics-port")
-    base = [sys.executable, "-m", "stem_tui.cli.main", *child_argv(sys.argv[1:], drop=own)]
+    base = [sys.executable, "-m", "stem_tui.cli.main", *child_argv(sys.argv[1:], drop=own, flags=("--beat",))]
 
     def command(index: int) -> list[str]:
         argv = base + (["--worker-id", f"{worker_id}-{index + 1}"] if worker_id else [])
+        if with_beat and index == 0:
+            argv.append("--beat")
         if metrics_port is not None:
             argv += ["--metrics-port", str(metrics_port + index if metrics_port else 0)]
         return argv

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # Actions that change broker or worker state, wherever they are bound.
 WRITE_ACTIONS = frozenset({
     "requeue", "requeue_stuck", "replay", "replay_all", "purge", "purge_dead", "remove", "pause_queue",
-    "enqueue", "broadcast", "broadcast_worker",
+    "enqueue", "broadcast", "broadcast_worker", "pause_schedule", "resume_schedule", "run_schedule",
 })
 
 

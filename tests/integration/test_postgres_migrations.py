@@ -18,7 +18,7 @@ from tests.specs.postgres import URL, drop_namespace
 
 EXPECTED_TABLES = {
     "jobs", "queue_counts", "dead_letters", "broadcasts", "subscribers", "migrations",
-    "statuses", "heartbeats", "records", "audit",
+    "statuses", "heartbeats", "records", "audit", "schedules",
 }
 EXPECTED_INDEXES = {
     "jobs_ready", "jobs_delayed", "jobs_leased", "jobs_msg_id", "dead_letters_age", "broadcasts_channel",

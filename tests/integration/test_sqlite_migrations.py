@@ -16,7 +16,7 @@ from stem_core.errors import ConfigurationError
 
 EXPECTED_TABLES = {
     "schema_version", "jobs", "queue_counts", "dead_letters", "broadcasts", "subscribers",
-    "statuses", "status_events", "heartbeats", "records", "audit", "sqlite_sequence",
+    "statuses", "status_events", "heartbeats", "records", "audit", "sqlite_sequence", "schedules",
 }
 EXPECTED_INDEXES = {
     "jobs_ready", "jobs_delayed", "jobs_leased", "jobs_msg_id", "dead_letters_age", "broadcasts_channel",

@@ -185,3 +185,31 @@ async def seed(url: str, namespace: str, clock: FrozenClock, *, hostile: bool = 
 
 __all__ = ["FROZEN_AT", "FrozenClock", "HOSTILE_ARG", "HOSTILE_NAME", "Scene", "claim", "freeze", "make_app", "memory_url",
            "poll", "seed", "task_id"]
+
+
+async def seed_schedules(backend: ResultBackend, clock: FrozenClock) -> None:
+    """Four stored schedules at fixed generations (so their task ids are stable): a cron
+    in Paris that succeeded, a code-declared interval running now, a paused one whose
+    last run failed, and a one-off still to come."""
+    from dataclasses import replace
+
+    from stem_core.schedules import Schedule, ScheduleBook
+
+    now = clock()
+    book = ScheduleBook(backend, clock=clock)
+    items = [
+        (replace(Schedule.new("nightly-report", "report.build", "cron 0 3 * * *", now=now, tz="Europe/Paris",
+                              args={"kind": "daily"}), generation="g1"), 6 * 3600.0, "succeeded"),
+        (replace(Schedule.new("cleanup.tick", "cleanup.tick", "every 30s", now=now, source="code"), generation="g2"),
+         20.0, "running"),
+        (replace(Schedule.new("crm.sync", "crm.sync", "every 5m", now=now, paused=True, catch_up="all"),
+                 generation="g3"), 420.0, "failed"),
+        (replace(Schedule.new("launch", "launch.go", "at 2027-01-01T00:00Z", now=now, catch_up="none"),
+                 generation="g4"), None, None),
+    ]
+    for n, (schedule, ago, state) in enumerate(items):
+        if ago is not None:
+            last = now - timedelta(seconds=ago)
+            schedule = replace(schedule, last_run=last, last_task_id=task_id(900 + n), last_enqueued_at=last)
+            await backend.set_status(task_id(900 + n), state, meta={"task": schedule.task, "queue": "default"})
+        await book.create(schedule)

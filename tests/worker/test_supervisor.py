@@ -48,6 +48,11 @@ def test_child_argv_drops_the_supervisor_options_in_both_forms() -> None:
     assert child_argv(argv, ("--processes", "--worker-id")) == ["worker", "--app", "m:app", "-c", "2", "--burst"]
 
 
+def test_child_argv_drops_flags_without_eating_the_next_token() -> None:
+    argv = ["worker", "--beat", "--app", "m:app", "--processes", "2"]
+    assert child_argv(argv, ("--processes",), flags=("--beat",)) == ["worker", "--app", "m:app"]
+
+
 def test_child_argv_keeps_options_that_only_start_alike() -> None:
     assert child_argv(["worker", "--processes-x", "1"], ("--processes",)) == ["worker", "--processes-x", "1"]
 

@@ -66,6 +66,7 @@ class MemoryResultStore:
         # (kind, key) -> (record JSON, monotonic expiry or None, POSIX time written)
         self.records: dict[tuple[str, str], tuple[str, float | None, float]] = {}
         self.audit: list[str] = []
+        self.schedules: dict[str, tuple[int, str]] = {}  # id -> (version, document JSON)
         self.audit_times: list[float] = []  # monotonic append time of each audit record
         self._version = 0
 
@@ -304,6 +305,38 @@ class MemoryBackend(ResultBackend):
         with self._store.lock:
             entry = self._store.records.pop((kind, key), None)
         return entry is not None and (entry[1] is None or entry[1] > monotonic())
+
+    async def _get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+        self._check_open()
+        with self._store.lock:
+            entry = self._store.schedules.get(schedule_id)
+        return (entry[0], json.loads(entry[1])) if entry is not None else None
+
+    async def _list_schedules(self) -> list[tuple[int, dict[str, Any]]]:
+        self._check_open()
+        with self._store.lock:
+            entries = sorted(self._store.schedules.items())
+        return [(version, json.loads(text)) for _, (version, text) in entries]
+
+    async def _save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
+        self._check_open()
+        text = json.dumps(doc)
+        with self._store.lock:
+            current = self._store.schedules.get(schedule_id)
+            if (current[0] if current is not None else None) != version:
+                return None
+            new = (version or 0) + 1
+            self._store.schedules[schedule_id] = (new, text)
+        return new
+
+    async def _delete_schedule(self, schedule_id: str, version: int | None) -> bool:
+        self._check_open()
+        with self._store.lock:
+            current = self._store.schedules.get(schedule_id)
+            if current is None or (version is not None and current[0] != version):
+                return False
+            del self._store.schedules[schedule_id]
+        return True
 
     async def _append_audit(self, record: dict[str, Any]) -> None:
         self._check_open()

@@ -493,3 +493,25 @@ DELETE FROM {schema}.heartbeats WHERE expires_at <= now();
 
 -- name: cleanup_records
 DELETE FROM {schema}.records WHERE expires_at <= now();
+
+-- ------------------------------------------------------------------ results: schedules
+
+-- name: get_schedule
+SELECT version, doc FROM {schema}.schedules WHERE id = %(id)s;
+
+-- name: list_schedules
+SELECT version, doc FROM {schema}.schedules ORDER BY id;
+
+-- name: insert_schedule
+-- Only when absent: a second creator gets no row back.
+INSERT INTO {schema}.schedules (id, version, doc) VALUES (%(id)s, 1, %(doc)s::jsonb)
+    ON CONFLICT (id) DO NOTHING RETURNING version;
+
+-- name: update_schedule
+-- Compare-and-set on the version read (no row back: another writer came first).
+UPDATE {schema}.schedules SET version = version + 1, doc = %(doc)s::jsonb
+ WHERE id = %(id)s AND version = %(version)s RETURNING version;
+
+-- name: delete_schedule
+DELETE FROM {schema}.schedules WHERE id = %(id)s AND (%(version)s::bigint IS NULL OR version = %(version)s::bigint)
+    RETURNING id;

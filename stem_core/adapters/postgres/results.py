@@ -321,6 +321,28 @@ class PostgresBackend(ResultBackend):
         rows = await self._check_open().fetch(self._q.list_audit, {"limit": limit, "offset": offset})
         return [row[0] for row in rows]
 
+    # -- schedules ------------------------------------------------------------------
+
+    async def _get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+        rows = await self._check_open().fetch(self._q.get_schedule, {"id": schedule_id})
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    async def _list_schedules(self) -> list[tuple[int, dict[str, Any]]]:
+        rows = await self._check_open().fetch(self._q.list_schedules)
+        return [(int(version), doc) for version, doc in rows]
+
+    async def _save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
+        db = self._check_open()
+        if version is None:
+            rows = await db.fetch(self._q.insert_schedule, {"id": schedule_id, "doc": dumps(doc)})
+        else:
+            rows = await db.fetch(self._q.update_schedule, {"id": schedule_id, "doc": dumps(doc), "version": version})
+        return int(rows[0][0]) if rows else None
+
+    async def _delete_schedule(self, schedule_id: str, version: int | None) -> bool:
+        rows = await self._check_open().fetch(self._q.delete_schedule, {"id": schedule_id, "version": version})
+        return bool(rows)
+
 
 def status_row(write: StatusWrite) -> tuple[Any, ...]:
     """One write as a row of ``status_upsert``/``statuses_upsert`` (queries.sql): ``(task_id, state, payload

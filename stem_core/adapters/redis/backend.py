@@ -345,6 +345,18 @@ class RedisBackend(ResultBackend):
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         return await self._records.list_audit(limit, offset)
 
+    async def _get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+        return await self._records.get_schedule(schedule_id)
+
+    async def _list_schedules(self) -> list[tuple[int, dict[str, Any]]]:
+        return await self._records.list_schedules()
+
+    async def _save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
+        return await self._records.save_schedule(schedule_id, doc, version)
+
+    async def _delete_schedule(self, schedule_id: str, version: int | None) -> bool:
+        return await self._records.delete_schedule(schedule_id, version)
+
 
 class SharedBackend:
     """Finds the result backend that shares a broker's server and database, whose

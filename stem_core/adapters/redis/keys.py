@@ -114,7 +114,7 @@ class ResultKeys:
     ``rec:<kind>``/``recx:<kind>``/``recw:<kind>`` records; ``audit``."""
 
     __slots__ = ("prefix", "index", "expiries", "all", "version", "states", "status_keys", "packed_status_keys",
-                 "watch_prefix", "heartbeats", "audit")
+                 "watch_prefix", "heartbeats", "audit", "schedules", "schedule_versions")
 
     def __init__(self, namespace: str) -> None:
         p = self.prefix = results_prefix(namespace)
@@ -126,6 +126,8 @@ class ResultKeys:
         self.watch_prefix = p + "w:"
         self.heartbeats = p + "hbs"
         self.audit = p + "audit"
+        # The schedule store: id -> document JSON, id -> version (results_schedule_*.lua).
+        self.schedules, self.schedule_versions = p + "sched", p + "schedv"
 
     def status(self, task_id: str) -> str:
         return self.prefix + "s:" + task_id

@@ -131,5 +131,34 @@ class RedisRecords:
             rows = await self._conn.client.lrange(self._keys.audit, offset, offset + limit - 1)
         return [json.loads(r) for r in rows]
 
+    # -- schedules ------------------------------------------------------------------
+
+    async def get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.hget(self._keys.schedule_versions, schedule_id)
+                pipe.hget(self._keys.schedules, schedule_id)
+                version, raw = await pipe.execute()
+        return (int(version), json.loads(raw)) if version is not None and raw is not None else None
+
+    async def list_schedules(self) -> list[tuple[int, dict[str, Any]]]:
+        with self._conn.guard:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._keys.schedule_versions)
+                pipe.hgetall(self._keys.schedules)
+                versions, docs = await pipe.execute()
+        versions = {text(k): int(v) for k, v in versions.items()}
+        rows = sorted((text(k), v) for k, v in docs.items() if text(k) in versions)
+        return [(versions[key], json.loads(raw)) for key, raw in rows]
+
+    async def save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
+        keys = [self._keys.schedules, self._keys.schedule_versions]
+        new = await self._conn.call("results_schedule_save", keys, [schedule_id, "" if version is None else str(version), dumps(doc)])
+        return int(new) if new is not None else None
+
+    async def delete_schedule(self, schedule_id: str, version: int | None) -> bool:
+        keys = [self._keys.schedules, self._keys.schedule_versions]
+        return bool(await self._conn.call("results_schedule_delete", keys, [schedule_id, "" if version is None else str(version)]))
+
 
 __all__ = ["AUDIT_MAX_ENTRIES", "RedisRecords"]

@@ -159,6 +159,20 @@ class SQLiteBackend(ResultBackend):
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         return await self._db.run(store.list_audit, self.namespace, limit, offset)
 
+    # -- schedules ------------------------------------------------------------------
+
+    async def _get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+        return await self._db.run(store.get_schedule, self.namespace, schedule_id)
+
+    async def _list_schedules(self) -> list[tuple[int, dict[str, Any]]]:
+        return await self._db.run(store.list_schedules, self.namespace)
+
+    async def _save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
+        return await self._db.run(store.save_schedule, self.namespace, schedule_id, doc, version)
+
+    async def _delete_schedule(self, schedule_id: str, version: int | None) -> bool:
+        return await self._db.run(store.delete_schedule, self.namespace, schedule_id, version)
+
 
 def fused_statuses(backend: ResultBackend, db: SQLiteDatabase, writes: list[StatusWrite]) -> store.StatusWrites | None:
     """``writes`` ready to ride in a broker's transaction on ``db`` when ``backend`` is a

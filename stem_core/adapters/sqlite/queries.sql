@@ -392,3 +392,22 @@ DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ns = :ns ORDER BY id L
 
 -- name: audit_page
 SELECT body FROM audit WHERE ns = :ns ORDER BY id DESC LIMIT :limit OFFSET :offset;
+
+-- ------------------------------------------------------------------ results: schedules
+
+-- name: schedule_get
+SELECT version, doc FROM schedules WHERE ns = :ns AND id = :id;
+
+-- name: schedule_list
+SELECT version, doc FROM schedules WHERE ns = :ns ORDER BY id;
+
+-- name: schedule_insert
+-- Only when absent: a second creator changes nothing (rowcount 0).
+INSERT OR IGNORE INTO schedules (ns, id, version, doc) VALUES (:ns, :id, 1, :doc);
+
+-- name: schedule_update
+-- Compare-and-set on the version read (rowcount 0: another writer came first).
+UPDATE schedules SET version = version + 1, doc = :doc WHERE ns = :ns AND id = :id AND version = :version;
+
+-- name: schedule_delete
+DELETE FROM schedules WHERE ns = :ns AND id = :id AND (:version IS NULL OR version = :version);

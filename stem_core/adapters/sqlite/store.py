@@ -233,3 +233,31 @@ __all__ = [
     "set_statuses",
     "watch_start",
 ]
+
+
+# -- schedules (the schedule store) ------------------------------------------------------
+
+
+def get_schedule(conn: Any, ns: str, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+    row = conn.execute(Q.schedule_get, {"ns": ns, "id": schedule_id}).fetchone()
+    return (row[0], json.loads(row[1])) if row is not None else None
+
+
+def list_schedules(conn: Any, ns: str) -> list[tuple[int, dict[str, Any]]]:
+    return [(version, json.loads(doc)) for version, doc in conn.execute(Q.schedule_list, {"ns": ns}).fetchall()]
+
+
+def save_schedule(conn: Any, ns: str, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
+    """Compare-and-set on ``version`` (None: insert only when absent); the new version or None."""
+    body = dumps(doc)
+    with immediate(conn):
+        if version is None:
+            done = conn.execute(Q.schedule_insert, {"ns": ns, "id": schedule_id, "doc": body}).rowcount
+        else:
+            done = conn.execute(Q.schedule_update, {"ns": ns, "id": schedule_id, "doc": body, "version": version}).rowcount
+    return (version or 0) + 1 if done == 1 else None
+
+
+def delete_schedule(conn: Any, ns: str, schedule_id: str, version: int | None) -> bool:
+    with immediate(conn):
+        return conn.execute(Q.schedule_delete, {"ns": ns, "id": schedule_id, "version": version}).rowcount == 1
