@@ -64,8 +64,10 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
         elif kind == "drain":
             drains.append(event)
 
-    completed = set(acks)
-    dead_ids = set(dead)
+    # A worker killed between its ack and the ack's record leaves no ack line: a final
+    # status of succeeded (written before the ack) after an empty drain counts too.
+    completed = set(acks) | {i for i, state in statuses.items() if state == "succeeded"}
+    dead_ids = set(dead) | {i for i, state in statuses.items() if state == "failed"}
     seen = set(starts) | completed | dead_ids
     lost = confirmed - completed - dead_ids
     unexpected = seen - set(invoked)
@@ -92,11 +94,12 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     for task_id, inv in invoked.items():
         expect = inv.get("expect", "ok")
         if expect == "ok" and task_id in dead_ids and task_id not in completed:
-            wrong_outcome[task_id] = f"dead-lettered ({dead[task_id][0].get('reason')}), expected to complete"
+            reason = dead[task_id][0].get("reason") if dead.get(task_id) else "status failed"
+            wrong_outcome[task_id] = f"dead-lettered ({reason}), expected to complete"
         elif expect == "dead":
             if task_id in completed:
                 wrong_outcome[task_id] = "completed, expected a dead letter"
-            elif task_id in dead_ids and inv.get("reason") and dead[task_id][0].get("reason") != inv["reason"]:
+            elif dead.get(task_id) and inv.get("reason") and dead[task_id][0].get("reason") != inv["reason"]:
                 wrong_outcome[task_id] = f"dead-lettered as {dead[task_id][0].get('reason')}, expected {inv['reason']}"
 
     wrong_status: dict[str, str] = {}

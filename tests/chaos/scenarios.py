@@ -1,0 +1,101 @@
+"""The scenarios of issue 18 (docs/reliability.md, "Scenarios"): each drives one ``Run``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from tests.chaos.runner import Run, rng_for
+from tests.chaos.tasks import LEASE_S
+
+# The redelivery of a frozen worker's task may come this much earlier than a full lease
+# after its start (the claim precedes the start a little).
+LEASE_SLACK_S = 0.25
+READY_TIMEOUT_S = 60.0
+
+
+def _of(events: list[dict[str, Any]], type_: str, pid: int | None = None, prefix: str = "") -> set[str]:
+    return {e["id"] for e in events if e["type"] == type_ and (pid is None or e["pid"] == pid)
+            and not e.get("error") and str(e.get("id", "")).startswith(prefix)}
+
+
+async def _ready(run: Run, *pids: int) -> None:
+    wanted = set(pids)
+    await run.until(lambda ev: wanted <= {e["pid"] for e in ev if e["type"] == "ready"}, READY_TIMEOUT_S,
+                    f"workers {sorted(wanted)} ready")
+
+
+async def worker_kills(run: Run, spec: Any) -> None:
+    """1. A random worker of four SIGKILLed every 2 s while the producer runs."""
+    p = run.profile
+    total = max(100, int(p.kill_tasks * spec.load))
+    workers = [run.worker("-c", "4") for _ in range(p.kill_workers)]
+    await _ready(run, *(w.pid for w in workers))
+    producer = run.producer(total, seconds=p.kill_seconds * 0.8)
+    rng = rng_for(run)
+    kills = 0
+    end = time.monotonic() + p.kill_seconds
+    while time.monotonic() + p.kill_every <= end:
+        await asyncio.sleep(p.kill_every)
+        victim = workers.pop(rng.randrange(len(workers)))
+        run.kill(victim)
+        kills += 1
+        workers.append(run.worker("-c", "4"))
+    await run.drained(p.drain_timeout)
+    await _ready(run, *(w.pid for w in workers))  # a just-spawned worker handles SIGTERM once up
+    await run.stop([producer, *workers])
+    await run.record_final_state()
+    run.extra.update(tasks=total, kills=kills)
+    if kills < int(p.kill_seconds / p.kill_every) - 1:
+        run.problems.append(f"only {kills} kills")
+
+
+async def worker_pause(run: Run, spec: Any) -> None:
+    """2. A worker SIGSTOPped for 2 x the lease with tasks in their bodies, then SIGCONTed:
+    each task is redelivered after its lease, and the frozen worker's late acks and status
+    writes change nothing (the checker's final-status check, no third start)."""
+    p = run.profile
+    gaps: list[float] = []
+    late_acks = 0
+    for round_ in range(p.pause_rounds):
+        prefix = f"r{round_}-"
+        frozen = run.worker("-c", str(max(4, p.pause_tasks)))
+        await _ready(run, frozen.pid)
+        run.producer(p.pause_tasks, sleep=1.5, prefix=prefix[:-1], batch=p.pause_tasks)
+        await run.until(lambda ev: len(_of(ev, "start", frozen.pid, prefix)) == p.pause_tasks, 60,
+                        "the first worker running every task")
+        run.pause(frozen)
+        paused_at = time.monotonic()
+        other = run.worker("-c", str(max(4, p.pause_tasks)))
+        await run.until(lambda ev: len(_of(ev, "ack", other.pid, prefix)) == p.pause_tasks, 90,
+                        "the second worker completing every redelivered task")
+        await asyncio.sleep(max(0.0, paused_at + 2 * LEASE_S - time.monotonic()))
+        run.resume(frozen)
+        # The frozen bodies finish and settle late, against fenced receipts.
+        await run.until(lambda ev: len({e["id"] for e in ev if e["type"] == "ack" and e["pid"] == frozen.pid
+                                        and e["id"].startswith(prefix)}) == p.pause_tasks, 30,
+                        "the frozen worker's late acks")
+        await asyncio.sleep(LEASE_S + 1.0)  # time for a (wrong) third delivery to show
+        await run.stop([frozen, other])
+        events = run.events()
+        late_acks += len({e["id"] for e in events if e["type"] == "ack" and e["pid"] == frozen.pid
+                          and e["id"].startswith(prefix)})
+        starts: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            if e["type"] == "start" and e["id"].startswith(prefix):
+                starts.setdefault(e["id"], []).append(e)
+        for task_id, runs in sorted(starts.items()):
+            if len(runs) != 2:
+                run.problems.append(f"{task_id} started {len(runs)} times, expected 2 (frozen, then redelivered)")
+                continue
+            gap = runs[1]["t"] - runs[0]["t"]
+            gaps.append(gap)
+            if gap < LEASE_S - LEASE_SLACK_S:
+                run.problems.append(f"{task_id} was redelivered {gap:.2f} s after its start, before its lease")
+    await run.record_final_state()
+    run.extra.update(rounds=p.pause_rounds, late_acks=late_acks,
+                     redelivery_gap_s=[round(min(gaps), 2), round(max(gaps), 2)] if gaps else None)
+
+
+SCENARIOS: dict[int, Callable[[Run, Any], Awaitable[None]]] = {1: worker_kills, 2: worker_pause}
