@@ -7,6 +7,7 @@ violation, 2 when DIR is not a directory.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -32,7 +33,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     gave_back: dict[str, list[dict[str, Any]]] = defaultdict(list)
     dead: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    faults: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    faults = _intervals(events)
     statuses: dict[str, str] = {}
     drains: list[dict[str, Any]] = []
     counts: dict[str, int] = defaultdict(int)
@@ -57,8 +58,6 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
             gave_back[task_id].append(event)
         elif kind == "dead":
             dead[task_id].append(event)
-        elif kind in FAULTS:
-            faults[int(event["target"])].append(event)
         elif kind == "status":
             statuses[task_id] = event.get("state")
         elif kind == "drain":
@@ -158,7 +157,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], faults: dict[int, list[dict[str, Any]]],
+def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], faults: dict[int, list[tuple[str, float, float]]],
              acks: dict[str, list[dict[str, Any]]], gave_back: dict[str, list[dict[str, Any]]]) -> str | None:
     """Why ``later`` ran although ``earlier`` did: the earlier holder's fault or give-back."""
     holder, t0, t1 = int(earlier["pid"]), float(earlier["t"]), float(later["t"])
@@ -166,11 +165,37 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
         return None  # it was acknowledged before it ran again: the ack did not hold
     for event in gave_back.get(task_id, ()):
         if int(event["pid"]) == holder and t0 <= float(event["t"]) <= t1:
-            return event["type"]
-    for fault in faults.get(holder, ()):
-        if t0 - FAULT_SLACK_S <= float(fault["t"]) <= t1:
-            return fault["type"]
+            return str(event["type"])
+    for kind, began, ended in faults.get(holder, ()):
+        if began <= t1 and ended >= t0 - FAULT_SLACK_S:  # the fault overlaps the holder's run
+            return kind
     return None
+
+
+def _intervals(events: list[dict[str, Any]]) -> dict[int, list[tuple[str, float, float]]]:
+    """Each process's faults as (kind, began, ended): a kill lasts for ever, a pause until
+    its resume, a cut until its heal (for ever when never ended)."""
+    ends = {"pause": "resume", "cut": "heal"}
+    out: dict[int, list[tuple[str, float, float]]] = defaultdict(list)
+    open_: dict[tuple[int, str], float] = {}
+    for event in events:
+        kind = event["type"]
+        if kind not in (*FAULTS, *ends.values()):
+            continue
+        target = int(event["target"])
+        t = float(event["t"])
+        if kind == "kill":
+            out[target].append(("kill", t, math.inf))
+        elif kind in ends:
+            open_[(target, kind)] = t
+        else:
+            start_kind = "pause" if kind == "resume" else "cut"
+            began = open_.pop((target, start_kind), None)
+            if began is not None:
+                out[target].append((start_kind, began, t))
+    for (target, kind), began in open_.items():
+        out[target].append((kind, began, math.inf))
+    return out
 
 
 def _sample(ids: set[str]) -> list[str]:

@@ -22,10 +22,12 @@ from typing import Any, Awaitable, Callable
 
 from tests.chaos.checker import check
 from tests.chaos.history import HISTORY_DIR_ENV, History, read_dir
-from tests.chaos.tasks import LEASE_S
+from tests.chaos.tasks import LEASE_ENV, LEASE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKERS = ("sqlite", "redis", "postgres", "rabbitmq", "sqs")
+# Task leases per broker (default LEASE_S): moto answers slowly under load.
+LEASES = {"sqs": 6.0}
 EXIT_TIMEOUT_S = 30.0
 POLL_S = 0.2
 # The drain looks up the final status of this many unsettled ids at most per poll.
@@ -63,6 +65,7 @@ class Proc:
     def __init__(self, run: "Run", role: str, module: str, *args: str) -> None:
         env = dict(os.environ)
         env[HISTORY_DIR_ENV] = str(run.dir)
+        env[LEASE_ENV] = str(run.lease)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         self.role = role
         self.stderr_path = run.dir / f"{role}-{time.monotonic_ns()}.stderr"
@@ -103,7 +106,7 @@ class Run:
     procs: list[Proc] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # scenario-specific results
     problems: list[str] = field(default_factory=list)  # scenario-specific violations
-    proxy_url: str | None = None
+    lease: float = LEASE_S
 
     # -- processes ----------------------------------------------------------------
 
@@ -260,7 +263,8 @@ async def run_scenario(profile: str, broker: str, scenario: int, directory: Path
     backend_url = paired.url(directory)
     began = time.monotonic()
     with History(directory, "runner", name="runner") as history:
-        run = Run(broker, PROFILES[profile], directory, broker_url, backend_url, namespace, history)
+        run = Run(broker, PROFILES[profile], directory, broker_url, backend_url, namespace, history,
+                  lease=LEASES.get(broker, LEASE_S))
         try:
             await SCENARIOS[scenario](run, spec)
         finally:

@@ -7,7 +7,6 @@ import time
 from typing import Any, Awaitable, Callable
 
 from tests.chaos.runner import Run, rng_for
-from tests.chaos.tasks import LEASE_S
 
 # The redelivery of a frozen worker's task may come this much earlier than a full lease
 # after its start (the claim precedes the start a little).
@@ -70,13 +69,13 @@ async def worker_pause(run: Run, spec: Any) -> None:
         other = run.worker("-c", str(max(4, p.pause_tasks)))
         await run.until(lambda ev: len(_of(ev, "ack", other.pid, prefix)) == p.pause_tasks, 90,
                         "the second worker completing every redelivered task")
-        await asyncio.sleep(max(0.0, paused_at + 2 * LEASE_S - time.monotonic()))
+        await asyncio.sleep(max(0.0, paused_at + 2 * run.lease - time.monotonic()))
         run.resume(frozen)
         # The frozen bodies finish and settle late, against fenced receipts.
         await run.until(lambda ev: len({e["id"] for e in ev if e["type"] == "ack" and e["pid"] == frozen.pid
                                         and e["id"].startswith(prefix)}) == p.pause_tasks, 30,
                         "the frozen worker's late acks")
-        await asyncio.sleep(LEASE_S + 1.0)  # time for a (wrong) third delivery to show
+        await asyncio.sleep(run.lease + 1.0)  # time for a (wrong) third delivery to show
         await run.stop([frozen, other])
         events = run.events()
         late_acks += len({e["id"] for e in events if e["type"] == "ack" and e["pid"] == frozen.pid
@@ -91,7 +90,7 @@ async def worker_pause(run: Run, spec: Any) -> None:
                 continue
             gap = runs[1]["t"] - runs[0]["t"]
             gaps.append(gap)
-            if gap < LEASE_S - LEASE_SLACK_S:
+            if gap < run.lease - LEASE_SLACK_S:
                 run.problems.append(f"{task_id} was redelivered {gap:.2f} s after its start, before its lease")
     await run.record_final_state()
     run.extra.update(rounds=p.pause_rounds, late_acks=late_acks,

@@ -91,13 +91,23 @@ def test_duplicates_after_a_kill_a_pause_a_cut_or_a_retry_are_explained() -> Non
     assert summary["duplicate_causes"] == {"cut": 1, "kill": 1, "nack": 1, "pause": 1}
 
 
+def test_a_start_during_a_cut_is_explained_by_it() -> None:
+    # A prefetched delivery starts while its worker is cut off from the broker: its lease
+    # cannot be renewed, so another worker runs it too.
+    summary = run(enqueued("a"), [ev(0.5, "cut", R, target=W1, fault="stall")], ran("a", W1, 1.0, ack=False),
+                  ran("a", W2, 4.0), [ev(6.0, "heal", R, target=W1, fault="stall")], drained())
+    assert summary["valid"], summary["violations"]
+    assert summary["duplicate_causes"] == {"cut": 1}
+
+
 def test_a_fault_of_another_process_explains_nothing() -> None:
     summary = run(enqueued("a"), ran("a", W1, 1.0, ack=False), [ev(1.5, "kill", R, target=W2)], ran("a", W2, 4.0), drained())
     assert summary["unexplained_duplicates"] == 1
 
 
 def test_a_fault_long_before_the_first_start_explains_nothing() -> None:
-    summary = run(enqueued("a"), [ev(0.1, "pause", R, target=W1)], ran("a", W1, 3.0, ack=False), ran("a", W2, 6.0), drained())
+    summary = run(enqueued("a"), [ev(0.1, "pause", R, target=W1), ev(0.2, "resume", R, target=W1)],
+                  ran("a", W1, 3.0, ack=False), ran("a", W2, 6.0), drained())
     assert summary["unexplained_duplicates"] == 1
 
 

@@ -1,0 +1,50 @@
+"""The ``ci`` profile of the chaos scenarios, one test per scenario and broker.
+
+Each run prints its summary JSON (``pytest -s`` shows it; it is also in the run's
+``summary.json``) and fails with the checker's violations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.runner import run_scenario
+from tests.specs import SPECS, AdapterSpec, require_service
+
+CROSS_PROCESS = [s for s in SPECS if s.cross_process]
+
+
+def _require(spec: AdapterSpec) -> None:
+    require_service(spec.service)
+    if spec.paired_backend is not None:
+        require_service(spec.paired_backend.service)
+
+
+async def _run(spec: AdapterSpec, scenario: int, tmp_path: Path) -> dict[str, Any]:
+    _require(spec)
+    summary = await run_scenario("ci", spec.id, scenario, tmp_path / "history")
+    print(json.dumps(summary))
+    assert summary["valid"], json.dumps({k: summary.get(k) for k in ("violations", "explanations", "samples")}, indent=1)
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("spec", CROSS_PROCESS, ids=lambda s: s.id)
+async def test_1_killed_workers_lose_nothing_and_every_duplicate_is_explained(spec: AdapterSpec, tmp_path: Path) -> None:
+    summary = await _run(spec, 1, tmp_path)
+    assert summary["lost"] == summary["unexpected"] == summary["unexplained_duplicates"] == 0
+    assert summary["completed"] == summary["confirmed"] == summary["attempted"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("spec", CROSS_PROCESS, ids=lambda s: s.id)
+async def test_2_a_worker_frozen_past_its_lease_changes_nothing_when_it_wakes(spec: AdapterSpec, tmp_path: Path) -> None:
+    summary = await _run(spec, 2, tmp_path)
+    assert summary["duplicate_causes"] == {"pause": summary["duplicated"]}
+    assert summary["late_acks"] == summary["confirmed"]
