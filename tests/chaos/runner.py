@@ -110,9 +110,9 @@ class Run:
 
     # -- processes ----------------------------------------------------------------
 
-    def worker(self, *args: str, broker_url: str | None = None) -> Proc:
+    def worker(self, *args: str, broker_url: str | None = None, backend_url: str | None = None) -> Proc:
         proc = Proc(self, "worker", "tests.chaos.worker", "--broker", broker_url or self.broker_url,
-                    "--backend", self.backend_url, "--namespace", self.namespace, *args)
+                    "--backend", backend_url or self.backend_url, "--namespace", self.namespace, *args)
         self.procs.append(proc)
         return proc
 

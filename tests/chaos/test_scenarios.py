@@ -48,3 +48,12 @@ async def test_2_a_worker_frozen_past_its_lease_changes_nothing_when_it_wakes(sp
     summary = await _run(spec, 2, tmp_path)
     assert summary["duplicate_causes"] == {"pause": summary["duplicated"]}
     assert summary["late_acks"] == summary["confirmed"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.id in ("redis", "postgres")], ids=lambda s: s.id)
+async def test_4_stalled_dropped_and_partitioned_connections_move_leases_and_lose_nothing(spec: AdapterSpec, tmp_path: Path) -> None:
+    summary = await _run(spec, 4, tmp_path)
+    assert summary["leases_moved_from_stalled"] > 0
+    assert set(summary["duplicate_causes"]) <= {"cut"}
