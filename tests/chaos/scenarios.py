@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -184,3 +185,103 @@ async def network_faults(run: Run, spec: Any) -> None:
 
 
 SCENARIOS[4] = network_faults
+
+
+# Scenario 5's bad envelopes per kind (ci; full x10 is the same mix). API kinds go through
+# ``enqueue`` (the worker dead-letters them); the others are written straight into storage.
+POISON_MIX = {"malformed": 56, "mistyped": 56, "oversized": 8, "unregistered": 20, "bad-args": 20}
+API_REASONS = {"unregistered": "unregistered-task", "bad-args": "invalid-envelope"}
+# Worker memory may end this much above its baseline (MiB) after the drain.
+RSS_SLACK_MB = 64.0
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def poison(run: Run, spec: Any) -> None:
+    """5. 160 bad envelopes among 1,000 good ones: no worker restart, each bad one
+    dead-lettered with a specific reason, every good one completes, worker memory back
+    near its baseline."""
+    from stem_core import Stem
+    from tests.chaos.poison import KEY_RE, inject, payload
+
+    p = run.profile
+    scale = 10 if p.name == "full" else 1
+    good = max(100, int(1000 * scale * spec.load))
+    workers = [run.worker("-c", "4") for _ in range(2)]
+    await _ready(run, *(w.pid for w in workers))
+    await asyncio.sleep(1.0)  # let the worker settle before its baseline is read
+    baseline = {w.pid: rss_mb(w.pid) for w in workers}
+    producer = run.producer(good, seconds=4.0, sleep=0.002)
+    app = Stem(broker=run.broker_url, backend=run.backend_url, namespace=run.namespace)  # no tasks registered
+    number = 0
+    expected_dead = 0
+    try:
+        await app.connect()
+        for kind, count in POISON_MIX.items():
+            keys = [f"bad-{number + n:04d}" for n in range(count * scale)]
+            number += len(keys)
+            expected_dead += len(keys)
+            for key in keys:
+                run.history.record("invoke", id=key, expect="dead", kind=kind, reason=API_REASONS.get(kind))
+            if kind in API_REASONS:
+                name, args = ("chaos.nobody", {}) if kind == "unregistered" else ("chaos.work", {"i": "one", "bogus": 2})
+                await app.enqueue_many([(name, args, {"task_id": key}) for key in keys])
+            else:
+                await inject(run.broker, run.broker_url, run.namespace, [(k, payload(kind, k, run.broker)) for k in keys])
+            for key in keys:
+                run.history.record("ok", id=key)
+            await asyncio.sleep(0.3)
+
+        await run.drained(p.drain_timeout)  # every good one acked, every API-bad one dead-lettered
+
+        async def dead_count() -> int:
+            return (await app.broker.queue_stats(["default"]))[0].dead or 0
+
+        deadline = time.monotonic() + p.drain_timeout
+        while await dead_count() < expected_dead and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        alive = [w.pid for w in workers if w.alive()]
+        if len(alive) != len(workers):
+            run.problems.append(f"a worker died: alive {alive} of {[w.pid for w in workers]}")
+        await asyncio.sleep(1.0)
+        after = {w.pid: rss_mb(w.pid) for w in workers}
+        # Every dead letter, matched to its key by the key in its text.
+        offset: int | None = 0
+        reasons: dict[str, int] = {}
+        while offset is not None:
+            page = await app.broker.list_dead_letters("default", limit=100, offset=offset)
+            for entry in page.entries:
+                text = json.dumps(entry.envelope.to_dict(), default=str)
+                match = KEY_RE.search(entry.envelope.id) or KEY_RE.search(text)
+                reasons[entry.reason.split(":")[0]] = reasons.get(entry.reason.split(":")[0], 0) + 1
+                if match is None:
+                    run.problems.append(f"a dead letter without a key: {entry.envelope.id} {entry.reason}")
+                    continue
+                run.history.record("dead", id=match.group(0), reason=entry.reason, listed=True)
+                if not entry.reason or entry.reason in ("error", "unknown"):
+                    run.problems.append(f"{match.group(0)} dead-lettered without a specific reason: {entry.reason!r}")
+            offset = page.next_offset
+    finally:
+        await app.close()
+    await run.stop([producer, *workers])
+    await run.record_final_state(expected_dead=expected_dead)
+    growth = {pid: round(after[pid] - baseline[pid], 1) for pid in baseline
+              if after.get(pid) is not None and baseline.get(pid) is not None}
+    for pid, grown in growth.items():
+        if grown > RSS_SLACK_MB:
+            run.problems.append(f"worker {pid} ended {grown} MiB above its baseline (bound {RSS_SLACK_MB:g})")
+    run.extra.update(good=good, bad=expected_dead, dead_reasons=reasons,
+                     rss_mb={"baseline": [round(v or 0, 1) for v in baseline.values()],
+                             "after": [round(v or 0, 1) for v in after.values()]})
+
+
+SCENARIOS[5] = poison
