@@ -57,3 +57,12 @@ async def test_4_stalled_dropped_and_partitioned_connections_move_leases_and_los
     summary = await _run(spec, 4, tmp_path)
     assert summary["leases_moved_from_stalled"] > 0
     assert set(summary["duplicate_causes"]) <= {"cut"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("spec", CROSS_PROCESS, ids=lambda s: s.id)
+async def test_5_poison_envelopes_are_dead_lettered_with_a_reason_and_good_ones_complete(spec: AdapterSpec, tmp_path: Path) -> None:
+    summary = await _run(spec, 5, tmp_path)
+    assert summary["dead"] == summary["bad"] and summary["completed"] == summary["good"]
+    assert "" not in summary["dead_reasons"]
