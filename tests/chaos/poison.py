@@ -1,5 +1,5 @@
 """Scenario 5's bad envelopes, written straight into each broker's storage (as a buggy
-producer or another program would), each carrying its key (``bad-<n>``) in its raw text so
+producer or another program would), each carrying its key (``poison-x<n>``) in its raw text so
 its dead letter can be matched to it.
 
 Kinds: ``malformed`` (not JSON; PostgreSQL stores ``jsonb``, so there: JSON that is not an
@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from stem_core.limits import DEFAULT_MAX_ENVELOPE_BYTES
 
-KEY_RE = re.compile(r"bad-[0-9]{4}")
+# "x" is no hex digit: a key never matches inside a UUID (SQS ids of undecodable messages).
+KEY_RE = re.compile(r"poison-x[0-9]{4}")
 QUEUE = "default"
 
 

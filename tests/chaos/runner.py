@@ -45,6 +45,7 @@ class Profile:
     pause_tasks: int = 4
     pause_rounds: int = 1
     net_tasks: int = 400
+    due_tasks: int = 3000  # scenario 6: tasks falling due at the same instant
     drain_timeout: float = 120.0
 
 
@@ -52,10 +53,10 @@ PROFILES = {
     # ci: what the pytest suite runs (kept cheap: the whole CI suite has a time budget)
     "ci": Profile("ci", 1.0),
     # standard: the issue's figures for scenario 1 (5,000 tasks, kills for 30 s)
-    "standard": Profile("standard", 1.0, kill_tasks=5000, kill_seconds=30.0, net_tasks=1000),
+    "standard": Profile("standard", 1.0, kill_tasks=5000, kill_seconds=30.0, net_tasks=1000, due_tasks=20000),
     # full: 10x the standard run
     "full": Profile("full", 10.0, kill_tasks=50000, kill_seconds=300.0, pause_tasks=40, pause_rounds=10,
-                    net_tasks=10000, drain_timeout=900.0),
+                    net_tasks=10000, due_tasks=200000, drain_timeout=900.0),
 }
 
 
@@ -117,10 +118,10 @@ class Run:
         return proc
 
     def producer(self, count: int, *, seconds: float = 0.0, sleep: float = 0.005, prefix: str = "p0",
-                 batch: int = 50) -> Proc:
+                 batch: int = 50, extra: tuple[str, ...] = ()) -> Proc:
         proc = Proc(self, "producer", "tests.chaos.producer", "--broker", self.broker_url, "--backend",
                     self.backend_url, "--namespace", self.namespace, "--count", str(count), "--seconds",
-                    str(seconds), "--sleep", str(sleep), "--prefix", prefix, "--batch", str(batch))
+                    str(seconds), "--sleep", str(sleep), "--prefix", prefix, "--batch", str(batch), *extra)
         self.procs.append(proc)
         return proc
 
@@ -208,7 +209,8 @@ class Run:
 
     # -- the end ----------------------------------------------------------------------
 
-    async def record_final_state(self, expected_dead: int = 0, queues: tuple[str, ...] = ("default",)) -> None:
+    async def record_final_state(self, expected_dead: int = 0, queues: tuple[str, ...] = ("default",),
+                                 prefix: str = "") -> None:
         """The drain event (queue counters) and every invoked task's final status."""
         from stem_core import Stem
         from tests.chaos.tasks import register
@@ -222,7 +224,7 @@ class Run:
                 values = [getattr(s, key) for s in stats]
                 totals[key] = None if any(v is None for v in values) else sum(values)
             self.history.record("drain", expected_dead=expected_dead, **totals)
-            invoked = [e["id"] for e in self.events() if e["type"] == "invoke"]
+            invoked = [e["id"] for e in self.events() if e["type"] == "invoke" and e["id"].startswith(prefix)]
             for task_id in invoked:
                 status = await app.backend.get_status(task_id)
                 self.history.record("status", id=task_id, state=None if status is None else status.state.value)

@@ -227,7 +227,7 @@ async def poison(run: Run, spec: Any) -> None:
     try:
         await app.connect()
         for kind, count in POISON_MIX.items():
-            keys = [f"bad-{number + n:04d}" for n in range(count * scale)]
+            keys = [f"poison-x{number + n:04d}" for n in range(count * scale)]
             number += len(keys)
             expected_dead += len(keys)
             for key in keys:
@@ -285,3 +285,121 @@ async def poison(run: Run, spec: Any) -> None:
 
 
 SCENARIOS[5] = poison
+
+
+# Scenario 6: a start may precede its not_before by this much (clock read rounding).
+EARLY_SLACK_S = 0.01
+# Worker memory may grow this much (MiB) while the tasks due at once are drained.
+DUE_RSS_BOUND_MB = 100.0
+
+
+async def time_due(run: Run, spec: Any) -> None:
+    """6. Nothing starts before its not_before (200 tasks due 1-4 s after their enqueue),
+    and N tasks falling due at the same instant do not grow the worker's memory by more
+    than DUE_RSS_BOUND_MB."""
+    p = run.profile
+    many = max(200, int(p.due_tasks * spec.load))
+    worker = run.worker("-c", "8")
+    await _ready(run, worker.pid)
+    await asyncio.sleep(1.0)
+    baseline = rss_mb(worker.pid) or 0.0
+    spread = run.producer(200, prefix="a", batch=50, extra=("--due-in", "1", "4"))
+    due_at = time.time() + max(8.0, many / 400)
+    burst = run.producer(many, prefix="b", sleep=0.0, batch=500, extra=("--due-at", f"{due_at:.3f}"))
+    peak = baseline
+
+    async def sample() -> None:
+        nonlocal peak
+        while worker.alive():
+            peak = max(peak, rss_mb(worker.pid) or 0.0)
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        await run.drained(p.drain_timeout)
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+    await run.stop([spread, burst, worker])
+    await run.record_final_state()
+    events = run.events()
+    not_before = {e["id"]: e["not_before"] for e in events if e["type"] == "invoke" and "not_before" in e}
+    early = sorted(e["id"] for e in events if e["type"] == "start" and e["t"] < not_before.get(e["id"], 0) - EARLY_SLACK_S)
+    late = [e["t"] - not_before[e["id"]] for e in events if e["type"] == "start" and e["id"] in not_before]
+    if early:
+        run.problems.append(f"{len(early)} tasks started before their not_before: {early[:10]}")
+    if peak - baseline > DUE_RSS_BOUND_MB:
+        run.problems.append(f"worker memory grew {peak - baseline:.1f} MiB (bound {DUE_RSS_BOUND_MB:g})")
+    run.extra.update(due_at_once=many, early_starts=len(early), rss_mb={"baseline": round(baseline, 1), "peak": round(peak, 1)},
+                     start_delay_s={"max": round(max(late), 2) if late else None})
+
+
+SCENARIOS[6] = time_due
+
+
+async def broker_faults(run: Run, spec: Any) -> None:
+    """3. The broker restarts (or crashes) while producer and workers run: nothing confirmed
+    is lost. Workers that exit meanwhile are replaced; every worker counts as cut off from
+    the start of the fault until a lease after the broker is back (its renewals and acks
+    could not reach it), which is what explains the duplicates."""
+    from tests.chaos import broker_faults as bf
+
+    if not bf.enabled():
+        raise RuntimeError(f"scenario 3 restarts brokers: set {bf.ENABLE_ENV}=1 (never against shared servers in use)")
+    p = run.profile
+    private: "bf.PrivateRedis | None" = None
+    variants = ["everysec", "always"] if run.broker == "redis" else [run.broker]
+    total = max(100, int(p.kill_tasks * spec.load))
+    hows: list[str] = []
+    try:
+        for index, variant in enumerate(variants):
+            if run.broker == "redis":
+                private = bf.PrivateRedis(run.dir, variant)
+                await private.start()
+                run.broker_url = run.backend_url = private.url
+            workers = [run.worker("-c", "4") for _ in range(3)]
+            await _ready(run, *(w.pid for w in workers))
+            producer = run.producer(total, seconds=8.0, prefix=f"v{index}")
+            await asyncio.sleep(3.0)
+            for w in workers:
+                run.history.record("cut", target=w.pid, fault="broker")
+            if run.broker == "redis":
+                assert private is not None
+                hows.append(await private.restart())
+            elif run.broker == "postgres":
+                hows.append(await bf.restart_postgres())
+            elif run.broker == "rabbitmq":
+                hows.append(await bf.restart_rabbitmq())
+            elif run.broker == "sqlite":
+                # The writers die mid-transaction: every worker is SIGKILLed at once.
+                for w in list(workers):
+                    run.kill(w)
+                    workers.remove(w)
+                    workers.append(run.worker("-c", "4"))
+                hows.append("all writers SIGKILLed")
+            else:
+                raise RuntimeError(f"scenario 3 has no broker fault for {run.broker}")
+            await asyncio.sleep(run.lease)
+            for w in workers:
+                run.history.record("heal", target=w.pid, fault="broker")
+            # Replace workers that gave up while the broker was away.
+            for w in list(workers):
+                if not w.alive():
+                    workers.remove(w)
+                    workers.append(run.worker("-c", "4"))
+            await run.drained(p.drain_timeout)
+            await run.stop([producer, *workers])
+            await run.record_final_state(prefix=f"v{index}")
+            if private is not None:
+                private.stop()
+        if run.broker == "sqlite":
+            run.extra["integrity_check"] = result = bf.sqlite_integrity(run.broker_url)
+            if result != "ok":
+                run.problems.append(f"PRAGMA integrity_check: {result}")
+        run.extra.update(faults=hows, tasks_per_variant=total)
+    finally:
+        if private is not None:
+            private.stop()
+
+
+SCENARIOS[3] = broker_faults

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.chaos import broker_faults
 from tests.chaos.runner import run_scenario
 from tests.specs import SPECS, AdapterSpec, require_service
 
@@ -66,3 +67,22 @@ async def test_5_poison_envelopes_are_dead_lettered_with_a_reason_and_good_ones_
     summary = await _run(spec, 5, tmp_path)
     assert summary["dead"] == summary["bad"] and summary["completed"] == summary["good"]
     assert "" not in summary["dead_reasons"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("spec", CROSS_PROCESS, ids=lambda s: s.id)
+async def test_6_nothing_starts_before_its_not_before_and_tasks_due_at_once_keep_memory_bounded(
+    spec: AdapterSpec, tmp_path: Path
+) -> None:
+    summary = await _run(spec, 6, tmp_path)
+    assert summary["early_starts"] == 0 and summary["completed"] == summary["confirmed"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not broker_faults.enabled(), reason=f"restarts brokers: set {broker_faults.ENABLE_ENV}=1 (never on shared servers)")
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.id in ("sqlite", "redis", "postgres", "rabbitmq")], ids=lambda s: s.id)
+async def test_3_a_broker_restart_loses_nothing_confirmed(spec: AdapterSpec, tmp_path: Path) -> None:
+    summary = await _run(spec, 3, tmp_path)
+    assert summary["lost"] == 0
