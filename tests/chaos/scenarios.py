@@ -396,7 +396,7 @@ async def broker_faults(run: Run, spec: Any) -> None:
             run.extra["integrity_check"] = result = bf.sqlite_integrity(run.broker_url)
             if result != "ok":
                 run.problems.append(f"PRAGMA integrity_check: {result}")
-        run.extra.update(faults=hows, tasks_per_variant=total)
+        run.extra.update(broker_faults=hows, tasks_per_variant=total)
     finally:
         if private is not None:
             private.stop()

@@ -76,7 +76,9 @@ async def test_5_poison_envelopes_are_dead_lettered_with_a_reason_and_good_ones_
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("spec", CROSS_PROCESS, ids=lambda s: s.id)
+# Not SQS: moto drains delayed messages at ~10 a second (750 due at once took 97 s); run it
+# with ``python -m tests.chaos run --broker sqs --scenario 6``.
+@pytest.mark.parametrize("spec", [s for s in CROSS_PROCESS if s.id != "sqs"], ids=lambda s: s.id)
 async def test_6_nothing_starts_before_its_not_before_and_tasks_due_at_once_keep_memory_bounded(
     spec: AdapterSpec, tmp_path: Path
 ) -> None:
