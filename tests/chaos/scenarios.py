@@ -403,3 +403,68 @@ async def broker_faults(run: Run, spec: Any) -> None:
 
 
 SCENARIOS[3] = broker_faults
+
+
+# Scenario 7: the producer's rate (tasks/s, before spec.load), how often a figure is taken,
+# and the bounds: each window's completions at least this share of the median window,
+# the backlog at most this many seconds of production, a worker's RSS growth in MiB.
+SOAK_RATE = 50.0
+SOAK_WINDOW_S = 5.0
+SOAK_MIN_SHARE = 0.3
+SOAK_BACKLOG_S = 15.0
+SOAK_RSS_GROWTH_MB = 50.0
+
+
+async def soak(run: Run, spec: Any) -> None:
+    """7. Soak: a steady producer for 2 minutes (20 in full) while a random worker of four is
+    SIGKILLed every 10 s: completions per 5 s window steady, backlog bounded, the memory
+    of each worker flat over its life."""
+    p = run.profile
+    seconds = 120.0 * (10 if p.name == "full" else 1)
+    rate = SOAK_RATE * spec.load
+    workers = [run.worker("-c", "4") for _ in range(4)]
+    await _ready(run, *(w.pid for w in workers))
+    producer = run.producer(int(rate * seconds), seconds=seconds, batch=max(1, int(rate / 5)), sleep=0.01)
+    rng = rng_for(run)
+    rss: dict[int, list[float]] = {w.pid: [] for w in workers}
+    windows: list[int] = []
+    backlog: list[int] = []
+    acked_before = 0
+    began = time.monotonic()
+    next_kill = began + 10.0
+    while time.monotonic() - began < seconds:
+        await asyncio.sleep(SOAK_WINDOW_S)
+        events = run.events()
+        confirmed = {e["id"] for e in events if e["type"] == "ok"}
+        acked = {e["id"] for e in events if e["type"] == "ack" and not e.get("error")}
+        windows.append(len(acked) - acked_before)
+        acked_before = len(acked)
+        backlog.append(len(confirmed - acked))
+        for w in workers:
+            value = rss_mb(w.pid)
+            if value is not None:
+                rss.setdefault(w.pid, []).append(value)
+        if time.monotonic() >= next_kill:
+            next_kill += 10.0
+            victim = workers.pop(rng.randrange(len(workers)))
+            run.kill(victim)
+            workers.append(run.worker("-c", "4"))
+    await run.drained(p.drain_timeout)
+    await _ready(run, *(w.pid for w in workers))
+    await run.stop([producer, *workers])
+    await run.record_final_state()
+    steady = windows[2:-1]  # after the warm-up, before the producer's end
+    median = sorted(steady)[len(steady) // 2] if steady else 0
+    if steady and min(steady) < SOAK_MIN_SHARE * median:
+        run.problems.append(f"throughput dipped to {min(steady)} per {SOAK_WINDOW_S:g} s (median {median})")
+    if backlog and max(backlog) > SOAK_BACKLOG_S * rate:
+        run.problems.append(f"backlog reached {max(backlog)} (bound {SOAK_BACKLOG_S * rate:.0f})")
+    growth = {pid: round(values[-1] - values[0], 1) for pid, values in rss.items() if len(values) >= 2}
+    for pid, grown in growth.items():
+        if grown > SOAK_RSS_GROWTH_MB:
+            run.problems.append(f"worker {pid} grew {grown} MiB over its life (bound {SOAK_RSS_GROWTH_MB:g})")
+    run.extra.update(soak_seconds=seconds, rate=rate, completions_per_window=windows, backlog_max=max(backlog, default=0),
+                     rss_growth_mb_max=max(growth.values(), default=0.0))
+
+
+SCENARIOS[7] = soak
