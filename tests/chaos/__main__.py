@@ -1,7 +1,8 @@
 """``python -m tests.chaos run --profile ci|standard|full --broker B --scenario N [--dir D]``
 
 Prints the run's summary JSON (the checker's, with the run's seconds) and exits 0, 1 on a
-violation, 2 on bad input.
+violation, 2 on bad input (unknown scenario, scenario 3 without STEM_CHAOS_BROKER_FAULTS=1,
+scenario 4 on a broker not reached over TCP), 3 when a broker's server is unreachable.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import sys
 from pathlib import Path
 
 from tests.chaos.runner import BROKERS, PROFILES
+
+# Scenario 4 puts a TCP proxy between workers and the broker's host:port.
+TCP_BROKERS = ("redis", "postgres", "rabbitmq")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     from tests.chaos.runner import run_scenario
     from tests.chaos.scenarios import SCENARIOS
 
+    from tests.chaos.broker_faults import ENABLE_ENV, enabled
+
     if opts.scenario not in SCENARIOS:
         print(f"error: scenario {opts.scenario} is not built (built: {sorted(SCENARIOS)})", file=sys.stderr)
+        return 2
+    if opts.scenario == 3 and not enabled():
+        print(f"error: scenario 3 restarts brokers: set {ENABLE_ENV}=1 (never against shared servers in use)", file=sys.stderr)
+        return 2
+    if opts.scenario == 4 and opts.broker not in TCP_BROKERS:
+        print(f"error: scenario 4 needs a broker reached over TCP ({', '.join(TCP_BROKERS)})", file=sys.stderr)
         return 2
     try:
         summary = asyncio.run(run_scenario(opts.profile, opts.broker, opts.scenario, opts.dir))
