@@ -1,0 +1,1 @@
+"""Jepsen-style reliability harness: histories, faults and a checker (docs/reliability.md)."""
