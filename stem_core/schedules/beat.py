@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
 from ..clock import to_iso, utcnow
+from ..envelope import IGNORE_RESULT_HEADER
 from ..errors import StemError
 from .book import ScheduleBook
 from .model import CATCH_UP_MAX, Schedule, task_id_for
@@ -127,7 +128,7 @@ class Beat:
                 return None  # too slow: leave the claim to expire, another pass retries
             try:
                 async with asyncio.timeout(budget):
-                    await self.app.enqueue(s.task, s.args, queue=s.queue, task_id=task_id)
+                    await self._enqueue(s, task_id)
                 self.enqueued += 1
                 log.info("schedule %s: enqueued %s for %s", s.id, task_id, to_iso(due))
             except ValueError as exc:  # bad args for the task: recorded, the due time passes
@@ -136,6 +137,14 @@ class Beat:
         committed = replace(claimed, claim=None, next_run=after, last_run=due, last_task_id=task_id,
                             last_enqueued_at=self.clock(), last_error=error)
         return await self.book.save(committed)
+
+    async def _enqueue(self, s: Schedule, task_id: str) -> None:
+        """Enqueue the due run with its queued status stored even for an
+        ``ignore_result`` task: that status is how the next beat knows the run exists."""
+        envelope = self.app.build_envelope(s.task, s.args, queue=s.queue, task_id=task_id)
+        if envelope.ignores_result:
+            envelope = envelope.replace(headers={k: v for k, v in envelope.headers.items() if k != IGNORE_RESULT_HEADER})
+        await self.app.enqueue_envelopes([envelope])
 
 
 __all__ = ["Beat", "DEFAULT_LEASE_S", "DEFAULT_TICK_S"]

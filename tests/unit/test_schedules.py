@@ -208,6 +208,23 @@ async def test_beat_dying_after_its_claim_or_its_enqueue(app: Stem) -> None:
     assert len(await queued_ids(app)) == 2
 
 
+async def test_a_scheduled_ignore_result_task_still_gets_its_queued_status(app: Stem) -> None:
+    # The queued status is how a beat that takes over knows a due time was enqueued, so
+    # the beat keeps it even for a task that ignores its result (else a beat killed after
+    # its enqueue would have the next one enqueue the same due time again).
+    clock = Clock()
+    app.ignore_result = True
+    app.schedule("tick", "t.run", "every 10s", catch_up="all")
+    beat = Beat(app, owner="b", clock=clock, lease=5)
+    await beat.start()
+    clock.advance(10)
+    await beat.tick()
+    stored = await ScheduleBook(app.backend).get("tick")
+    assert stored is not None and stored.last_task_id is not None
+    status = await app.backend.get_status(stored.last_task_id)
+    assert status is not None and status.state.value == "queued"
+
+
 async def test_code_sync_keeps_run_state_and_ops_schedules(app: Stem) -> None:
     clock = Clock()
     book = ScheduleBook(app.backend, clock=clock)
