@@ -303,16 +303,20 @@ class Stem:
         self,
         id: str,
         task: str,
-        spec: str,
+        spec: str | float | timedelta,
         *,
         args: Mapping[str, Any] | None = None,
         queue: str | None = None,
         tz: str = "UTC",
         catch_up: str = DEFAULT_CATCH_UP,
     ) -> Schedule:
-        """Declare a schedule (``every 30s``, ``cron 0 3 * * *``, ``at 2027-01-01T00:00Z``)
-        enqueuing ``task`` with ``args``; ``stem beat`` stores it on start
+        """Declare a schedule (``every 30s``, ``cron 0 3 * * *``, ``at 2027-01-01T00:00Z``;
+        a number of seconds or a ``timedelta`` means ``every``) enqueuing ``task`` with ``args``; ``stem beat`` stores it on start
         (``docs/schedules.md``). ``ValueError`` for a bad spec, zone or argument."""
+        if isinstance(spec, timedelta):
+            spec = f"every {spec.total_seconds():g}s"
+        elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            spec = f"every {spec:g}s"  # Celery's beat_schedule convention: a number is seconds
         declared = Schedule.new(id, task, spec, now=datetime.now(UTC), args=dict(args or {}), queue=queue, tz=tz,
                                 catch_up=catch_up, source="code")
         existing = self.schedules.get(id)
@@ -323,7 +327,7 @@ class Stem:
 
     def periodic(
         self,
-        spec: str,
+        spec: str | float | timedelta,
         *,
         id: str | None = None,
         args: Mapping[str, Any] | None = None,

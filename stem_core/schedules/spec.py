@@ -124,6 +124,8 @@ def parse_spec(text: str, *, tz: str = "UTC") -> Spec:
         if not math.isfinite(seconds) or seconds < MIN_INTERVAL_S:
             raise ValueError(f"invalid schedule {text!r}: the interval must be at least {MIN_INTERVAL_S:g}s")
         return Spec("every", f"every {rest.strip()}", seconds=seconds, tz=tz)
+    if not rest and head[:1].isdigit() and not head.isdigit():  # a bare duration ("30s"): every
+        return parse_spec(f"every {raw}", tz=tz)
     if head == "at":
         try:
             instant = parse_iso(rest)

@@ -71,7 +71,10 @@ def _act(action: Any, verb: str, opts: CommonOptions) -> None:
 def add(
     schedule_id: IdArg,
     task: Annotated[str, typer.Argument(metavar="TASK", help="The task name to enqueue.")],
-    spec: Annotated[str, typer.Argument(metavar="SPEC", help="'every 30s', 'cron */5 * * * *' or 'at 2027-01-01T00:00Z'.")],
+    spec: Annotated[str | None, typer.Argument(metavar="[SPEC]", help="'every 30s', 'cron */5 * * * *' or 'at 2027-01-01T00:00Z' (or one of --every, --cron, --at).")] = None,
+    every: Annotated[str | None, typer.Option("--every", help="Interval, e.g. 30s: the same as SPEC 'every 30s'.")] = None,
+    cron: Annotated[str | None, typer.Option("--cron", help="Cron fields, e.g. '*/5 * * * *': the same as SPEC 'cron ...'.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="One-off ISO time: the same as SPEC 'at ...'.")] = None,
     args: Annotated[str | None, typer.Option("--args", help="Task args as a JSON object.")] = None,
     queue: Annotated[str | None, typer.Option("--queue", help="Queue (default: the task's).")] = None,
     tz: Annotated[str, typer.Option("--tz", help="IANA time zone of a cron spec.")] = "UTC",
@@ -82,6 +85,13 @@ def add(
     opts: CommonOptions,
 ) -> None:
     """Store a new schedule (bad specs: exit 2)."""
+    given = [f"{kind} {value}" for kind, value in (("every", every), ("cron", cron), ("at", at)) if value is not None]
+    if spec is not None:
+        given.insert(0, spec)
+    if len(given) != 1:
+        fail("give the schedule once: SPEC ('every 30s', 'cron */5 * * * *', 'at 2027-01-01T00:00Z') "
+             "or one of --every, --cron, --at", EXIT_USAGE)
+    spec = given[0]
     task_args = parse_json_object(args, option="--args") if args is not None else {}
     if catch_up not in CATCH_UP:
         fail(f"--catch-up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}", EXIT_USAGE)

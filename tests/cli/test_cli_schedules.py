@@ -69,3 +69,22 @@ def test_add_twice_and_unknown_ids(cli: Cli) -> None:
     for verb in ("show", "pause", "resume", "run-now", "remove"):
         result = cli("schedule", verb, "nope")
         assert result.exit_code == 1 and "no schedule 'nope'" in result.output, (verb, result.output)
+
+
+@pytest.mark.parametrize(("flags", "spec"), [
+    (["--every", "30s"], "every 30s"),
+    (["--cron", "*/5 * * * *"], "cron */5 * * * *"),
+    (["--at", "2027-01-01T00:00Z"], "at 2027-01-01T00:00:00.000Z"),
+    (["45s"], "every 45s"),  # a bare duration is an interval
+])
+def test_the_spec_as_an_option_or_a_bare_duration(cli: Cli, flags: list[str], spec: str) -> None:
+    added = cli("schedule", "add", "s1", "report.build", *flags)
+    assert added.exit_code == 0, added.output
+    assert json.loads(cli("schedule", "show", "s1", "--json").output)["spec"] == spec
+
+
+@pytest.mark.parametrize("flags", [[], ["every 1s", "--every", "2s"], ["--every", "1s", "--cron", "* * * * *"]])
+def test_the_spec_must_be_given_exactly_once(cli: Cli, flags: list[str]) -> None:
+    result = cli("schedule", "add", "s1", "report.build", *flags)
+    assert result.exit_code == 2
+    assert "give the schedule once" in result.output

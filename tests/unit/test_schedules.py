@@ -260,3 +260,11 @@ async def test_code_sync_leaves_an_ops_schedule_of_the_same_id_alone(app: Stem) 
     await Beat(app, owner="b").start()
     tick = await book.get("tick")
     assert tick is not None and (tick.task, tick.spec, tick.source) == ("t.other", "every 1m", "ops")
+
+
+def test_a_number_or_timedelta_spec_in_code_is_an_interval() -> None:
+    app = Stem(broker="memory://numbers", namespace="beat")
+    assert app.schedule("a", "t.run", 30).spec == "every 30s"
+    assert app.schedule("b", "t.run", timedelta(minutes=5)).spec == "every 300s"
+    with pytest.raises(ValueError, match="at least 1s"):
+        app.schedule("c", "t.run", 0.5)
