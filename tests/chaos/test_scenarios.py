@@ -65,12 +65,9 @@ async def test_4_stalled_dropped_and_partitioned_connections_move_leases_and_los
     assert set(summary["duplicate_causes"]) <= {"cut"}
 
 
-# Known, not fixed here: SQS buries an undecodable message, then deletes it; when moto answers
-# slower than the receive's visibility, a second consumer receives and buries it too (one
-# run in three showed 161 dead letters for 160 bad envelopes). The checker reports it.
-SQS_DOUBLE_BURY = pytest.mark.xfail(reason="SQS may dead-letter an undecodable message twice (bury, then delete, "
-                                           "not atomic): the checker finds an extra dead letter", strict=False)
-POISON_SPECS = [pytest.param(s, marks=SQS_DOUBLE_BURY) if s.id == "sqs" else s for s in CROSS_PROCESS]
+# (SQS buried an undecodable message twice when its delete came after the lease: the dead
+# letter's id now comes from the SQS message id, so the dead queue keeps one entry.)
+POISON_SPECS = CROSS_PROCESS
 
 
 @pytest.mark.slow

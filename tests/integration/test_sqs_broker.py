@@ -180,7 +180,7 @@ async def test_dead_letters_carry_reason_meta_and_time_as_attributes(broker: SQS
 async def test_an_undecodable_message_is_moved_to_the_dead_queue(broker: SQSBroker, raw: Any) -> None:
     await broker.publish(Envelope(name="t", queue="uq"))
     url = await _url(raw, broker, "uq", "p0")
-    await raw.send_message(QueueUrl=url, MessageBody="not a stem envelope")
+    sent = await raw.send_message(QueueUrl=url, MessageBody="not a stem envelope")
     async with consuming(broker, "uq", prefetch=2) as consumer:
         good = await consumer.expect()
         assert good.envelope.name == "t"
@@ -189,6 +189,9 @@ async def test_an_undecodable_message_is_moved_to_the_dead_queue(broker: SQSBrok
     [entry] = (await broker.list_dead_letters("uq")).entries
     assert entry.envelope.name == "stem.undecodable" and entry.reason.startswith("undecodable message")
     assert entry.envelope.args["body"] == "not a stem envelope"
+    # Its id is the SQS message's, so burying it twice (a delete after the bury that failed,
+    # a lease that ran out first) still lists one dead letter (one entry per id).
+    assert entry.envelope.id == f"sqs-{sent['MessageId']}"
 
 
 async def test_bands_share_a_batch_and_nothing_starves(broker: SQSBroker, raw: Any) -> None:

@@ -372,8 +372,12 @@ class SQSConsumer:
 
 
 def _undecodable(queue: str, message: Received) -> Envelope:
-    return Envelope(name="stem.undecodable", queue=queue, args={"body": message.body[:200_000]},
-                    meta={"sqs_message_id": message.message_id})
+    """The dead letter of a message that is no envelope. Its id comes from the SQS message
+    id, so burying it again (its delete after the bury failed, or its lease ran out first
+    and another consumer got it) leaves one dead letter: the dead queue's scan keeps one
+    entry per envelope id."""
+    return Envelope(name="stem.undecodable", id=f"sqs-{message.message_id}", queue=queue,
+                    args={"body": message.body[:200_000]}, meta={"sqs_message_id": message.message_id})
 
 
 __all__ = ["SQSConsumer", "SQSSubscription", "Source"]
