@@ -79,6 +79,13 @@ AUDIT_PRUNE_BATCH = PRUNE_BATCH
 ENV_DEAD_LETTER_RETENTION = "STEM_DEAD_LETTER_RETENTION"
 DEAD_LETTER_RETENTION_SECONDS = 14 * 86_400.0
 
+# Deliveries of one attempt that ended without being settled (its worker died, hung past its
+# lease or lost its connection) before the worker dead-letters it as
+# ``delivery-limit-exceeded`` instead of running it again: a task that kills its own worker
+# is not run for ever. ``STEM_MAX_DELIVERIES`` / ``stem worker --max-deliveries`` (0: no limit).
+ENV_MAX_DELIVERIES = "STEM_MAX_DELIVERIES"
+DEFAULT_MAX_DELIVERIES = 10
+
 # Retry policy defaults of ``@app.task`` (the worker's backoff reads them through the task):
 # no retry unless asked; the n-th retry waits min(base * 2**n, max) seconds, shortened by
 # up to the jitter fraction so the retries of a burst spread out.

@@ -44,6 +44,7 @@ task_log = logging.getLogger("stem.task")
 MAX_RETRIES_EXHAUSTED = "max-retries-exhausted"
 UNREGISTERED_TASK = "unregistered-task"
 INVALID_ENVELOPE = "invalid-envelope"
+DELIVERY_LIMIT_EXCEEDED = "delivery-limit-exceeded"
 INVALID_RESULT = "invalid-result"
 REJECTED = "rejected"
 STATUS_WRITE_FAILED = "status-write-failed"
@@ -102,8 +103,10 @@ class Executor:
         revocation: Callable[[str], dict[str, Any] | None],
         signer: Signer | None = None,
         metrics: "WorkerMetrics | None" = None,
+        max_deliveries: int = 0,
     ) -> None:
         self.app = app
+        self.max_deliveries = max_deliveries
         self.metrics = metrics
         self.signer = signer
         self.broker = broker
@@ -180,6 +183,14 @@ class Executor:
                 self.signer.verify(env)
             except SignatureInvalid as exc:
                 return await self._reject_signature(held, exc)
+        # Deliveries of this attempt that nobody settled (a nack for a retry starts a new
+        # attempt; brokers that count it as a delivery too are evened out by the attempt).
+        unsettled = held.delivery.delivery_count - env.attempt
+        if self.max_deliveries and unsettled > self.max_deliveries:
+            message = (f"task {env.id} ({env.name}) was delivered {unsettled} times without being settled: each "
+                       f"time its worker died, hung past its lease or lost its connection (limit {self.max_deliveries}, "
+                       "STEM_MAX_DELIVERIES)")
+            return await self._finish_failed(held, _problem("DeliveryLimitExceeded", message), DELIVERY_LIMIT_EXCEEDED)
         task = self.app.registry.get(env.name)
         if task is None:
             message = f"no task named {env.name!r} is registered on worker {self.worker_id}"

@@ -28,7 +28,7 @@ from ..contract import WorkerHeartbeat
 from ..envelope import Delivery, validate_name
 from ..errors import StemError
 from ..logs import bind_for_context
-from ..settings import HEARTBEAT_INTERVAL_SECONDS
+from ..settings import DEFAULT_MAX_DELIVERIES, ENV_MAX_DELIVERIES, HEARTBEAT_INTERVAL_SECONDS
 from .. import signing
 from .burst import BURST_CHECK_INTERVAL_S, queues_drained
 from .commands import CommandTarget
@@ -71,8 +71,10 @@ class Worker:
         heartbeat_interval: float = HEARTBEAT_INTERVAL_SECONDS,
         shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
         metrics: "WorkerMetrics | None" = None,
+        max_deliveries: int | None = None,
     ) -> None:
         self.app = app
+        self.max_deliveries = _max_deliveries(max_deliveries)
         self.queues = [validate_name(q) for q in dict.fromkeys(queues)] if queues else app.queues()
         self.concurrency = _positive_int(concurrency, "concurrency") if concurrency is not None else (os.cpu_count() or 1)
         self.prefetch = _positive_int(prefetch, "prefetch") if prefetch is not None else self.concurrency * PREFETCH_MULTIPLIER
@@ -177,6 +179,7 @@ class Worker:
             revocation=self.control.revocation,
             signer=self.signer,
             metrics=self.metrics,
+            max_deliveries=self.max_deliveries,
         )
         if self.metrics is not None:
             self.metrics.concurrency.set(self.concurrency)
@@ -412,6 +415,22 @@ async def cancel_and_wait(*tasks: "asyncio.Task[Any]") -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=CANCEL_RECHECK_S)
+
+
+def _max_deliveries(value: int | None) -> int:
+    """The worker's delivery limit: the argument, else ``STEM_MAX_DELIVERIES``, else the
+    default; 0 means no limit."""
+    if value is None:
+        raw = os.environ.get(ENV_MAX_DELIVERIES, "").strip()
+        if not raw:
+            return DEFAULT_MAX_DELIVERIES
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{ENV_MAX_DELIVERIES} must be a whole number >= 0, got {raw!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_deliveries must be a whole number >= 0 (0: no limit), got {value!r}")
+    return value
 
 
 def _positive_int(value: object, label: str) -> int:

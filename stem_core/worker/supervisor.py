@@ -151,7 +151,8 @@ class Supervisor:
                         child.index, child.process.pid, code, ran, delay)
             try:
                 await asyncio.wait_for(self._stopped(), timeout=delay)
-                return  # a stop came during the backoff
+                child.exit_code = None  # a stop came during the backoff: the crash was handled
+                return
             except TimeoutError:
                 pass
 
@@ -183,9 +184,17 @@ class Supervisor:
         if self.usage_failure:
             return EXIT_USAGE
         codes = [c.exit_code for c in self.children if c.exit_code is not None]
-        # A child stopped by a signal it did not handle reports -N: count it as 1.
-        worst = max((code if code >= 0 else 1 for code in codes), default=0)
-        return worst
+        return max((self._code(code) for code in codes), default=0)
+
+    def _code(self, code: int) -> int:
+        """A child's exit code as the supervisor reports it. One that died of the SIGTERM or
+        SIGINT the supervisor forwarded (it was still starting, before its handlers) stopped
+        as asked: 0; any other signal death counts as 1."""
+        if code >= 0:
+            return code
+        if self.stop_mode in ("warm", "soft") and -code in (signal.SIGTERM, signal.SIGINT):
+            return 0
+        return 1
 
 
 def child_argv(argv: Sequence[str], drop: Sequence[str], flags: Sequence[str] = ()) -> list[str]:

@@ -119,6 +119,7 @@ def worker(
     shutdown_grace: Annotated[str, typer.Option("--shutdown-grace", help="Soft shutdown grace period, e.g. 30s.")] = "30s",
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="STEM_LOGLEVEL", help="debug, info, warning, error.")] = "info",
     loop: Annotated[str, typer.Option("--loop", envvar="STEM_LOOP", help="Event loop: auto (uvloop when installed), asyncio, uvloop.", show_envvar=True)] = "auto",
+    max_deliveries: Annotated[int | None, typer.Option("--max-deliveries", envvar="STEM_MAX_DELIVERIES", min=0, max=1_000_000, help="Dead-letter a task delivered this many times without being settled (its worker died each time); 0: no limit (default 10).", show_envvar=True)] = None,
     processes: Annotated[int, typer.Option("--processes", min=1, max=MAX_PROCESSES, help="Worker processes under one supervisor, each with its own --concurrency (default 1: no supervisor).")] = 1,
     log_format: Annotated[str, typer.Option("--log-format", envvar=ENV_LOG_FORMAT, help="Log lines: text, or json (one object per line).", show_envvar=True)] = "text",
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", envvar=ENV_METRICS_PORT, min=0, max=65535, help="Serve Prometheus metrics on this port (docs/metrics.md).", show_envvar=True)] = None,
@@ -152,6 +153,7 @@ def worker(
             heartbeat_interval=heartbeat,
             shutdown_grace=grace,
             metrics=metrics,
+            max_deliveries=max_deliveries,
         )
         runner.install_signal_handlers()
         stop = asyncio.Event()

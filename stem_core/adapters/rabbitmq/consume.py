@@ -63,7 +63,8 @@ class RabbitMQConsumer:
 
     async def open(self, sub: Subscription) -> None:
         state = RabbitMQSubscription(sub, self._conn, self._names, self._topology, self._leases, self._channels,
-                                     early=self._delay_again, invalid=self._dead_invalid)
+                                     early=self._delay_again, invalid=self._dead_invalid,
+                                     recount=self._recount)
         try:
             await state.start(wait=self._conn.config.connect_timeout_s)
         except Exception as exc:
@@ -172,6 +173,14 @@ class RabbitMQConsumer:
     async def _delay_again(self, message: DeliveredMessage, envelope: Envelope, queue: str) -> None:
         deliveries = codec.header_int(message.header.properties.headers, codec.H_DELIVERIES)
         await self._replace(message, [self._publisher.message(envelope, deliveries=deliveries)])
+
+    async def _recount(self, message: DeliveredMessage, envelope: Envelope, queue: str) -> None:
+        """RabbitMQ redelivered ``message`` because its consumer died or lost its channel
+        holding it: AMQP says only that (a flag), not how often. Re-publish it with that
+        delivery counted in ``x-stem-deliveries``, so a task that kills its worker every
+        time is seen delivered 2, 3, 4... times and the worker's delivery limit can stop it."""
+        deliveries = codec.header_int(message.header.properties.headers, codec.H_DELIVERIES) + 1
+        await self._replace(message, [self._publisher.message(envelope, deliveries=deliveries, rank=True)])
 
     async def _dead_invalid(self, message: DeliveredMessage, envelope: Envelope, queue: str) -> None:
         log.warning("dead-lettering a message of queue %s that is not a Stem envelope", queue)

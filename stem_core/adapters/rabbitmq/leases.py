@@ -120,6 +120,11 @@ class RabbitMQLeases:
         while len(self._unused) > UNUSED_MEMORY:
             self._unused.popitem(last=False)
 
+    def was_handed_back(self, envelope_id: str) -> bool:
+        """True when a redelivery of ``envelope_id`` is one this process handed back unused
+        (it does not count as a delivery; ``hold`` uses the mark up)."""
+        return bool(self._unused.get(envelope_id))
+
     def _used_up(self, envelope_id: str) -> bool:
         left = self._unused.get(envelope_id)
         if not left:

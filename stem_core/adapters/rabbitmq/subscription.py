@@ -55,7 +55,7 @@ class RabbitMQSubscription:
 
     def __init__(self, sub: Subscription, conn: RabbitMQConnection, names: RabbitMQNames,
                  topology: RabbitMQTopology, leases: RabbitMQLeases, channels: RabbitMQChannels, *,
-                 early: Handler, invalid: Handler) -> None:
+                 early: Handler, invalid: Handler, recount: Handler) -> None:
         self.sub = sub
         self._conn = conn
         self._names = names
@@ -64,6 +64,7 @@ class RabbitMQSubscription:
         self._channels = channels
         self._early = early
         self._invalid = invalid
+        self._recount = recount
         self.token = os.urandom(6).hex()
         self.channel: AbstractChannel | None = None
         self.closed = False
@@ -242,6 +243,11 @@ class RabbitMQSubscription:
         if envelope.not_before is not None and envelope.not_before > utcnow():
             # Early by this host's clock (or delayed past the 49-day ceiling): wait again.
             self._spawn(self._early(message, envelope, queue))
+            return
+        if message.redelivered and not self._leases.was_handed_back(envelope.id):
+            # Its consumer died holding it: re-published with the delivery counted (once
+            # that copy is confirmed this one is acked), joining the back of the queue.
+            self._spawn(self._recount(message, envelope, queue))
             return
         key = (-envelope.priority, codec.rank_us(envelope, message.header.properties.headers), next(self._seq))
         heapq.heappush(self._buffer, (key, message, envelope, queue))

@@ -77,6 +77,11 @@ def register(app: Stem) -> Stem:
         record("start", ctx.task_id)
         raise RuntimeError("poison: always fails")
 
+    @app.task(name="t.crash", visibility_timeout=KILL_LEASE_S)
+    def crash(ctx: TaskContext) -> None:
+        record("start", ctx.task_id)
+        os._exit(1)  # kills its own worker process, every time
+
     @app.task(name="t.slow")
     async def slow(ctx: TaskContext, seconds: float) -> str:
         record("start", ctx.task_id)
