@@ -22,6 +22,7 @@ from tests.specs.rabbitmq import SPEC as RABBITMQ_SPEC
 from tests.specs.redis import SPEC as REDIS_SPEC
 from tests.specs import AdapterSpec
 from tests.specs.sqlite import SPEC as SQLITE_SPEC
+from tests.specs.sqs import SPEC as SQS_SPEC
 from tests.support import eventually
 from tests.worker.apps.tasks import read_log, summarize
 from tests.worker.helpers import WorkerProcess, all_in_state
@@ -230,7 +231,7 @@ async def test_each_child_serves_its_metrics_on_the_port_plus_its_index(producer
     assert await supervisor.wait() == 0, supervisor.stderr()
 
 
-@pytest.mark.parametrize("process_spec", [SQLITE_SPEC, REDIS_SPEC, POSTGRES_SPEC, RABBITMQ_SPEC], ids=lambda s: s.id,
+@pytest.mark.parametrize("process_spec", [SQLITE_SPEC, REDIS_SPEC, POSTGRES_SPEC, RABBITMQ_SPEC, SQS_SPEC], ids=lambda s: s.id,
                          indirect=True)
 @pytest.mark.slow
 async def test_a_task_that_kills_its_worker_is_dead_lettered_after_the_delivery_limit(
