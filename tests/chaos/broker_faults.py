@@ -14,11 +14,14 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
+
+from tests.specs.postgres import cluster_command
+from tests.specs.rabbitmq import rabbitmqctl
+from tests.support import free_port, port_open
 
 ENABLE_ENV = "STEM_CHAOS_BROKER_FAULTS"
 START_TIMEOUT_S = 30.0
@@ -28,23 +31,11 @@ def enabled() -> bool:
     return os.environ.get(ENABLE_ENV) == "1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 async def _until_port(port: int, up: bool) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
-    while _answers(port) != up:
+    while port_open(port) != up:
         if time.monotonic() > deadline:
             raise RuntimeError(f"port {port} did not {'open' if up else 'close'} within {START_TIMEOUT_S:g} s")
         await asyncio.sleep(0.1)
@@ -58,7 +49,7 @@ class PrivateRedis:
             raise RuntimeError("redis-server is not installed")
         self.dir = directory / "redis"
         self.dir.mkdir(exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.fsync = fsync
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -94,9 +85,8 @@ class PrivateRedis:
 
 
 async def restart_postgres() -> str:
-    """``pg_ctlcluster <version> main restart -m immediate`` on the machine's cluster."""
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    await asyncio.to_thread(subprocess.run, ["pg_ctlcluster", version, "main", "restart", "-m", "immediate"],
+    """The machine's cluster, ``restart -m immediate`` (a crash), as the restart test does."""
+    await asyncio.to_thread(subprocess.run, cluster_command("restart", "-m", "immediate"),
                             check=True, capture_output=True, timeout=120)
     await _until_port(5432, True)
     return "restart -m immediate"
@@ -104,7 +94,7 @@ async def restart_postgres() -> str:
 
 async def restart_rabbitmq() -> str:
     for action in ("stop_app", "start_app"):
-        await asyncio.to_thread(subprocess.run, ["rabbitmqctl", action], check=True, capture_output=True, timeout=120)
+        await asyncio.to_thread(rabbitmqctl, action)
     await _until_port(5672, True)
     return "stop_app/start_app"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -16,17 +15,12 @@ from stem_core import Envelope, connect_backend, connect_broker
 from stem_core.clock import monotonic
 from stem_core.errors import BrokerUnavailable
 from tests.specs import require_service, require_tool, service_up
-from tests.specs.postgres import URL, drop_namespace
+from tests.specs.postgres import URL, cluster_command, drop_namespace
 
 MESSAGES = 400
 PUBLISH_PAUSE_S = 0.005
 RESTART_AFTER = 120  # messages published before the restart
 DEADLINE_S = 90.0
-
-
-def _cluster_command(action: str, *extra: str) -> list[str]:
-    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action, *extra]
 
 
 async def _run(cmd: list[str]) -> int:
@@ -37,7 +31,7 @@ async def _run(cmd: list[str]) -> int:
 async def _ensure_running() -> None:
     deadline = monotonic() + 60
     while not service_up("postgres"):
-        await _run(_cluster_command("start"))
+        await _run(cluster_command("start"))
         if monotonic() > deadline:
             raise RuntimeError("PostgreSQL did not come back")
         await asyncio.sleep(0.5)
@@ -67,7 +61,7 @@ async def test_server_restart_mid_run_loses_nothing_committed(namespace: str) ->
                     except BrokerUnavailable:
                         await asyncio.sleep(0.1)
                 if i == RESTART_AFTER:
-                    assert await _run(_cluster_command("restart", "-m", "immediate")) == 0
+                    assert await _run(cluster_command("restart", "-m", "immediate")) == 0
                     restarted.set()
                 await asyncio.sleep(PUBLISH_PAUSE_S)
 

@@ -16,30 +16,23 @@ It restarts the shared server: never run it beside other RabbitMQ users.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 import pytest
 
 from stem_core import Envelope, connect_broker
 from stem_core.errors import BrokerUnavailable, LeaseLost
 from tests.specs import require_service, require_tool
-from tests.specs.rabbitmq import RABBITMQ_TEST_URL, delete_namespace
+from tests.specs.rabbitmq import RABBITMQ_TEST_URL, delete_namespace, rabbitmqctl
 from tests.support import eventually
 
 TASKS = 1_500
 RESTART_AFTER = 500  # confirmed publishes before the restart
 RETRY_WAIT_S = 0.05
-RABBITMQCTL_TIMEOUT_S = 120.0
 DRAIN_DEADLINE_S = 120.0
 # A publish waits this long for the server to come back before BrokerUnavailable.
 PUBLISH_TIMEOUT_S = 3.0
 
 pytestmark = pytest.mark.slow
-
-
-def rabbitmqctl(*args: str) -> None:
-    tool = require_tool("rabbitmqctl")
-    subprocess.run([tool, *args], check=True, capture_output=True, timeout=RABBITMQCTL_TIMEOUT_S)
 
 
 async def test_a_restart_loses_no_confirmed_publish_and_consumers_resume(namespace: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,15 +23,11 @@ from stem_core.adapters.redis import RedisBroker, connection, wire
 from stem_core.errors import BackendUnavailable, BrokerUnavailable, ConfigurationError
 from tests.specs import require_service, require_tool
 from tests.specs.redis import REDIS_TEST_URL, delete_namespace
+from tests.support import free_port
 
 SERVER_START_DEADLINE_S = 15.0
 PASSWORD = "s3cret-Pa55"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrivateRedis:

@@ -25,6 +25,7 @@ from stem_core.errors import BrokerUnavailable, ConfigurationError
 from tests.contract.helpers import consuming, receive_one, stats_of
 from tests.specs import AdapterSpec, require_service
 from tests.specs.sqs import MOTO_REGION, SPEC, moto_endpoint, raw_clients, sqs_url
+from tests.support import free_port
 
 STEM = str(Path(sys.executable).parent / "stem")
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,11 +40,6 @@ def broker_spec() -> AdapterSpec:
     require_service("moto")
     return SPEC
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _url(endpoint: str, **options: str) -> str:
@@ -107,7 +103,7 @@ async def proxy() -> AsyncIterator[tuple[FreezingProxy, str]]:
 def strict_moto() -> Iterator[str]:
     """A second moto server that checks credentials (and knows none)."""
     require_service("moto")
-    port = _closed_port()
+    port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -127,7 +123,7 @@ def strict_moto() -> Iterator[str]:
 
 
 async def test_a_port_nobody_listens_on_is_unavailable(namespace: str) -> None:
-    url = _url(f"http://127.0.0.1:{_closed_port()}", timeout="2", retries="1")
+    url = _url(f"http://127.0.0.1:{free_port()}", timeout="2", retries="1")
     with pytest.raises(BrokerUnavailable, match="cannot reach SQS") as caught:
         await connect_broker(url, namespace=namespace)
     _one_line_without_secrets(str(caught.value))
@@ -218,7 +214,7 @@ def test_cli_exit_codes_and_redaction(tmp_path: Path, namespace: str) -> None:
     require_service("moto")
     backend = f"sqlite://{tmp_path / 'results.db'}"
     live = _url(moto_endpoint()) + f"&prefix={namespace}-"
-    down = _url(f"http://127.0.0.1:{_closed_port()}", timeout="2", retries="1")
+    down = _url(f"http://127.0.0.1:{free_port()}", timeout="2", retries="1")
     # Unreachable: exit 3
     _fails(_stem("inspect", "queues", broker=down, backend=backend), 3, "cannot reach SQS")
     # Over 1 MiB: exit 2, nothing sent

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.specs import AdapterSpec
 
 URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def cluster_command(action: str, *extra: str) -> list[str]:
+    """``pg_ctlcluster`` for the machine's (newest) cluster: the one command the tests that
+    restart the shared server use (``restart -m immediate`` is a crash)."""
+    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action, *extra]
 
 
 async def drop_namespace(url: str, namespace: str) -> None:

@@ -24,7 +24,8 @@ from tests.specs.redis import SPEC as REDIS
 RABBITMQ_TEST_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MANAGEMENT_URL = "http://127.0.0.1:15672"
 HTTP_TIMEOUT_S = 5.0
-RABBITMQCTL_TIMEOUT_S = 60.0
+# stop_app / start_app can take a minute on a loaded box (an Erlang VM per call).
+RABBITMQCTL_TIMEOUT_S = 120.0
 
 
 def _api(path: str) -> list[dict[str, object]]:
@@ -48,6 +49,13 @@ def server_names(kind: str, prefix: str) -> list[str]:
         out = subprocess.run([tool, "-q", f"list_{kind}", "name"], capture_output=True, text=True,
                              timeout=RABBITMQCTL_TIMEOUT_S).stdout
         return [line.strip() for line in out.splitlines() if line.strip().startswith(prefix)]
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` (``stop_app`` / ``start_app`` for the restart tests); needs the tool."""
+    from tests.specs import require_tool
+
+    subprocess.run([require_tool("rabbitmqctl"), *args], check=True, capture_output=True, timeout=RABBITMQCTL_TIMEOUT_S)
 
 
 async def delete_namespace(url: str, namespace: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from tests.specs import REQUIRE_SERVICES, STARTERS, AdapterSpec
+from tests.support import free_port, port_open
 from tests.specs.sqlite import SPEC as SQLITE
 
 MOTO_START_DEADLINE_S = 60.0
@@ -33,18 +33,6 @@ MOTO_REGION = "us-east-1"
 _server: dict[str, object] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _stop() -> None:
@@ -64,11 +52,11 @@ def start_moto() -> None:
         if REQUIRE_SERVICES:
             pytest.fail(f"{message} and STEM_REQUIRE_SERVICES=1", pytrace=False)
         pytest.skip(message)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + MOTO_START_DEADLINE_S
-    while not _answers(port):
+    while not port_open(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"moto server did not start on 127.0.0.1:{port}", pytrace=False)

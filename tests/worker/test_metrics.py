@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import pytest
 
 from stem_core import Stem, TaskState
-from tests.support import eventually
+from tests.support import eventually, free_port
 from tests.worker.apps.tasks import ODD_MESSAGE, ODD_TASK
 from tests.worker.helpers import ROOT, WorkerProcess, all_in_state
 
@@ -29,11 +29,6 @@ Spawn = Callable[..., WorkerProcess]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 HTTP_TIMEOUT_S = 10.0
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int) -> Samples | None:
