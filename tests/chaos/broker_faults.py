@@ -1,6 +1,7 @@
 """Scenario 3's broker faults: restarts and crashes of the broker itself.
 
-Only with ``STEM_CHAOS_BROKER_FAULTS=1``. Redis runs on a private ``redis-server`` the
+From the command line only with ``STEM_CHAOS_BROKER_FAULTS=1`` (pytest sets it: the suite
+runs one test at a time, as for the integration restart tests). Redis runs on a private ``redis-server`` the
 scenario starts in its run directory (AOF ``everysec`` restarted cleanly with ``SHUTDOWN``,
 AOF ``always`` crashed with ``SIGKILL``); SQLite's writers (the workers) are SIGKILLed
 mid-transaction and the file passes ``PRAGMA integrity_check``. PostgreSQL

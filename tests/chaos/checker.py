@@ -18,6 +18,10 @@ from tests.chaos.history import CorruptHistory, read_dir
 # A fault recorded this much before the start it explains still counts: the runner records
 # a fault right before sending the signal, and the victim may record a start in between.
 FAULT_SLACK_S = 0.5
+# A broker crash may lose the acks of its last moments: PostgreSQL settles with
+# synchronous_commit=off (up to 3 x wal_writer_delay, 0.6 s by default), Redis with AOF
+# everysec up to a second. An ack this close before a broker fault can be undone by it.
+BROKER_ACK_LOSS_S = 1.0
 # How many ids of each class the summary lists.
 SAMPLE = 10
 FAULTS = ("kill", "pause", "cut")
@@ -34,6 +38,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     gave_back: dict[str, list[dict[str, Any]]] = defaultdict(list)
     dead: dict[str, list[dict[str, Any]]] = defaultdict(list)
     faults = _intervals(events)
+    broker_faults = sorted({float(e["t"]) for e in events if e["type"] == "cut" and e.get("fault") == "broker"})
     statuses: dict[str, str] = {}
     drains: list[dict[str, Any]] = []
     counts: dict[str, int] = defaultdict(int)
@@ -81,7 +86,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         duplicated[task_id] = len(runs)
         for earlier, later in zip(runs, runs[1:]):
-            cause = _explain(task_id, earlier, later, faults, acks, gave_back)
+            cause = _explain(task_id, earlier, later, faults, acks, gave_back, broker_faults)
             if cause is None:
                 unexplained[task_id] = (f"start by pid {later['pid']} at {later['t']:.3f} follows the start by pid "
                                         f"{earlier['pid']} at {earlier['t']:.3f}, which was not killed, paused, "
@@ -158,11 +163,17 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], faults: dict[int, list[tuple[str, float, float]]],
-             acks: dict[str, list[dict[str, Any]]], gave_back: dict[str, list[dict[str, Any]]]) -> str | None:
+             acks: dict[str, list[dict[str, Any]]], gave_back: dict[str, list[dict[str, Any]]],
+             broker_faults: list[float]) -> str | None:
     """Why ``later`` ran although ``earlier`` did: the earlier holder's fault or give-back."""
     holder, t0, t1 = int(earlier["pid"]), float(earlier["t"]), float(later["t"])
-    if any(int(a["pid"]) == holder and float(a["t"]) < t1 for a in acks.get(task_id, ())):
-        return None  # it was acknowledged before it ran again: the ack did not hold
+    acked = [float(a["t"]) for a in acks.get(task_id, ()) if int(a["pid"]) == holder and float(a["t"]) < t1]
+    if acked:
+        # Acknowledged before it ran again: the ack did not hold, which only a broker crash
+        # right after it may explain (the crash lost the ack, not the task).
+        if any(ack <= crash <= ack + BROKER_ACK_LOSS_S and crash <= t1 for ack in acked for crash in broker_faults):
+            return "ack-lost-in-broker-crash"
+        return None
     for event in gave_back.get(task_id, ()):
         if int(event["pid"]) == holder and t0 <= float(event["t"]) <= t1:
             return str(event["type"])

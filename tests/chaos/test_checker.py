@@ -77,6 +77,19 @@ def test_a_duplicate_after_an_ack_is_unexplained_even_if_the_holder_died_later()
     assert summary["unexplained_duplicates"] == 1 and not summary["valid"]
 
 
+def test_an_ack_just_before_a_broker_crash_may_be_lost_with_it() -> None:
+    # PostgreSQL settles with synchronous_commit=off: a crash 0.3 s after an ack may undo it
+    crash = [ev(1.5, "cut", R, target=W1, fault="broker"), ev(3.0, "heal", R, target=W1, fault="broker")]
+    summary = run(enqueued("a"), ran("a", W1, 1.0), crash, ran("a", W2, 4.0), drained())
+    assert summary["valid"], summary["violations"]
+    assert summary["duplicate_causes"] == {"ack-lost-in-broker-crash": 1}
+    # but an ack long before the crash, or a cut that is no broker crash, explains nothing
+    early = [ev(5.0, "cut", R, target=W1, fault="broker")]
+    assert run(enqueued("b"), ran("b", W1, 1.0), early, ran("b", W2, 6.0), drained())["unexplained_duplicates"] == 1
+    cut = [ev(1.5, "cut", R, target=W1, fault="partition")]
+    assert run(enqueued("c"), ran("c", W1, 1.0), cut, ran("c", W2, 4.0), drained())["unexplained_duplicates"] == 1
+
+
 def test_duplicates_after_a_kill_a_pause_a_cut_or_a_retry_are_explained() -> None:
     summary = run(
         enqueued("k"), ran("k", W1, 1.0, ack=False), [ev(1.5, "kill", R, target=W1)], ran("k", W2, 4.0),
