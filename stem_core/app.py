@@ -362,8 +362,10 @@ class Stem:
         eta: datetime | None = None,
         task_id: str | None = None,
         max_retries: int | None = None,
+        ignore_result: bool | None = None,
     ) -> Envelope:
-        """The envelope ``enqueue`` would publish, fully validated (``ValueError`` family)."""
+        """The envelope ``enqueue`` would publish, fully validated (``ValueError`` family).
+        ``ignore_result`` overrides the task's (and the app's) for this one envelope."""
         check_task_name(name)
         if max_retries is not None:
             check_int(max_retries, "max_retries", 0, MAX_RETRIES)
@@ -382,8 +384,9 @@ class Stem:
         }
         if task is not None and task.visibility_timeout is not None:
             fields["visibility_timeout"] = task.visibility_timeout
-        ignore = task.ignore_result if task is not None and task.ignore_result is not None else self.ignore_result
-        if ignore:
+        if ignore_result is None:
+            ignore_result = task.ignore_result if task is not None and task.ignore_result is not None else self.ignore_result
+        if ignore_result:
             fields["headers"] = {IGNORE_RESULT_HEADER: "true"}
         if task_id is not None:
             if not isinstance(task_id, str) or not task_id or len(task_id) > ID_MAX_LENGTH:

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
 from ..clock import to_iso, utcnow
-from ..envelope import IGNORE_RESULT_HEADER
 from ..errors import StemError
 from .book import ScheduleBook
 from .model import CATCH_UP_MAX, Schedule, task_id_for
@@ -141,10 +140,7 @@ class Beat:
     async def _enqueue(self, s: Schedule, task_id: str) -> None:
         """Enqueue the due run with its queued status stored even for an
         ``ignore_result`` task: that status is how the next beat knows the run exists."""
-        envelope = self.app.build_envelope(s.task, s.args, queue=s.queue, task_id=task_id)
-        if envelope.ignores_result:
-            envelope = envelope.replace(headers={k: v for k, v in envelope.headers.items() if k != IGNORE_RESULT_HEADER})
+        envelope = self.app.build_envelope(s.task, s.args, queue=s.queue, task_id=task_id, ignore_result=False)
         await self.app.enqueue_envelopes([envelope])
-
 
 __all__ = ["Beat", "DEFAULT_LEASE_S", "DEFAULT_TICK_S"]

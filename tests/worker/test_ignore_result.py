@@ -77,6 +77,8 @@ async def test_the_app_default_applies_unless_a_task_says_otherwise(app_factory:
     # An unregistered name follows the app's default too
     other = app.build_envelope("elsewhere.task")
     assert other.headers == {IGNORE_RESULT_HEADER: "true"} and other.ignores_result
+    # and one envelope can override both (the beat does, to keep a scheduled run's status)
+    assert not app.build_envelope("by.app", ignore_result=False).ignores_result
     await asyncio.wait_for(Worker(app, concurrency=1, burst=True).run(), 60)
     assert await app.backend.get_status(by_app_id) is None
     kept_status = await app.backend.get_status(kept_id)
