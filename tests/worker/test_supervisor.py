@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
+import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -182,8 +186,6 @@ async def test_children_stop_when_their_supervisor_is_sigkilled(producer: Stem, 
 
 
 def test_a_bad_app_fails_before_any_child_starts(tmp_path: Path) -> None:
-    import subprocess
-
     result = subprocess.run(
         [sys.executable, "-m", "stem_tui.cli.main", "worker", "--app", "no_such_module_x:app", "--processes", "2",
          "--broker", f"sqlite://{tmp_path / 's.db'}"],
@@ -195,8 +197,6 @@ def test_a_bad_app_fails_before_any_child_starts(tmp_path: Path) -> None:
 
 
 def _free_port_pair() -> int:
-    import socket
-
     for _ in range(50):
         with socket.socket() as first:
             first.bind(("127.0.0.1", 0))
@@ -213,8 +213,6 @@ def _free_port_pair() -> int:
 @pytest.mark.parametrize("process_spec", [SQLITE_SPEC], ids=lambda s: s.id, indirect=True)
 @pytest.mark.slow
 async def test_each_child_serves_its_metrics_on_the_port_plus_its_index(producer: Stem, spawn: Spawn) -> None:
-    import urllib.request
-
     port = _free_port_pair()
     supervisor = spawn("--processes", "2", "-c", "1", "--metrics-port", str(port), "--metrics-addr", "127.0.0.1")
     children = await _child_heartbeats(producer, {supervisor.pid}, 2)
@@ -250,8 +248,6 @@ async def test_a_task_that_kills_its_worker_is_dead_lettered_after_the_delivery_
     assert entry is not None and entry.reason == "delivery-limit-exceeded"
     status = await producer.backend.get_status(task_id)
     assert status is not None and status.state is TaskState.FAILED
-    import re
-
     delivered = int(re.search(r"delivered (\d+) times without being settled", status.error["message"]).group(1))
     starts = [t for event, t, _ in read_log(str(log_dir)) if event == "start" and t == task_id]
     if process_spec.id == "rabbitmq":
