@@ -348,11 +348,17 @@ class Worker:
             log.warning("could not write the final heartbeat: %s", exc)
 
     async def _burst_loop(self) -> None:
+        # Drained on two checks in a row: a broker's counts are read queue by queue, so a
+        # message moving between two of them while they are read (RabbitMQ's delay levels
+        # dead-lettering a retry onward to its queue) can be missed by one check, not by two.
+        drained_before = False
         while not self.stopping:
             await asyncio.sleep(BURST_CHECK_INTERVAL_S)
-            if len(self.held) == 0 and await queues_drained(self.broker, self.control.active_queues()):
+            drained = len(self.held) == 0 and await queues_drained(self.broker, self.control.active_queues())
+            if drained and drained_before:
                 log.info("worker %s: queues drained, stopping (burst)", self.worker_id)
                 self.request_stop("warm")
+            drained_before = drained
 
     # -- shutdown -------------------------------------------------------------------
 
