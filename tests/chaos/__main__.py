@@ -1,4 +1,4 @@
-"""``python -m tests.chaos run --profile ci|standard|full --broker B --scenario N [--dir D]``
+"""``python -m tests.chaos run --profile ci|full --broker B --scenario N [--dir D]``
 
 Prints the run's summary JSON (the checker's, with the run's seconds) and exits 0, 1 on a
 violation, 2 on bad input (unknown scenario, scenario 3 without STEM_CHAOS_BROKER_FAULTS=1,

@@ -41,6 +41,9 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     broker_faults = sorted({float(e["t"]) for e in events if e["type"] == "cut" and e.get("fault") == "broker"})
     statuses: dict[str, str] = {}
     drains: list[dict[str, Any]] = []
+    # SQS copies a message to fence it (send the copy, then delete the original): a copier
+    # killed in between leaves the original to be copied again, a second runnable copy.
+    copying: dict[str, dict[int, float]] = defaultdict(dict)
     counts: dict[str, int] = defaultdict(int)
     for event in events:
         kind = event["type"]
@@ -67,6 +70,10 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
             statuses[task_id] = event.get("state")
         elif kind == "drain":
             drains.append(event)
+        elif kind == "recycle":
+            copying[task_id][int(event["pid"])] = float(event["t"])
+        elif kind == "recycled":
+            copying[task_id].pop(int(event["pid"]), None)
 
     # A worker killed between its ack and the ack's record leaves no ack line: a final
     # status of succeeded (written before the ack) after an empty drain counts too.
@@ -86,7 +93,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         duplicated[task_id] = len(runs)
         for earlier, later in zip(runs, runs[1:]):
-            cause = _explain(task_id, earlier, later, faults, acks, gave_back, broker_faults)
+            cause = _explain(task_id, earlier, later, faults, acks, gave_back, broker_faults, copying.get(task_id, {}))
             if cause is None:
                 unexplained[task_id] = (f"start by pid {later['pid']} at {later['t']:.3f} follows the start by pid "
                                         f"{earlier['pid']} at {earlier['t']:.3f}, which was not killed, paused, "
@@ -164,9 +171,13 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], faults: dict[int, list[tuple[str, float, float]]],
              acks: dict[str, list[dict[str, Any]]], gave_back: dict[str, list[dict[str, Any]]],
-             broker_faults: list[float]) -> str | None:
-    """Why ``later`` ran although ``earlier`` did: the earlier holder's fault or give-back."""
+             broker_faults: list[float], copying: dict[int, float]) -> str | None:
+    """Why ``later`` ran although ``earlier`` did: the earlier holder's fault or give-back,
+    or a second copy left by a copier killed between its send and its delete."""
     holder, t0, t1 = int(earlier["pid"]), float(earlier["t"]), float(later["t"])
+    for copier, began in copying.items():
+        if began <= t1 and any(kind == "kill" and began <= at <= t1 for kind, at, _ in faults.get(copier, ())):
+            return "copier-killed"
     acked = [float(a["t"]) for a in acks.get(task_id, ()) if int(a["pid"]) == holder and float(a["t"]) < t1]
     if acked:
         # Acknowledged before it ran again: the ack did not hold, which only a broker crash

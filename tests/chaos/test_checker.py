@@ -90,6 +90,24 @@ def test_an_ack_just_before_a_broker_crash_may_be_lost_with_it() -> None:
     assert run(enqueued("c"), ran("c", W1, 1.0), cut, ran("c", W2, 4.0), drained())["unexplained_duplicates"] == 1
 
 
+def test_a_second_copy_left_by_a_copier_killed_mid_recycle_is_explained() -> None:
+    # SQS: W3 received the expired original and sent a copy (W1 ran and acked it), then was
+    # killed before its delete: the original came back and was copied again (W2 ran it).
+    W3 = 203
+    copier = [ev(0.5, "recycle", W3, id="a"), ev(0.9, "kill", R, target=W3)]
+    summary = run(enqueued("a"), copier, ran("a", W1, 1.0), ran("a", W2, 31.0), drained())
+    assert summary["valid"], summary["violations"]
+    assert summary["duplicate_causes"] == {"copier-killed": 1}
+    # a copy that completed (recycled) or a copier that was never killed explains nothing
+    done = [ev(0.5, "recycle", W3, id="b"), ev(0.6, "recycled", W3, id="b"), ev(0.9, "kill", R, target=W3)]
+    assert run(enqueued("b"), done, ran("b", W1, 1.0), ran("b", W2, 31.0), drained())["unexplained_duplicates"] == 1
+    alive = [ev(0.5, "recycle", W3, id="c")]
+    assert run(enqueued("c"), alive, ran("c", W1, 1.0), ran("c", W2, 31.0), drained())["unexplained_duplicates"] == 1
+    # nor a copier killed after the second run started
+    late = [ev(0.5, "recycle", W3, id="d"), ev(40.0, "kill", R, target=W3)]
+    assert run(enqueued("d"), late, ran("d", W1, 1.0), ran("d", W2, 31.0), drained())["unexplained_duplicates"] == 1
+
+
 def test_duplicates_after_a_kill_a_pause_a_cut_or_a_retry_are_explained() -> None:
     summary = run(
         enqueued("k"), ran("k", W1, 1.0, ack=False), [ev(1.5, "kill", R, target=W1)], ran("k", W2, 4.0),

@@ -6,6 +6,7 @@ Each run prints its summary JSON (``pytest -s`` shows it; it is also in the run'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.specs import SPECS, AdapterSpec, require_service
 
 CROSS_PROCESS = [s for s in SPECS if s.cross_process]
 # STEM_CHAOS_SCENARIOS=1,2: run only these scenarios (the CI time budget); default all.
-SELECTED = {int(n) for n in os.environ.get("STEM_CHAOS_SCENARIOS", "1,2,3,4,5,6").split(",") if n.strip()}
+SELECTED = {int(n) for n in os.environ.get("STEM_CHAOS_SCENARIOS", "1,2,3,4,5,6,7").split(",") if n.strip()}
 
 
 def _require(spec: AdapterSpec) -> None:
@@ -103,3 +104,21 @@ async def test_3_a_broker_restart_loses_nothing_confirmed(spec: AdapterSpec, tmp
     monkeypatch.setenv(broker_faults.ENABLE_ENV, "1")
     summary = await _run(spec, 3, tmp_path)
     assert summary["lost"] == 0
+
+
+# Two minutes per broker would be ten in a row: the soaks run side by side (each its own
+# namespace, SQLite file and processes; RabbitMQ's results and Redis's share one Redis).
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_7_a_soak_with_a_kill_every_10_s_stays_steady_and_flat_on_every_broker(tmp_path: Path) -> None:
+    if 7 not in SELECTED:
+        pytest.skip("scenario 7 is not in STEM_CHAOS_SCENARIOS")
+    for spec in CROSS_PROCESS:
+        _require(spec)
+    summaries = await asyncio.gather(*(run_scenario("ci", spec.id, 7, tmp_path / spec.id) for spec in CROSS_PROCESS))
+    for summary in summaries:
+        print(json.dumps(summary))
+    failed = {s["broker"]: s["violations"] for s in summaries if not s["valid"]}
+    assert not failed, json.dumps(failed, indent=1)
+    for summary in summaries:
+        assert summary["lost"] == summary["unexpected"] == summary["unexplained_duplicates"] == 0

@@ -73,6 +73,24 @@ def instrument(broker: Any, history: History) -> None:
     wrap("nack", settle("nack"))
     wrap("dead_letter", settle("dead"))
     wrap("requeue", lambda queue, ids: {"type": "requeue", "ids": list(ids)})
+    leases = getattr(getattr(broker, "parts", None), "leases", None)
+    if leases is not None and hasattr(leases, "recycle"):
+        record_copies(leases, history)
+
+
+def record_copies(leases: Any, history: History) -> None:
+    """SQS fences a redelivery by copying the message (send a copy, then delete the
+    original, ``SQSLeases.recycle``): ``recycle`` before and ``recycled`` after, so the
+    checker can tell a second copy left by a worker killed in between."""
+    original: Callable[..., Awaitable[None]] = leases.recycle
+
+    @functools.wraps(original)
+    async def recorded(lease: Any, envelope: Any, *args: Any, **kwargs: Any) -> None:
+        history.record("recycle", id=envelope.id)
+        await original(lease, envelope, *args, **kwargs)
+        history.record("recycled", id=envelope.id)
+
+    leases.recycle = recorded
 
 
 async def main(opts: argparse.Namespace) -> int:

@@ -35,6 +35,11 @@ def _api(path: str) -> list[dict[str, object]]:
         return json.loads(response.read())
 
 
+def node_memory_bytes() -> int:
+    """The RabbitMQ node's memory use as the management API reports it (``mem_used``)."""
+    return int(_api("/api/nodes")[0]["mem_used"])  # type: ignore[call-overload]
+
+
 def server_names(kind: str, prefix: str) -> list[str]:
     """Queue or exchange names of vhost "/" starting with ``prefix``."""
     try:

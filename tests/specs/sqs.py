@@ -67,6 +67,12 @@ def start_moto() -> None:
         _server["registered"] = True
 
 
+def moto_pid() -> int | None:
+    """The pid of the moto server this process started, if it runs."""
+    proc = _server.get("proc")
+    return proc.pid if isinstance(proc, subprocess.Popen) and proc.poll() is None else None
+
+
 def moto_endpoint() -> str:
     start_moto()
     return str(_server["endpoint"])

@@ -1,0 +1,71 @@
+"""The memory a broker's server uses, as scenario 7 (soak) samples it.
+
+Redis: ``INFO memory`` ``used_memory``; RabbitMQ: the management API's ``mem_used``;
+PostgreSQL: the PSS of every ``postgres`` process (shared buffers counted once); SQS: the
+RSS of the moto server the tests started. SQLite has no server: ``None``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import redis
+
+MIB = 1024 * 1024
+
+
+def _postgres_pss_bytes() -> int:
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            for line in (entry / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:  # the process left, or is not ours to read
+            continue
+    return total
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def server_memory_mb(broker: str, broker_url: str) -> float | None:
+    """The server's memory in MiB now, or None (no server, or it cannot be read)."""
+    try:
+        if broker == "redis":
+            client = redis.Redis.from_url(broker_url)
+            try:
+                value: int | None = int(client.info("memory")["used_memory"])
+            finally:
+                client.close()
+        elif broker == "rabbitmq":
+            from tests.specs.rabbitmq import node_memory_bytes
+
+            value = node_memory_bytes()
+        elif broker == "postgres":
+            value = _postgres_pss_bytes() or None
+        elif broker == "sqs":
+            from tests.specs.sqs import moto_pid
+
+            pid = moto_pid()
+            value = None if pid is None else _rss_bytes(pid)
+        else:
+            value = None
+    except (OSError, redis.RedisError, ValueError, KeyError, IndexError) as exc:  # a sample lost, not a verdict
+        print(f"server memory of {broker}: {exc}", file=sys.stderr)
+        return None
+    return None if value is None else round(value / MIB, 1)
+
