@@ -9,7 +9,11 @@ memory must then stay flat. Prints one JSON line per sample and a summary compar
 first and last thirds of the samples taken after the warm-up:
 ``{"system": "stem-redis-soak", "t": ..., "used_memory": ..., "worker_rss": ..., "keys": ..., "done": ...}``.
 
-Usage: ``python bench/redis_soak.py --minutes 10 [--rate 300] [--sample 10] [--result-ttl 60]``.
+``--backlog N`` drains at the worker's maximum rate instead: the producer keeps about N
+tasks queued (``enqueue_many`` batches of 100 whenever the backlog falls under N), so the
+worker is never idle and Redis holds a steady number of messages (issue 16's memory check).
+
+Usage: ``python bench/redis_soak.py --minutes 10 [--rate 300 | --backlog 5000] [--sample 10] [--result-ttl 60]``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ DONE_KEY = "soak:done"
 APP_PATH = "bench.redis_soak:app"
 WORKER_CONCURRENCY = 2
 SERVER_START_S = 15.0
+BULK = 100
 
 _done_client: Any = None
 
@@ -101,6 +106,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=300.0, help="tasks per second")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="keep about this many tasks queued (the worker's maximum rate) instead of --rate")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--result-ttl", type=float, default=60.0, help="seconds results are kept")
     args = parser.parse_args()
@@ -130,12 +137,19 @@ async def main() -> None:
         sent = 0
         next_sample = start + args.sample
         samples: list[dict[str, Any]] = []
+        done = 0
         while time.monotonic() < end:
-            # Fixed cadence: catch up to where the clock says we should be.
-            due = int((time.monotonic() - start) * args.rate)
-            while sent < due:
-                await stem.enqueue("soak.noop", {})
-                sent += 1
+            if args.backlog:
+                done = int(await admin.get(DONE_KEY) or 0)
+                while sent - done < args.backlog:
+                    await stem.enqueue_many([("soak.noop", {})] * BULK)
+                    sent += BULK
+            else:
+                # Fixed cadence: catch up to where the clock says we should be.
+                due = int((time.monotonic() - start) * args.rate)
+                while sent < due:
+                    await stem.enqueue("soak.noop", {})
+                    sent += 1
             if time.monotonic() >= next_sample:
                 next_sample += args.sample
                 info = await admin.info("memory")
@@ -145,9 +159,12 @@ async def main() -> None:
                           "keys": await admin.dbsize(), "sent": sent, "done": done, "backlog": sent - done}
                 samples.append(sample)
                 print(json.dumps(sample), flush=True)
-            await asyncio.sleep(1.0 / args.rate)
+            await asyncio.sleep(0.1 if args.backlog else 1.0 / args.rate)
         warm = [s for s in samples if s["t"] > args.result_ttl * 1.5] or samples
-        print(json.dumps({"system": "stem-redis-soak", "summary": True, "minutes": args.minutes, "rate": args.rate,
+        drained = samples[-1]["done"] if samples else 0
+        print(json.dumps({"system": "stem-redis-soak", "summary": True, "minutes": args.minutes,
+                          "rate": round(drained / (args.minutes * 60)) if args.backlog else args.rate,
+                          "backlog_kept": args.backlog or None,
                           "sent": sent, "done": samples[-1]["done"] if samples else 0,
                           "used_memory": _trend(warm, "used_memory"), "worker_rss": _trend(warm, "worker_rss"),
                           "keys": _trend(warm, "keys"), "samples_after_warmup": len(warm)}), flush=True)
