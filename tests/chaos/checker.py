@@ -22,6 +22,9 @@ FAULT_SLACK_S = 0.5
 # synchronous_commit=off (up to 3 x wal_writer_delay, 0.6 s by default), Redis with AOF
 # everysec up to a second. An ack this close before a broker fault can be undone by it.
 BROKER_ACK_LOSS_S = 1.0
+# On a broker whose ack has no reply (the runner's "run" event says so), an ack that
+# returned this long before its worker was killed may still have been in the socket.
+UNCONFIRMED_ACK_S = 0.5
 # How many ids of each class the summary lists.
 SAMPLE = 10
 FAULTS = ("kill", "pause", "cut")
@@ -44,6 +47,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     # SQS copies a message to fence it (send the copy, then delete the original): a copier
     # killed in between leaves the original to be copied again, a second runnable copy.
     copying: dict[str, dict[int, float]] = defaultdict(dict)
+    unconfirmed_acks = any(e["type"] == "run" and e.get("unconfirmed_acks") for e in events)
     counts: dict[str, int] = defaultdict(int)
     for event in events:
         kind = event["type"]
@@ -93,7 +97,8 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         duplicated[task_id] = len(runs)
         for earlier, later in zip(runs, runs[1:]):
-            cause = _explain(task_id, earlier, later, faults, acks, gave_back, broker_faults, copying.get(task_id, {}))
+            cause = _explain(task_id, earlier, later, faults, acks, gave_back, broker_faults, copying.get(task_id, {}),
+                             unconfirmed_acks)
             if cause is None:
                 unexplained[task_id] = (f"start by pid {later['pid']} at {later['t']:.3f} follows the start by pid "
                                         f"{earlier['pid']} at {earlier['t']:.3f}, which was not killed, paused, "
@@ -171,7 +176,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], faults: dict[int, list[tuple[str, float, float]]],
              acks: dict[str, list[dict[str, Any]]], gave_back: dict[str, list[dict[str, Any]]],
-             broker_faults: list[float], copying: dict[int, float]) -> str | None:
+             broker_faults: list[float], copying: dict[int, float], unconfirmed_acks: bool = False) -> str | None:
     """Why ``later`` ran although ``earlier`` did: the earlier holder's fault or give-back,
     or a second copy left by a copier killed between its send and its delete."""
     holder, t0, t1 = int(earlier["pid"]), float(earlier["t"]), float(later["t"])
@@ -184,6 +189,9 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
         # right after it may explain (the crash lost the ack, not the task).
         if any(ack <= crash <= ack + BROKER_ACK_LOSS_S and crash <= t1 for ack in acked for crash in broker_faults):
             return "ack-lost-in-broker-crash"
+        if unconfirmed_acks and any(kind == "kill" and ack <= at <= ack + UNCONFIRMED_ACK_S and at <= t1
+                                    for ack in acked for kind, at, _ in faults.get(holder, ())):
+            return "ack-lost-in-worker-kill"
         return None
     for event in gave_back.get(task_id, ()):
         if int(event["pid"]) == holder and t0 <= float(event["t"]) <= t1:

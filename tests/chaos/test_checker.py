@@ -90,6 +90,20 @@ def test_an_ack_just_before_a_broker_crash_may_be_lost_with_it() -> None:
     assert run(enqueued("c"), ran("c", W1, 1.0), cut, ran("c", W2, 4.0), drained())["unexplained_duplicates"] == 1
 
 
+def test_on_a_broker_without_ack_replies_an_ack_just_before_its_workers_kill_may_be_lost() -> None:
+    # RabbitMQ's basic.ack has no reply: W1 recorded its ack, was killed 10 ms later, and
+    # the ack never reached the server
+    amqp = [ev(0.0, "run", R, broker="rabbitmq", unconfirmed_acks=True)]
+    kill = [ev(1.21, "kill", R, target=W1)]
+    summary = run(amqp, enqueued("a"), ran("a", W1, 1.0), kill, ran("a", W2, 1.5), drained())
+    assert summary["valid"], summary["violations"]
+    assert summary["duplicate_causes"] == {"ack-lost-in-worker-kill": 1}
+    # not on a broker whose ack returns after the server has it, nor long after the ack
+    assert run(enqueued("b"), ran("b", W1, 1.0), kill, ran("b", W2, 1.5), drained())["unexplained_duplicates"] == 1
+    late = [ev(3.0, "kill", R, target=W1)]
+    assert run(amqp, enqueued("c"), ran("c", W1, 1.0), late, ran("c", W2, 4.0), drained())["unexplained_duplicates"] == 1
+
+
 def test_a_second_copy_left_by_a_copier_killed_mid_recycle_is_explained() -> None:
     # SQS: W3 received the expired original and sent a copy (W1 ran and acked it), then was
     # killed before its delete: the original came back and was copied again (W2 ran it).
@@ -191,6 +205,19 @@ def test_a_torn_line_in_the_middle_is_corrupt(tmp_path: Path) -> None:
         assert "w.jsonl:2" in str(exc)
     else:
         raise AssertionError("a torn middle line must be corrupt")
+
+
+def test_the_runner_reads_only_what_the_histories_gained_and_waits_for_a_line_being_written(tmp_path: Path) -> None:
+    from tests.chaos.runner import HistoryTail
+
+    tail = HistoryTail(tmp_path)
+    (tmp_path / "w.jsonl").write_bytes(b'{"t": 2, "type": "start", "id": "a", "pid": 1}\n{"t": 3, "ty')
+    (tmp_path / "p.jsonl").write_bytes(b'{"t": 1, "type": "ok", "id": "a", "pid": 2}\n')
+    assert [e["t"] for e in tail.events()] == [1, 2]  # ordered by time; the half line waits
+    with open(tmp_path / "w.jsonl", "ab") as handle:
+        handle.write(b'pe": "ack", "id": "a", "pid": 1}\n')
+    assert [(e["t"], e["type"]) for e in tail.events()] == [(1, "ok"), (2, "start"), (3, "ack")]
+    assert tail.events() == read_dir(tmp_path)  # nothing read twice
 
 
 def test_cli_prints_one_summary_and_exits_1_on_a_violation(tmp_path: Path, capsys: Any) -> None:
