@@ -152,7 +152,14 @@ class ControlListener:
         deadline = monotonic() + CONTROL_READY_TIMEOUT_S
         hello = Envelope(name=HELLO_NAME, args={"worker_id": self.worker_id})
         while not self._ready.is_set():
-            await self.broker.broadcast(self.channel, hello)
+            try:
+                await self.broker.broadcast(self.channel, hello)
+            except StemError as exc:
+                # The hello only confirms the subscription: a control channel that cannot
+                # take it (SNS refusing a publish, a broker hiccup) must not stop the worker
+                # from working its queues. Commands may not reach it until that is fixed.
+                log.warning("could not confirm the control subscription (%s); continuing without it", exc)
+                return
             try:
                 async with asyncio.timeout(CONTROL_HELLO_INTERVAL_S):
                     await self._ready.wait()

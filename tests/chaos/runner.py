@@ -33,8 +33,6 @@ POLL_S = 0.2
 # Brokers whose ack has no reply (AMQP basic.ack): a worker killed right after its ack
 # returned may take the ack with it, and the task runs again (the checker knows).
 UNCONFIRMED_ACKS = ("rabbitmq",)
-# Scenario 7's result TTL (seconds): stored statuses level off after it.
-SOAK_RESULT_TTL_S = 30.0
 # The drain looks up the final status of this many unsettled ids at most per poll.
 STATUS_LOOKUPS = 50
 
@@ -313,8 +311,6 @@ async def run_scenario(profile: str, broker: str, scenario: int, directory: Path
     broker_url = spec.url(directory)
     paired = spec.backend_spec()
     backend_url = paired.url(directory)
-    if scenario == 7:  # the soak keeps results briefly, so the server's memory can level off
-        backend_url += ("&" if "?" in backend_url else "?") + f"result_ttl={SOAK_RESULT_TTL_S:g}"
     began = time.monotonic()
     with History(directory, "runner", name="runner") as history:
         run = Run(broker, PROFILES[profile], directory, broker_url, backend_url, namespace, history,

@@ -294,3 +294,31 @@ async def test_a_pause_with_an_expiry_ends_by_itself(app_factory: Callable[[], S
         assert status.state is TaskState.SUCCEEDED
         assert parse_iso(status.meta["started_at"]) >= until
     assert await paused_queues(app.backend) == {}
+
+
+async def test_a_control_channel_that_refuses_the_hello_does_not_stop_the_worker(
+    app_factory: Callable[[], Stem], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a broker whose broadcasts fail (moto's SNS refuses a publish to a topic with a
+    # subscriber queue deleted under it; a real broker may refuse for other reasons)
+    from stem_core.errors import BrokerUnavailable
+
+    app = app_factory()
+    done = asyncio.Event()
+
+    @app.task(name="after.refused.hello")
+    async def work(ctx: TaskContext) -> None:
+        done.set()
+
+    await app.connect()
+
+    async def refuse(channel: str, envelope: object) -> None:
+        raise BrokerUnavailable("the topic does not exist")
+
+    monkeypatch.setattr(app.broker, "broadcast", refuse)
+    task_id = await app.enqueue("after.refused.hello")
+    # When a worker starts, Then it says so once and works its queue all the same
+    async with running(Worker(app, worker_id="w-no-hello")):
+        await asyncio.wait_for(done.wait(), 30)
+        assert (await app.wait(task_id, timeout=30)).state == TaskState.SUCCEEDED
+    assert "could not confirm the control subscription" in caplog.text
