@@ -221,26 +221,35 @@ class SQSChannels:
     # -- reaping --------------------------------------------------------------------
 
     async def reap(self, channels: tuple[str, ...] | list[str]) -> int:
-        """Delete subscriber queues unseen for ``STALE_S``, then the subscriptions of
-        ``channels`` whose queue is gone; returns how many queues were deleted."""
+        """Delete subscriber queues unseen for ``STALE_S``, unsubscribing them first (and
+        any subscription of ``channels`` whose queue is gone); returns how many queues were
+        deleted. Unsubscribe before delete: a reaper dying in between leaves a queue nobody
+        is subscribed with (reaped next time), never a subscription to a deleted queue, to
+        which SNS keeps delivering (and moto refuses every publish of the topic)."""
         listing = await self._queues.listing(0.0)
         live = {s.url for s in self._subscribers.values()}
         cutoff = time.time() - STALE_S
-        reaped = 0
+        stale: dict[str, str] = {}
         for name, url in list(listing.subscribers.items()):
             if url in live:
                 continue
             try:
                 tags = (await self._conn.sqs("list_queue_tags", QueueUrl=url)).get("Tags") or {}
                 if float(tags.get(TAG_SEEN) or 0) < cutoff:
-                    await self._conn.sqs("delete_queue", QueueUrl=url)
-                    reaped += 1
-                    del listing.subscribers[name]
+                    stale[name] = url
             except QueueMissing:
                 listing.subscribers.pop(name, None)
-        existing = {name for name in listing.subscribers} | {name_of(u) for u in live}
+        existing = {name for name in listing.subscribers if name not in stale} | {name_of(u) for u in live}
         for channel in channels:
             await self._drop_orphans(await self.topic(channel), existing)
+        reaped = 0
+        for name, url in stale.items():
+            try:
+                await self._conn.sqs("delete_queue", QueueUrl=url)
+                reaped += 1
+            except QueueMissing:
+                pass
+            listing.subscribers.pop(name, None)
         return reaped
 
     async def _drop_orphans(self, topic: str, existing: set[str]) -> None:
