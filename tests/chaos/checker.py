@@ -41,7 +41,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     gave_back: dict[str, list[dict[str, Any]]] = defaultdict(list)
     dead: dict[str, list[dict[str, Any]]] = defaultdict(list)
     faults = _intervals(events)
-    broker_faults = sorted({float(e["t"]) for e in events if e["type"] == "cut" and e.get("fault") == "broker"})
+    broker_faults = _broker_outages(events)
     statuses: dict[str, str] = {}
     drains: list[dict[str, Any]] = []
     # SQS copies a message to fence it (send the copy, then delete the original): a copier
@@ -176,7 +176,8 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], faults: dict[int, list[tuple[str, float, float]]],
              acks: dict[str, list[dict[str, Any]]], gave_back: dict[str, list[dict[str, Any]]],
-             broker_faults: list[float], copying: dict[int, float], unconfirmed_acks: bool = False) -> str | None:
+             broker_faults: list[tuple[float, float]], copying: dict[int, float],
+             unconfirmed_acks: bool = False) -> str | None:
     """Why ``later`` ran although ``earlier`` did: the earlier holder's fault or give-back,
     or a second copy left by a copier killed between its send and its delete."""
     holder, t0, t1 = int(earlier["pid"]), float(earlier["t"]), float(later["t"])
@@ -187,7 +188,9 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
     if acked:
         # Acknowledged before it ran again: the ack did not hold, which only a broker crash
         # right after it may explain (the crash lost the ack, not the task).
-        if any(ack <= crash <= ack + BROKER_ACK_LOSS_S and crash <= t1 for ack in acked for crash in broker_faults):
+        # The runner records the crash just before it runs the restart command, so an ack
+        # can still return (the server not yet down) after that record, until the heal.
+        if any(crash - BROKER_ACK_LOSS_S <= ack <= back and crash <= t1 for ack in acked for crash, back in broker_faults):
             return "ack-lost-in-broker-crash"
         if unconfirmed_acks and any(kind == "kill" and ack <= at <= ack + UNCONFIRMED_ACK_S and at <= t1
                                     for ack in acked for kind, at, _ in faults.get(holder, ())):
@@ -200,6 +203,14 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
         if began <= t1 and ended >= t0 - FAULT_SLACK_S:  # the fault overlaps the holder's run
             return kind
     return None
+
+
+def _broker_outages(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Each broker crash as (recorded, healed): the runner cuts every worker at once with
+    ``fault: broker`` and heals them together (healed = inf when it never did)."""
+    cuts = sorted({float(e["t"]) for e in events if e["type"] == "cut" and e.get("fault") == "broker"})
+    heals = sorted({float(e["t"]) for e in events if e["type"] == "heal" and e.get("fault") == "broker"})
+    return [(cut, next((h for h in heals if h >= cut), math.inf)) for cut in cuts]
 
 
 def _intervals(events: list[dict[str, Any]]) -> dict[int, list[tuple[str, float, float]]]:

@@ -88,6 +88,14 @@ def test_an_ack_just_before_a_broker_crash_may_be_lost_with_it() -> None:
     assert run(enqueued("b"), ran("b", W1, 1.0), early, ran("b", W2, 6.0), drained())["unexplained_duplicates"] == 1
     cut = [ev(1.5, "cut", R, target=W1, fault="partition")]
     assert run(enqueued("c"), ran("c", W1, 1.0), cut, ran("c", W2, 4.0), drained())["unexplained_duplicates"] == 1
+    # an ack that returned after the crash was recorded (the restart command had not yet
+    # taken the server down) and before it came back may be lost too
+    during = [ev(1.15, "cut", R, target=W1, fault="broker"), ev(5.0, "heal", R, target=W1, fault="broker")]
+    summary = run(enqueued("d"), ran("d", W1, 1.0), during, ran("d", W2, 6.0), drained())
+    assert summary["duplicate_causes"] == {"ack-lost-in-broker-crash": 1}
+    # but not one made after the broker was back
+    back = [ev(0.2, "cut", R, target=W1, fault="broker"), ev(0.8, "heal", R, target=W1, fault="broker")]
+    assert run(enqueued("e"), ran("e", W1, 1.0), back, ran("e", W2, 6.0), drained())["unexplained_duplicates"] == 1
 
 
 def test_on_a_broker_without_ack_replies_an_ack_just_before_its_workers_kill_may_be_lost() -> None:
