@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tests.chaos.proxy import ChaosProxy
 from tests.chaos.runner import Run, rng_for
-from tests.chaos.server_memory import server_memory_mb
+from tests.chaos.server_memory import rss_mb, server_memory_mb
 
 # The redelivery of a frozen worker's task may come this much earlier than a full lease
 # after its start (the claim precedes the start a little).
@@ -194,17 +194,6 @@ POISON_MIX = {"malformed": 56, "mistyped": 56, "oversized": 8, "unregistered": 2
 API_REASONS = {"unregistered": "unregistered-task", "bad-args": "invalid-envelope"}
 # Worker memory may end this much above its baseline (MiB) after the drain.
 RSS_SLACK_MB = 64.0
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 async def poison(run: Run, spec: Any) -> None:

@@ -1,4 +1,5 @@
-"""The memory a broker's server uses, as scenario 7 (soak) samples it.
+"""Memory figures of the chaos scenarios: a process's RSS (``rss_mb``) and the memory a
+broker's server uses (``server_memory_mb``, as scenario 7 samples it).
 
 Redis: ``INFO memory`` ``used_memory``; RabbitMQ: the management API's ``mem_used``;
 PostgreSQL: the private memory (USS) of every ``postgres`` process — not their RSS or
@@ -33,11 +34,12 @@ def _postgres_private_bytes() -> int:
     return total
 
 
-def _rss_bytes(pid: int) -> int | None:
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory in MiB (None once it is gone): workers and moto."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+                return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
@@ -62,7 +64,8 @@ def server_memory_mb(broker: str, broker_url: str) -> float | None:
             from tests.specs.sqs import moto_pid
 
             pid = moto_pid()
-            value = None if pid is None else _rss_bytes(pid)
+            rss = None if pid is None else rss_mb(pid)
+            return None if rss is None else round(rss, 1)
         else:
             value = None
     except (OSError, redis.RedisError, ValueError, KeyError, IndexError) as exc:  # a sample lost, not a verdict
