@@ -218,12 +218,19 @@ def current(env: Mapping[str, str] | None = None) -> Signer | None:
     return signer
 
 
-def sign_if_able(envelope: Envelope) -> Envelope:
+# ``sign_if_able``'s default: look the signer up now (``current()``).
+CURRENT: Any = object()
+
+
+def sign_if_able(envelope: Envelope, signer: "Signer | None" = CURRENT) -> Envelope:
     """``envelope`` signed by this process's signer when it can sign, else unchanged.
 
     The broker's one signing step: a verify-only process publishes what it has (its
-    callers that must not publish unsigned check ``require_signer`` first)."""
-    signer = current()
+    callers that must not publish unsigned check ``require_signer`` first). A batch
+    passes ``signer`` (one ``current()`` for all its envelopes: each call reads the
+    ``STEM_SIGNING_*`` variables again)."""
+    if signer is CURRENT:
+        signer = current()
     if signer is None or not signer.can_sign:
         return envelope
     return signer.sign(envelope)

@@ -81,7 +81,8 @@ from ..settings import (
     max_envelope_bytes,
     validate_namespace,
 )
-from ..signing import resign, sign_if_able
+from .. import signing
+from ..signing import Signer, resign, sign_if_able
 from .backend import ResultBackend, StatusWrite
 from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats, ReplayResult, TaskState
 
@@ -184,9 +185,11 @@ class Broker(ABC):
 
     # -- producing ------------------------------------------------------------------
 
-    def route(self, envelope: Envelope, queue: str | None = None, priority: int | None = None) -> Envelope:
+    def route(self, envelope: Envelope, queue: str | None = None, priority: int | None = None, *,
+              signer: Signer | None = signing.CURRENT) -> Envelope:
         """The envelope as it will be stored: overrides applied and validated, then signed
-        when this process signs."""
+        when this process signs (``signer``: the one a batch looked up once, see
+        ``route_all``)."""
         if not isinstance(envelope, Envelope):
             raise InvalidEnvelope(f"expected an Envelope, got {type(envelope).__name__}")
         changes: dict[str, Any] = {}
@@ -196,7 +199,7 @@ class Broker(ABC):
             if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
                 raise ValueError(f"priority must be an integer {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority!r}")
             changes["priority"] = priority
-        routed = sign_if_able(envelope.replace(**changes) if changes else envelope)
+        routed = sign_if_able(envelope.replace(**changes) if changes else envelope, signer)
         routed.check_size(self.max_envelope_bytes)
         return routed
 
@@ -204,9 +207,14 @@ class Broker(ABC):
         """Persist one envelope (see the module rules)."""
         await self._publish([self.route(envelope, queue, priority)])
 
+    def route_all(self, envelopes: Iterable[Envelope]) -> list[Envelope]:
+        """``route`` for each of a batch, with one signer lookup for all of them."""
+        signer = signing.current()
+        return [self.route(env, signer=signer) for env in envelopes]
+
     async def publish_many(self, envelopes: Iterable[Envelope]) -> None:
         """Persist many envelopes in one round trip or transaction where possible."""
-        batch = [self.route(env) for env in envelopes]
+        batch = self.route_all(envelopes)
         if batch:
             await self._publish(batch)
 
@@ -219,7 +227,7 @@ class Broker(ABC):
         The statuses go first, so a fast worker's ``running`` is never overwritten by a
         late ``queued``. When ``backend`` lives on this broker's server, the adapter does
         both in one round trip (``_enqueue_with``), statuses still first."""
-        batch = [self.route(env) for env in envelopes]
+        batch = self.route_all(envelopes)
         if not batch:
             return
         # Built directly, not through prepare_status: every value comes from a validated

@@ -119,7 +119,7 @@ class PostgresBroker(Broker):
     async def publish_many(self, envelopes: Iterable[Envelope], *,
                            connection: psycopg.AsyncConnection | None = None) -> None:
         """Persist many envelopes in one statement (optionally in the caller's transaction)."""
-        batch = [self.route(env) for env in envelopes]
+        batch = self.route_all(envelopes)
         if batch:
             await self._publisher.publish(batch, on=connection)
 
