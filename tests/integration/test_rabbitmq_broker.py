@@ -172,6 +172,41 @@ async def test_a_lease_lost_with_its_connection_is_fenced_and_redelivered(broker
         await other.close()
 
 
+async def test_a_settle_whose_frame_cannot_be_written_gives_up_and_the_message_comes_back(
+        broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a held delivery whose ack frame can never be written (a connection reset under
+    # a frozen process leaves aiormq's write queue full and its writer gone: a full-profile
+    # chaos run saw a worker stuck in 30 such acks, and deaf to SIGTERM)
+    from stem_core.adapters.rabbitmq import leases
+
+    await broker.publish(Envelope(name="t", queue="stuck"))
+    await broker.publish(Envelope(name="t", queue="stuck"))
+    stream = broker.consume("stuck", prefetch=1)
+    held = await asyncio.wait_for(stream.__anext__(), DEADLINE_S)
+    never = asyncio.Event()
+
+    async def unwritable(self: object, *args: object, **kwargs: object) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(leases, "SETTLE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(aiormq.Channel, "basic_ack", unwritable)
+    # When the worker acks it, the ack gives up (a warning), instead of waiting for ever
+    with caplog.at_level("WARNING", logger="stem.rabbitmq"):
+        await asyncio.wait_for(broker.ack(held), 5)
+    assert any("could not ack message" in r.getMessage() and held.envelope.id in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    # And the channel it could not be written to is closed: the server takes the message
+    # back, and the subscription goes on on a new channel, with its slot free
+    got = {}
+    for _ in range(2):
+        delivery = await asyncio.wait_for(stream.__anext__(), DEADLINE_S)
+        got[delivery.envelope.id] = delivery.delivery_count
+        await broker.ack(delivery)
+    await stream.aclose()
+    assert got[held.envelope.id] == 2 and len(got) == 2
+    await assert_nothing(broker, "stuck")
+
+
 HUNG_HOLDER = """
 import asyncio, sys, time
 from stem_core import connect_broker

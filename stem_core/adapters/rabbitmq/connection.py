@@ -64,6 +64,16 @@ async def shielded(work: Awaitable[T]) -> T:
         raise
 
 
+async def close_quietly(channel: Any, timeout: float | None = None) -> None:
+    """Close ``channel``, saying nothing when it is already closing with its connection;
+    with ``timeout``, give up after that long (a connection whose writer is gone)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await channel.close()
+    except Exception as exc:  # noqa: BLE001 - already closing, or the connection is gone
+        log.debug("closing a channel: %s", exc)
+
+
 def _retrieve(task: "asyncio.Future[Any]") -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("a shielded RabbitMQ call finished after its caller left: %s", task.exception())

@@ -18,6 +18,12 @@ channel it came on closes (the process died, its heartbeat stopped, RabbitMQ's
   the meantime still settles it, as the contract says;
 * a process that dies, or whose event loop hangs past about two AMQP heartbeats, loses
   its connection: the server requeues its deliveries at once (no wait for the lease).
+  A settle is a frame queued for aiormq's writer, with no reply; when the connection was
+  reset under a frozen process, that queue can be full with its writer gone, and the
+  write would wait for ever (the worker then never finishes, nor stops on SIGTERM). So
+  a settle gives up after ``SETTLE_TIMEOUT_S`` with a warning: the server took the
+  message back with the connection (or, should the connection only be stalled, when its
+  channel closes), so the task may run again, never lost.
 
 Delivery counts: a message carries the deliveries before its last re-publish
 (``x-stem-deliveries``); this delivery is one more, and one more again when RabbitMQ
@@ -42,7 +48,7 @@ from ...clock import monotonic, utcnow
 from ...envelope import Delivery, Envelope
 from ...errors import LeaseLost, StemError
 from . import codec
-from .connection import TRANSIENT, RabbitMQConnection
+from .connection import TRANSIENT, RabbitMQConnection, close_quietly
 from .names import RabbitMQNames
 from .publish import RabbitMQPublisher
 
@@ -50,6 +56,8 @@ log = logging.getLogger("stem.rabbitmq")
 
 # An expired lease nobody could take yet is checked again this often.
 LEASE_CHECK_S = 0.25
+# A settle frame still not written after this long is given up (see above).
+SETTLE_TIMEOUT_S = 5.0
 # Envelope ids remembered as "handed back unused" (oldest forgotten first).
 UNUSED_MEMORY = 10_000
 
@@ -95,6 +103,8 @@ class RabbitMQLeases:
         self._unused: OrderedDict[str, int] = OrderedDict()
         self._wake = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
+        # Channels being closed after a settle could not be written (``_abandon``).
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- handing out ----------------------------------------------------------------
 
@@ -191,17 +201,31 @@ class RabbitMQLeases:
         channel = hold.channel
         try:
             if not channel.is_closed:
-                if how == "ack":
-                    await channel.basic_ack(hold.tag, wait=False)
-                elif how == "reject":
-                    await channel.basic_reject(hold.tag, requeue=False, wait=False)
-                else:
-                    await channel.basic_nack(hold.tag, requeue=True, wait=False)
+                async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                    if how == "ack":
+                        await channel.basic_ack(hold.tag, wait=False)
+                    elif how == "reject":
+                        await channel.basic_reject(hold.tag, requeue=False, wait=False)
+                    else:
+                        await channel.basic_nack(hold.tag, requeue=True, wait=False)
+        except TimeoutError:
+            log.warning("could not %s message %s within %.0f s (the connection is gone or stalled); closing its channel, "
+                        "so RabbitMQ takes back what it held there (those tasks may run again)", how, hold.envelope.id,
+                        SETTLE_TIMEOUT_S)
+            self._abandon(channel)
         except TRANSIENT as exc:
             # The channel died first: the server has taken the message back already.
             log.debug("settling %s on a closed channel: %s", hold.envelope.id, exc)
         finally:
             hold.owner.released(channel)
+
+    def _abandon(self, channel: AbstractChannel) -> None:
+        """Close a channel a settle could not be written to (in the background, bounded):
+        an unsettled delivery would otherwise take one of its prefetch slots for as long as
+        it lives; the subscription opens a new channel on its next receive."""
+        task = asyncio.get_running_loop().create_task(close_quietly(channel, SETTLE_TIMEOUT_S))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def extend(self, receipt: str, seconds: float) -> datetime:
         hold = self._holds.get(receipt)
@@ -231,6 +255,7 @@ class RabbitMQLeases:
         if keeper is not None:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
+        await asyncio.gather(*self._closing, return_exceptions=True)
         self._holds.clear()
         self._by_id.clear()
         self._deadlines.clear()
@@ -285,4 +310,4 @@ class RabbitMQLeases:
             await self.ack(taken)
 
 
-__all__ = ["LEASE_CHECK_S", "RabbitMQHold", "RabbitMQLeases"]
+__all__ = ["LEASE_CHECK_S", "SETTLE_TIMEOUT_S", "RabbitMQHold", "RabbitMQLeases"]

@@ -39,7 +39,7 @@ from ...contract.broker import Subscription
 from ...envelope import Delivery, Envelope
 from . import codec
 from .channels import RabbitMQChannels
-from .connection import TRANSIENT, RabbitMQConnection, shielded
+from .connection import TRANSIENT, RabbitMQConnection, close_quietly, shielded
 from .leases import RabbitMQLeases
 from .names import RabbitMQNames
 from .topology import RabbitMQTopology
@@ -217,7 +217,7 @@ class RabbitMQSubscription:
     def _close_if_idle(self, channel: AbstractChannel | None) -> None:
         if channel is None or self._held.get(channel) or channel.is_closed:
             return
-        task = asyncio.get_running_loop().create_task(_close_quietly(channel))
+        task = asyncio.get_running_loop().create_task(close_quietly(channel))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -283,13 +283,6 @@ class RabbitMQSubscription:
             out.append(self._leases.hold(message, envelope, queue, self.sub.consumer, self))
             limit -= 1
         return out
-
-
-async def _close_quietly(channel: AbstractChannel) -> None:
-    try:
-        await channel.close()
-    except Exception as exc:  # already closing with its connection
-        log.debug("closing a subscription channel: %s", exc)
 
 
 __all__ = ["RabbitMQSubscription"]
