@@ -25,6 +25,9 @@ BROKER_ACK_LOSS_S = 1.0
 # On a broker whose ack has no reply (the runner's "run" event says so), an ack that
 # returned this long before its worker was killed may still have been in the socket.
 UNCONFIRMED_ACK_S = 0.5
+# A holder's ack that returned later than this after its lease deadline was fenced; the
+# clocks are one machine's, so only the time between two reads of it separates them.
+LEASE_CLOCK_SLACK_S = 0.01
 # How many ids of each class the summary lists.
 SAMPLE = 10
 FAULTS = ("kill", "pause", "cut")
@@ -48,6 +51,10 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
     # killed in between leaves the original to be copied again, a second runnable copy.
     copying: dict[str, dict[int, float]] = defaultdict(dict)
     unconfirmed_acks = any(e["type"] == "run" and e.get("unconfirmed_acks") for e in events)
+    lease = next((float(e["lease"]) for e in events if e["type"] == "run" and e.get("lease")), None)
+    # When each id's enqueue was confirmed and when any worker began copying it (SQS).
+    confirmed_at: dict[str, float] = {}
+    recycles: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
     for event in events:
         kind = event["type"]
@@ -57,6 +64,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
             invoked[task_id] = event
         elif kind == "ok":
             confirmed.add(task_id)
+            confirmed_at[task_id] = float(event["t"])
         elif kind == "fail":
             failed.add(task_id)
         elif kind == "info":
@@ -76,6 +84,7 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
             drains.append(event)
         elif kind == "recycle":
             copying[task_id][int(event["pid"])] = float(event["t"])
+            recycles[task_id].append(float(event["t"]))
         elif kind == "recycled":
             copying[task_id].pop(int(event["pid"]), None)
 
@@ -99,6 +108,9 @@ def check(events: list[dict[str, Any]]) -> dict[str, Any]:
         for earlier, later in zip(runs, runs[1:]):
             cause = _explain(task_id, earlier, later, faults, acks, gave_back, broker_faults, copying.get(task_id, {}),
                              unconfirmed_acks)
+            if cause is None and lease is not None and _copied_within_a_lease(
+                    confirmed_at.get(task_id), recycles.get(task_id, ()), float(later["t"]), lease):
+                cause = "delivered-twice"
             if cause is None:
                 unexplained[task_id] = (f"start by pid {later['pid']} at {later['t']:.3f} follows the start by pid "
                                         f"{earlier['pid']} at {earlier['t']:.3f}, which was not killed, paused, "
@@ -195,6 +207,12 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
         if unconfirmed_acks and any(kind == "kill" and ack <= at <= ack + UNCONFIRMED_ACK_S and at <= t1
                                     for ack in acked for kind, at, _ in faults.get(holder, ())):
             return "ack-lost-in-worker-kill"
+        # The holder's ack came back after its lease had run out (a slow settle), and the
+        # task ran again after that: the receipt was fenced and the late ack changed nothing.
+        if any(a.get("lease_until") is not None and int(a["pid"]) == holder
+               and float(a["lease_until"]) + LEASE_CLOCK_SLACK_S < float(a["t"]) < t1
+               and float(a["lease_until"]) <= t1 for a in acks.get(task_id, ())):
+            return "lease-expired"
         return None
     for event in gave_back.get(task_id, ()):
         if int(event["pid"]) == holder and t0 <= float(event["t"]) <= t1:
@@ -203,6 +221,15 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
         if began <= t1 and ended >= t0 - FAULT_SLACK_S:  # the fault overlaps the holder's run
             return kind
     return None
+
+
+def _copied_within_a_lease(confirmed: float | None, recycles: Any, t1: float, lease: float) -> bool:
+    """Whether a worker began copying the task (SQS: it received the message with a
+    receive count above one) within one lease of the enqueue's confirmation and before
+    the later start: no holder's lease can have run out yet, so the broker handed one
+    message to two receivers inside its visibility timeout (SQS standard queues may,
+    moto under load does), and the copy that fences the other receipt runs again."""
+    return confirmed is not None and any(confirmed <= r <= min(t1, confirmed + lease) for r in recycles)
 
 
 def _broker_outages(events: list[dict[str, Any]]) -> list[tuple[float, float]]:

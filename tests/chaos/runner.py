@@ -315,7 +315,7 @@ async def run_scenario(profile: str, broker: str, scenario: int, directory: Path
     with History(directory, "runner", name="runner") as history:
         run = Run(broker, PROFILES[profile], directory, broker_url, backend_url, namespace, history,
                   lease=LEASES.get(broker, LEASE_S))
-        history.record("run", broker=broker, scenario=scenario, profile=profile,
+        history.record("run", broker=broker, scenario=scenario, profile=profile, lease=run.lease,
                        unconfirmed_acks=broker in UNCONFIRMED_ACKS)
         try:
             await SCENARIOS[scenario](run, spec)

@@ -238,3 +238,43 @@ def test_cli_prints_one_summary_and_exits_1_on_a_violation(tmp_path: Path, capsy
     assert summary["lost"] == 1 and summary["valid"] is False
     assert main([str(tmp_path / "missing")]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_a_rerun_after_the_holders_ack_came_back_past_its_lease_is_explained() -> None:
+    # SQLite under load: W1 finished at 1.1 s, its ack (lease until 3.0 s) returned only at
+    # 3.4 s, fenced: W2 had taken the expired lease and ran the task at 3.5 s
+    def slow(task_id: str, until: float, ack_at: float) -> list[dict[str, Any]]:
+        return [ev(1.0, "start", W1, id=task_id, attempt=0), ev(1.1, "finish", W1, id=task_id),
+                ev(ack_at, "ack", W1, id=task_id, lease_until=until)]
+    summary = run(enqueued("a"), slow("a", 3.0, 3.4), ran("a", W2, 3.5), drained())
+    assert summary["valid"], summary["violations"]
+    assert summary["duplicate_causes"] == {"lease-expired": 1}
+    # an ack that came back inside its lease held: a rerun after it is a violation
+    assert run(enqueued("b"), slow("b", 3.0, 2.9), ran("b", W2, 3.5), drained())["unexplained_duplicates"] == 1
+    # and a rerun before the holder's lease ran out is one whatever the ack did
+    assert run(enqueued("c"), slow("c", 3.6, 3.7), ran("c", W2, 3.5), drained())["unexplained_duplicates"] == 1
+    # an ack with no deadline recorded explains nothing
+    bare = [ev(1.0, "start", W1, id="d", attempt=0), ev(3.4, "ack", W1, id="d")]
+    assert run(enqueued("d"), bare, ran("d", W2, 3.5), drained())["unexplained_duplicates"] == 1
+
+
+def test_a_copy_made_within_a_lease_of_the_enqueue_is_the_broker_delivering_twice() -> None:
+    # SQS (moto under load): one message received by W1 and, 50 ms later, by W3 with a
+    # receive count of 2; W3 copied it to fence W1's receipt, and the copy ran again
+    W3 = 203
+    sqs = [ev(0.0, "run", R, broker="sqs", lease=6.0)]
+    copy = [ev(0.06, "recycle", W3, id="a"), ev(0.09, "recycled", W3, id="a")]
+    summary = run(sqs, enqueued("a"), copy, ran("a", W1, 0.07), ran("a", W1, 0.2), drained())
+    assert summary["valid"], summary["violations"]
+    assert summary["duplicate_causes"] == {"delivered-twice": 1}
+    # a copy made a lease or more after the enqueue (a holder's lease could have run out)
+    late = [ev(7.0, "recycle", W3, id="b"), ev(7.1, "recycled", W3, id="b")]
+    assert run(sqs, enqueued("b"), late, ran("b", W1, 6.5), ran("b", W2, 7.5), drained())["unexplained_duplicates"] == 1
+    # or after the rerun explains nothing, nor does a copy in a run that recorded no lease
+    after = [ev(0.5, "recycle", W3, id="c"), ev(0.6, "recycled", W3, id="c")]
+    assert run(sqs, enqueued("c"), after, ran("c", W1, 0.1), ran("c", W2, 0.3), drained())["unexplained_duplicates"] == 1
+    assert run(enqueued("d"), copy_of("d"), ran("d", W1, 0.07), ran("d", W1, 0.2), drained())["unexplained_duplicates"] == 1
+
+
+def copy_of(task_id: str) -> list[dict[str, Any]]:
+    return [ev(0.06, "recycle", 203, id=task_id), ev(0.09, "recycled", 203, id=task_id)]

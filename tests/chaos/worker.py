@@ -25,6 +25,14 @@ def instrument(broker: Any, history: History) -> None:
     A shutdown gives a delivery back with ``requeue`` then acks the fenced receipt only to
     free its slot: that ack is recorded as ``release``, not as a completion."""
     requeued: set[str] = set()
+    # The lease deadline (epoch seconds) each held receipt last got from a renewal.
+    renewed: dict[str, float] = {}
+
+    def lease_until(delivery: Any) -> float | None:
+        """The latest deadline this worker knows for ``delivery``'s lease."""
+        until = delivery.lease_expires_at.timestamp() if delivery.lease_expires_at is not None else None
+        later = renewed.get(delivery.receipt)
+        return later if until is None or (later is not None and later > until) else until
 
     def wrap(name: str, describe: Callable[..., dict[str, Any]]) -> None:
         original: Callable[..., Awaitable[Any]] = getattr(broker, name)
@@ -39,6 +47,11 @@ def instrument(broker: Any, history: History) -> None:
             except BaseException as exc:
                 history.record(fields.pop("type"), **fields, error=f"{type(exc).__name__}: {exc}")
                 raise
+            if fields["type"] in ("ack", "release"):
+                # Read after the ack returned: a renewal that landed meanwhile counts. An
+                # ack that returns after this has passed may have been fenced (a silent no-op).
+                # (Kept after the ack: ack_with_status may ack again inside.)
+                fields["lease_until"] = lease_until(args[0])
             if fields["type"] == "requeue":
                 if result:
                     requeued.update(fields["ids"])
@@ -73,9 +86,25 @@ def instrument(broker: Any, history: History) -> None:
     wrap("nack", settle("nack"))
     wrap("dead_letter", settle("dead"))
     wrap("requeue", lambda queue, ids: {"type": "requeue", "ids": list(ids)})
+    record_renewals(broker, renewed)
     leases = getattr(getattr(broker, "parts", None), "leases", None)
     if leases is not None and hasattr(leases, "recycle"):
         record_copies(leases, history)
+
+
+def record_renewals(broker: Any, renewed: dict[str, float]) -> None:
+    """Keep the deadline each ``extend_lease`` returned, for the ``lease_until`` of the
+    receipt's ack (the checker's ``lease-expired``)."""
+    original: Callable[..., Awaitable[Any]] = broker.extend_lease
+
+    @functools.wraps(original)
+    async def recorded(delivery: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline = await original(delivery, *args, **kwargs)
+        if deadline is not None and getattr(delivery, "channel", None) is None:
+            renewed[delivery.receipt] = deadline.timestamp()
+        return deadline
+
+    broker.extend_lease = recorded
 
 
 def record_copies(leases: Any, history: History) -> None:
