@@ -83,6 +83,33 @@ async def test_expired_statuses_are_pruned_from_every_index(backend_factory: Bac
     assert [s.id for s in await backend.list_statuses(queue="q")] == ["new"]
 
 
+async def test_a_backlog_of_expired_statuses_is_pruned_at_the_next_writes_not_one_batch_a_second(
+        backend_factory: BackendFactory, raw: Redis, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given more expired statuses than one prune takes (a worker writing faster than
+    # PRUNE_BATCH statuses a second: a 10-minute drain at 600 tasks/s grew Redis by
+    # ~330 bytes a task, its indexes holding every expired id)
+    monkeypatch.setattr(redis_backend, "PRUNE_BATCH", 4)
+    monkeypatch.setattr(redis_backend, "PRUNE_INTERVAL_S", 3600.0)
+    backend = await backend_factory()
+    await backend.set_statuses([(f"old{i}", "succeeded", {"queue": "q", "task": "t"}) for i in range(10)])
+    await raw.zadd(results_prefix(namespace) + "exp", {f"old{i}": 0 for i in range(10)})  # all due now
+    for i in range(10):
+        await raw.delete(results_prefix(namespace) + f"s:old{i}")
+    backend._last_prune = 0.0  # noqa: SLF001 - the once-a-second throttle is due
+    # When three more writes follow, well inside the interval
+    for i in range(3):
+        await backend.set_status(f"new{i}", "queued", meta={"queue": "q", "task": "t"})
+    # Then a full prune is followed by another at the next write, until none are left
+    p = results_prefix(namespace)
+    assert sorted(await raw.hkeys(p + "ix")) == ["new0", "new1", "new2"]
+    assert all(not m.startswith("old") for m in await raw.zrange(p + "all", 0, -1))
+    # and once a prune comes back short, the interval holds again
+    await raw.zadd(p + "exp", {"new0": 0})
+    await raw.delete(p + "s:new0")
+    await backend.set_status("new3", "queued", meta={"queue": "q", "task": "t"})
+    assert "new0" in await raw.hkeys(p + "ix")
+
+
 async def test_watch_sees_every_update_written_by_another_process(backend_factory: BackendFactory, namespace: str) -> None:
     backend = await backend_factory()
     await backend.set_status("job", "queued")

@@ -4,9 +4,11 @@ Keys (all under ``<ns>:r{<ns>}:``, one hash tag; ``lua/results_lib.lua`` draws t
 
 * ``s:<id>`` a HASH per status with a TTL (``PEXPIRE``); ``ix``, ``all``, ``x:<state>``,
   ``q:<queue>``, ``t:<task>`` keep ``list_statuses`` an index walk, newest first, never
-  a ``SCAN``; ``exp`` (id -> expiry) lets a bounded prune, at most once per
-  ``PRUNE_INTERVAL_S`` and ``PRUNE_BATCH`` ids, drop expired statuses from the indexes, so
-  memory follows the result TTL.
+  a ``SCAN``; ``exp`` (id -> expiry) lets a bounded prune of ``PRUNE_BATCH`` ids drop
+  expired statuses from the indexes, so memory follows the result TTL. A writer prunes
+  once per ``PRUNE_INTERVAL_S``, and again at its next write while a prune comes back
+  full: statuses expiring faster than one batch a second (a worker at 600 tasks/s with a
+  60 s TTL) would otherwise pile up in the indexes, ~330 bytes of server memory per task.
 * ``watch`` is pub/sub (``watch.py``): the write and its message are one atomic step.
 * Every status write goes through ``results_lib.lua`` with records ``StatusBatch``
   (``statuses.py``) packs: ``set_status`` (``results_set.lua``), ``set_statuses`` (one
@@ -75,6 +77,7 @@ class RedisBackend(ResultBackend):
         self.packed_status_keys = keys.packed_status_keys
         self._records = RedisRecords(self._conn, keys)
         self._last_prune = 0.0
+        self._pruning = False  # one prune at a time per backend (concurrent writers)
         # Status writes made in one event-loop turn go out together.
         self._writes: TurnBatch[StatusWrite] = TurnBatch(self._write_batch)
 
@@ -122,12 +125,17 @@ class RedisBackend(ResultBackend):
     async def written(self) -> None:
         """After statuses were written (here or by a broker's script): the throttled prune.
         Never fails the writer: the statuses are stored, and a failed prune runs again."""
-        if monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
-            self._last_prune = monotonic()
-            try:
-                await self._prune()
-            except StemError as exc:
-                log.debug("status prune failed (it runs again later): %s", exc)
+        if self._pruning or monotonic() - self._last_prune < PRUNE_INTERVAL_S:
+            return
+        self._pruning = True
+        self._last_prune = monotonic()
+        try:
+            if await self._prune() >= PRUNE_BATCH:
+                self._last_prune = monotonic() - PRUNE_INTERVAL_S  # more are due: prune at the next write
+        except StemError as exc:
+            log.debug("status prune failed (it runs again later): %s", exc)
+        finally:
+            self._pruning = False
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
@@ -210,14 +218,15 @@ class RedisBackend(ResultBackend):
                     await self._set_one(write)
         await self.written()
 
-    async def _prune(self) -> None:
+    async def _prune(self) -> int:
+        """Drop up to ``PRUNE_BATCH`` expired statuses; returns how many expired ids it found."""
         now = to_us(utcnow())
         layout = self._keys
         client = self._conn.client
         with self._conn.guard:
             ids = await client.zrangebyscore(layout.expiries, "-inf", now, start=0, num=PRUNE_BATCH)
             if not ids:
-                return
+                return 0
             marks = await client.hmget(layout.index, ids)
         keys = [layout.index, layout.expiries, layout.all, *layout.states]  # results_prune.lua's first nine
         args: list[Any] = [now]
@@ -227,6 +236,7 @@ class RedisBackend(ResultBackend):
             keys += [layout.status(task_id), layout.queue_index(queue), layout.task_index(task)]
             args.append(task_id)
         await self._conn.call("results_prune", keys, args)
+        return len(ids)
 
     async def _read(self, task_id: str) -> tuple[TaskStatus, int] | None:
         with self._conn.guard:
