@@ -50,6 +50,8 @@ PREFETCH_MULTIPLIER = 2
 SHUTDOWN_GRACE_SECONDS = 30.0
 # After a broker error in the fetch loop, try again after this long.
 FETCH_RETRY_S = 1.0
+# A result backend that does not answer at startup is asked again after this long.
+STARTUP_RETRY_S = 1.0
 # Hard shutdown (and the end of a soft one) waits at most this long for hand-backs.
 HARD_SETTLE_TIMEOUT_S = 5.0
 CANCEL_RECHECK_S = 0.5
@@ -194,8 +196,7 @@ class Worker:
                 await listener.await_ready()
             else:
                 log.warning("the %s broker has no broadcast: control commands will not reach this worker", self.broker.scheme)
-            await self.control.refresh(self.backend)
-            await self._write_heartbeat()
+            await self._until_backend_answers()
             log.info(
                 "worker %s ready: queues=%s concurrency=%d prefetch=%d loop=%s%s",
                 self.worker_id, ",".join(self.queues), self.concurrency, self.prefetch,
@@ -328,6 +329,22 @@ class Worker:
 
     async def _write_heartbeat(self) -> None:
         await self.backend.set_heartbeat(self.heartbeat())
+
+    async def _until_backend_answers(self) -> None:
+        """Read the control state (pauses, revocations) and write the first heartbeat,
+        again and again with a warning, until the result backend answers or the worker is
+        told to stop: a backend that is down or locked at startup (a SQLite file whose
+        writer lock a frozen process holds) is a wait, not a crash. No task runs before
+        the control state is known."""
+        while not self.stopping:
+            try:
+                await self.control.refresh(self.backend)
+                await self._write_heartbeat()
+                return
+            except StemError as exc:
+                log.warning("worker %s cannot reach the result backend yet (%s); trying again in %.0f s",
+                            self.worker_id, exc, STARTUP_RETRY_S)
+            await asyncio.sleep(STARTUP_RETRY_S)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -322,3 +322,39 @@ async def test_a_control_channel_that_refuses_the_hello_does_not_stop_the_worker
         await asyncio.wait_for(done.wait(), 30)
         assert (await app.wait(task_id, timeout=30)).state == TaskState.SUCCEEDED
     assert "could not confirm the control subscription" in caplog.text
+
+
+async def test_a_worker_whose_backend_does_not_answer_at_startup_waits_for_it(
+    app_factory: Callable[[], Stem], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a result backend that fails the first two heartbeats (a SQLite file whose
+    # writer lock a SIGSTOPped worker held for 15 s crashed the next worker at startup)
+    from stem_core.errors import BackendUnavailable
+    from stem_core.worker import runtime
+
+    app = app_factory()
+    done = asyncio.Event()
+
+    @app.task(name="after.backend.wait")
+    async def work(ctx: TaskContext) -> None:
+        done.set()
+
+    await app.connect()
+    real = app.backend.set_heartbeat
+    refused = []
+
+    async def flaky(*args: object, **kwargs: object) -> None:
+        if len(refused) < 2:
+            refused.append(1)
+            raise BackendUnavailable("database stayed locked by another writer for more than 15s")
+        await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app.backend, "set_heartbeat", flaky)
+    monkeypatch.setattr(runtime, "STARTUP_RETRY_S", 0.1)
+    task_id = await app.enqueue("after.backend.wait")
+    # When a worker starts, Then it warns, waits, and works its queue once the backend answers
+    async with running(Worker(app, worker_id="w-wait-backend")):
+        await asyncio.wait_for(done.wait(), 30)
+        assert (await app.wait(task_id, timeout=30)).state == TaskState.SUCCEEDED
+    assert len(refused) == 2
+    assert caplog.text.count("cannot reach the result backend yet") == 2
