@@ -65,6 +65,14 @@ class CorruptHistory(ValueError):
     pass
 
 
+def parse_event(raw: bytes) -> dict[str, Any]:
+    """One history line as an event; ``ValueError`` when it is not one."""
+    event = json.loads(raw)
+    if not isinstance(event, dict) or "type" not in event:
+        raise ValueError("not an event object")
+    return event
+
+
 def read_file(path: Path) -> Iterator[dict[str, Any]]:
     """Events of one file. A torn *last* line (the writer was killed inside ``write()``)
     is skipped; an unparsable line anywhere else raises ``CorruptHistory``."""
@@ -74,9 +82,7 @@ def read_file(path: Path) -> Iterator[dict[str, Any]]:
         if not raw.strip():
             continue
         try:
-            event = json.loads(raw)
-            if not isinstance(event, dict) or "type" not in event:
-                raise ValueError("not an event object")
+            event = parse_event(raw)
         except ValueError as exc:
             if number == last:  # no newline after it: torn by a kill
                 return
@@ -91,3 +97,38 @@ def read_dir(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
         events.extend(read_file(path))
     events.sort(key=lambda e: float(e.get("t", 0.0)))
     return events
+
+
+class HistoryTail:
+    """The events of a directory of histories, each file read from where the last call
+    stopped (the runner polls while the run goes on: the full profile's histories reach a
+    million lines). A line without its newline yet is left for the next call (its writer
+    may be inside ``write()``); a complete line that does not parse is skipped here (the
+    checker, which reads the files whole with ``read_dir``, reports it)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._dir = Path(directory)
+        self._offsets: dict[Path, int] = {}
+        self._events: list[dict[str, Any]] = []
+
+    def events(self) -> list[dict[str, Any]]:
+        added = False
+        for path in sorted(self._dir.glob("*.jsonl")):
+            offset = self._offsets.get(path, 0)
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+            end = chunk.rfind(b"\n") + 1
+            if not end:
+                continue
+            self._offsets[path] = offset + end
+            for raw in chunk[:end].split(b"\n"):
+                if raw.strip():
+                    try:
+                        self._events.append(parse_event(raw))
+                    except ValueError:
+                        continue
+                    added = True
+        if added:
+            self._events.sort(key=lambda e: float(e.get("t", 0.0)))
+        return list(self._events)

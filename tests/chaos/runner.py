@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from tests.chaos.checker import check
-from tests.chaos.history import HISTORY_DIR_ENV, History, read_dir
+from tests.chaos.history import HISTORY_DIR_ENV, History, HistoryTail, read_dir
 from tests.chaos.tasks import LEASE_ENV, LEASE_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)  # scenario-specific results
     problems: list[str] = field(default_factory=list)  # scenario-specific violations
     lease: float = LEASE_S
-    tail: "HistoryTail" = field(init=False)
+    tail: HistoryTail = field(init=False)
 
     def __post_init__(self) -> None:
         self.tail = HistoryTail(self.dir)
@@ -243,42 +243,6 @@ class Run:
                 self.history.record("status", id=task_id, state=None if status is None else status.state.value)
         finally:
             await app.close()
-
-
-class HistoryTail:
-    """The events of a directory of histories, each file read from where the last call
-    stopped. A line without its newline yet is left for the next call (its writer may be
-    inside ``write()``); a complete line that does not parse is skipped here (the checker,
-    which reads the files whole, reports it)."""
-
-    def __init__(self, directory: Path) -> None:
-        self._dir = directory
-        self._offsets: dict[Path, int] = {}
-        self._events: list[dict[str, Any]] = []
-
-    def events(self) -> list[dict[str, Any]]:
-        added = False
-        for path in sorted(self._dir.glob("*.jsonl")):
-            offset = self._offsets.get(path, 0)
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-            end = chunk.rfind(b"\n") + 1
-            if not end:
-                continue
-            self._offsets[path] = offset + end
-            for raw in chunk[:end].split(b"\n"):
-                if raw.strip():
-                    try:
-                        event = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict) and "type" in event:
-                        self._events.append(event)
-                        added = True
-        if added:
-            self._events.sort(key=lambda e: float(e.get("t", 0.0)))
-        return list(self._events)
 
 
 def _specs() -> dict[str, Any]:

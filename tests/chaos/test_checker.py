@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.checker import check, main
-from tests.chaos.history import CorruptHistory, History, read_dir
+from tests.chaos.history import CorruptHistory, History, HistoryTail, read_dir
 
 P, W1, W2, R = 100, 201, 202, 1  # producer, two workers, the runner
 
@@ -216,7 +216,6 @@ def test_a_torn_line_in_the_middle_is_corrupt(tmp_path: Path) -> None:
 
 
 def test_the_runner_reads_only_what_the_histories_gained_and_waits_for_a_line_being_written(tmp_path: Path) -> None:
-    from tests.chaos.runner import HistoryTail
 
     tail = HistoryTail(tmp_path)
     (tmp_path / "w.jsonl").write_bytes(b'{"t": 2, "type": "start", "id": "a", "pid": 1}\n{"t": 3, "ty')
