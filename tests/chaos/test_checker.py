@@ -216,7 +216,6 @@ def test_a_torn_line_in_the_middle_is_corrupt(tmp_path: Path) -> None:
 
 
 def test_the_runner_reads_only_what_the_histories_gained_and_waits_for_a_line_being_written(tmp_path: Path) -> None:
-
     tail = HistoryTail(tmp_path)
     (tmp_path / "w.jsonl").write_bytes(b'{"t": 2, "type": "start", "id": "a", "pid": 1}\n{"t": 3, "ty')
     (tmp_path / "p.jsonl").write_bytes(b'{"t": 1, "type": "ok", "id": "a", "pid": 2}\n')
