@@ -296,6 +296,19 @@ async def test_a_pause_with_an_expiry_ends_by_itself(app_factory: Callable[[], S
     assert await paused_queues(app.backend) == {}
 
 
+def _register_probe(app: Stem, name: str) -> None:
+    @app.task(name=name)
+    async def probe(ctx: TaskContext) -> None:
+        return None
+
+
+async def _worker_completes(app: Stem, name: str, worker_id: str) -> None:
+    """A ``name`` task enqueued before the worker starts succeeds once it runs."""
+    task_id = await app.enqueue(name)
+    async with running(Worker(app, worker_id=worker_id)):
+        assert (await app.wait(task_id, timeout=30)).state == TaskState.SUCCEEDED
+
+
 async def test_a_control_channel_that_refuses_the_hello_does_not_stop_the_worker(
     app_factory: Callable[[], Stem], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -304,23 +317,15 @@ async def test_a_control_channel_that_refuses_the_hello_does_not_stop_the_worker
     from stem_core.errors import BrokerUnavailable
 
     app = app_factory()
-    done = asyncio.Event()
-
-    @app.task(name="after.refused.hello")
-    async def work(ctx: TaskContext) -> None:
-        done.set()
-
+    _register_probe(app, "after.refused.hello")
     await app.connect()
 
     async def refuse(channel: str, envelope: object) -> None:
         raise BrokerUnavailable("the topic does not exist")
 
     monkeypatch.setattr(app.broker, "broadcast", refuse)
-    task_id = await app.enqueue("after.refused.hello")
     # When a worker starts, Then it says so once and works its queue all the same
-    async with running(Worker(app, worker_id="w-no-hello")):
-        await asyncio.wait_for(done.wait(), 30)
-        assert (await app.wait(task_id, timeout=30)).state == TaskState.SUCCEEDED
+    await _worker_completes(app, "after.refused.hello", "w-no-hello")
     assert "could not confirm the control subscription" in caplog.text
 
 
@@ -333,12 +338,7 @@ async def test_a_worker_whose_backend_does_not_answer_at_startup_waits_for_it(
     from stem_core.worker import runtime
 
     app = app_factory()
-    done = asyncio.Event()
-
-    @app.task(name="after.backend.wait")
-    async def work(ctx: TaskContext) -> None:
-        done.set()
-
+    _register_probe(app, "after.backend.wait")
     await app.connect()
     real = app.backend.set_heartbeat
     refused = []
@@ -351,10 +351,7 @@ async def test_a_worker_whose_backend_does_not_answer_at_startup_waits_for_it(
 
     monkeypatch.setattr(app.backend, "set_heartbeat", flaky)
     monkeypatch.setattr(runtime, "STARTUP_RETRY_S", 0.1)
-    task_id = await app.enqueue("after.backend.wait")
     # When a worker starts, Then it warns, waits, and works its queue once the backend answers
-    async with running(Worker(app, worker_id="w-wait-backend")):
-        await asyncio.wait_for(done.wait(), 30)
-        assert (await app.wait(task_id, timeout=30)).state == TaskState.SUCCEEDED
+    await _worker_completes(app, "after.backend.wait", "w-wait-backend")
     assert len(refused) == 2
     assert caplog.text.count("cannot reach the result backend yet") == 2
