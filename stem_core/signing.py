@@ -267,6 +267,7 @@ def require_signer(what: str) -> Signer | None:
 
 
 __all__ = [
+    "CURRENT",
     "SIGNATURE_HEADER",
     "SIGNATURE_HEADERS",
     "SIGNATURE_INVALID",

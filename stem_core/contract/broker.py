@@ -81,8 +81,7 @@ from ..settings import (
     max_envelope_bytes,
     validate_namespace,
 )
-from .. import signing
-from ..signing import Signer, resign, sign_if_able
+from ..signing import CURRENT, Signer, current, resign, sign_if_able
 from .backend import ResultBackend, StatusWrite
 from .types import Capabilities, DeadLetterEntry, DeadLetterPage, MessageInfo, MessagePage, QueueStats, ReplayResult, TaskState
 
@@ -186,7 +185,7 @@ class Broker(ABC):
     # -- producing ------------------------------------------------------------------
 
     def route(self, envelope: Envelope, queue: str | None = None, priority: int | None = None, *,
-              signer: Signer | None = signing.CURRENT) -> Envelope:
+              signer: Signer | None = CURRENT) -> Envelope:
         """The envelope as it will be stored: overrides applied and validated, then signed
         when this process signs (``signer``: the one a batch looked up once, see
         ``route_all``)."""
@@ -209,7 +208,7 @@ class Broker(ABC):
 
     def route_all(self, envelopes: Iterable[Envelope]) -> list[Envelope]:
         """``route`` for each of a batch, with one signer lookup for all of them."""
-        signer = signing.current()
+        signer = current()
         return [self.route(env, signer=signer) for env in envelopes]
 
     async def publish_many(self, envelopes: Iterable[Envelope]) -> None:
