@@ -176,3 +176,29 @@ def test_subprocess_helper_runs_in_the_project(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", "import stem_core, sys; print(stem_core.__file__)"], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     assert str(ROOT) in out.stdout
+
+
+async def test_a_batch_writes_its_indexes_together_and_an_id_repeated_in_it_in_order(
+        backend_factory: BackendFactory, raw: Redis, namespace: str) -> None:
+    # Given a batch larger than one variadic index call takes (results_lib.lua sends the
+    # index entries of a batch of distinct ids together, INDEX_FLUSH_ARGS at a time)
+    backend = await backend_factory()
+    ids = [f"v{k:04d}" for k in range(800)]
+    await backend.set_statuses([(i, "queued", {"queue": "a", "task": "x"}) for i in ids])
+    # When half of them move on in one batch, and one id runs and succeeds within a batch
+    await backend.set_statuses([(i, "running", {"queue": "a", "task": "x"}) for i in ids[::2]])
+    await backend.set_statuses([("v0001", "running", {"queue": "a", "task": "x"}),
+                                ("v0001", "succeeded", {"queue": "a", "task": "x"}),
+                                ("w", "queued", {"queue": "a", "task": "x"})])
+    # Then every index holds each id exactly where its last status puts it
+    p = results_prefix(namespace)
+
+    async def held(key: str) -> set[str]:
+        return set(await raw.zrange(p + key, 0, -1))
+
+    assert await held("x:running") == set(ids[::2])
+    assert await held("x:queued") == set(ids[1::2]) - {"v0001"} | {"w"}
+    assert await held("x:succeeded") == {"v0001"}
+    assert await held("all") == await held("q:a") == await held("t:x") == await held("exp") == set(ids) | {"w"}
+    assert len(await raw.hkeys(p + "ix")) == len(ids) + 1
+    assert [s.id for s in await backend.list_statuses(limit=1)] == ["w"]  # newest first

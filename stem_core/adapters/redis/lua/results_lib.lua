@@ -74,24 +74,70 @@ end
 -- drops the entry only once the key is gone), so a first write has no created_at to
 -- keep; a status staying in its state set is only re-scored there; an unchanged R:ix
 -- entry is not rewritten.
-local function status_write(R, W, T, ox, oq, ot, oqk, otk)
+-- With `later` (an index_writes collector), the ZADDs and the R:ix entry are collected
+-- for one variadic call per key (index_flush) instead of one call each: only for a batch
+-- whose ids are all different, so no later record of the same id needs them in place.
+local function zadd_now(key, score, member) redis.call('ZADD', key, score, member) end
+
+local function status_write(R, W, T, ox, oq, ot, oqk, otk, later)
   local id = W.id
+  local zadd = later and later.zadd or zadd_now
   if ox and ox ~= W.x then redis.call('ZREM', R.x[ox], id) end
   if oq ~= '' and oq ~= W.q then redis.call('ZREM', oqk, id) end
   if ot ~= '' and ot ~= W.t then redis.call('ZREM', otk, id) end
-  redis.call('ZADD', R.all, T.us, id)
-  redis.call('ZADD', R.x[W.x], T.us, id)
-  if W.q ~= '' then redis.call('ZADD', W.qk, T.us, id) end
-  if W.t ~= '' then redis.call('ZADD', W.tk, T.us, id) end
+  zadd(R.all, T.us, id)
+  zadd(R.x[W.x], T.us, id)
+  if W.q ~= '' then zadd(W.qk, T.us, id) end
+  if W.t ~= '' then zadd(W.tk, T.us, id) end
   local created = T.iso
   if ox then created = redis.call('HGET', W.s, 'c') or T.iso end
   local version = redis.call('INCR', R.ver)
   redis.call('HSET', W.s, 'j', W.body, 'c', created, 'v', version)
   redis.call('PEXPIRE', W.s, W.ttl)
-  redis.call('ZADD', R.exp, tonumber(T.us) + tonumber(W.ttl) * 1000, id)
-  if ox ~= W.x or oq ~= W.q or ot ~= W.t then redis.call('HSET', R.ix, id, cjson.encode({ W.x, W.q, W.t })) end
+  zadd(R.exp, tonumber(T.us) + tonumber(W.ttl) * 1000, id)
+  if ox ~= W.x or oq ~= W.q or ot ~= W.t then
+    local mark = cjson.encode({ W.x, W.q, W.t })
+    if later then later.mark(id, mark) else redis.call('HSET', R.ix, id, mark) end
+  end
   redis.call('PUBLISH', T.prefix .. id, version .. '\n' .. created .. '\n' .. W.body)
   return created, version
+end
+
+-- Arguments per variadic call (even: score/member and field/value pairs; Lua's unpack
+-- has a stack limit of about 8,000).
+local INDEX_FLUSH_ARGS = 1000
+
+-- A collector of index writes (see status_write): ZADD members per key in first-seen
+-- order, and R:ix entries; index_flush(R, later) sends them.
+local function index_writes()
+  local later = { keys = {}, byKey = {}, marks = {} }
+  later.zadd = function(key, score, member)
+    local t = later.byKey[key]
+    if not t then
+      t = {}
+      later.byKey[key] = t
+      later.keys[#later.keys + 1] = key
+    end
+    t[#t + 1] = score
+    t[#t + 1] = member
+  end
+  later.mark = function(id, mark)
+    local m = later.marks
+    m[#m + 1] = id
+    m[#m + 1] = mark
+  end
+  return later
+end
+
+local function variadic(command, key, args)
+  for i = 1, #args, INDEX_FLUSH_ARGS do
+    redis.call(command, key, unpack(args, i, math.min(i + INDEX_FLUSH_ARGS - 1, #args)))
+  end
+end
+
+local function index_flush(R, later)
+  for _, key in ipairs(later.keys) do variadic('ZADD', key, later.byKey[key]) end
+  if #later.marks > 0 then variadic('HSET', R.ix, later.marks) end
 end
 
 -- Every status of `ws` in order, or none: nil and the created_at of each (in order) when
@@ -99,18 +145,21 @@ end
 -- index (the caller then writes them one by one through results_set.lua). A status
 -- repeated in `ws` moves from its earlier record's labels and keeps its created_at.
 local function status_write_all(R, ws, T)
-  local olds, now = {}, {}
+  local olds, now, repeated = {}, {}, false
   for k, W in ipairs(ws) do
     local o = now[W.id]
-    if not o then o = { status_old(R, W.id) } end
+    if o then repeated = true else o = { status_old(R, W.id) } end
     if status_blocked(o[2], o[3], W.q, W.t, nil, nil) then return { 0, o[2], o[3] } end
     olds[k] = o
     now[W.id] = { W.x, W.q, W.t }
   end
   local created = {}
+  local later = nil
+  if #ws > 1 and not repeated then later = index_writes() end
   for k, W in ipairs(ws) do
     local o = olds[k]
-    created[k] = status_write(R, W, T, o[1], o[2], o[3], nil, nil)
+    created[k] = status_write(R, W, T, o[1], o[2], o[3], nil, nil, later)
   end
+  if later then index_flush(R, later) end
   return nil, created
 end
