@@ -67,6 +67,8 @@ local function status_blocked(oq, ot, q, t, named_q, named_t)
   return (oq ~= '' and oq ~= q and oq ~= named_q) or (ot ~= '' and ot ~= t and ot ~= named_t)
 end
 
+local function zadd_now(key, score, member) redis.call('ZADD', key, score, member) end
+
 -- Overwrite status W (a record) whose R:ix entry was (ox, oq, ot); oqk/otk are the old
 -- index keys when a label moves. T: iso (updated_at), us (updated_at), prefix (watch
 -- channels). Returns created_at, version.
@@ -77,8 +79,6 @@ end
 -- With `later` (an index_writes collector), the ZADDs and the R:ix entry are collected
 -- for one variadic call per key (index_flush) instead of one call each: only for a batch
 -- whose ids are all different, so no later record of the same id needs them in place.
-local function zadd_now(key, score, member) redis.call('ZADD', key, score, member) end
-
 local function status_write(R, W, T, ox, oq, ot, oqk, otk, later)
   local id = W.id
   local zadd = later and later.zadd or zadd_now
