@@ -53,8 +53,7 @@ async def test_expired_rows_are_invisible_then_swept(sqlite_backend: ResultBacke
     assert await sqlite_backend.get_record("pause", "q") is None
     assert count(db_path, "statuses") == 2
     # When the next write comes after the sweep interval
-    monkeypatch.setattr("stem_core.adapters.sqlite.backend.CLEANUP_INTERVAL_S", 0.0)
-    sqlite_backend._next_cleanup = 0.0  # type: ignore[attr-defined]
+    sqlite_backend._cleanup.make_due()  # type: ignore[attr-defined]
     await sqlite_backend.set_status("long", "running")
     # Then the expired rows are gone and the live one stays
     assert count(db_path, "statuses") == 1
@@ -71,7 +70,7 @@ async def test_the_change_log_is_trimmed_by_age(sqlite_backend: ResultBackend, d
     assert count(db_path, "status_events") == 3
     # When the sweep runs with a retention shorter than their age
     monkeypatch.setattr(store, "EVENT_RETENTION_S", 0.0)
-    sqlite_backend._next_cleanup = 0.0  # type: ignore[attr-defined]
+    sqlite_backend._cleanup.make_due()  # type: ignore[attr-defined]
     await asyncio.sleep(0.01)
     await sqlite_backend.set_status("t2", "queued")
     # Then only events newer than the retention are kept (the one just written)
@@ -87,12 +86,40 @@ async def test_trimming_the_whole_change_log_keeps_ids_growing(sqlite_backend: R
     last = _max_event_id(db_path)
     monkeypatch.setattr(store, "EVENT_RETENTION_S", -60.0)  # "older than a minute from now": all of them
     # When the sweep runs (riding on a write) and another event follows
-    sqlite_backend._next_cleanup = 0.0  # type: ignore[attr-defined]
+    sqlite_backend._cleanup.make_due()  # type: ignore[attr-defined]
     await sqlite_backend.set_status("t", "succeeded")
     await sqlite_backend.set_status("t", "failed")
     # Then the newest row survived each sweep, so ids never went back (watch cursors stay valid)
     assert count(db_path, "status_events") >= 1
     assert _max_event_id(db_path) == last + 2
+
+
+async def test_a_backlog_of_expired_rows_goes_a_batch_per_write_until_none_is_left(
+        sqlite_backend: ResultBackend, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given more expired statuses (and change-log rows past retention) than one batch
+    monkeypatch.setattr(store, "PRUNE_BATCH", 4)
+    await sqlite_backend.set_statuses([(f"old{i}", "succeeded", {"queue": "q"}) for i in range(10)], ttl=0.05)
+    await sqlite_backend.set_status("live", "queued")
+    await asyncio.sleep(0.2)
+    monkeypatch.setattr(store, "EVENT_RETENTION_S", 0.1)
+    assert count(db_path, "statuses") == 11 and count(db_path, "status_events") == 11
+    # When the sweep is due, and writes follow
+    sqlite_backend._cleanup.make_due()  # type: ignore[attr-defined]
+    left = []
+    for state in ("running", "running", "running", "running"):
+        await sqlite_backend.set_status("live", state)
+        left.append(count(db_path, "statuses"))
+    # Then each write deleted one batch (a full batch makes the next write sweep again),
+    # until a batch came back short; the live status stays
+    assert left == [7, 3, 1, 1]
+    assert (await sqlite_backend.get_status("live")) is not None
+    # And the change log went the same way, the newest row kept
+    assert 1 <= count(db_path, "status_events") <= 5
+    # And once a batch came back short, the next sweep waits for the interval again
+    await sqlite_backend.set_statuses([("late", "succeeded", {"queue": "q"})], ttl=0.01)
+    await asyncio.sleep(0.05)
+    await sqlite_backend.set_status("live", "succeeded")
+    assert count(db_path, "statuses") == 2
 
 
 def _max_event_id(path: Path) -> int:

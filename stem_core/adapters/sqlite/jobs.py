@@ -89,7 +89,7 @@ def publish(conn: Any, ns: str, envelopes: list[Envelope]) -> None:
 
 
 def enqueue(conn: Any, ns: str, envelopes: list[Envelope], statuses: store.StatusWrites | None) -> None:
-    """``statuses`` (``(backend namespace, writes, clean)``, see ``store.put_statuses``),
+    """``statuses`` (``(backend namespace, writes, cleanup)``, see ``store.put_statuses``),
     then the envelopes, in one transaction (all or nothing)."""
     encoded = [job_params(ns, env, 0.0) for env in envelopes]
     with immediate(conn):

@@ -331,15 +331,17 @@ SELECT coalesce(max(id), 0) FROM status_events WHERE ns = :ns AND task_id = :tas
 SELECT id, body FROM status_events WHERE ns = :ns AND task_id = :task_id AND id > :cursor ORDER BY id LIMIT :limit;
 
 -- name: statuses_expired
-DELETE FROM statuses WHERE expires_at <= :now;
+-- A bounded batch (any namespace: expired is expired); see store.cleanup.
+DELETE FROM statuses WHERE (ns, task_id) IN (
+    SELECT ns, task_id FROM statuses WHERE expires_at <= :now LIMIT :batch);
 
 -- name: status_events_old
--- Rows older than :before, walking from the oldest id (no index on created_at; see
--- migrations/0003): everything before the first row young enough, and never the newest
--- row, whose id the next event's id is counted from.
+-- Rows older than :before among the :batch oldest (ids grow with time; no index on
+-- created_at, see migrations/0003), and never the newest row, whose id the next event's
+-- id is counted from.
 DELETE FROM status_events
- WHERE id < coalesce((SELECT id FROM status_events WHERE created_at >= :before ORDER BY id LIMIT 1),
-                     (SELECT max(id) FROM status_events));
+ WHERE id IN (SELECT id FROM status_events WHERE id < (SELECT max(id) FROM status_events) ORDER BY id LIMIT :batch)
+   AND created_at < :before;
 
 -- ------------------------------------------------------------------ results: heartbeats, records, audit
 
@@ -362,7 +364,8 @@ ON CONFLICT (ns, kind, key) DO UPDATE
    SET value = excluded.value, expires_at = excluded.expires_at, written_at = excluded.written_at;
 
 -- name: record_prune
--- A bounded batch of expired records (any namespace: expired is expired), with each put.
+-- A bounded batch of expired records (any namespace: expired is expired), with each put
+-- and in store.cleanup.
 DELETE FROM records WHERE (ns, kind, key) IN (
     SELECT ns, kind, key FROM records WHERE expires_at IS NOT NULL AND expires_at <= :now LIMIT :batch);
 
@@ -378,9 +381,6 @@ SELECT key, value FROM records
 
 -- name: record_delete
 DELETE FROM records WHERE ns = :ns AND kind = :kind AND key = :key RETURNING expires_at;
-
--- name: records_expired
-DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= :now;
 
 -- name: audit_append
 INSERT INTO audit (ns, body, created_at) VALUES (:ns, :body, :now);

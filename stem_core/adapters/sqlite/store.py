@@ -2,7 +2,8 @@
 
 Functions take the connection first and run on the database thread. Values are stored
 as JSON text; expiry is compared with the database's clock, so expired rows are invisible
-at once and merely deleted later by ``cleanup``, which rides along with ordinary writes.
+at once and merely deleted later by ``cleanup``, which rides along with ordinary writes
+when the backend's ``CleanupSchedule`` says it is due.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ...clock import monotonic
 from ...contract.backend import StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...settings import AUDIT_PRUNE_BATCH, PRUNE_BATCH
@@ -28,9 +30,39 @@ _LIST_BASE = "SELECT body FROM statuses WHERE ns = :ns AND expires_at > :now"
 _LIST_FILTERS = (("state", " AND state = :state"), ("queue", " AND queue = :queue"), ("task", " AND task = :task"))
 _LIST_ORDER = " ORDER BY seq DESC LIMIT :limit OFFSET :offset"
 
+
+
+class CleanupSchedule:
+    """When one backend next runs ``cleanup``: every ``interval_s``, and again at its very
+    next write while the last cleanup left expired rows behind. A cleanup deletes at most
+    ``PRUNE_BATCH`` rows of a table, so no transaction holds the write lock (nor, inside a
+    group commit, a savepoint's in-memory journal) for a whole backlog: a day of expired
+    statuses after a day of downtime goes batch by batch, riding on the writes that follow.
+    ``due`` runs on the event loop, ``finished`` on the database thread (one flag each way)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._next = float("-inf")  # due at the first write (monotonic() is the host's uptime)
+
+    def due(self) -> "CleanupSchedule | None":
+        """This schedule when a cleanup should ride along with the write being sent, else None."""
+        now = monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self.interval_s
+        return self
+
+    def make_due(self) -> None:
+        self._next = float("-inf")
+
+    def finished(self, more: bool) -> None:
+        if more:
+            self.make_due()
+
+
 # Status writes riding along in a broker transaction (``put_statuses``'s arguments):
-# (the backend's namespace, the writes, whether to clean up expired rows too).
-StatusWrites = tuple[str, list[StatusWrite], bool]
+# (the backend's namespace, the writes, the cleanup to run too when one is due).
+StatusWrites = tuple[str, list[StatusWrite], CleanupSchedule | None]
 
 
 def _column(value: Any) -> str | None:
@@ -41,29 +73,27 @@ def decode_status(body: str) -> TaskStatus:
     return TaskStatus.from_dict(json.loads(body))
 
 
-def set_status(conn: Any, ns: str, write: StatusWrite, clean: bool) -> TaskStatus:
+def set_status(conn: Any, ns: str, write: StatusWrite, clean: CleanupSchedule | None) -> TaskStatus:
     """Store one status in its own transaction; returns it as stored."""
     with immediate(conn):
         now = db_now(conn)
         body = put_status(conn, ns, write, now)
-        if clean:
-            cleanup(conn, now)
+        run_cleanup(conn, clean, now)
     return decode_status(body)
 
 
-def set_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: bool) -> None:
+def set_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: CleanupSchedule | None) -> None:
     """Store many statuses in one transaction (all or nothing)."""
     with immediate(conn):
         put_statuses(conn, ns, writes, clean, db_now(conn))
 
 
-def put_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: bool, now: float) -> None:
-    """``put_status`` for each write (and ``cleanup`` when ``clean``), inside the caller's
+def put_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: CleanupSchedule | None, now: float) -> None:
+    """``put_status`` for each write (and a ``cleanup`` when one is due), inside the caller's
     transaction: the status half of the broker's ``enqueue`` and ``ack_with`` too."""
     for write in writes:
         put_status(conn, ns, write, now)
-    if clean:
-        cleanup(conn, now)
+    run_cleanup(conn, clean, now)
 
 
 def put_status(conn: Any, ns: str, write: StatusWrite, now: float) -> str:
@@ -136,24 +166,35 @@ def expire(conn: Any, ns: str, task_id: str, ttl: float) -> None:
         conn.execute(Q.status_expire, {"ns": ns, "task_id": task_id, "ttl": ttl, "now": db_now(conn)})
 
 
-def cleanup(conn: Any, now: float) -> None:
-    """Delete what already expired (every namespace: expired is expired)."""
-    conn.execute(Q.statuses_expired, {"now": now})
+def run_cleanup(conn: Any, schedule: CleanupSchedule | None, now: float) -> None:
+    """``cleanup`` inside the caller's transaction when ``schedule`` is given (it was due)."""
+    if schedule is not None:
+        schedule.finished(more=cleanup(conn, now))
+
+
+def cleanup(conn: Any, now: float) -> bool:
+    """Delete a batch of what already expired (every namespace: expired is expired), at
+    most ``PRUNE_BATCH`` rows of each table; True when a batch came back full, so more
+    may be left. Heartbeats (a row per worker) go all at once."""
+    batch = {"now": now, "batch": PRUNE_BATCH}
+    deleted = (
+        conn.execute(Q.statuses_expired, batch).rowcount,
+        conn.execute(Q.record_prune, batch).rowcount,
+        conn.execute(Q.status_events_old, {"before": now - EVENT_RETENTION_S, "batch": PRUNE_BATCH}).rowcount,
+    )
     conn.execute(Q.heartbeats_expired, {"now": now})
-    conn.execute(Q.records_expired, {"now": now})
-    conn.execute(Q.status_events_old, {"before": now - EVENT_RETENTION_S})
+    return max(deleted) >= PRUNE_BATCH
 
 
 # -- heartbeats ----------------------------------------------------------------------
 
 
-def put_heartbeat(conn: Any, ns: str, heartbeat: WorkerHeartbeat, ttl: float, clean: bool) -> None:
+def put_heartbeat(conn: Any, ns: str, heartbeat: WorkerHeartbeat, ttl: float, clean: CleanupSchedule | None) -> None:
     body = dumps(heartbeat.to_dict())
     with immediate(conn):
         now = db_now(conn)
         conn.execute(Q.heartbeat_put, {"ns": ns, "worker_id": heartbeat.worker_id, "body": body, "ttl": ttl, "now": now})
-        if clean:
-            cleanup(conn, now)
+        run_cleanup(conn, clean, now)
 
 
 def get_heartbeat(conn: Any, ns: str, worker_id: str) -> WorkerHeartbeat | None:
@@ -211,6 +252,7 @@ def list_audit(conn: Any, ns: str, limit: int, offset: int) -> list[dict[str, An
 
 __all__ = [
     "EVENT_RETENTION_S",
+    "CleanupSchedule",
     "StatusWrites",
     "append_audit",
     "cleanup",
@@ -229,6 +271,7 @@ __all__ = [
     "put_record",
     "put_status",
     "put_statuses",
+    "run_cleanup",
     "set_status",
     "set_statuses",
     "watch_start",
