@@ -31,7 +31,6 @@ _LIST_FILTERS = (("state", " AND state = :state"), ("queue", " AND queue = :queu
 _LIST_ORDER = " ORDER BY seq DESC LIMIT :limit OFFSET :offset"
 
 
-
 class CleanupSchedule:
     """When one backend next runs ``cleanup``: every ``interval_s``, and again at its very
     next write while the last cleanup left expired rows behind. A cleanup deletes at most
