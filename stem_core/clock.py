@@ -74,9 +74,36 @@ def monotonic() -> float:
     return time.monotonic()
 
 
+class SweepSchedule:
+    """When a bounded sweep (a batch of expired entries deleted along with a write) runs
+    next: every ``interval_s``, and again at the very next write while the last sweep
+    came back full, so a backlog goes batch by batch and never in one long call. Used by
+    the Redis prune and the SQLite cleanup; a failed sweep simply waits for the interval."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._next = float("-inf")  # due at the first write (monotonic() is the host's uptime)
+
+    def due(self) -> bool:
+        """True when a sweep should run now (and counts it as started)."""
+        now = monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval_s
+        return True
+
+    def make_due(self) -> None:
+        self._next = float("-inf")
+
+    def finished(self, full: bool) -> None:
+        """The sweep's batch came back ``full``: more may be left, sweep at the next write."""
+        if full:
+            self.make_due()
+
+
 def after(seconds: float) -> datetime:
     """``utcnow() + seconds``."""
     return utcnow() + timedelta(seconds=seconds)
 
 
-__all__ = ["UTC", "after", "from_epoch", "monotonic", "parse_iso", "to_epoch", "to_iso", "utcnow"]
+__all__ = ["UTC", "SweepSchedule", "after", "from_epoch", "monotonic", "parse_iso", "to_epoch", "to_iso", "utcnow"]

@@ -95,7 +95,7 @@ async def test_a_backlog_of_expired_statuses_is_pruned_at_the_next_writes_not_on
     await raw.zadd(results_prefix(namespace) + "exp", {f"old{i}": 0 for i in range(10)})  # all due now
     for i in range(10):
         await raw.delete(results_prefix(namespace) + f"s:old{i}")
-    backend._last_prune = float("-inf")  # noqa: SLF001 - the throttle is due (0.0 is not on a host up < 1 h)
+    backend._prune_schedule.make_due()  # noqa: SLF001 - the once-a-second throttle is due
     # When three more writes follow, well inside the interval
     for i in range(3):
         await backend.set_status(f"new{i}", "queued", meta={"queue": "q", "task": "t"})

@@ -36,8 +36,7 @@ async def test_list_statuses_walks_an_index_newest_first(
     assert "expiry" not in plan[0]
 
 
-async def test_expired_rows_are_invisible_then_swept(sqlite_backend: ResultBackend, db_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_expired_rows_are_invisible_then_swept(sqlite_backend: ResultBackend, db_path: Path) -> None:
     # Given a short-lived status, heartbeat and record next to long-lived ones
     await sqlite_backend.set_status("short", "queued", ttl=0.05)
     await sqlite_backend.set_status("long", "queued")

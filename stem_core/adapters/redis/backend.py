@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any, AsyncIterator, ClassVar, Iterable
 
 from ..._aio import UNSENT, TurnBatch
-from ...clock import monotonic, parse_iso, utcnow
+from ...clock import SweepSchedule, parse_iso, utcnow
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import StemError
@@ -76,7 +76,7 @@ class RedisBackend(ResultBackend):
         self.status_keys: tuple[str, ...] = keys.status_keys
         self.packed_status_keys = keys.packed_status_keys
         self._records = RedisRecords(self._conn, keys)
-        self._last_prune = 0.0
+        self._prune_schedule = SweepSchedule(PRUNE_INTERVAL_S)
         self._pruning = False  # one prune at a time per backend (concurrent writers)
         # Status writes made in one event-loop turn go out together.
         self._writes: TurnBatch[StatusWrite] = TurnBatch(self._write_batch)
@@ -125,13 +125,11 @@ class RedisBackend(ResultBackend):
     async def written(self) -> None:
         """After statuses were written (here or by a broker's script): the throttled prune.
         Never fails the writer: the statuses are stored, and a failed prune runs again."""
-        if self._pruning or monotonic() - self._last_prune < PRUNE_INTERVAL_S:
+        if self._pruning or not self._prune_schedule.due():
             return
         self._pruning = True
-        self._last_prune = monotonic()
         try:
-            if await self._prune() >= PRUNE_BATCH:
-                self._last_prune = monotonic() - PRUNE_INTERVAL_S  # more are due: prune at the next write
+            self._prune_schedule.finished(full=await self._prune() >= PRUNE_BATCH)
         except StemError as exc:
             log.debug("status prune failed (it runs again later): %s", exc)
         finally:

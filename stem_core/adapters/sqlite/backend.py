@@ -10,7 +10,7 @@ Expired statuses, heartbeats and records are invisible at once (every read compa
 their expiry with the database clock) and are deleted every ``CLEANUP_INTERVAL_S`` by
 the next status or heartbeat write, which also trims the change log: a bounded batch of
 each at a time, and again at the next write while a batch came back full
-(``store.CleanupSchedule``).
+(``clock.SweepSchedule``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar
 
-from ...clock import to_epoch
+from ...clock import SweepSchedule, to_epoch
 from ...contract.backend import ResultBackend, StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat
 from ...errors import BackendUnavailable
@@ -54,7 +54,7 @@ class SQLiteBackend(ResultBackend):
         self.path = path
         self._db = SQLiteDatabase(path, busy_timeout_s=busy_timeout, unavailable=BackendUnavailable,
                                   label="result backend", poll_interval=poll_interval)
-        self._cleanup = store.CleanupSchedule(CLEANUP_INTERVAL_S)
+        self._cleanup = SweepSchedule(CLEANUP_INTERVAL_S)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any) -> "SQLiteBackend":
@@ -69,18 +69,22 @@ class SQLiteBackend(ResultBackend):
         # Open watches wake, find the backend closed and raise BackendUnavailable.
         await self._db.close()
 
+    def _cleanup_due(self) -> SweepSchedule | None:
+        """The schedule, for ``store.run_cleanup`` to sweep along with this write, when due."""
+        return self._cleanup if self._cleanup.due() else None
+
     # -- statuses -------------------------------------------------------------------
 
     async def _set_status(self, task_id: str, state: TaskState, *, payload: Any, error: dict[str, Any] | None,
                           attempt: int, meta: dict[str, Any], ttl: float) -> TaskStatus:
         write = StatusWrite(task_id, state, payload, error, attempt, meta, ttl)
-        stored = await self._db.run(store.set_status, self.namespace, write, self._cleanup.due())
+        stored = await self._db.run(store.set_status, self.namespace, write, self._cleanup_due())
         self._db.bell.ring()
         return stored
 
     async def _set_statuses(self, items: list[tuple[str, TaskState, dict[str, Any]]], ttl: float) -> None:
         writes = [StatusWrite(task_id, state, None, None, 0, meta, ttl) for task_id, state, meta in items]
-        await self._db.run(store.set_statuses, self.namespace, writes, self._cleanup.due())
+        await self._db.run(store.set_statuses, self.namespace, writes, self._cleanup_due())
         self._db.bell.ring()
 
     def fused_statuses(self, db: SQLiteDatabase, writes: list[StatusWrite]) -> store.StatusWrites | None:
@@ -89,7 +93,7 @@ class SQLiteBackend(ResultBackend):
         this backend's connection, else None (write them through the backend)."""
         if not self._db.shares_link(db):
             return None
-        return self.namespace, writes, self._cleanup.due()
+        return self.namespace, writes, self._cleanup_due()
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
         return await self._db.run(store.get_status, self.namespace, task_id)
@@ -126,7 +130,7 @@ class SQLiteBackend(ResultBackend):
     # -- heartbeats -----------------------------------------------------------------
 
     async def _set_heartbeat(self, heartbeat: WorkerHeartbeat, ttl: float) -> None:
-        await self._db.run(store.put_heartbeat, self.namespace, heartbeat, ttl, self._cleanup.due())
+        await self._db.run(store.put_heartbeat, self.namespace, heartbeat, ttl, self._cleanup_due())
 
     async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
         return await self._db.run(store.get_heartbeat, self.namespace, worker_id)

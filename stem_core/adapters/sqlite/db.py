@@ -170,7 +170,7 @@ class Link:
                 # on disk every one is a new file in /var/tmp (open, write, unlink: ~0.7
                 # a task in a drain, 11 % of its time). In memory it holds the original
                 # pages a savepoint changes: a few pages for the worker's calls; sweeps of
-                # expired rows are bounded batches (store.CleanupSchedule), and the big
+                # expired rows are bounded batches (store.cleanup), and the big
                 # one-statement deletes (purge) run alone, without a savepoint.
                 conn.execute("PRAGMA temp_store=MEMORY")
                 conn.execute("PRAGMA foreign_keys=ON")

@@ -3,7 +3,7 @@
 Functions take the connection first and run on the database thread. Values are stored
 as JSON text; expiry is compared with the database's clock, so expired rows are invisible
 at once and merely deleted later by ``cleanup``, which rides along with ordinary writes
-when the backend's ``CleanupSchedule`` says it is due.
+when the backend's ``SweepSchedule`` says it is due.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...clock import monotonic
+from ...clock import SweepSchedule
 from ...contract.backend import StatusWrite
 from ...contract.types import TaskState, TaskStatus, WorkerHeartbeat, decode_heartbeat
 from ...settings import AUDIT_PRUNE_BATCH, PRUNE_BATCH
@@ -31,37 +31,9 @@ _LIST_FILTERS = (("state", " AND state = :state"), ("queue", " AND queue = :queu
 _LIST_ORDER = " ORDER BY seq DESC LIMIT :limit OFFSET :offset"
 
 
-class CleanupSchedule:
-    """When one backend next runs ``cleanup``: every ``interval_s``, and again at its very
-    next write while the last cleanup left expired rows behind. A cleanup deletes at most
-    ``PRUNE_BATCH`` rows of a table, so no transaction holds the write lock (nor, inside a
-    group commit, a savepoint's in-memory journal) for a whole backlog: a day of expired
-    statuses after a day of downtime goes batch by batch, riding on the writes that follow.
-    ``due`` runs on the event loop, ``finished`` on the database thread (one flag each way)."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._next = float("-inf")  # due at the first write (monotonic() is the host's uptime)
-
-    def due(self) -> "CleanupSchedule | None":
-        """This schedule when a cleanup should ride along with the write being sent, else None."""
-        now = monotonic()
-        if now < self._next:
-            return None
-        self._next = now + self.interval_s
-        return self
-
-    def make_due(self) -> None:
-        self._next = float("-inf")
-
-    def finished(self, more: bool) -> None:
-        if more:
-            self.make_due()
-
-
 # Status writes riding along in a broker transaction (``put_statuses``'s arguments):
 # (the backend's namespace, the writes, the cleanup to run too when one is due).
-StatusWrites = tuple[str, list[StatusWrite], CleanupSchedule | None]
+StatusWrites = tuple[str, list[StatusWrite], SweepSchedule | None]
 
 
 def _column(value: Any) -> str | None:
@@ -72,7 +44,7 @@ def decode_status(body: str) -> TaskStatus:
     return TaskStatus.from_dict(json.loads(body))
 
 
-def set_status(conn: Any, ns: str, write: StatusWrite, clean: CleanupSchedule | None) -> TaskStatus:
+def set_status(conn: Any, ns: str, write: StatusWrite, clean: SweepSchedule | None) -> TaskStatus:
     """Store one status in its own transaction; returns it as stored."""
     with immediate(conn):
         now = db_now(conn)
@@ -81,13 +53,13 @@ def set_status(conn: Any, ns: str, write: StatusWrite, clean: CleanupSchedule | 
     return decode_status(body)
 
 
-def set_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: CleanupSchedule | None) -> None:
+def set_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: SweepSchedule | None) -> None:
     """Store many statuses in one transaction (all or nothing)."""
     with immediate(conn):
         put_statuses(conn, ns, writes, clean, db_now(conn))
 
 
-def put_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: CleanupSchedule | None, now: float) -> None:
+def put_statuses(conn: Any, ns: str, writes: list[StatusWrite], clean: SweepSchedule | None, now: float) -> None:
     """``put_status`` for each write (and a ``cleanup`` when one is due), inside the caller's
     transaction: the status half of the broker's ``enqueue`` and ``ack_with`` too."""
     for write in writes:
@@ -165,16 +137,20 @@ def expire(conn: Any, ns: str, task_id: str, ttl: float) -> None:
         conn.execute(Q.status_expire, {"ns": ns, "task_id": task_id, "ttl": ttl, "now": db_now(conn)})
 
 
-def run_cleanup(conn: Any, schedule: CleanupSchedule | None, now: float) -> None:
-    """``cleanup`` inside the caller's transaction when ``schedule`` is given (it was due)."""
+def run_cleanup(conn: Any, schedule: SweepSchedule | None, now: float) -> None:
+    """``cleanup`` inside the caller's transaction when ``schedule`` is given (it was due;
+    ``finished`` runs here, on the database thread: one flag written, read on the loop)."""
     if schedule is not None:
-        schedule.finished(more=cleanup(conn, now))
+        schedule.finished(full=cleanup(conn, now))
 
 
 def cleanup(conn: Any, now: float) -> bool:
     """Delete a batch of what already expired (every namespace: expired is expired), at
     most ``PRUNE_BATCH`` rows of each table; True when a batch came back full, so more
-    may be left. Heartbeats (a row per worker) go all at once."""
+    may be left. Heartbeats (a row per worker) go all at once. Bounded so that no
+    transaction holds the write lock (nor, inside a group commit, a savepoint's in-memory
+    journal) for a whole backlog: a day of expired statuses after a day of downtime goes
+    batch by batch, riding on the writes that follow."""
     batch = {"now": now, "batch": PRUNE_BATCH}
     deleted = (
         conn.execute(Q.statuses_expired, batch).rowcount,
@@ -188,7 +164,7 @@ def cleanup(conn: Any, now: float) -> bool:
 # -- heartbeats ----------------------------------------------------------------------
 
 
-def put_heartbeat(conn: Any, ns: str, heartbeat: WorkerHeartbeat, ttl: float, clean: CleanupSchedule | None) -> None:
+def put_heartbeat(conn: Any, ns: str, heartbeat: WorkerHeartbeat, ttl: float, clean: SweepSchedule | None) -> None:
     body = dumps(heartbeat.to_dict())
     with immediate(conn):
         now = db_now(conn)
@@ -251,7 +227,6 @@ def list_audit(conn: Any, ns: str, limit: int, offset: int) -> list[dict[str, An
 
 __all__ = [
     "EVENT_RETENTION_S",
-    "CleanupSchedule",
     "StatusWrites",
     "append_audit",
     "cleanup",
