@@ -329,6 +329,10 @@ class DataSource:
         ops, self._ops = self._ops, None
         if ops is None:
             return
+        try:
+            await ops.close()  # the last rate samples go in (bounded); the adapters are ours
+        except Exception:  # noqa: BLE001 - a failing write only loses those samples
+            pass
         for adapter in (ops.backend, ops.broker):
             try:
                 await adapter.close()

@@ -118,8 +118,9 @@ class Ops:
         return ops
 
     async def close(self) -> None:
-        """Close the adapters when ``Ops.open`` opened them; adapters passed in are left to
-        their owner."""
+        """Finish writing the rate samples, then close the adapters when ``Ops.open``
+        opened them; adapters passed in are left to their owner."""
+        await self.history.flush()
         if self._owns_adapters:
             self._owns_adapters = False
             await _close_both(self.broker, self.backend)

@@ -141,7 +141,7 @@ async def test_peek_pages_after_a_cursor_by_index_seeks(open_sqlite: SQLiteOpene
     # Given the migrated schema
     await open_sqlite.broker()
     conn = sqlite3.connect(db_path)
-    params = {"ns": "n", "queue": "q", "priority": 3, "at": 1.0, "id": 5, "limit": 10}
+    params = {"ns": "n", "queue": "q", "priority": 3, "at": 1.0, "id": 5, "limit": 10, "now": 2.0}
     # Then a page after a cursor has no OFFSET and every part of it seeks an index
     query = getattr(Q, name)
     assert "OFFSET" not in query.upper()
@@ -184,7 +184,7 @@ async def test_a_deep_peek_page_costs_what_a_shallow_one_costs(
     assert len(keys) == 3000
     assert len({at for _, at, _ in keys}) == 1
     first_q, after_q = (Q.peek_pending, Q.peek_pending_after) if state == "pending" else (Q.peek_delayed, Q.peek_delayed_after)
-    page = {"ns": namespace, "queue": "q", "limit": 11}
+    page = {"ns": namespace, "queue": "q", "limit": 11, "now": now.timestamp()}
 
     def after(position: int) -> dict[str, Any]:
         priority, at, row_id = keys[position]

@@ -31,6 +31,7 @@ from typing import AsyncIterator, Callable
 import pytest
 
 from stem_core import Stem
+from stem_core.errors import StemError
 from stem_core.ops import Ops
 from tests.ops.apps.oracle import LEASE_S, LOG_DIR_ENV, QUEUE, register, starts
 from tests.specs import SPECS, AdapterSpec, require_service
@@ -64,12 +65,19 @@ class Oracle:
     ops: Ops
     samples: list[Seen] = field(default_factory=list)
     results: list[dict[str, object]] = field(default_factory=list)
+    # What the operator got instead of a view (a read that failed); each fails the test.
+    errors: list[str] = field(default_factory=list)
 
     async def sample_forever(self) -> None:
         while True:
             started = time.monotonic()
-            overview = await self.ops.overview([QUEUE])
-            leases = await self.ops.leases(QUEUE)
+            try:
+                overview = await self.ops.overview([QUEUE])
+                leases = await self.ops.leases(QUEUE)
+            except StemError as exc:
+                self.errors.append(f"{time.monotonic():.2f}: {exc}")
+                await asyncio.sleep(SAMPLE_S)
+                continue
             row = overview.queues[0]
             self.samples.append(
                 Seen(
@@ -104,7 +112,7 @@ class Oracle:
         """Seconds from ``start`` to the first sample showing the fault (asserted in bound)."""
         await self._judged_by(start, shown)
         first = next((s for s in self.samples if s.at >= start and shown(s)), None)
-        assert first is not None, f"{name}: the fault was never shown; last samples {self.samples[-4:]}"
+        assert first is not None, f"{name}: the fault was never shown; last samples {self.samples[-4:]}; errors {self.errors}"
         delay = first.at - start
         self.results.append({"phase": name, "event": "reported", "after_s": round(delay, 2)})
         assert delay <= REPORT_WITHIN_S, f"{name}: shown {delay:.1f} s after it started (bound {REPORT_WITHIN_S} s)"
@@ -114,7 +122,7 @@ class Oracle:
         """Seconds from ``end`` to the first sample no longer showing the fault."""
         await self._judged_by(end, lambda s: not shown(s))
         first = next((s for s in self.samples if s.at >= end and not shown(s)), None)
-        assert first is not None, f"{name}: the fault was never cleared; last samples {self.samples[-4:]}"
+        assert first is not None, f"{name}: the fault was never cleared; last samples {self.samples[-4:]}; errors {self.errors}"
         delay = first.at - end
         self.results.append({"phase": name, "event": "cleared", "after_s": round(delay, 2)})
         assert delay <= REPORT_WITHIN_S, f"{name}: cleared {delay:.1f} s after it ended (bound {REPORT_WITHIN_S} s)"
@@ -337,6 +345,7 @@ async def test_every_verdict_and_warning_is_true(world: tuple[Stem, Fleet, Oracl
         end = await pause_for(SETTLE_S + 8)
         oracle.healthy("slow-near-lease", start, end, {"steady", "busy", "draining", "idle"})
         producer.stop()
+        assert not oracle.errors, f"reads that failed: {oracle.errors}"
     finally:
         producer.stop()
         sampler.cancel()

@@ -239,6 +239,7 @@ async def test_one_shot_callers_share_persisted_samples(env: tuple[Ops, Any, Any
     ops, broker, backend = env
     await publish(broker, "q", 5)
     await ops.overview()
+    await ops.close()  # a one-shot caller's samples are written by the time it has closed
     record = await backend.get_record(RATE_RECORD_KIND, RATE_RECORD_KEY)
     assert record is not None and len(record["samples"]) == 1
     # Given that sample is 5 s old (as if the last operator ran the command then)

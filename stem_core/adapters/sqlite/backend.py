@@ -96,7 +96,7 @@ class SQLiteBackend(ResultBackend):
         return self.namespace, writes, self._cleanup_due()
 
     async def _get_status(self, task_id: str) -> TaskStatus | None:
-        return await self._db.run(store.get_status, self.namespace, task_id)
+        return await self._db.read(store.get_status, self.namespace, task_id)
 
     async def _watch(self, task_id: str) -> AsyncIterator[TaskStatus]:
         self._db.check_open()
@@ -122,7 +122,7 @@ class SQLiteBackend(ResultBackend):
 
     async def _list_statuses(self, state: TaskState | None, queue: str | None, task: str | None,
                              limit: int, offset: int) -> list[TaskStatus]:
-        return await self._db.run(store.list_statuses, self.namespace, state, queue, task, limit, offset)
+        return await self._db.read(store.list_statuses, self.namespace, state, queue, task, limit, offset)
 
     async def _expire(self, task_id: str, ttl: float) -> None:
         await self._db.run(store.expire, self.namespace, task_id, ttl)
@@ -133,10 +133,10 @@ class SQLiteBackend(ResultBackend):
         await self._db.run(store.put_heartbeat, self.namespace, heartbeat, ttl, self._cleanup_due())
 
     async def _get_heartbeat(self, worker_id: str) -> WorkerHeartbeat | None:
-        return await self._db.run(store.get_heartbeat, self.namespace, worker_id)
+        return await self._db.read(store.get_heartbeat, self.namespace, worker_id)
 
     async def _list_heartbeats(self) -> list[WorkerHeartbeat]:
-        return await self._db.run(store.list_heartbeats, self.namespace)
+        return await self._db.read(store.list_heartbeats, self.namespace)
 
     # -- records and audit ----------------------------------------------------------
 
@@ -144,10 +144,10 @@ class SQLiteBackend(ResultBackend):
         await self._db.run(store.put_record, self.namespace, kind, key, value, ttl)
 
     async def _get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        return await self._db.run(store.get_record, self.namespace, kind, key)
+        return await self._db.read(store.get_record, self.namespace, kind, key)
 
     async def _list_records(self, kind: str, since: datetime | None) -> dict[str, dict[str, Any]]:
-        return await self._db.run(store.list_records, self.namespace, kind, to_epoch(since) if since else None)
+        return await self._db.read(store.list_records, self.namespace, kind, to_epoch(since) if since else None)
 
     async def _delete_record(self, kind: str, key: str) -> bool:
         return await self._db.run(store.delete_record, self.namespace, kind, key)
@@ -156,15 +156,15 @@ class SQLiteBackend(ResultBackend):
         await self._db.run(store.append_audit, self.namespace, record, self.audit_retention)
 
     async def _list_audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        return await self._db.run(store.list_audit, self.namespace, limit, offset)
+        return await self._db.read(store.list_audit, self.namespace, limit, offset)
 
     # -- schedules ------------------------------------------------------------------
 
     async def _get_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
-        return await self._db.run(store.get_schedule, self.namespace, schedule_id)
+        return await self._db.read(store.get_schedule, self.namespace, schedule_id)
 
     async def _list_schedules(self) -> list[tuple[int, dict[str, Any]]]:
-        return await self._db.run(store.list_schedules, self.namespace)
+        return await self._db.read(store.list_schedules, self.namespace)
 
     async def _save_schedule(self, schedule_id: str, doc: dict[str, Any], version: int | None) -> int | None:
         return await self._db.run(store.save_schedule, self.namespace, schedule_id, doc, version)

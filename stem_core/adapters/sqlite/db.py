@@ -21,7 +21,14 @@ each inside its own SAVEPOINT (so one call's failure undoes only its own writes)
 nobody's result is handed back before that COMMIT. One commit writes each touched page
 once instead of once per call; a lone call runs exactly as before.
 
-A second, read-only connection answers ``PRAGMA data_version`` on the event loop itself
+Reads an operator makes (``SQLiteDatabase.read``: counters, pages of messages, heartbeats,
+statuses, records) run on a third connection, read-only (``query_only``), on a thread of
+their own, started at the first read. A read in WAL mode never waits for the write lock,
+but on the writer thread it would queue behind calls that do: a process stopped (or hung)
+while it holds the lock would freeze every view for the busy timeout, when the operator
+most needs them.
+
+A read-only connection answers ``PRAGMA data_version`` on the event loop itself
 (about 3 microseconds, no hop): the value changes whenever another connection - in this
 process or another one - commits, which is how idle consumers notice new work cheaply.
 
@@ -151,6 +158,11 @@ class Link:
         self.conn: sqlite3.Connection | None = None
         self.watch: sqlite3.Connection | None = None
         self.thread = DatabaseThread(f"stem-sqlite-{path.name}", self._group)
+        # The read-only connection and its thread, started by the first read (read_thread).
+        self.reader: sqlite3.Connection | None = None
+        self._reader_thread: DatabaseThread | None = None
+        self._reader_lock = threading.Lock()
+        self._released = False
         # The kinds of adapter using it, at most one of each (see link_for).
         self.roles: set[str] = set()
 
@@ -197,12 +209,41 @@ class Link:
 
     def close_sync(self) -> None:
         conns, self.conn, self.watch = (self.conn, self.watch), None, None
-        for conn in conns:
-            if conn is not None:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
+        _close_all(conns)
+
+    def read_thread(self) -> DatabaseThread | None:
+        """The reader's thread, started now if this is the first read; None once the link
+        is being released."""
+        with self._reader_lock:
+            if self._reader_thread is None and not self._released:
+                self._reader_thread = DatabaseThread(f"stem-sqlite-read-{self.path.name}", self._read)
+            return self._reader_thread
+
+    def detach_reader(self) -> DatabaseThread | None:
+        """No more reads: the reader's thread, if one was started (the caller queues
+        ``close_reader`` on it, then stops it)."""
+        with self._reader_lock:
+            self._released = True
+            thread, self._reader_thread = self._reader_thread, None
+        return thread
+
+    def close_reader(self) -> None:
+        reader, self.reader = self.reader, None
+        _close_all((reader,))
+
+    def _read(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], SQLiteDatabase]]) -> list[tuple[bool, Any]]:
+        """Run each read alone on the read-only connection (on the reader's thread),
+        opening it first if needed; errors are translated for the adapter that asked."""
+        if self.conn is None:
+            return [(False, owner.unavailable(f"sqlite {owner.label} on {self.path} is closed")) for _, _, owner in calls]
+        if self.reader is None:
+            try:
+                reader = self._connect(self.busy_timeout_s)
+                reader.execute("PRAGMA query_only=ON")
+            except sqlite3.Error as exc:
+                return [(False, owner.translate(exc)) for _, _, owner in calls]
+            self.reader = reader
+        return [_one(self.reader, fn, args, owner) for fn, args, owner in calls]
 
     def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], SQLiteDatabase]]) -> list[tuple[bool, Any]]:
         """Run ``fn(conn, *args)`` for each call (on the database thread); several calls
@@ -250,6 +291,15 @@ def _one(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]
         return False, owner.translate(exc)
     except BaseException as exc:  # handed to the awaiting coroutine
         return False, exc
+
+
+def _close_all(conns: tuple[sqlite3.Connection | None, ...]) -> None:
+    for conn in conns:
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
 
 
 def create_private(path: Path) -> None:
@@ -420,6 +470,18 @@ class SQLiteDatabase:
         """``fn(conn, *args)`` on the database thread: one hop, one transaction."""
         return await self.submit(fn, *args)
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on the reader's thread and read-only connection: it never
+        queues behind a write (see the module docstring). ``fn`` must not write (the
+        connection refuses); several statements that must agree go in ``snapshot``."""
+        self.check_open()
+        if self._link is None or os.getpid() != self._pid:
+            await self.open()
+        thread = self._link.read_thread() if self._link is not None else None
+        if thread is None:
+            raise self.unavailable(f"sqlite {self.label} on {self.path} is closed")
+        return await thread.submit(asyncio.get_running_loop(), fn, *args, grouped=True, owner=self)
+
     def translate(self, exc: BaseException) -> StemError:
         """This adapter's Stem error for a driver (or file system) error."""
         return translate(exc, self.path, self.unavailable, self.busy_timeout_s)
@@ -439,6 +501,10 @@ class SQLiteDatabase:
 
 async def _release(link: Link, role: str) -> None:
     if unlink(link, role):
+        reader = link.detach_reader()
+        if reader is not None:
+            await reader.submit(asyncio.get_running_loop(), link.close_reader)
+            reader.stop()
         await link.thread.submit(asyncio.get_running_loop(), link.close_sync)
         link.thread.stop()
 

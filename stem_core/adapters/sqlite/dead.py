@@ -24,10 +24,10 @@ class SQLiteDeadLetters:
         self._namespace = namespace
 
     async def page(self, queue: str, limit: int, offset: int) -> DeadLetterPage:
-        return await self._db.run(repair.dead_page, self._namespace, queue, limit, offset)
+        return await self._db.read(repair.dead_page, self._namespace, queue, limit, offset)
 
     async def get(self, queue: str, id: str) -> DeadLetterEntry | None:
-        return await self._db.run(repair.dead_get, self._namespace, queue, id)
+        return await self._db.read(repair.dead_get, self._namespace, queue, id)
 
     async def replay(self, queue: str, *, limit: int, since: datetime | None, delay: float | None, dry_run: bool,
                      ids: set[str] | None, task: str | None) -> ReplayResult:

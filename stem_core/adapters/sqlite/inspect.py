@@ -18,19 +18,19 @@ class SQLiteInspector:
         self._namespace = namespace
 
     async def list_queues(self) -> list[str]:
-        return await self._db.run(repair.list_queues, self._namespace)
+        return await self._db.read(repair.list_queues, self._namespace)
 
     async def queue_stats(self, queues: list[str]) -> list[QueueStats]:
-        return await self._db.run(repair.queue_stats, self._namespace, queues)
+        return await self._db.read(repair.queue_stats, self._namespace, queues)
 
     async def peek(self, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:
-        return await self._db.run(repair.peek, self._namespace, queue, state, limit, offset)
+        return await self._db.read(repair.peek, self._namespace, queue, state, limit, offset)
 
     async def page(self, queue: str, state: str, limit: int, cursor: str | None) -> MessagePage:
         after = repair.page_after(cursor, state)
         if limit == 0:
             return MessagePage(messages=[], next_cursor=cursor)
-        return await self._db.run(repair.page, self._namespace, queue, state, limit, after)
+        return await self._db.read(repair.page, self._namespace, queue, state, limit, after)
 
     async def requeue(self, queue: str, ids: set[str]) -> int:
         count = await self._db.run(repair.requeue, self._namespace, queue, ids)

@@ -132,20 +132,33 @@ SELECT min(t) FROM (
 -- *_after queries are the pages after a cursor (the last row's key), each part an index
 -- seek past the key (a row-value comparison would seek on its first column only, then
 -- walk every tie), so a page costs the same however deep it is. Rows end with the key.
+--
+-- Peeking writes nothing (it runs in a read transaction, never waiting for the write
+-- lock a stopped or hung process may hold): each state is read as a consumer would find
+-- it at :now. Pending is the ready rows plus the overdue ones a claim would move back
+-- first (delayed rows whose time came, expired leases; they keep their sort key when
+-- they move). Those are few while any consumer runs, since every claim moves them; when
+-- none runs they are the same index range queue_counts counts, sorted here whole.
+-- Delayed and in-flight leave out the rows that have fallen due.
 
 -- name: peek_pending
-SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
- WHERE ns = :ns AND queue = :queue AND state = 'ready'
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue AND state = 'ready'
+                ORDER BY priority DESC, ready_at, id LIMIT :limit + :offset)
+UNION ALL
+SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at <= :now
+UNION ALL
+SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until <= :now
  ORDER BY priority DESC, ready_at, id LIMIT :limit OFFSET :offset;
 
 -- name: peek_delayed
 SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
- WHERE ns = :ns AND queue = :queue AND state = 'delayed'
+ WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at > :now
  ORDER BY ready_at, id LIMIT :limit OFFSET :offset;
 
 -- name: peek_inflight
 SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
- WHERE ns = :ns AND queue = :queue AND state = 'leased'
+ WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until > :now
  ORDER BY locked_until, id LIMIT :limit OFFSET :offset;
 
 -- name: peek_pending_after
@@ -162,16 +175,23 @@ UNION ALL
 SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
                 WHERE ns = :ns AND queue = :queue AND state = 'ready' AND priority < :priority
                 ORDER BY priority DESC, ready_at, id LIMIT :limit)
+UNION ALL
+SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+                WHERE ns = :ns AND queue = :queue
+                  AND ((state = 'delayed' AND ready_at <= :now) OR (state = 'leased' AND locked_until <= :now))
+                  AND (priority < :priority
+                       OR (priority = :priority AND (ready_at > :at OR (ready_at = :at AND id > :id)))))
  ORDER BY priority DESC, ready_at, id LIMIT :limit;
 
 -- name: peek_delayed_after
 -- After (:at, :id) in (ready_at, id) order (jobs_delayed holds the rowid after ready_at).
 SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
                 WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at = :at AND id > :id
+                  AND ready_at > :now
                 ORDER BY id LIMIT :limit)
 UNION ALL
 SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
-                WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at > :at
+                WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at > max(:at, :now)
                 ORDER BY ready_at, id LIMIT :limit)
  ORDER BY ready_at, id LIMIT :limit;
 
@@ -179,10 +199,11 @@ SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, deli
 -- After (:at, :id) in (locked_until, id) order.
 SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
                 WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until = :at AND id > :id
+                  AND locked_until > :now
                 ORDER BY id LIMIT :limit)
 UNION ALL
 SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
-                WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until > :at
+                WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until > max(:at, :now)
                 ORDER BY locked_until, id LIMIT :limit)
  ORDER BY locked_until, id LIMIT :limit;
 

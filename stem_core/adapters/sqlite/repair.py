@@ -1,9 +1,11 @@
 """Inspecting and repairing queues, and the dead letters: the operator's transactions.
 
-Functions take the connection first and run on the database thread. Actions that look at
+Functions take the connection first and run on the database thread. Actions that change
 message states first move due delayed rows and expired leases of the queue back to
-ready (``maintain``), so what they see and change matches what a consumer would claim.
-``queue_stats`` writes nothing: it corrects the counters by the few overdue rows instead.
+ready (``maintain``), so what they change matches what a consumer would claim. Reading
+writes nothing and never waits for the write lock (a stopped or hung process may hold
+it: the operator must still see): ``queue_stats`` corrects the counters by the few
+overdue rows, and ``peek`` / ``page`` read each state as a claim would find it now.
 """
 
 from __future__ import annotations
@@ -76,9 +78,9 @@ def queue_stats(conn: Any, ns: str, queues: list[str]) -> list[QueueStats]:
 
 
 def peek(conn: Any, ns: str, queue: str, state: str, limit: int, offset: int) -> list[MessageInfo]:
-    with immediate(conn):
-        maintain(conn, ns, queue, db_now(conn))
-        rows = conn.execute(_PEEK[state], {"ns": ns, "queue": queue, "limit": limit, "offset": offset}).fetchall()
+    with snapshot(conn):
+        params = {"ns": ns, "queue": queue, "limit": limit, "offset": offset, "now": db_now(conn)}
+        rows = conn.execute(_PEEK[state], params).fetchall()
     return [_info(row, state) for row in rows]
 
 
@@ -97,8 +99,8 @@ def page(conn: Any, ns: str, queue: str, state: str, limit: int, after: tuple[An
     if after is not None:
         params.update(zip(_KEY_NAMES[state], after))
         query = _PEEK_AFTER[state]
-    with immediate(conn):
-        maintain(conn, ns, queue, db_now(conn))
+    with snapshot(conn):
+        params["now"] = db_now(conn)
         rows = conn.execute(query, params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
