@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from stem_core.adapters.sqlite.db import SQLiteDatabase, immediate
-from stem_core.errors import BrokerUnavailable
+from stem_core.errors import BrokerUnavailable, ConfigurationError
 
 from .sqlite_helpers import DEADLINE_S, rows
 
@@ -110,6 +110,36 @@ async def test_a_closed_database_refuses_calls(db: SQLiteDatabase) -> None:
     await db.close()
     with pytest.raises(BrokerUnavailable, match="closed"):
         await db.run(_insert, 1)
+
+
+async def test_reads_run_on_a_read_only_connection_beside_a_busy_writer(db: SQLiteDatabase) -> None:
+    # Given a value written, and the writer thread held busy
+    await db.run(_insert, 1)
+    started, gate = threading.Event(), threading.Event()
+
+    def block(conn: sqlite3.Connection) -> bool:
+        started.set()
+        return gate.wait(DEADLINE_S)
+
+    blocker = db.submit(block)
+    assert await asyncio.to_thread(started.wait, DEADLINE_S)
+    # When a read is made meanwhile
+    found = await asyncio.wait_for(db.read(lambda conn: [r[0] for r in conn.execute("SELECT v FROM t")]), DEADLINE_S)
+    # Then it answered on its own connection while the writer was still busy
+    assert found == [1] and not blocker.done()
+    gate.set()
+    await blocker
+    # And that connection refuses writes: a read that tries one fails and changes nothing
+    with pytest.raises(ConfigurationError, match="readonly"):
+        await db.read(lambda conn: conn.execute("INSERT INTO t (v) VALUES (2)"))
+    assert _values(db.path) == [1]
+
+
+async def test_a_closed_database_refuses_reads(db: SQLiteDatabase) -> None:
+    await db.read(lambda conn: None)
+    await db.close()
+    with pytest.raises(BrokerUnavailable, match="closed"):
+        await db.read(lambda conn: None)
 
 
 @pytest.mark.parametrize("folder_exists", [True, False])
