@@ -125,12 +125,13 @@ async def test_stats_count_overdue_rows_before_any_consumer_moves_them(
     assert (await sqlite_broker.queue_stats(["q"]))[0].pending == 1
 
 
-@pytest.mark.parametrize("name", ["queue_counts", "oldest_pending", "ready_head", "next_delayed", "next_expiry", "promote_due", "reap_expired"])
+@pytest.mark.parametrize("name", ["queue_counts", "oldest_pending", "ready_head", "next_delayed", "next_expiry", "promote_due",
+                                  "reap_expired", "peek_pending", "peek_delayed", "peek_inflight"])
 async def test_statistics_and_claims_are_served_by_indexes(open_sqlite: SQLiteOpener, db_path: Path, name: str) -> None:
     # Given the migrated schema
     await open_sqlite.broker()
     conn = sqlite3.connect(db_path)
-    params = {"ns": "n", "queue": "q", "queues": '["q"]', "now": 0.0, "limit": 10}
+    params = {"ns": "n", "queue": "q", "queues": '["q"]', "now": 0.0, "limit": 10, "offset": 0}
     # Then no step of the plan scans the jobs table
     plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {getattr(Q, name)}", params)]
     assert not [step for step in plan if step.startswith("SCAN jobs")], plan

@@ -51,6 +51,19 @@ def _values(path: Path) -> list[int]:
     return sorted(row[0] for row in rows(path, "SELECT v FROM t"))
 
 
+async def hold_the_thread(db: SQLiteDatabase) -> tuple["asyncio.Future[bool]", threading.Event]:
+    """The database (writer) thread busy in a call until ``gate`` is set; that call's future."""
+    started, gate = threading.Event(), threading.Event()
+
+    def block(conn: sqlite3.Connection) -> bool:
+        started.set()
+        return gate.wait(DEADLINE_S)
+
+    blocker = db.submit(block)
+    assert await asyncio.to_thread(started.wait, DEADLINE_S)
+    return blocker, gate
+
+
 async def test_queued_calls_share_one_commit_and_fail_alone(
     db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,14 +77,7 @@ async def test_queued_calls_share_one_commit_and_fail_alone(
         return real_group(calls)
 
     monkeypatch.setattr(db._link.thread, "_group", recording_group)
-    started, gate = threading.Event(), threading.Event()
-
-    def block(conn: sqlite3.Connection) -> bool:
-        started.set()
-        return gate.wait(DEADLINE_S)
-
-    blocker = db.submit(block)
-    assert await asyncio.to_thread(started.wait, DEADLINE_S)
+    blocker, gate = await hold_the_thread(db)
     good = [db.submit(_insert, value) for value in range(1, 6)]
     failing = db.submit(_insert_then_fail, 100)
     broken = db.submit(_bad_sql)
@@ -115,14 +121,7 @@ async def test_a_closed_database_refuses_calls(db: SQLiteDatabase) -> None:
 async def test_reads_run_on_a_read_only_connection_beside_a_busy_writer(db: SQLiteDatabase) -> None:
     # Given a value written, and the writer thread held busy
     await db.run(_insert, 1)
-    started, gate = threading.Event(), threading.Event()
-
-    def block(conn: sqlite3.Connection) -> bool:
-        started.set()
-        return gate.wait(DEADLINE_S)
-
-    blocker = db.submit(block)
-    assert await asyncio.to_thread(started.wait, DEADLINE_S)
+    blocker, gate = await hold_the_thread(db)
     # When a read is made meanwhile
     found = await asyncio.wait_for(db.read(lambda conn: [r[0] for r in conn.execute("SELECT v FROM t")]), DEADLINE_S)
     # Then it answered on its own connection while the writer was still busy

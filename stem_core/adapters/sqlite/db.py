@@ -235,7 +235,7 @@ class Link:
         """Run each read alone on the read-only connection (on the reader's thread),
         opening it first if needed; errors are translated for the adapter that asked."""
         if self.conn is None:
-            return [(False, owner.unavailable(f"sqlite {owner.label} on {self.path} is closed")) for _, _, owner in calls]
+            return self._closed(calls)
         if self.reader is None:
             try:
                 reader = self._connect(self.busy_timeout_s)
@@ -245,13 +245,16 @@ class Link:
             self.reader = reader
         return [_one(self.reader, fn, args, owner) for fn, args, owner in calls]
 
+    def _closed(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], SQLiteDatabase]]) -> list[tuple[bool, Any]]:
+        return [(False, owner.unavailable(f"sqlite {owner.label} on {self.path} is closed")) for _, _, owner in calls]
+
     def _group(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], SQLiteDatabase]]) -> list[tuple[bool, Any]]:
         """Run ``fn(conn, *args)`` for each call (on the database thread); several calls
         share one transaction, each in its own SAVEPOINT. Errors are translated for the
         adapter that made the call."""
         conn = self.conn
         if conn is None:
-            return [(False, owner.unavailable(f"sqlite {owner.label} on {self.path} is closed")) for _, _, owner in calls]
+            return self._closed(calls)
         if conn.in_transaction:
             # Never expected; but a leaked transaction would silently swallow every later
             # call's writes into savepoints that are never committed.

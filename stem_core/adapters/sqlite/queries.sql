@@ -146,9 +146,9 @@ SELECT * FROM (SELECT id, msg_id, queue, envelope, locked_by, locked_until, deli
                 WHERE ns = :ns AND queue = :queue AND state = 'ready'
                 ORDER BY priority DESC, ready_at, id LIMIT :limit + :offset)
 UNION ALL
-SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs WHERE ns = :ns AND queue = :queue AND state = 'delayed' AND ready_at <= :now
-UNION ALL
-SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs WHERE ns = :ns AND queue = :queue AND state = 'leased' AND locked_until <= :now
+SELECT id, msg_id, queue, envelope, locked_by, locked_until, delivery_count, priority, ready_at FROM jobs
+ WHERE ns = :ns AND queue = :queue
+   AND ((state = 'delayed' AND ready_at <= :now) OR (state = 'leased' AND locked_until <= :now))
  ORDER BY priority DESC, ready_at, id LIMIT :limit OFFSET :offset;
 
 -- name: peek_delayed
