@@ -6,6 +6,11 @@ tasks is not redelivered to another worker. Each delivery is renewed at half its
 in a renewal of its own: one renewal that is slow or hangs (a database lock held
 elsewhere, a broker that stopped answering) does not hold back the others.
 
+A delivery whose deadline passed while it waited for a slot (the event loop was kept
+busy, the process stopped) may be another worker's already, and the keeper's renewal may
+not have run yet: ``confirm`` renews it before its body starts, and a delivery the broker
+says is gone is not started (its new holder runs it).
+
 The keeper wakes at least every ``LEASE_TICK_MAX_S``; when it wakes much later than
 planned, something blocked the event loop (an async task calling blocking code) and it
 says so, because leases could not be renewed meanwhile.
@@ -18,7 +23,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from ..clock import monotonic
+from ..clock import monotonic, utcnow
 from ..contract import Broker
 from ..errors import LeaseLost, StemError, Unsupported
 from .held import SETTLED, Held, HeldSet
@@ -61,6 +66,32 @@ class LeaseKeeper:
         held.schedule_renewal(deadline)
         self._wake.set()
         return deadline
+
+    async def confirm(self, held: Held) -> bool:
+        """Whether ``held`` may start: False when its lease is lost (``lease_lost`` set).
+        Costs a renewal only when its deadline has passed; a renewal that fails for another
+        reason (the server did not answer) lets it start, the keeper trying on."""
+        if held.lease_lost:
+            return False
+        if not self.enabled or held.lease_expires_at > utcnow():
+            return True
+        try:
+            await self.extend(held, held.lease_seconds)
+        except LeaseLost:
+            self._lost(held)
+            log.warning("the lease of task %s ran out before it started and another consumer holds it now: "
+                        "left to that one (was this worker's event loop blocked?)", held.id)
+            return False
+        except Unsupported:
+            self.enabled = False
+        except StemError as exc:
+            log.warning("could not renew the overdue lease of task %s before starting it: %s", held.id, exc)
+        return True
+
+    def _lost(self, held: Held) -> None:
+        held.lease_lost = True
+        if self._metrics is not None:
+            self._metrics.leases_lost.inc()
 
     async def run(self) -> None:
         if not self.enabled:
@@ -114,9 +145,7 @@ class LeaseKeeper:
             deadline = await self._broker.extend_lease(held.delivery, held.lease_seconds)
         except LeaseLost:
             if held.state != SETTLED:
-                held.lease_lost = True
-                if self._metrics is not None:
-                    self._metrics.leases_lost.inc()
+                self._lost(held)
                 self._on_lost(held)
             return
         except Unsupported:

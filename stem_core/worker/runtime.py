@@ -285,7 +285,7 @@ class Worker:
             await self._slots.acquire()
             slot = _Slot(self._slots)
             try:
-                if held.lease_lost:
+                if not await self.leases.confirm(held):
                     await self._drop(held)
                 elif self.stopping or self.control.is_paused(held.queue):
                     await self._executor.give_back(held)

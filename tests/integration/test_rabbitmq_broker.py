@@ -207,6 +207,44 @@ async def test_a_settle_whose_frame_cannot_be_written_gives_up_and_the_message_c
     await assert_nothing(broker, "stuck")
 
 
+async def test_a_lease_renewed_while_its_expiry_is_checked_stays_with_its_holder(
+        namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a holder whose lease ran out while its event loop was busy (a loaded host), so
+    # that the adapter's lease keeper and the worker's renewal come due together
+    require_service("rabbitmq")
+    broker = await connect_broker(RABBITMQ_TEST_URL, namespace=namespace, management_url=None, lease_seconds=0.5)
+    other = await connect_broker(RABBITMQ_TEST_URL, namespace=namespace, management_url=None)
+    try:
+        await broker.publish(Envelope(name="t", queue="renewed"))
+        async with consuming(other, "renewed") as rival:  # someone who could take it back
+            stream = broker.consume("renewed", prefetch=1)
+            held = await asyncio.wait_for(stream.__anext__(), DEADLINE_S)
+            conn = broker._conn  # type: ignore[attr-defined]
+            checking, answer = asyncio.Event(), asyncio.Event()
+            passive = conn.passive
+
+            async def slow_passive(queue: str) -> object:  # the keeper asks whether anyone consumes
+                checking.set()
+                await answer.wait()
+                return await passive(queue)
+
+            monkeypatch.setattr(conn, "passive", slow_passive)
+            await asyncio.wait_for(checking.wait(), DEADLINE_S)
+            # When the holder renews while the keeper is still asking
+            await broker.extend_lease(held, 30)
+            answer.set()
+            # Then the renewal holds: nobody else gets the task, and the holder's ack settles it
+            assert await rival.next(1.0) is None
+            await broker.ack(held)
+            await stream.aclose()
+            assert await rival.next(0.5) is None
+        assert (await stats_of(other, "renewed")).pending == 0
+    finally:
+        await broker.close()
+        await other.close()
+        await delete_namespace(RABBITMQ_TEST_URL, namespace)
+
+
 HUNG_HOLDER = """
 import asyncio, sys, time
 from stem_core import connect_broker

@@ -15,7 +15,8 @@ channel it came on closes (the process died, its heartbeat stopped, RabbitMQ's
   its delivery count, then the old delivery acked), so another consumer gets it within
   lease + ``LEASE_CHECK_S`` + one round trip. It does so only once some consumer could
   take it (the queue has a consumer), so a late holder whose message nobody wanted in
-  the meantime still settles it, as the contract says;
+  the meantime still settles it, as the contract says; a renewal that lands while it
+  asks the server keeps the message where it is;
 * a process that dies, or whose event loop hangs past about two AMQP heartbeats, loses
   its connection: the server requeues its deliveries at once (no wait for the lease).
   A settle is a frame queued for aiormq's writer, with no reply; when the connection was
@@ -298,6 +299,11 @@ class RabbitMQLeases:
                 # Nobody could take it: keep holding, so a late settle still counts.
                 hold.deadline = monotonic() + LEASE_CHECK_S
                 heapq.heappush(self._deadlines, (hold.deadline, next(self._seq), hold.receipt))
+                continue
+            if hold.deadline > monotonic():
+                # Renewed while this keeper waited for the server (the holder's renewal and
+                # this expiry came due together, after a busy event loop): it stays held,
+                # as a renewal on any other broker would have kept it; its new deadline is armed.
                 continue
             taken = self.take(hold.receipt)
             if taken is None:
