@@ -1,15 +1,18 @@
-"""The lease keeper: one renewal that hangs must not stall the renewals of other deliveries."""
+"""The lease keeper: one renewal that hangs must not stall the renewals of other deliveries;
+a delivery whose lease ran out while it waited is renewed before its body starts."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import AsyncIterator, TypeVar
 
-from stem_core import Delivery, Stem, Worker
+from stem_core import Delivery, Stem, Worker, connect_broker
 from stem_core.adapters.memory import MemoryBroker, drop_stores
 from stem_core.worker import TaskContext
 from tests.support import eventually
@@ -102,3 +105,54 @@ async def test_renewals_go_on_after_an_unexpected_error(namespace: str) -> None:
                 finish.set()
         finally:
             finish.set()
+
+
+async def test_a_delivery_whose_lease_ran_out_while_it_waited_is_not_started_once_another_worker_has_it(
+        namespace: str) -> None:
+    # Given a worker with one slot, whose first task blocks the event loop (a loaded host, a
+    # stopped process) past the short lease of the delivery waiting behind it, so that the
+    # keeper cannot renew that lease, and another worker takes the delivery meanwhile
+    lease = 0.3
+    started: list[str] = []
+    rival_has: list[str] = []
+    taken = threading.Event()
+    name = uuid.uuid4().hex
+
+    def rival() -> None:
+        async def take() -> None:
+            other = await connect_broker(f"memory://{name}", namespace=namespace)
+            stream = other.consume("default", prefetch=1)
+            delivery = await asyncio.wait_for(stream.__anext__(), 10)
+            await other.extend_lease(delivery, 30)  # and holds it (unsettled) until the test is over
+            rival_has.append(delivery.envelope.id)
+            taken.set()
+            await stream.aclose()
+
+        asyncio.run(take())
+
+    broker = MemoryBroker.from_url(f"memory://{name}", namespace=namespace)
+    app = Stem(broker=broker, backend=f"memory://{name}", namespace=namespace)
+    try:
+        @app.task(name="blocks", visibility_timeout=30.0)
+        async def blocks(ctx: TaskContext) -> None:
+            time.sleep(lease)  # the waiting delivery's lease runs out: the rival may claim it
+            thread = threading.Thread(target=rival)
+            thread.start()
+            taken.wait(10)  # still blocking the loop: no renewal can run
+            thread.join(10)
+
+        @app.task(name="waits", visibility_timeout=lease)
+        async def waits(ctx: TaskContext) -> None:
+            started.append(ctx.task_id)
+
+        await app.enqueue("blocks")
+        waiting = await app.enqueue("waits")
+        async with running(Worker(app, concurrency=1, prefetch=2)):
+            await eventually(lambda: rival_has, message="the rival took the delivery")
+            await asyncio.sleep(0.5)
+        # Then the worker does not start it: its lease is another worker's now
+        assert rival_has == [waiting]
+        assert started == []
+    finally:
+        await app.close()
+        drop_stores(name)
