@@ -220,6 +220,12 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
     for kind, began, ended in faults.get(holder, ()):
         if began <= t1 and ended >= t0 - FAULT_SLACK_S:  # the fault overlaps the holder's run
             return kind
+    # The holder acked only after the later start, and the last lease deadline it knew (read
+    # after its ack) had passed before that start: a holder slowed past its lease (a loaded
+    # host, no recorded pause), whose task the broker may then give to another consumer.
+    late = [a for a in acks.get(task_id, ()) if int(a["pid"]) == holder and float(a["t"]) >= t1]
+    if late and late[0].get("lease_until") is not None and float(late[0]["lease_until"]) + LEASE_CLOCK_SLACK_S < t1:
+        return "lease-expired"
     return None
 
 

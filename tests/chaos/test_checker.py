@@ -251,6 +251,10 @@ def test_a_rerun_after_the_holders_ack_came_back_past_its_lease_is_explained() -
     assert run(enqueued("b"), slow("b", 3.0, 2.9), ran("b", W2, 3.5), drained())["unexplained_duplicates"] == 1
     # and a rerun before the holder's lease ran out is one whatever the ack did
     assert run(enqueued("c"), slow("c", 3.6, 3.7), ran("c", W2, 3.5), drained())["unexplained_duplicates"] == 1
+    # an ack that came back after the rerun explains it when the lease it knew had run out
+    # before (a holder slowed past its lease), not when the lease still held then
+    late = run(enqueued("e"), slow("e", 3.0, 3.8), ran("e", W2, 3.5), drained())
+    assert late["valid"] and late["duplicate_causes"] == {"lease-expired": 1}, late["violations"]
     # an ack with no deadline recorded explains nothing
     bare = [ev(1.0, "start", W1, id="d", attempt=0), ev(3.4, "ack", W1, id="d")]
     assert run(enqueued("d"), bare, ran("d", W2, 3.5), drained())["unexplained_duplicates"] == 1
