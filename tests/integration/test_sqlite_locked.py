@@ -200,3 +200,24 @@ async def test_the_overview_answers_while_its_rate_record_waits_for_the_lock(
     async with asyncio.timeout(DEADLINE_S):
         await ops.close()
     assert await backend.get_record(RATE_RECORD_KIND, RATE_RECORD_KEY) is not None
+
+
+async def test_closing_does_not_wait_for_a_write_stuck_behind_the_lock(
+    open_sqlite: SQLiteOpener, db_path: Path
+) -> None:
+    # Given a backend whose write waits for the lock another process holds (a stopped
+    # worker), with a busy timeout far longer than anyone would wait for a close
+    backend = await open_sqlite.backend(busy_timeout=600.0)
+    with write_lock_held(db_path):
+        write = asyncio.create_task(backend.put_record("k", "key", {"v": 3}))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the write is on the database thread, waiting
+        # When the backend is closed (`stem inspect` exiting after it printed)
+        async with asyncio.timeout(DEADLINE_S):
+            await backend.close()
+        # Then the close returned, and the write still waits
+        assert not write.done()
+    # And once the lock is let go the write goes in all the same: nothing is lost
+    async with asyncio.timeout(DEADLINE_S):
+        await write
+    assert rows(db_path, "SELECT key FROM records WHERE kind = 'k'") == [("key",)]

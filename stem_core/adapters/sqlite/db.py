@@ -32,6 +32,12 @@ A read-only connection answers ``PRAGMA data_version`` on the event loop itself
 (about 3 microseconds, no hop): the value changes whenever another connection - in this
 process or another one - commits, which is how idle consumers notice new work cheaply.
 
+Closing waits at most ``CLOSE_WAIT_S`` for the calls already queued: a write that waits
+for a lock another process holds can take the whole busy timeout, and ``stem inspect``
+would sit on its printed answer that long. The thread then finishes those calls (the
+write goes in once the lock is free, or fails as it would have) and closes the
+connection itself.
+
 Connections never cross ``fork``: a child that uses an inherited ``SQLiteDatabase``
 abandons the parent's link (without closing its connections, which could disturb the
 parent's locks) and opens its own. ``sqlite3`` exceptions are translated here and nowhere
@@ -41,6 +47,7 @@ else, as the error type of the adapter that made the call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
@@ -57,6 +64,10 @@ from .thread import DatabaseThread
 from .url import POLL_INTERVAL_S
 
 T = TypeVar("T")
+log = logging.getLogger("stem.sqlite")
+
+# How long closing waits for the calls already queued on the writer thread (see above).
+CLOSE_WAIT_S = 2.0
 
 # ms-rounded POSIX seconds on the database's clock (all leases and expiries use it).
 NOW_SQL = "SELECT round((julianday('now') - 2440587.5) * 86400.0, 3)"
@@ -508,8 +519,20 @@ async def _release(link: Link, role: str) -> None:
         if reader is not None:
             await reader.submit(asyncio.get_running_loop(), link.close_reader)
             reader.stop()
-        await link.thread.submit(asyncio.get_running_loop(), link.close_sync)
+        closing = link.thread.submit(asyncio.get_running_loop(), link.close_sync)
         link.thread.stop()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await asyncio.shield(closing)
+        except TimeoutError:
+            closing.add_done_callback(_retrieve)
+            log.warning("sqlite %s on %s: a write still waits for the database lock (held by another process?); "
+                        "closed without waiting for it (it goes in once the lock is free)", role, link.path)
+
+
+def _retrieve(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 __all__ = ["Link", "NOW_SQL", "SQLiteDatabase", "db_now", "immediate", "link_for", "snapshot", "translate"]
