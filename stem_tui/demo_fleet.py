@@ -7,8 +7,11 @@ write to log files (never to the terminal the TUI draws on), and on Linux die wi
 demo even if it is killed (``PR_SET_PDEATHSIG``).
 
 ``stop()`` sends SIGINT to the workers (soft shutdown: running tasks are cancelled after
-``WORKER_GRACE`` and handed back) and SIGTERM to the producer, waits, then kills whatever
-is left.
+``WORKER_GRACE`` and handed back) and SIGTERM to the producer, sends them again every
+``RESEND_S`` to a child still running (a signal that lands while a child is still
+importing, inside a finalizer, is dropped by Python: that child would run on until the
+kill), then kills whatever is left after ``STOP_TIMEOUT_S``. A worker takes a second
+signal as a hard stop, which is what the demo wants by then.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ WORKER_GRACE = "1s"
 WORKER_HEARTBEAT = "2s"
 # stop() waits this long for a clean exit before SIGKILL.
 STOP_TIMEOUT_S = 15.0
+# A child still running this long after its stop signal gets it again.
+RESEND_S = 2.0
 POLL_S = 0.05
 _PR_SET_PDEATHSIG = 1
 
@@ -108,13 +113,14 @@ class Fleet:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> dict[str, int | None]:
         """Stop every child (signal, wait, kill); returns their exit codes."""
-        for child in self.children:
-            if child.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.send_signal(child.stop_signal)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(c.process.poll() is None for c in self.children):
-            time.sleep(POLL_S)
+        while True:
+            self._signal_running()
+            resend = min(deadline, time.monotonic() + RESEND_S)
+            while time.monotonic() < resend and any(c.process.poll() is None for c in self.children):
+                time.sleep(POLL_S)
+            if time.monotonic() >= deadline or all(c.process.poll() is not None for c in self.children):
+                break
         for child in self.children:
             if child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -123,23 +129,23 @@ class Fleet:
             child.log.close()
         return {c.name: c.process.returncode for c in self.children}
 
+    def _signal_running(self) -> None:
+        for child in self.children:
+            if child.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(child.stop_signal)
+
 
 @contextlib.contextmanager
 def running(settings: Settings, log_dir: Path, *, workers: int, rate: float) -> Iterator[Fleet]:
-    """Start the fleet; stop all of it on the way out, whatever the way out is."""
+    """Start the fleet; stop all of it on the way out, whatever the way out is (the caller
+    decides what SIGINT and SIGTERM do meanwhile: ``stem demo``'s ``stop_signals``)."""
     fleet = Fleet(settings, log_dir)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
     try:
         fleet.start(workers=workers, rate=rate)
         yield fleet
     finally:
         fleet.stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = ["Fleet", "WORKERS", "child_env", "running"]

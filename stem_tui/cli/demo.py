@@ -10,11 +10,14 @@ otherwise, so it never mixes with real queues on the same broker.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Iterator
 
 import typer
 
@@ -47,6 +50,46 @@ async def prepare(settings: Settings, *, fresh: bool) -> None:
             await broker.purge(queue)
             if broker.capabilities.dead_letters:
                 await broker.purge_dead_letters(queue)
+
+
+class Stop:
+    """The signal that asked the demo to stop, if any (see ``handling``)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._event = threading.Event()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self._event.set()
+
+    @contextlib.contextmanager
+    def handling(self, *, headless: bool) -> Iterator["Stop"]:
+        """What SIGINT and SIGTERM do while the demo's processes run. Headless, both only
+        set this flag, which the demo checks every ``WATCH_S``: an exception a signal
+        raises is dropped by Python when it lands in a finalizer (a weakref callback,
+        ``__del__``), and CI saw a Ctrl-C right after start leave the demo running out its
+        whole duration. Under the TUI, Ctrl-C is the TUI's key and SIGTERM exits at once
+        (``SystemExit``, so the TUI restores the terminal)."""
+        signals = (signal.SIGINT, signal.SIGTERM) if headless else (signal.SIGTERM,)
+        handler = self._on_signal if headless else _exit_on_signal
+        previous = {sig: signal.signal(sig, handler) for sig in signals}
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def summary(settings: Settings) -> None:
@@ -90,24 +133,28 @@ def demo(
          f"(namespace {settings.namespace}); logs in {log_dir}")
     crashed: list[str] = []
     fleet = None
+    stop = Stop()
     try:
-        with running(settings, log_dir, workers=workers, rate=rate) as fleet:
+        with stop.handling(headless=no_tui), running(settings, log_dir, workers=workers, rate=rate) as fleet:
             info(f"stem demo: started pids {' '.join(str(p) for p in fleet.pids)}")
             if no_tui:
                 deadline = time.monotonic() + (seconds or 0.0)
-                try:
-                    while time.monotonic() < deadline and not fleet.dead():
-                        time.sleep(WATCH_S)
-                except KeyboardInterrupt:
-                    pass  # Ctrl-C: stop at once, without the summary (it reads the broker)
-                else:
+                while not stop.is_set() and not fleet.dead():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    stop.wait(min(WATCH_S, left))
+                if not stop.is_set():
                     summary(settings)  # while the workers still run: the live picture
+                # Ctrl-C or SIGTERM: stop at once, without the summary (it reads the broker)
             else:
                 _run_tui_for(settings, seconds, read_only=read_only, low_colour=low_colour)
             crashed = fleet.dead()
     finally:
         if fleet is not None:
             info(f"stem demo: stopped {len(fleet.children)} process(es)")
+    if stop.signum == signal.SIGTERM:
+        raise SystemExit(128 + signal.SIGTERM)
     if crashed:
         fail(f"demo process(es) exited early: {', '.join(crashed)}; see the logs in {log_dir}", EXIT_FAILED)
 

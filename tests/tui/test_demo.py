@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from stem_tui.cli.demo import Stop
+
 pytestmark = pytest.mark.slow
 
 # Deadlines bound a hang; no test asserts how fast anything happened.
@@ -109,3 +111,22 @@ def test_demo_flows_and_stops_its_processes_when_stopped(tmp_path: Path, how: si
             demo.stdout.close()  # else a failure here leaks the pipe into the next test's warnings
     assert "stopped 4 process(es)" in output, output
     assert all(gone(pid) for pid in pids)
+
+
+def test_a_signal_that_lands_in_a_finalizer_still_stops_the_headless_demo() -> None:
+    # Given the headless demo's signal handling
+    stop, before = Stop(), signal.getsignal(signal.SIGINT)
+
+    class Dropped:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # Python runs the handler here, inside the finalizer
+                pass
+
+    with stop.handling(headless=True):
+        # When Ctrl-C lands while a finalizer runs (where Python drops a KeyboardInterrupt)
+        Dropped()
+        # Then the demo sees it
+        assert stop.wait(DEADLINE_S) and stop.signum == signal.SIGINT
+    # And the handler is given back afterwards
+    assert signal.getsignal(signal.SIGINT) is before
