@@ -1,4 +1,4 @@
-"""Small asyncio helpers shared by the adapters."""
+"""Small asyncio helpers shared by the adapters and the worker."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ def resolve(fut: "asyncio.Future[None]") -> None:
     """Set ``fut``'s result unless it is already done (a timer and a waker may race)."""
     if not fut.done():
         fut.set_result(None)
+
+
+def retrieve(fut: "asyncio.Future[Any]") -> None:
+    """A done callback for a future nobody awaits any more (an abandoned task body, a
+    close that stopped waiting): read its outcome, so asyncio does not log it as lost."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def make_waker(fut: "asyncio.Future[None]") -> Callable[[], None]:
@@ -103,4 +110,4 @@ class TurnBatch(Generic[T]):
             await asyncio.gather(*self._flying, return_exceptions=True)
 
 
-__all__ = ["TurnBatch", "UNSENT", "make_waker", "resolve"]
+__all__ = ["TurnBatch", "UNSENT", "make_waker", "resolve", "retrieve"]

@@ -114,13 +114,12 @@ class Fleet:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> dict[str, int | None]:
         """Stop every child (signal, wait, kill); returns their exit codes."""
         deadline = time.monotonic() + timeout
-        while True:
-            self._signal_running()
-            resend = min(deadline, time.monotonic() + RESEND_S)
-            while time.monotonic() < resend and any(c.process.poll() is None for c in self.children):
-                time.sleep(POLL_S)
-            if time.monotonic() >= deadline or all(c.process.poll() is not None for c in self.children):
-                break
+        resend = 0.0
+        while time.monotonic() < deadline and any(c.process.poll() is None for c in self.children):
+            if time.monotonic() >= resend:
+                self._signal_running()
+                resend = time.monotonic() + RESEND_S
+            time.sleep(POLL_S)
         for child in self.children:
             if child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -139,7 +138,7 @@ class Fleet:
 @contextlib.contextmanager
 def running(settings: Settings, log_dir: Path, *, workers: int, rate: float) -> Iterator[Fleet]:
     """Start the fleet; stop all of it on the way out, whatever the way out is (the caller
-    decides what SIGINT and SIGTERM do meanwhile: ``stem demo``'s ``stop_signals``)."""
+    decides what SIGINT and SIGTERM do meanwhile: ``stem demo``'s ``Stop.handling``)."""
     fleet = Fleet(settings, log_dir)
     try:
         fleet.start(workers=workers, rate=rate)

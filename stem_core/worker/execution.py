@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
+from .._aio import retrieve
 from ..clock import monotonic, to_iso, utcnow
 from ..contract import Broker, ResultBackend, TaskState
 from ..errors import SignatureInvalid, StemError, StorageRejected, Unsupported
@@ -251,7 +252,7 @@ class Executor:
                 body = self.bridge.run(task.func, ctx, **args)
         except Exception as exc:  # noqa: BLE001 - raised by the call itself (bad signature...)
             return "error", exc
-        body.add_done_callback(_retrieve)
+        body.add_done_callback(retrieve)  # an abandoned body may finish later
         held.body = body
         try:
             done, _ = await asyncio.wait({body}, timeout=task.time_limit)
@@ -429,12 +430,6 @@ def _error_line(error: dict[str, Any]) -> str:
     """``Type: message`` of an ``error_info``, cut to one short field."""
     text = f"{error.get('type')}: {error.get('message')}"
     return text if len(text) <= 500 else text[:497] + "..."
-
-
-def _retrieve(future: "asyncio.Future[Any]") -> None:
-    # Abandoned bodies may finish later; read their outcome so asyncio does not log it.
-    if not future.cancelled():
-        future.exception()
 
 
 __all__ = [

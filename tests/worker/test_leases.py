@@ -116,9 +116,8 @@ async def test_a_delivery_whose_lease_ran_out_while_it_waited_is_not_started_onc
     started: list[str] = []
     rival_has: list[str] = []
     taken = threading.Event()
-    name = uuid.uuid4().hex
 
-    def rival() -> None:
+    def rival(name: str) -> None:
         async def take() -> None:
             other = await connect_broker(f"memory://{name}", namespace=namespace)
             stream = other.consume("default", prefetch=1)
@@ -130,13 +129,11 @@ async def test_a_delivery_whose_lease_ran_out_while_it_waited_is_not_started_onc
 
         asyncio.run(take())
 
-    broker = MemoryBroker.from_url(f"memory://{name}", namespace=namespace)
-    app = Stem(broker=broker, backend=f"memory://{name}", namespace=namespace)
-    try:
+    async with memory_app(MemoryBroker, namespace) as (app, broker):
         @app.task(name="blocks", visibility_timeout=30.0)
         async def blocks(ctx: TaskContext) -> None:
             time.sleep(lease)  # the waiting delivery's lease runs out: the rival may claim it
-            thread = threading.Thread(target=rival)
+            thread = threading.Thread(target=rival, args=(broker.name,))
             thread.start()
             taken.wait(10)  # still blocking the loop: no renewal can run
             thread.join(10)
@@ -153,6 +150,3 @@ async def test_a_delivery_whose_lease_ran_out_while_it_waited_is_not_started_onc
         # Then the worker does not start it: its lease is another worker's now
         assert rival_has == [waiting]
         assert started == []
-    finally:
-        await app.close()
-        drop_stores(name)

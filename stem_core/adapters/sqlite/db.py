@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from ..._aio import retrieve
 from ...errors import BrokerUnavailable, ConfigurationError, StemError, StorageRejected
 from .bell import doorbell_for
 from .poller import ChangePoller
@@ -525,14 +526,9 @@ async def _release(link: Link, role: str) -> None:
             async with asyncio.timeout(CLOSE_WAIT_S):
                 await asyncio.shield(closing)
         except TimeoutError:
-            closing.add_done_callback(_retrieve)
+            closing.add_done_callback(retrieve)
             log.warning("sqlite %s on %s: a write still waits for the database lock (held by another process?); "
                         "closed without waiting for it (it goes in once the lock is free)", role, link.path)
-
-
-def _retrieve(fut: "asyncio.Future[Any]") -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 __all__ = ["Link", "NOW_SQL", "SQLiteDatabase", "db_now", "immediate", "link_for", "snapshot", "translate"]
