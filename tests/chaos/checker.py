@@ -204,7 +204,9 @@ def _explain(task_id: str, earlier: dict[str, Any], later: dict[str, Any], fault
         # can still return (the server not yet down) after that record, until the heal.
         if any(crash - BROKER_ACK_LOSS_S <= ack <= back and crash <= t1 for ack in acked for crash, back in broker_faults):
             return "ack-lost-in-broker-crash"
-        if unconfirmed_acks and any(kind == "kill" and ack <= at <= ack + UNCONFIRMED_ACK_S and at <= t1
+        # (The kill may be recorded a hair before the ack: the runner records it before it
+        # sends the signal, FAULT_SLACK_S.)
+        if unconfirmed_acks and any(kind == "kill" and ack - FAULT_SLACK_S <= at <= ack + UNCONFIRMED_ACK_S and at <= t1
                                     for ack in acked for kind, at, _ in faults.get(holder, ())):
             return "ack-lost-in-worker-kill"
         # The holder's ack came back after its lease had run out (a slow settle), and the

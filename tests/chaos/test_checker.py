@@ -106,6 +106,11 @@ def test_on_a_broker_without_ack_replies_an_ack_just_before_its_workers_kill_may
     summary = run(amqp, enqueued("a"), ran("a", W1, 1.0), kill, ran("a", W2, 1.5), drained())
     assert summary["valid"], summary["violations"]
     assert summary["duplicate_causes"] == {"ack-lost-in-worker-kill": 1}
+    # also when the kill was recorded just before the ack (the runner records it, then sends
+    # SIGKILL; a CI run had the ack recorded 33 us after the kill record)
+    first = [ev(1.1999, "kill", R, target=W1)]
+    early = run(amqp, enqueued("d"), ran("d", W1, 1.0), first, ran("d", W2, 1.5), drained())
+    assert early["valid"] and early["duplicate_causes"] == {"ack-lost-in-worker-kill": 1}, early["violations"]
     # not on a broker whose ack returns after the server has it, nor long after the ack
     assert run(enqueued("b"), ran("b", W1, 1.0), kill, ran("b", W2, 1.5), drained())["unexplained_duplicates"] == 1
     late = [ev(3.0, "kill", R, target=W1)]
